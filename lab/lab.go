@@ -1,0 +1,563 @@
+// Package lab simulates machines on one Linux box: each machine is a
+// network namespace plus a persistent private mount namespace (its own
+// /run, /var/lib/butter, libvirt folders and sysfs), joined by veth to a
+// shared underlay bridge that lives in a namespace of its own. Probes are
+// plain network namespaces plugged into a bridge inside a machine, standing
+// in for VMs.
+//
+// Everything a lab makes is named after it: network namespaces
+// /run/netns/<lab>-ul (underlay), <lab>-m<i> (machines), <lab>-p<k>
+// (probes), and its state under /run/butter-lab/<lab>. Nothing is put in
+// the root network namespace. Up needs root.
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	// StateRoot holds one folder per lab with its mount namespace files.
+	StateRoot = "/run/butter-lab"
+	// NetnsDir is where iproute2 keeps named network namespaces.
+	NetnsDir = "/run/netns"
+	// UnderlayBridge is the bridge, inside the underlay namespace, that
+	// every machine's eth0 is plugged into.
+	UnderlayBridge = "ul0"
+	// MachineUplink is a machine's link to the underlay.
+	MachineUplink = "eth0"
+
+	maxMachines = 32
+	maxIfName   = 15
+)
+
+// Defaults for Config.
+var (
+	DefaultUnderlay = netip.MustParsePrefix("10.250.0.0/24")
+	DefaultMTU      = 1500
+)
+
+// MachineMounts are the folders each machine gets its own empty tmpfs on.
+// Up makes them on the host if they are missing (as empty folders) and
+// leaves them there, since other labs may use them.
+var MachineMounts = []string{"/run", "/var/lib/butter", "/etc/libvirt", "/var/lib/libvirt", "/var/log/libvirt"}
+
+// Config describes a lab.
+type Config struct {
+	// Name names the lab and everything in it: 1 to 8 lower-case letters
+	// and digits, starting with a letter, not with "bt" (the helper's
+	// prefix).
+	Name string
+	// Machines is how many machines sit on the shared underlay.
+	Machines int
+	// Underlay is the underlay's prefix; machine i (from 1) gets host
+	// number i. Default 10.250.0.0/24.
+	Underlay netip.Prefix
+	// MTU is the underlay MTU. Default 1500.
+	MTU int
+
+	// Machines behind a NAT router are not built yet: they will sit on a
+	// private bridge inside a router namespace <lab>-r<k> whose other leg
+	// takes the last host number of Underlay, which Up keeps free for it.
+}
+
+var labNameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
+
+func checkName(name string) error {
+	if !labNameRE.MatchString(name) {
+		return fmt.Errorf("lab name %q: use 1 to 8 lower-case letters and digits, starting with a letter", name)
+	}
+	if strings.HasPrefix(name, "bt") {
+		return fmt.Errorf("lab name %q: must not start with %q, the helper's own link prefix", name, "bt")
+	}
+	return nil
+}
+
+// withDefaults fills in defaults and reports every problem at once.
+func (c Config) withDefaults() (Config, error) {
+	if !c.Underlay.IsValid() {
+		c.Underlay = DefaultUnderlay
+	}
+	if c.MTU == 0 {
+		c.MTU = DefaultMTU
+	}
+	var errs []error
+	if err := checkName(c.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Machines < 1 || c.Machines > maxMachines {
+		errs = append(errs, fmt.Errorf("lab %q: %d machines: want 1 to %d", c.Name, c.Machines, maxMachines))
+	}
+	if !c.Underlay.Addr().Is4() || c.Underlay != c.Underlay.Masked() {
+		errs = append(errs, fmt.Errorf("lab %q underlay %s: want an IPv4 network prefix such as %s", c.Name, c.Underlay, DefaultUnderlay))
+	} else if c.Machines > 0 && c.Machines > hostCount(c.Underlay)-1 {
+		errs = append(errs, fmt.Errorf("lab %q underlay %s: too small for %d machines and a router", c.Name, c.Underlay, c.Machines))
+	}
+	if c.MTU < 1280 || c.MTU > 9000 {
+		errs = append(errs, fmt.Errorf("lab %q MTU %d: want 1280 to 9000", c.Name, c.MTU))
+	}
+	return c, errors.Join(errs...)
+}
+
+// hostCount is how many host numbers a prefix has (no network, no broadcast).
+func hostCount(p netip.Prefix) int {
+	bits := 32 - p.Bits()
+	if bits >= 16 {
+		return 1<<16 - 2
+	}
+	return 1<<bits - 2
+}
+
+// hostAddr is the host number n of prefix p, with p's length.
+func hostAddr(p netip.Prefix, n int) netip.Prefix {
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v += uint32(n)
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), p.Bits())
+}
+
+// Lab is a set of simulated machines on one underlay.
+type Lab struct {
+	// Name is the lab's name, the prefix of all its namespaces.
+	Name string
+	// Dir holds the lab's mount namespace files.
+	Dir string
+	// Underlay is the underlay prefix and MTU.
+	Underlay netip.Prefix
+	MTU      int
+	// Machines are the lab's machines, m1 first.
+	Machines []*Machine
+
+	tools tools
+
+	mu     sync.Mutex
+	probes []*Probe
+	procs  map[*Process]bool
+}
+
+// UnderlayNetns is the name of the namespace holding the underlay bridge.
+func (l *Lab) UnderlayNetns() string { return l.Name + "-ul" }
+
+// UnderlayCommand runs a program in the underlay's network namespace
+// (tcpdump on UnderlayBridge, say).
+func (l *Lab) UnderlayCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return l.tools.nsCommand(ctx, netnsPath(l.UnderlayNetns()), "", name, args...)
+}
+
+// Machine returns the machine called name (m1, m2, …), or nil.
+func (l *Lab) Machine(name string) *Machine {
+	for _, m := range l.Machines {
+		if m.Name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// Probes returns the probes added so far.
+func (l *Lab) Probes() []*Probe {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.probes)
+}
+
+func netnsPath(name string) string { return filepath.Join(NetnsDir, name) }
+
+// Up builds a lab. On error it removes what it had built.
+func Up(ctx context.Context, cfg Config) (_ *Lab, err error) {
+	cfg, err = cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	t, err := lookTools()
+	if err != nil {
+		return nil, err
+	}
+	if left, err := leftovers(cfg.Name); err != nil {
+		return nil, err
+	} else if len(left) > 0 {
+		return nil, fmt.Errorf("lab %q already exists or a crashed run left %s: take it down or clean it first", cfg.Name, strings.Join(left, ", "))
+	}
+	l := &Lab{
+		Name:     cfg.Name,
+		Dir:      filepath.Join(StateRoot, cfg.Name),
+		Underlay: cfg.Underlay,
+		MTU:      cfg.MTU,
+		tools:    t,
+		procs:    map[*Process]bool{},
+	}
+	defer func() {
+		if err != nil {
+			if derr := clean(context.WithoutCancel(ctx), t, l.Name); derr != nil {
+				err = errors.Join(err, fmt.Errorf("remove the half-built lab: %w", derr))
+			}
+		}
+	}()
+	if err := l.makeDir(ctx); err != nil {
+		return nil, err
+	}
+	if err := l.makeUnderlay(ctx); err != nil {
+		return nil, err
+	}
+	for i := 1; i <= cfg.Machines; i++ {
+		m, err := l.addMachine(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		l.Machines = append(l.Machines, m)
+	}
+	return l, nil
+}
+
+// makeDir makes the lab's state folder a private bind mount of itself, so
+// that mount namespaces can be bound to files in it.
+func (l *Lab) makeDir(ctx context.Context) error {
+	if err := os.MkdirAll(filepath.Join(l.Dir, "ns"), 0o700); err != nil {
+		return fmt.Errorf("lab %q: %w", l.Name, err)
+	}
+	if _, err := output(exec.CommandContext(ctx, l.tools.mount, "--bind", l.Dir, l.Dir)); err != nil {
+		return fmt.Errorf("lab %q: %w", l.Name, err)
+	}
+	if _, err := output(exec.CommandContext(ctx, l.tools.mount, "--make-private", l.Dir)); err != nil {
+		return fmt.Errorf("lab %q: %w", l.Name, err)
+	}
+	// The bind mount hides what MkdirAll made; make ns again on top.
+	if err := os.MkdirAll(filepath.Join(l.Dir, "ns"), 0o700); err != nil {
+		return fmt.Errorf("lab %q: %w", l.Name, err)
+	}
+	for _, dir := range MachineMounts {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("lab %q: mount point: %w", l.Name, err)
+		}
+	}
+	return nil
+}
+
+// addNetns makes a named network namespace with loopback up and, if
+// noIPv6, IPv6 off for every link made in it later.
+func (l *Lab) addNetns(ctx context.Context, name string, noIPv6 bool) error {
+	if err := l.tools.runIP(ctx, "netns", "add", name); err != nil {
+		return err
+	}
+	if err := l.tools.runIP(ctx, "-n", name, "link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	if noIPv6 {
+		return l.sysctl(ctx, netnsPath(name), "", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+	}
+	return nil
+}
+
+// sysctl sets keys (k=v) inside a namespace: /proc/sys/net belongs to the
+// network namespace of whoever opens it.
+func (l *Lab) sysctl(ctx context.Context, netns, mntns string, kv ...string) error {
+	for _, s := range kv {
+		k, v, _ := strings.Cut(s, "=")
+		path := "/proc/sys/" + strings.ReplaceAll(k, ".", "/")
+		cmd := l.tools.nsCommand(ctx, netns, mntns, l.tools.sh, "-c", `printf '%s\n' "$1" > "$2"`, "sh", v, path)
+		if _, err := output(cmd); err != nil {
+			return fmt.Errorf("set %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func (l *Lab) makeUnderlay(ctx context.Context) error {
+	ns := l.UnderlayNetns()
+	if err := l.addNetns(ctx, ns, true); err != nil {
+		return fmt.Errorf("lab %q underlay: %w", l.Name, err)
+	}
+	mtu := strconv.Itoa(l.MTU)
+	if err := l.tools.runIP(ctx, "-n", ns, "link", "add", UnderlayBridge, "mtu", mtu, "type", "bridge"); err != nil {
+		return fmt.Errorf("lab %q underlay: %w", l.Name, err)
+	}
+	if err := l.tools.runIP(ctx, "-n", ns, "link", "set", UnderlayBridge, "up"); err != nil {
+		return fmt.Errorf("lab %q underlay: %w", l.Name, err)
+	}
+	return nil
+}
+
+// AddProbe makes a plain network namespace <lab>-p<k> with eth0 at addr
+// and the given MTU, whose veth peer prb<k> is a port of bridge inside
+// machine m. The bridge must exist.
+func (l *Lab) AddProbe(ctx context.Context, m *Machine, bridge string, addr netip.Prefix, mtu int) (_ *Probe, err error) {
+	if m == nil || m.lab != l {
+		return nil, fmt.Errorf("lab %q: add probe: machine is not this lab's", l.Name)
+	}
+	if mtu < 68 || mtu > 65535 {
+		return nil, fmt.Errorf("lab %q: add probe on %s %s: MTU %d out of range", l.Name, m.Name, bridge, mtu)
+	}
+	l.mu.Lock()
+	k := len(l.probes) + 1
+	p := &Probe{
+		Name:    fmt.Sprintf("p%d", k),
+		Machine: m,
+		Bridge:  bridge,
+		Port:    fmt.Sprintf("prb%d", k),
+		Addr:    addr,
+		MTU:     mtu,
+		lab:     l,
+	}
+	l.probes = append(l.probes, p)
+	l.mu.Unlock()
+
+	ns := p.Netns()
+	wrap := func(err error) error {
+		return fmt.Errorf("lab %q: add probe %s on %s %s: %w", l.Name, p.Name, m.Name, bridge, err)
+	}
+	if err := l.addNetns(ctx, ns, true); err != nil {
+		return nil, wrap(err)
+	}
+	if err := l.tools.runIP(ctx, "-n", ns, "link", "add", "eth0", "mtu", strconv.Itoa(mtu), "type", "veth",
+		"peer", "name", p.Port, "mtu", strconv.Itoa(mtu), "netns", m.Netns()); err != nil {
+		return nil, wrap(err)
+	}
+	if err := l.tools.runIP(ctx, "-n", ns, "addr", "add", addr.String(), "dev", "eth0"); err != nil {
+		return nil, wrap(err)
+	}
+	if err := l.tools.runIP(ctx, "-n", ns, "link", "set", "eth0", "up"); err != nil {
+		return nil, wrap(err)
+	}
+	if err := p.Attach(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Down stops the lab's processes and removes every trace of the lab. It
+// tolerates what is already gone.
+func (l *Lab) Down(ctx context.Context) error {
+	l.mu.Lock()
+	procs := make([]*Process, 0, len(l.procs))
+	for p := range l.procs {
+		procs = append(procs, p)
+	}
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Go(func() {
+			stopCtx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			_ = p.Stop(stopCtx) // clean kills whatever is left
+		})
+	}
+	wg.Wait()
+	return clean(ctx, l.tools, l.Name)
+}
+
+// Clean removes whatever a lab called name left behind, for instance after
+// a crash: processes in its namespaces, its mount namespaces, its network
+// namespaces and its state folder.
+func Clean(ctx context.Context, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	t, err := lookTools()
+	if err != nil {
+		return err
+	}
+	return clean(ctx, t, name)
+}
+
+// leftovers lists what exists of lab name.
+func leftovers(name string) ([]string, error) {
+	var left []string
+	nss, err := labNetns(name)
+	if err != nil {
+		return nil, err
+	}
+	for _, ns := range nss {
+		left = append(left, netnsPath(ns))
+	}
+	dir := filepath.Join(StateRoot, name)
+	if _, err := os.Stat(dir); err == nil {
+		left = append(left, dir)
+	}
+	return left, nil
+}
+
+// labNetns lists the network namespaces of lab name.
+func labNetns(name string) ([]string, error) {
+	entries, err := os.ReadDir(NetnsDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list network namespaces: %w", err)
+	}
+	var nss []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), name+"-") {
+			nss = append(nss, e.Name())
+		}
+	}
+	return nss, nil
+}
+
+func clean(ctx context.Context, t tools, name string) error {
+	var errs []error
+	nss, err := labNetns(name)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	var paths []string
+	for _, ns := range nss {
+		paths = append(paths, netnsPath(ns))
+	}
+	if err := killIn(ctx, paths); err != nil {
+		errs = append(errs, fmt.Errorf("clean lab %q: %w", name, err))
+	}
+
+	// Mount namespaces first: a machine's sysfs holds its network namespace.
+	dir := filepath.Join(StateRoot, name)
+	nsDir := filepath.Join(dir, "ns")
+	files, err := os.ReadDir(nsDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("clean lab %q: %w", name, err))
+	}
+	for _, f := range files {
+		path := filepath.Join(nsDir, f.Name())
+		if mounted(path) {
+			if _, err := output(exec.CommandContext(ctx, t.umount, "--lazy", path)); err != nil {
+				errs = append(errs, fmt.Errorf("clean lab %q: %w", name, err))
+				continue
+			}
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("clean lab %q: %w", name, err))
+		}
+	}
+	if err := os.Remove(nsDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("clean lab %q: %w", name, err))
+	}
+	if mounted(dir) {
+		if _, err := output(exec.CommandContext(ctx, t.umount, "--lazy", dir)); err != nil {
+			errs = append(errs, fmt.Errorf("clean lab %q: %w", name, err))
+		}
+	}
+	// What MkdirAll made under the bind mount.
+	_ = os.Remove(nsDir)
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("clean lab %q: %w", name, err))
+	}
+	_ = os.Remove(StateRoot) // only if no other lab is left
+
+	for _, ns := range nss {
+		if err := t.runIP(ctx, "netns", "delete", ns); err != nil {
+			if _, serr := os.Stat(netnsPath(ns)); serr == nil {
+				errs = append(errs, fmt.Errorf("clean lab %q: %w", name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mounted tells whether path is a mount point, from /proc/self/mountinfo.
+func mounted(path string) bool {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	return slices.Contains(mountPoints(string(data)), path)
+}
+
+// mountPoints lists the mount points of a mountinfo text, in order.
+func mountPoints(mountinfo string) []string {
+	var points []string
+	for line := range strings.Lines(mountinfo) {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		points = append(points, unescapeMount(f[4]))
+	}
+	return points
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// killIn kills every process whose network namespace is one of netns
+// (paths) and waits, up to a few seconds, until they are gone.
+func killIn(ctx context.Context, netns []string) error {
+	if len(netns) == 0 {
+		return nil
+	}
+	var want []os.FileInfo
+	for _, p := range netns {
+		if fi, err := os.Stat(p); err == nil {
+			want = append(want, fi)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pids := pidsIn(want)
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes %v survive SIGKILL", pids)
+		}
+		for _, pid := range pids {
+			_ = killPID(pid)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// pidsIn lists live processes whose network namespace is one of want.
+func pidsIn(want []os.FileInfo) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join("/proc", e.Name(), "ns", "net"))
+		if err != nil {
+			continue // gone, a zombie, or a kernel thread
+		}
+		for _, w := range want {
+			if os.SameFile(fi, w) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}

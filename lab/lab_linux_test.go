@@ -1,0 +1,284 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// needRoot skips a test that makes namespaces unless it runs as root; in
+// CI (CI=true) it fails instead, so that a lab test never silently
+// vanishes there.
+func needRoot(t *testing.T) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root to make network and mount namespaces"
+	} else if _, err := lookTools(); err != nil {
+		why = err.Error()
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true but the lab cannot run: %s", why)
+	}
+	t.Skip(why)
+}
+
+// testName makes a lab name unique to this run.
+func testName(prefix string) string {
+	return fmt.Sprintf("%s%04x", prefix, os.Getpid()&0xffff)
+}
+
+func upLab(t *testing.T, cfg Config) *Lab {
+	t.Helper()
+	start := time.Now()
+	l, err := Up(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	t.Logf("Up %d machines: %v", cfg.Machines, time.Since(start).Round(time.Millisecond))
+	t.Cleanup(func() {
+		start := time.Now()
+		if err := l.Down(context.Background()); err != nil {
+			t.Errorf("Down: %v", err)
+		}
+		t.Logf("Down: %v", time.Since(start).Round(time.Millisecond))
+	})
+	return l
+}
+
+func TestLabMachines(t *testing.T) {
+	needRoot(t)
+	ctx := t.Context()
+	l := upLab(t, Config{Name: testName("lm"), Machines: 3})
+
+	// Underlay: every machine reaches every other.
+	for _, a := range l.Machines {
+		for _, b := range l.Machines {
+			if a == b {
+				continue
+			}
+			if _, err := a.Run(ctx, "ping", "-c", "1", "-W", "2", b.Addr.Addr().String()); err != nil {
+				t.Errorf("%s cannot ping %s on the underlay: %v", a.Name, b.Name, err)
+			}
+		}
+	}
+
+	// Each machine's sysfs shows its own links only.
+	for _, m := range l.Machines {
+		out, err := m.Run(ctx, "ls", "/sys/class/net")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.Fields(string(out)), []string{"eth0", "lo"}; strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s /sys/class/net = %v, want %v", m.Name, got, want)
+		}
+	}
+
+	// Each machine has its own /run and /var/lib/butter, apart from the
+	// host's and the other machines'.
+	for _, m := range l.Machines {
+		for _, dir := range []string{"/run", "/var/lib/butter"} {
+			file := filepath.Join(dir, "lab-test-"+m.Name)
+			if _, err := m.Run(ctx, "sh", "-c", "echo "+m.Name+" > "+file); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, m := range l.Machines {
+		out, err := m.Run(ctx, "sh", "-c", "ls /run /var/lib/butter")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range l.Machines {
+			has := strings.Contains(string(out), "lab-test-"+o.Name)
+			if has != (o == m) {
+				t.Errorf("%s sees %s's files: %v (ls: %q)", m.Name, o.Name, has, out)
+			}
+		}
+		if strings.Contains(string(out), "netns") {
+			t.Errorf("%s's /run shows the host's netns folder: %q", m.Name, out)
+		}
+	}
+	if matches, _ := filepath.Glob("/var/lib/butter/lab-test-*"); len(matches) > 0 {
+		t.Errorf("the host sees machine files: %v", matches)
+	}
+	if matches, _ := filepath.Glob("/run/lab-test-*"); len(matches) > 0 {
+		t.Errorf("the host sees machine files: %v", matches)
+	}
+
+	// No lab link in the root namespace.
+	out, err := os.ReadDir("/sys/class/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range out {
+		if e.Name() == UnderlayBridge || strings.HasPrefix(e.Name(), "prb") {
+			t.Errorf("lab link %s is in the root namespace", e.Name())
+		}
+	}
+}
+
+func TestLabProbes(t *testing.T) {
+	needRoot(t)
+	ctx := t.Context()
+	l := upLab(t, Config{Name: testName("lp"), Machines: 2})
+	m1, m2 := l.Machine("m1"), l.Machine("m2")
+
+	// A bridge on each machine, joined over the underlay by a VXLAN, with
+	// two probes on m1 and one on m2: a stand-in for the helper's chain.
+	for _, m := range []*Machine{m1, m2} {
+		other := m2
+		if m == m2 {
+			other = m1
+		}
+		for _, args := range [][]string{
+			{"link", "add", "x0", "mtu", "1450", "type", "bridge"},
+			{"link", "add", "xv0", "type", "vxlan", "id", "7", "dstport", "4789", "local", m.Addr.Addr().String(), "remote", other.Addr.Addr().String(), "dev", "eth0"},
+			{"link", "set", "xv0", "master", "x0", "up"},
+			{"link", "set", "x0", "up"},
+		} {
+			if _, err := m.Run(ctx, "ip", args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p1, err := l.AddProbe(ctx, m1, "x0", netip.MustParsePrefix("10.1.0.1/24"), 1450)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := l.AddProbe(ctx, m1, "x0", netip.MustParsePrefix("10.1.0.2/24"), 1450)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p3, err := l.AddProbe(ctx, m2, "x0", netip.MustParsePrefix("10.1.0.3/24"), 1450)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pair := range [][2]*Probe{{p1, p2}, {p1, p3}, {p3, p2}} {
+		if _, err := pair[0].Run(ctx, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", pair[1].Addr.Addr().String()); err != nil {
+			t.Errorf("probe %s cannot ping %s: %v", pair[0].Name, pair[1].Name, err)
+		}
+	}
+
+	// After the bridge is made again, Attach plugs the probe back in.
+	for _, args := range [][]string{
+		{"link", "del", "x0"},
+		{"link", "add", "x0", "mtu", "1450", "type", "bridge"},
+		{"link", "set", "xv0", "master", "x0"},
+		{"link", "set", "x0", "up"},
+	} {
+		if _, err := m2.Run(ctx, "ip", args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p3.Attach(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p3.Run(ctx, "ping", "-c", "1", "-W", "2", p1.Addr.Addr().String()); err != nil {
+		t.Errorf("after Attach, probe p3 cannot ping p1: %v", err)
+	}
+}
+
+func TestLabProcess(t *testing.T) {
+	needRoot(t)
+	ctx := t.Context()
+	l := upLab(t, Config{Name: testName("lq"), Machines: 1})
+	m := l.Machine("m1")
+
+	p, err := m.Start(ctx, nil, "sleep", "300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(comm)); got != "sleep" {
+		t.Errorf("PID %d is %q, want the program itself (sleep)", p.PID(), got)
+	}
+	for _, ns := range []struct{ kind, file string }{{"net", netnsPath(m.Netns())}, {"mnt", m.MountNS}} {
+		a, err := os.Stat(fmt.Sprintf("/proc/%d/ns/%s", p.PID(), ns.kind))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.Stat(ns.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !os.SameFile(a, b) {
+			t.Errorf("the process is not in %s's %s namespace", m.Name, ns.kind)
+		}
+	}
+
+	q, err := p.Restart(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Error("Restart left the old process running")
+	}
+	if q.PID() == p.PID() {
+		t.Errorf("Restart kept PID %d", q.PID())
+	}
+	stopCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := q.Stop(stopCtx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Start(ctx, nil, "/nonexistent/daemon"); err == nil {
+		t.Error("Start of a missing program succeeded")
+	}
+	// One left running for Down to stop.
+	if _, err := m.Start(ctx, nil, "sleep", "300"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLabCleanAfterCrash(t *testing.T) {
+	needRoot(t)
+	ctx := t.Context()
+	name := testName("lc")
+	l, err := Up(ctx, Config{Name: name, Machines: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Clean(context.Background(), name) })
+	if _, err := l.AddProbe(ctx, l.Machine("m1"), "nosuchbr", netip.MustParsePrefix("10.1.0.1/24"), 1500); err == nil {
+		t.Error("AddProbe onto a missing bridge succeeded")
+	}
+	// A daemon that nobody stops, as after a crash of the test binary.
+	if _, err := l.Machine("m2").Start(ctx, nil, "sleep", "300"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Up(ctx, Config{Name: name, Machines: 1}); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("Up over a live lab: %v, want an 'already exists' error", err)
+	}
+
+	if err := Clean(ctx, name); err != nil {
+		t.Fatalf("Clean: %v", err)
+	}
+	left, err := leftovers(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("after Clean, left: %v", left)
+	}
+	if mounted(filepath.Join(StateRoot, name)) {
+		t.Errorf("after Clean, %s is still mounted", filepath.Join(StateRoot, name))
+	}
+	// Clean is tolerant of a lab that is already gone.
+	if err := Clean(ctx, name); err != nil {
+		t.Errorf("second Clean: %v", err)
+	}
+}
