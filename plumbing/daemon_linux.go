@@ -1,0 +1,100 @@
+package plumbing
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DaemonOptions configure RunDaemon.
+type DaemonOptions struct {
+	StateDir string
+	Socket   string
+	Log      *slog.Logger
+}
+
+// RunDaemon is `butter helper daemon`: it restores the applied spec, keeps
+// a userspace WireGuard device alive where the kernel has none, and serves
+// calls on the socket until ctx ends. Only one daemon runs per state folder.
+func RunDaemon(ctx context.Context, o DaemonOptions) error {
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
+	}
+	if o.Socket == "" {
+		o.Socket = DefaultSocket
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	unlock, err := lockDir(o.StateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	h, err := New(Options{StateDir: o.StateDir, Log: o.Log})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	l, err := ListenSocket(o.Socket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(o.Socket)
+
+	restored := make(chan struct{})
+	go func() {
+		defer close(restored)
+		restore(ctx, h, o.Log)
+	}()
+	o.Log.Info("helper daemon listening", "socket", o.Socket)
+	err = Serve(ctx, l, h, o.Log)
+	<-restored
+	return err
+}
+
+// restore re-applies the persisted spec, retrying with backoff while it
+// fails (a peer's name may not resolve yet at boot).
+func restore(ctx context.Context, h *Helper, log *slog.Logger) {
+	wait := time.Second
+	for {
+		rep, ok, err := h.Restore(ctx)
+		switch {
+		case err == nil && ok:
+			log.Info("restored applied spec", "changes", len(rep.Changes))
+			return
+		case err == nil:
+			log.Info("no applied spec to restore")
+			return
+		}
+		log.Error("restore applied spec", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, time.Minute)
+	}
+}
+
+// lockDir takes an exclusive lock on the state folder for this process.
+func lockDir(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("make state folder: %w", err)
+	}
+	path := filepath.Join(dir, "daemon.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another helper daemon holds %s; stop it first: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}

@@ -1,0 +1,248 @@
+package plumbing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Helper builds and keeps this machine's part of the private networks. Its
+// methods may be called from many goroutines; they run one at a time.
+type Helper struct {
+	mu    sync.Mutex
+	state state
+	log   *slog.Logger
+	links *kernelTable
+	wg    *wgctrl.Client
+}
+
+// New returns a Helper for the current network namespace.
+func New(opts Options) (*Helper, error) {
+	if opts.StateDir == "" {
+		opts.StateDir = DefaultStateDir
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("make state folder: %w", err)
+	}
+	links, err := newKernelTable(opts.Log)
+	if err != nil {
+		return nil, err
+	}
+	wg, err := wgctrl.New()
+	if err != nil {
+		links.close()
+		return nil, fmt.Errorf("open wireguard control: %w", err)
+	}
+	return &Helper{state: state{opts.StateDir}, log: opts.Log, links: links, wg: wg}, nil
+}
+
+// Close releases the helper. A userspace WireGuard device stops with it;
+// kernel links stay.
+func (h *Helper) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.links.close()
+	return h.wg.Close()
+}
+
+// PublicKey returns this machine's WireGuard public key, making the private
+// key on first use.
+func (h *Helper) PublicKey() (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	k, err := h.state.privateKey()
+	if err != nil {
+		return "", err
+	}
+	return k.PublicKey().String(), nil
+}
+
+func (h *Helper) machine(spec Spec) machine {
+	_, mtu := h.links.uplink(endpointAddrs(spec))
+	return machine{UplinkMTU: mtu, Gretap: h.links.capabilities().Gretap}
+}
+
+// Apply makes the machine match spec and persists it so that the daemon
+// restores it after a restart. It adds before it deletes, touches only
+// links named with Prefix, and may be called any number of times.
+func (h *Helper) Apply(ctx context.Context, spec Spec) (Report, error) {
+	if err := spec.Validate(); err != nil {
+		return Report{}, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.state.saveSpec(spec); err != nil {
+		return Report{}, fmt.Errorf("persist spec: %w", err)
+	}
+	return h.apply(ctx, spec)
+}
+
+func (h *Helper) apply(ctx context.Context, spec Spec) (Report, error) {
+	priv, err := h.state.privateKey()
+	if err != nil {
+		return Report{}, err
+	}
+	p := makePlan(spec, h.machine(spec))
+	changes, err := converge(ctx, h.links, p.Links)
+	rep := h.report(spec, p, priv)
+	for _, c := range changes {
+		rep.Changes = append(rep.Changes, c.String())
+	}
+	if err != nil {
+		return rep, fmt.Errorf("apply links: %w", err)
+	}
+	dev, err := h.wg.Device(WireGuardName)
+	if err != nil {
+		return rep, fmt.Errorf("read wireguard %q: %w", WireGuardName, err)
+	}
+	cfg, notes, err := peerChanges(ctx, spec, priv, dev)
+	if err != nil {
+		return rep, err
+	}
+	if len(notes) > 0 {
+		if err := h.wg.ConfigureDevice(WireGuardName, cfg); err != nil {
+			return rep, fmt.Errorf("configure wireguard %q: %w", WireGuardName, err)
+		}
+		rep.Changes = append(rep.Changes, notes...)
+	}
+	for _, c := range rep.Changes {
+		h.log.Info("applied", "change", c)
+	}
+	return rep, nil
+}
+
+func (h *Helper) report(spec Spec, p plan, priv wgtypes.Key) Report {
+	return Report{
+		WireGuard: WireGuardReport{Name: WireGuardName, MTU: p.WireGuardMTU, Userspace: h.links.usingUserspace(),
+			PublicKey: priv.PublicKey().String(), ListenPort: spec.Mesh.listenPort()},
+		Networks: p.Networks,
+		Changes:  []string{},
+	}
+}
+
+// Check returns how the machine differs from spec, changing nothing.
+func (h *Helper) Check(ctx context.Context, spec Spec) ([]Drift, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := makePlan(spec, h.machine(spec))
+	have, err := h.links.Links(ctx)
+	if err != nil {
+		return nil, err
+	}
+	drift := []Drift{}
+	for _, c := range diff(p.Links, have) {
+		d := Drift{Link: c.Link.Name}
+		switch c.Op {
+		case OpAdd:
+			d.Problem = "missing"
+		case OpDelete:
+			d.Problem = "not in the spec"
+		case OpReplace:
+			d.Problem = "wrong kind or tunnel ends; want " + c.Link.identity()
+		case OpSet:
+			d.Problem = "want " + c.What
+		}
+		drift = append(drift, d)
+	}
+	priv, err := h.state.privateKey()
+	if err != nil {
+		return nil, err
+	}
+	if dev, err := h.wg.Device(WireGuardName); err == nil {
+		_, notes, err := peerChanges(ctx, spec, priv, dev)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range notes {
+			drift = append(drift, Drift{Link: WireGuardName, Problem: n})
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		drift = append(drift, Drift{Link: WireGuardName, Problem: "cannot read the device: " + err.Error()})
+	}
+	return drift, nil
+}
+
+// Remove tears down every link the helper made and forgets the applied
+// spec. What is already gone is not an error. The key stays: it is the
+// machine's identity.
+func (h *Helper) Remove(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, err := converge(ctx, h.links, nil); err != nil {
+		return fmt.Errorf("remove links: %w", err)
+	}
+	return h.state.forgetSpec()
+}
+
+// Restore re-applies the persisted spec, if there is one.
+func (h *Helper) Restore(ctx context.Context) (Report, bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	spec, ok, err := h.state.spec()
+	if err != nil || !ok {
+		return Report{}, ok, err
+	}
+	rep, err := h.apply(ctx, spec)
+	return rep, true, err
+}
+
+// Facts reports what the kernel can do and how the mesh is doing.
+func (h *Helper) Facts(ctx context.Context) (Facts, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	spec, _, err := h.state.spec()
+	if err != nil {
+		return Facts{}, err
+	}
+	caps := h.links.capabilities()
+	f := Facts{KernelWireGuard: caps.KernelWireGuard, Gretap: caps.Gretap, Peers: []PeerFacts{}}
+	f.Uplink, f.UplinkMTU = h.links.uplink(endpointAddrs(spec))
+	dev, err := h.wg.Device(WireGuardName)
+	if errors.Is(err, os.ErrNotExist) {
+		return f, nil
+	}
+	if err != nil {
+		return f, fmt.Errorf("read wireguard %q: %w", WireGuardName, err)
+	}
+	mtu := 0
+	if ls, err := h.links.Links(ctx); err == nil {
+		for _, l := range ls {
+			if l.Name == WireGuardName {
+				mtu = l.MTU
+			}
+		}
+	}
+	f.WireGuard = &WireGuardReport{Name: dev.Name, MTU: mtu, Userspace: h.links.usingUserspace(),
+		PublicKey: dev.PublicKey.String(), ListenPort: dev.ListenPort}
+	names := map[string]string{}
+	for _, p := range spec.Peers {
+		names[p.PublicKey] = p.Name
+	}
+	now := time.Now()
+	for _, p := range dev.Peers {
+		pf := PeerFacts{Name: names[p.PublicKey.String()], PublicKey: p.PublicKey.String(),
+			RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes, HandshakeAge: -1}
+		if p.Endpoint != nil {
+			pf.Endpoint = p.Endpoint.String()
+		}
+		if !p.LastHandshakeTime.IsZero() {
+			pf.LastHandshake = p.LastHandshakeTime
+			pf.HandshakeAge = now.Sub(p.LastHandshakeTime).Seconds()
+		}
+		f.Peers = append(f.Peers, pf)
+	}
+	return f, nil
+}

@@ -1,0 +1,267 @@
+package plumbing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// kernelTable is the link table of the current network namespace, read and
+// changed through netlink.
+type kernelTable struct {
+	h   *netlink.Handle
+	log *slog.Logger
+
+	mu        sync.Mutex
+	userspace *userspaceDevice // the in-process WireGuard device, if any
+	caps      *capabilities
+}
+
+func newKernelTable(log *slog.Logger) (*kernelTable, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	return &kernelTable{h: h, log: log}, nil
+}
+
+func (k *kernelTable) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.userspace != nil {
+		k.userspace.Close()
+		k.userspace = nil
+	}
+	k.h.Close()
+}
+
+// allLinks lists every link, retrying a dump the kernel interrupted.
+func (k *kernelTable) allLinks() ([]netlink.Link, error) {
+	var err error
+	for range 5 {
+		var ls []netlink.Link
+		ls, err = k.h.LinkList()
+		if err == nil {
+			return ls, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("list links: %w", err)
+}
+
+func (k *kernelTable) Links(ctx context.Context) ([]Link, error) {
+	all, err := k.allLinks()
+	if err != nil {
+		return nil, err
+	}
+	names := map[int]string{}
+	for _, l := range all {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	var out []Link
+	for _, nl := range all {
+		a := nl.Attrs()
+		if !ours(a.Name) {
+			continue
+		}
+		l := Link{Name: a.Name, Kind: nl.Type(), MTU: a.MTU, Alias: a.Alias, Up: a.Flags&net.FlagUp != 0}
+		if a.MasterIndex != 0 {
+			l.Master = names[a.MasterIndex]
+			pi, err := k.h.LinkGetProtinfo(nl)
+			if err != nil {
+				return nil, fmt.Errorf("read bridge port flags of %q: %w", a.Name, err)
+			}
+			l.Isolated = pi.Isolated
+		}
+		switch v := nl.(type) {
+		case *netlink.Gretap:
+			l.Key, l.Local, l.Remote = v.IKey, addrOf(v.Local), addrOf(v.Remote)
+		case *netlink.Vxlan:
+			l.Key, l.Local, l.Dev, l.Port = uint32(v.VxlanId), addrOf(v.SrcAddr), names[v.VtepDevIndex], v.Port
+			if l.FDB, err = k.fdb(nl); err != nil {
+				return nil, err
+			}
+		case *netlink.Wireguard, *netlink.Tuntap:
+			if a.Name != WireGuardName {
+				break
+			}
+			l.Kind = KindWireGuard
+			if l.Addrs, l.Routes, err = k.addrsAndRoutes(nl); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}
+
+func (k *kernelTable) Add(ctx context.Context, l Link) error {
+	attrs := netlink.LinkAttrs{Name: l.Name, MTU: l.MTU}
+	var nl netlink.Link
+	switch l.Kind {
+	case KindWireGuard:
+		return k.addWireGuard(l)
+	case KindBridge:
+		nl = &netlink.Bridge{LinkAttrs: attrs}
+	case KindGretap:
+		nl = &netlink.Gretap{LinkAttrs: attrs, IKey: l.Key, OKey: l.Key, PMtuDisc: 1,
+			Local: l.Local.AsSlice(), Remote: l.Remote.AsSlice()}
+	case KindVXLAN:
+		dev, err := k.h.LinkByName(l.Dev)
+		if err != nil {
+			return fmt.Errorf("find %q for vxlan %q: %w", l.Dev, l.Name, err)
+		}
+		nl = &netlink.Vxlan{LinkAttrs: attrs, VxlanId: int(l.Key), VtepDevIndex: dev.Attrs().Index,
+			SrcAddr: l.Local.AsSlice(), Port: l.Port, Learning: true}
+	default:
+		return fmt.Errorf("add %q: unknown kind %q", l.Name, l.Kind)
+	}
+	if err := k.h.LinkAdd(nl); err != nil {
+		return fmt.Errorf("add %s %q: %w", l.Kind, l.Name, err)
+	}
+	return nil
+}
+
+func (k *kernelTable) Set(ctx context.Context, have, want Link) error {
+	nl, err := k.h.LinkByName(want.Name)
+	if err != nil {
+		return fmt.Errorf("find %q: %w", want.Name, err)
+	}
+	if have.MTU != want.MTU {
+		if err := k.h.LinkSetMTU(nl, want.MTU); err != nil {
+			return fmt.Errorf("set mtu of %q to %d: %w", want.Name, want.MTU, err)
+		}
+	}
+	if have.Master != want.Master {
+		if want.Master == "" {
+			err = k.h.LinkSetNoMaster(nl)
+		} else {
+			var br netlink.Link
+			if br, err = k.h.LinkByName(want.Master); err == nil {
+				err = k.h.LinkSetMasterByIndex(nl, br.Attrs().Index)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("set master of %q to %q: %w", want.Name, want.Master, err)
+		}
+	}
+	if have.Isolated != want.Isolated && want.Master != "" {
+		if err := k.h.LinkSetIsolated(nl, want.Isolated); err != nil {
+			return fmt.Errorf("set isolated of %q: %w", want.Name, err)
+		}
+	}
+	if have.Alias != want.Alias {
+		if err := k.h.LinkSetAlias(nl, want.Alias); err != nil {
+			return fmt.Errorf("set alias of %q: %w", want.Name, err)
+		}
+	}
+	if have.Up != want.Up {
+		set := k.h.LinkSetDown
+		if want.Up {
+			set = k.h.LinkSetUp
+		}
+		if err := set(nl); err != nil {
+			return fmt.Errorf("set %q up=%v: %w", want.Name, want.Up, err)
+		}
+	}
+	if want.Kind == KindVXLAN {
+		if err := k.setFDB(nl, have.FDB, want.FDB); err != nil {
+			return err
+		}
+	}
+	if want.Kind == KindWireGuard {
+		if err := k.setAddrsAndRoutes(nl, have, want); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (k *kernelTable) Delete(ctx context.Context, l Link) error {
+	if l.Kind == KindWireGuard {
+		k.mu.Lock()
+		if k.userspace != nil {
+			k.userspace.Close()
+			k.userspace = nil
+		}
+		k.mu.Unlock()
+	}
+	nl, err := k.h.LinkByName(l.Name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("find %q: %w", l.Name, err)
+	}
+	if err := k.h.LinkDel(nl); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete %s %q: %w", l.Kind, l.Name, err)
+	}
+	return nil
+}
+
+// fdb lists a VXLAN device's flood entries: the all-zero MAC towards each
+// peer.
+func (k *kernelTable) fdb(nl netlink.Link) ([]netip.Addr, error) {
+	neighs, err := k.h.NeighList(nl.Attrs().Index, unix.AF_BRIDGE)
+	if err != nil {
+		return nil, fmt.Errorf("list fdb of %q: %w", nl.Attrs().Name, err)
+	}
+	var out []netip.Addr
+	for _, n := range neighs {
+		if n.IP != nil && isZeroMAC(n.HardwareAddr) {
+			out = append(out, addrOf(n.IP))
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
+}
+
+func isZeroMAC(m net.HardwareAddr) bool {
+	for _, b := range m {
+		if b != 0 {
+			return false
+		}
+	}
+	return len(m) == 6
+}
+
+func (k *kernelTable) setFDB(nl netlink.Link, have, want []netip.Addr) error {
+	entry := func(a netip.Addr) *netlink.Neigh {
+		return &netlink.Neigh{LinkIndex: nl.Attrs().Index, Family: unix.AF_BRIDGE,
+			State: netlink.NUD_NOARP | netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF,
+			IP: a.AsSlice(), HardwareAddr: make(net.HardwareAddr, 6)}
+	}
+	for _, a := range want {
+		if slices.Contains(have, a) {
+			continue
+		}
+		if err := k.h.NeighAppend(entry(a)); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add fdb entry to %s on %q: %w", a, nl.Attrs().Name, err)
+		}
+	}
+	for _, a := range have {
+		if slices.Contains(want, a) {
+			continue
+		}
+		if err := k.h.NeighDel(entry(a)); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete fdb entry to %s on %q: %w", a, nl.Attrs().Name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+package plumbing
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// peerChanges compares the WireGuard device with the spec's peers and
+// returns the configuration that makes it match, with a line per change.
+// Peers that already match are left alone, so their sessions survive.
+func peerChanges(ctx context.Context, spec Spec, priv wgtypes.Key, dev *wgtypes.Device) (wgtypes.Config, []string, error) {
+	var cfg wgtypes.Config
+	var notes []string
+	if dev.PrivateKey != priv {
+		cfg.PrivateKey = &priv
+		notes = append(notes, "wireguard set private key (public "+priv.PublicKey().String()+")")
+	}
+	if port := spec.Mesh.listenPort(); dev.ListenPort != port {
+		cfg.ListenPort = &port
+		notes = append(notes, fmt.Sprintf("wireguard set listen port %d", port))
+	}
+	have := map[wgtypes.Key]wgtypes.Peer{}
+	for _, p := range dev.Peers {
+		have[p.PublicKey] = p
+	}
+	wanted := map[wgtypes.Key]bool{}
+	for _, p := range spec.Peers {
+		key, err := wgtypes.ParseKey(p.PublicKey)
+		if err != nil {
+			return cfg, nil, fmt.Errorf("peer %q public key: %w", p.Name, err)
+		}
+		wanted[key] = true
+		allowed := allowedIPs(p)
+		keepalive := time.Duration(p.Keepalive) * time.Second
+		var endpoint *net.UDPAddr
+		if p.Endpoint != "" {
+			endpoint, err = resolveEndpoint(ctx, p.Endpoint)
+			if err != nil {
+				return cfg, nil, fmt.Errorf("peer %q endpoint: %w", p.Name, err)
+			}
+		}
+		cur, ok := have[key]
+		var what []string
+		switch {
+		case !ok:
+			what = append(what, "add")
+		default:
+			if !sameIPNets(cur.AllowedIPs, allowed) {
+				what = append(what, "allowed ips")
+			}
+			if cur.PersistentKeepaliveInterval != keepalive {
+				what = append(what, "keepalive")
+			}
+			if endpoint != nil && (cur.Endpoint == nil || cur.Endpoint.String() != endpoint.String()) {
+				what = append(what, "endpoint")
+			}
+		}
+		if len(what) == 0 {
+			continue
+		}
+		notes = append(notes, fmt.Sprintf("wireguard peer %s: %v", p.Name, what))
+		cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{
+			PublicKey: key, UpdateOnly: ok, Endpoint: endpoint, ReplaceAllowedIPs: true,
+			AllowedIPs: allowed, PersistentKeepaliveInterval: &keepalive,
+		})
+	}
+	for _, p := range dev.Peers {
+		if !wanted[p.PublicKey] {
+			notes = append(notes, "wireguard remove peer "+p.PublicKey.String())
+			cfg.Peers = append(cfg.Peers, wgtypes.PeerConfig{PublicKey: p.PublicKey, Remove: true})
+		}
+	}
+	return cfg, notes, nil
+}
+
+// allowedIPs is what the device routes to p: its mesh address and any
+// prefixes it relays.
+func allowedIPs(p Peer) []net.IPNet {
+	out := []net.IPNet{*ipNet(netip.PrefixFrom(p.MeshIP, 32))}
+	for _, a := range p.AllowedIPs {
+		if a.Bits() == 32 && a.Addr() == p.MeshIP {
+			continue
+		}
+		out = append(out, *ipNet(a))
+	}
+	return out
+}
+
+func sameIPNets(a, b []net.IPNet) bool {
+	key := func(ns []net.IPNet) []string {
+		s := make([]string, len(ns))
+		for i, n := range ns {
+			s[i] = n.String()
+		}
+		slices.Sort(s)
+		return s
+	}
+	return slices.Equal(key(a), key(b))
+}
+
+func resolveEndpoint(ctx context.Context, hostport string) (*net.UDPAddr, error) {
+	if ap, err := netip.ParseAddrPort(hostport); err == nil {
+		return net.UDPAddrFromAddrPort(ap), nil
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+	if err != nil || len(ips) == 0 {
+		return nil, fmt.Errorf("resolve %q: %w", host, err)
+	}
+	return net.ResolveUDPAddr("udp", net.JoinHostPort(ips[0].String(), port))
+}
+
+// endpointAddrs lists the spec's peer endpoints that are literal addresses,
+// for finding the uplink.
+func endpointAddrs(spec Spec) []netip.Addr {
+	var out []netip.Addr
+	for _, p := range spec.Peers {
+		if ap, err := netip.ParseAddrPort(p.Endpoint); err == nil {
+			out = append(out, ap.Addr())
+		}
+	}
+	return out
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	bits, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), bits), true
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

@@ -1,0 +1,200 @@
+package plumbing
+
+import (
+	"context"
+	"encoding/base64"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func testKey(b byte) string {
+	return base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(b), 32)))
+}
+
+// testSpec is machine 1 of a three-machine mesh with the given networks.
+func testSpec(networks ...Network) Spec {
+	return Spec{
+		Mesh: Mesh{Address: netip.MustParsePrefix("10.99.0.1/16")},
+		Peers: []Peer{
+			{Name: "m2", PublicKey: testKey('b'), Endpoint: "192.0.2.2:51820", MeshIP: netip.MustParseAddr("10.99.0.2")},
+			{Name: "m3", PublicKey: testKey('c'), MeshIP: netip.MustParseAddr("10.99.0.3"), Keepalive: 25,
+				AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.98.0.0/24")}},
+		},
+		Networks: networks,
+	}
+}
+
+func changesText(cs []Change) string {
+	var b strings.Builder
+	for _, c := range cs {
+		b.WriteString(c.String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func TestPlanFromEmpty(t *testing.T) {
+	blue := Network{Name: "blue", ID: 1, Peers: []string{"m2", "m3"}}
+	red := Network{Name: "red", ID: 7, Tunnel: TunnelVXLAN, Peers: []string{"m3"}}
+	tests := []struct {
+		name    string
+		spec    Spec
+		machine machine
+		want    string
+	}{{
+		name:    "mesh only",
+		spec:    testSpec(),
+		machine: machine{UplinkMTU: 1500},
+		want: `add wireguard btwg0 mtu 1420
+`,
+	}, {
+		name:    "auto picks gretap where the kernel has it",
+		spec:    testSpec(blue),
+		machine: machine{UplinkMTU: 1500, Gretap: true},
+		want: `add wireguard btwg0 mtu 1420
+add bridge btbr1 mtu 1378
+add gretap btgt1-2 key 1 local 10.99.0.1 remote 10.99.0.2 mtu 1378 master btbr1 isolated
+add gretap btgt1-3 key 1 local 10.99.0.1 remote 10.99.0.3 mtu 1378 master btbr1 isolated
+`,
+	}, {
+		name:    "auto falls back to vxlan, a vxlan network stays vxlan",
+		spec:    testSpec(blue, red),
+		machine: machine{UplinkMTU: 1500},
+		want: `add wireguard btwg0 mtu 1420
+add bridge btbr1 mtu 1370
+add bridge btbr7 mtu 1370
+add vxlan btvx1 vni 1 local 10.99.0.1 dev btwg0 port 4789 mtu 1370 master btbr1
+add vxlan btvx7 vni 7 local 10.99.0.1 dev btwg0 port 4789 mtu 1370 master btbr7
+`,
+	}, {
+		name:    "jumbo uplink",
+		spec:    testSpec(red),
+		machine: machine{UplinkMTU: 9000, Gretap: true},
+		want: `add wireguard btwg0 mtu 8920
+add bridge btbr7 mtu 8870
+add vxlan btvx7 vni 7 local 10.99.0.1 dev btwg0 port 4789 mtu 8870 master btbr7
+`,
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := makePlan(tt.spec, tt.machine)
+			f := newFakeTable()
+			got, err := converge(context.Background(), f, p.Links)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if text := changesText(got); text != tt.want {
+				t.Errorf("changes:\n%s\nwant:\n%s", text, tt.want)
+			}
+			again, err := converge(context.Background(), f, p.Links)
+			if err != nil || len(again) != 0 {
+				t.Errorf("second apply changed %q (err %v), want nothing", changesText(again), err)
+			}
+		})
+	}
+}
+
+func TestPlanRoutesAndFDB(t *testing.T) {
+	p := makePlan(testSpec(Network{Name: "red", ID: 7, Tunnel: TunnelVXLAN, Peers: []string{"m3", "m2"}}), machine{})
+	wg, vx := p.Links[0], p.Links[2]
+	if got := joinPrefixes(wg.Routes); got != "10.98.0.0/24" {
+		t.Errorf("routes = %s, want only the relayed prefix 10.98.0.0/24", got)
+	}
+	if got := joinAddrs(vx.FDB); got != "10.99.0.2,10.99.0.3" {
+		t.Errorf("fdb = %s, want both peers", got)
+	}
+	if got := p.Networks[0]; got.MTU != 1370 || got.Tunnel != TunnelVXLAN || got.Bridge != "btbr7" {
+		t.Errorf("network report = %+v", got)
+	}
+}
+
+func TestChangesBetweenSpecs(t *testing.T) {
+	blue := Network{Name: "blue", ID: 1, Tunnel: TunnelGretap, Peers: []string{"m2", "m3"}}
+	m := machine{UplinkMTU: 1500, Gretap: true}
+	f := newFakeTable()
+	if _, err := converge(context.Background(), f, makePlan(testSpec(blue), m).Links); err != nil {
+		t.Fatal(err)
+	}
+	// m3 leaves blue; blue moves to VXLAN; the uplink shrinks.
+	blue2 := Network{Name: "blue", ID: 1, Tunnel: TunnelVXLAN, Peers: []string{"m2"}}
+	got, err := converge(context.Background(), f, makePlan(testSpec(blue2), machine{UplinkMTU: 1400}).Links)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `set btwg0 mtu 1320
+set btbr1 mtu 1270
+add vxlan btvx1 vni 1 local 10.99.0.1 dev btwg0 port 4789 mtu 1270 master btbr1
+del gretap btgt1-3
+del gretap btgt1-2
+`
+	if text := changesText(got); text != want {
+		t.Errorf("changes:\n%s\nwant:\n%s", text, want)
+	}
+}
+
+// TestConvergeFromAnyState moves between specs and damaged states in random
+// order and checks that every apply ends in the state a fresh machine gets.
+func TestConvergeFromAnyState(t *testing.T) {
+	specs := []Spec{
+		testSpec(),
+		testSpec(Network{Name: "blue", ID: 1, Peers: []string{"m2", "m3"}}),
+		testSpec(Network{Name: "blue", ID: 1, Tunnel: TunnelVXLAN, Peers: []string{"m2"}},
+			Network{Name: "red", ID: 2, Peers: []string{"m3"}}),
+		testSpec(Network{Name: "green", ID: 300, Tunnel: TunnelGretap, Peers: []string{"m3"}}),
+	}
+	machines := []machine{{UplinkMTU: 1500, Gretap: true}, {UplinkMTU: 1500}, {UplinkMTU: 9000, Gretap: true}}
+	fresh := func(s Spec, m machine) string {
+		f := newFakeTable()
+		if _, err := converge(context.Background(), f, makePlan(s, m).Links); err != nil {
+			t.Fatal(err)
+		}
+		return f.dump()
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	f := newFakeTable(Link{Name: "eth0", Kind: "veth", MTU: 1500, Up: true})
+	for i := 0; i < 300; i++ {
+		damage(rng, f)
+		s, m := specs[rng.IntN(len(specs))], machines[rng.IntN(len(machines))]
+		if _, err := converge(context.Background(), f, makePlan(s, m).Links); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		got := strings.Replace(f.dump(), "veth eth0 mtu 1500 up=true alias=\"\" fdb=none addrs=none routes=none\n", "", 1)
+		if want := fresh(s, m); got != want {
+			t.Fatalf("step %d: state after apply:\n%s\nfresh machine:\n%s", i, got, want)
+		}
+		if _, ok := f.links["eth0"]; !ok {
+			t.Fatalf("step %d: the helper deleted eth0, which is not its own", i)
+		}
+	}
+}
+
+// damage does to the table what a person or a reboot might.
+func damage(rng *rand.Rand, f *fakeTable) {
+	ls, _ := f.Links(context.Background())
+	if len(ls) == 0 {
+		return
+	}
+	l := ls[rng.IntN(len(ls))]
+	if !ours(l.Name) {
+		return
+	}
+	switch rng.IntN(6) {
+	case 0:
+		_ = f.Delete(context.Background(), l)
+	case 1:
+		l.MTU = 1500
+	case 2:
+		l.Master, l.Isolated = "", false
+	case 3:
+		l.Up = false
+	case 4:
+		l.FDB = nil
+	case 5:
+		f.links["btstale9"] = Link{Name: "btstale9", Kind: KindBridge, MTU: 1500}
+	}
+	if _, ok := f.links[l.Name]; ok {
+		f.links[l.Name] = l
+	}
+}

@@ -1,0 +1,199 @@
+package plumbing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sourcegraph/jsonrpc2"
+)
+
+// DefaultSocket is where the helper daemon listens for local calls.
+const DefaultSocket = "/run/butter/helper.sock"
+
+// Methods of the helper's JSON-RPC 2.0 interface.
+const (
+	MethodApply     = "helper.apply"
+	MethodCheck     = "helper.check"
+	MethodRemove    = "helper.remove"
+	MethodFacts     = "helper.facts"
+	MethodPublicKey = "helper.public_key"
+)
+
+// CheckResult is what MethodCheck returns.
+type CheckResult struct {
+	Drift []Drift `json:"drift"`
+}
+
+// machineSide is what the RPC server serves; *Helper is one.
+type machineSide interface {
+	PublicKey() (string, error)
+	Apply(ctx context.Context, spec Spec) (Report, error)
+	Check(ctx context.Context, spec Spec) ([]Drift, error)
+	Remove(ctx context.Context) error
+	Facts(ctx context.Context) (Facts, error)
+}
+
+// handler answers JSON-RPC calls with m.
+func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
+	h := jsonrpc2.HandlerWithError(func(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+		params := func(v any) error {
+			if req.Params == nil {
+				return &jsonrpc2.Error{Code: jsonrpc2.CodeInvalidParams, Message: req.Method + ": missing params"}
+			}
+			dec := json.NewDecoder(bytesReader(*req.Params))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(v); err != nil {
+				return &jsonrpc2.Error{Code: jsonrpc2.CodeInvalidParams, Message: req.Method + ": " + err.Error()}
+			}
+			return nil
+		}
+		log.Debug("call", "method", req.Method)
+		switch req.Method {
+		case MethodPublicKey:
+			return m.PublicKey()
+		case MethodApply:
+			var s Spec
+			if err := params(&s); err != nil {
+				return nil, err
+			}
+			rep, err := m.Apply(ctx, s)
+			if err != nil {
+				return nil, err
+			}
+			return rep, nil
+		case MethodCheck:
+			var s Spec
+			if err := params(&s); err != nil {
+				return nil, err
+			}
+			d, err := m.Check(ctx, s)
+			return CheckResult{Drift: d}, err
+		case MethodRemove:
+			return struct{}{}, m.Remove(ctx)
+		case MethodFacts:
+			return m.Facts(ctx)
+		}
+		return nil, &jsonrpc2.Error{Code: jsonrpc2.CodeMethodNotFound, Message: "no method " + req.Method}
+	})
+	return jsonrpc2.AsyncHandler(h)
+}
+
+// Serve answers calls on l until ctx ends.
+func Serve(ctx context.Context, l net.Listener, m machineSide, log *slog.Logger) error {
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	h := handler(m, log)
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		conn := jsonrpc2.NewConn(ctx, jsonrpc2.NewPlainObjectStream(c), h)
+		go func() {
+			select {
+			case <-conn.DisconnectNotify():
+			case <-ctx.Done():
+				conn.Close()
+			}
+		}()
+	}
+}
+
+// ListenSocket listens on a unix socket only root can use, replacing a
+// stale socket file that nothing answers on.
+func ListenSocket(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("make socket folder: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("listen on %s: another helper daemon answers there; stop it first", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Client calls a helper daemon.
+type Client struct {
+	conn *jsonrpc2.Conn
+}
+
+// Dial connects to the helper daemon's socket.
+func Dial(ctx context.Context, path string) (*Client, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("reach the helper daemon at %s (is `butter helper daemon` running?): %w", path, err)
+	}
+	return NewClient(ctx, c), nil
+}
+
+// NewClient speaks the helper protocol over rwc.
+func NewClient(ctx context.Context, rwc net.Conn) *Client {
+	return &Client{conn: jsonrpc2.NewConn(ctx, jsonrpc2.NewPlainObjectStream(rwc), nil)}
+}
+
+// Close hangs up.
+func (c *Client) Close() error { return c.conn.Close() }
+
+func (c *Client) call(ctx context.Context, method string, params, result any) error {
+	if err := c.conn.Call(ctx, method, params, result); err != nil {
+		var rerr *jsonrpc2.Error
+		if errors.As(err, &rerr) {
+			return errors.New(rerr.Message)
+		}
+		return fmt.Errorf("%s: %w", method, err)
+	}
+	return nil
+}
+
+// PublicKey asks for the machine's WireGuard public key.
+func (c *Client) PublicKey(ctx context.Context) (string, error) {
+	var k string
+	return k, c.call(ctx, MethodPublicKey, nil, &k)
+}
+
+// Apply sends spec to be applied.
+func (c *Client) Apply(ctx context.Context, spec Spec) (Report, error) {
+	var r Report
+	return r, c.call(ctx, MethodApply, spec, &r)
+}
+
+// Check asks how the machine differs from spec.
+func (c *Client) Check(ctx context.Context, spec Spec) ([]Drift, error) {
+	var r CheckResult
+	return r.Drift, c.call(ctx, MethodCheck, spec, &r)
+}
+
+// Remove tears the machine's chain down.
+func (c *Client) Remove(ctx context.Context) error {
+	return c.call(ctx, MethodRemove, nil, nil)
+}
+
+// Facts asks for capabilities and live mesh state.
+func (c *Client) Facts(ctx context.Context) (Facts, error) {
+	var f Facts
+	return f, c.call(ctx, MethodFacts, nil, &f)
+}
