@@ -92,6 +92,9 @@ func (h *Helper) apply(ctx context.Context, spec Spec) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
+	if err := notSelf(spec, priv.PublicKey().String()); err != nil {
+		return Report{}, err
+	}
 	p := makePlan(spec, h.machine(spec))
 	changes, err := converge(ctx, h.links, p.Links)
 	rep := h.report(spec, p, priv)

@@ -232,7 +232,18 @@ func (s Spec) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ListenPort is the WireGuard port, defaulted.
+// notSelf refuses a spec that lists this machine, known by its public key,
+// as one of its own peers.
+func notSelf(s Spec, publicKey string) error {
+	for _, p := range s.Peers {
+		if p.PublicKey == publicKey {
+			return fmt.Errorf("peer %q has this machine's own public key; a machine is not its own peer", p.Name)
+		}
+	}
+	return nil
+}
+
+// listenPort is the WireGuard port, defaulted.
 func (m Mesh) listenPort() int {
 	if m.ListenPort == 0 {
 		return 51820

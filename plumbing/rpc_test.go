@@ -1,0 +1,151 @@
+package plumbing
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// recorder is a machine side that remembers what it was asked.
+type recorder struct {
+	applied []Spec
+	err     error
+}
+
+func (r *recorder) PublicKey() (string, error) { return testKey('a'), nil }
+func (r *recorder) Apply(ctx context.Context, s Spec) (Report, error) {
+	r.applied = append(r.applied, s)
+	return Report{Networks: []NetworkReport{{Name: "blue", MTU: 1370}}, Changes: []string{"add bridge btbr1"}}, r.err
+}
+func (r *recorder) Check(ctx context.Context, s Spec) ([]Drift, error) {
+	return []Drift{{Link: "btbr1", Problem: "missing"}}, nil
+}
+func (r *recorder) Remove(ctx context.Context) error { return r.err }
+func (r *recorder) Facts(ctx context.Context) (Facts, error) {
+	return Facts{UplinkMTU: 1500, Peers: []PeerFacts{{Name: "m2", HandshakeAge: -1}}}, nil
+}
+
+func TestRPCRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	sock := filepath.Join(t.TempDir(), "h.sock")
+	l, err := ListenSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v (err %v), want 0600", fi.Mode().Perm(), err)
+	}
+	r := &recorder{}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- Serve(sctx, l, r, slog.New(slog.DiscardHandler)) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	c, err := Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	spec := testSpec(Network{Name: "blue", ID: 1, Peers: []string{"m2"}})
+	rep, err := c.Apply(ctx, spec)
+	if err != nil || rep.Networks[0].MTU != 1370 || rep.Changes[0] != "add bridge btbr1" {
+		t.Fatalf("apply: %+v, %v", rep, err)
+	}
+	if len(r.applied) != 1 || r.applied[0].Peers[1].AllowedIPs[0] != spec.Peers[1].AllowedIPs[0] {
+		t.Fatalf("the spec did not arrive whole: %+v", r.applied)
+	}
+	if d, err := c.Check(ctx, spec); err != nil || len(d) != 1 || d[0].Problem != "missing" {
+		t.Fatalf("check: %+v, %v", d, err)
+	}
+	if f, err := c.Facts(ctx); err != nil || f.UplinkMTU != 1500 || f.Peers[0].HandshakeAge != -1 {
+		t.Fatalf("facts: %+v, %v", f, err)
+	}
+	if k, err := c.PublicKey(ctx); err != nil || k != testKey('a') {
+		t.Fatalf("public key: %q, %v", k, err)
+	}
+	r.err = errors.New(`add bridge "btbr1": operation not permitted`)
+	if err := c.Remove(ctx); err == nil || !strings.Contains(err.Error(), "operation not permitted") {
+		t.Fatalf("remove error: %v, want the helper's own message", err)
+	}
+
+	// A second daemon on the same socket is refused; a stale socket file
+	// is replaced.
+	if _, err := ListenSocket(sock); err == nil || !strings.Contains(err.Error(), "another helper daemon") {
+		t.Fatalf("second listener: %v", err)
+	}
+	stale := filepath.Join(t.TempDir(), "stale.sock")
+	sl, _ := net.Listen("unix", stale)
+	sl.(*net.UnixListener).SetUnlinkOnClose(false)
+	sl.Close()
+	l2, err := ListenSocket(stale)
+	if err != nil {
+		t.Fatalf("stale socket: %v", err)
+	}
+	l2.Close()
+}
+
+func TestPrivateKeyStaysPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	s := state{dir}
+	k1, err := s.privateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, keyFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v (err %v), want 0600", fi.Mode().Perm(), err)
+	}
+	if di, _ := os.Stat(dir); di.Mode().Perm() != 0o700 {
+		t.Errorf("state folder mode %v, want 0700", di.Mode().Perm())
+	}
+	k2, err := s.privateKey()
+	if err != nil || k1 != k2 {
+		t.Fatalf("the key changed between calls (err %v)", err)
+	}
+	if err := notSelf(testSpec(), k1.PublicKey().String()); err != nil {
+		t.Fatalf("a spec without this machine was refused: %v", err)
+	}
+	spec := testSpec()
+	spec.Peers[0].PublicKey = k1.PublicKey().String()
+	if err := notSelf(spec, k1.PublicKey().String()); err == nil {
+		t.Fatal("a spec listing this machine as its own peer was accepted")
+	}
+	if err := os.WriteFile(filepath.Join(dir, keyFile), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.privateKey(); err == nil || !strings.Contains(err.Error(), "move it away") {
+		t.Fatalf("a corrupt key: %v, want an error that says what to do", err)
+	}
+}
+
+func TestSpecPersistence(t *testing.T) {
+	s := state{t.TempDir()}
+	if _, ok, err := s.spec(); ok || err != nil {
+		t.Fatalf("empty state: ok=%v err=%v", ok, err)
+	}
+	want := testSpec(Network{Name: "blue", ID: 1, Peers: []string{"m2"}})
+	if err := s.saveSpec(want); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := s.spec()
+	if err != nil || !ok || got.Networks[0].Name != "blue" || got.Peers[1].Keepalive != 25 {
+		t.Fatalf("round trip: %+v ok=%v err=%v", got, ok, err)
+	}
+	entries, _ := os.ReadDir(s.dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+	if err := s.forgetSpec(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.forgetSpec(); err != nil {
+		t.Fatalf("forgetting twice: %v", err)
+	}
+}
