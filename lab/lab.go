@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -153,6 +154,12 @@ func (l *Lab) UnderlayNetns() string { return l.Name + "-ul" }
 // (tcpdump on UnderlayBridge, say).
 func (l *Lab) UnderlayCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
 	return l.tools.nsCommand(ctx, netnsPath(l.UnderlayNetns()), "", name, args...)
+}
+
+// UnderlayStart starts a program in the background in the underlay's
+// network namespace; see Machine.Start.
+func (l *Lab) UnderlayStart(ctx context.Context, out io.Writer, name string, args ...string) (*Process, error) {
+	return l.start(ctx, "underlay", netnsPath(l.UnderlayNetns()), "", out, name, args)
 }
 
 // Machine returns the machine called name (m1, m2, …), or nil.

@@ -1,0 +1,71 @@
+package lab
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/butter-cloud/butter/plumbing"
+)
+
+func fakeLab(n int) *Lab {
+	l := &Lab{Name: "t", Underlay: DefaultUnderlay}
+	for i := 1; i <= n; i++ {
+		l.Machines = append(l.Machines, &Machine{Name: "m" + string(rune('0'+i)), Index: i, Addr: hostAddr(DefaultUnderlay, i), lab: l})
+	}
+	return l
+}
+
+func newKey(t *testing.T) string {
+	t.Helper()
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey().String()
+}
+
+func TestSpecs(t *testing.T) {
+	l := fakeLab(3)
+	keys := map[string]string{"m1": newKey(t), "m2": newKey(t), "m3": newKey(t)}
+	mesh := Mesh{Networks: []plumbing.Network{
+		{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: plumbing.TunnelVXLAN},
+		{Name: "green", ID: 2, Tunnel: plumbing.TunnelAuto, Peers: []string{"m1", "m3"}},
+	}}
+	specs, err := l.Specs(mesh, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := specs["m2"]
+	want := plumbing.Spec{
+		Mesh: plumbing.Mesh{Address: netip.MustParsePrefix("10.99.0.2/16"), ListenPort: 51820},
+		Peers: []plumbing.Peer{
+			{Name: "m1", PublicKey: keys["m1"], Endpoint: "10.250.0.1:51820", MeshIP: netip.MustParseAddr("10.99.0.1")},
+			{Name: "m3", PublicKey: keys["m3"], Endpoint: "10.250.0.3:51820", MeshIP: netip.MustParseAddr("10.99.0.3")},
+		},
+		Networks: []plumbing.Network{
+			{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: plumbing.TunnelVXLAN, Peers: []string{"m1", "m3"}},
+		},
+	}
+	cmpAddr := cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
+	cmpPrefix := cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
+	if diff := cmp.Diff(want, got, cmpAddr, cmpPrefix); diff != "" {
+		t.Errorf("spec for m2 mismatch (-want +got):\n%s", diff)
+	}
+	// A machine named in a network's peers does not list itself; one not
+	// named does not get the network (m2 above).
+	if got := specs["m1"].Networks[1].Peers; !cmp.Equal(got, []string{"m3"}) {
+		t.Errorf("m1's green peers = %v, want [m3]", got)
+	}
+}
+
+func TestSpecsMissingKey(t *testing.T) {
+	l := fakeLab(2)
+	_, err := l.Specs(Mesh{}, map[string]string{"m1": newKey(t)})
+	if err == nil || !strings.Contains(err.Error(), "no public key for m2") {
+		t.Errorf("Specs without m2's key: %v, want an error naming m2", err)
+	}
+}

@@ -1,0 +1,750 @@
+package plumbing_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/plumbing"
+)
+
+// The namespace tier: three simulated machines on one underlay, each
+// running the real `butter helper daemon`, two private networks over VXLAN
+// over userspace WireGuard, and probe namespaces standing in for VMs.
+
+const (
+	pingBin    = "/usr/bin/ping"
+	tcpdumpBin = "/usr/bin/tcpdump"
+)
+
+// needChainLab skips unless the lab can run here (root, ping, tcpdump,
+// go); with CI=true it fails instead.
+func needChainLab(t *testing.T) {
+	t.Helper()
+	var why []string
+	if os.Geteuid() != 0 {
+		why = append(why, "needs root to make network and mount namespaces")
+	}
+	for _, bin := range []string{pingBin, tcpdumpBin} {
+		if _, err := os.Stat(bin); err != nil {
+			why = append(why, fmt.Sprintf("needs %s (packages iputils-ping, tcpdump)", bin))
+		}
+	}
+	if _, err := goBin(); err != nil {
+		why = append(why, err.Error())
+	}
+	if len(why) == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true but the chain test cannot run: %s", strings.Join(why, "; "))
+	}
+	t.Skip(strings.Join(why, "; "))
+}
+
+func goBin() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("needs the go command to build butter")
+	}
+	return p, nil
+}
+
+// buildButter builds the butter binary into dir.
+func buildButter(t *testing.T, ctx context.Context, dir string) string {
+	t.Helper()
+	gobin, err := goBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "butter")
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, gobin, "build", "-o", bin, "github.com/butter-cloud/butter")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build butter: %v\n%s", err, out)
+	}
+	t.Logf("built butter in %v", time.Since(start).Round(time.Millisecond))
+	return bin
+}
+
+// chain is the lab under test.
+type chain struct {
+	lab     *lab.Lab
+	butter  string
+	mesh    lab.Mesh
+	helpers *lab.Helpers
+	logs    map[string]*os.File
+	// probes[netIndex][machineIndex], both from 0.
+	probes [][]*lab.Probe
+	mtu    []int // by network index
+}
+
+var chainNetworks = []plumbing.Network{
+	{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: plumbing.TunnelVXLAN},
+	{Name: "green", ID: 2, Subnet: netip.MustParsePrefix("10.10.2.0/24"), Tunnel: plumbing.TunnelAuto},
+}
+
+// probeAddr is probe (network n, machine i)'s address, both from 0. All
+// probes share one /16, so that a probe on one network would reach a probe
+// on the other if the networks leaked into each other: the isolation
+// check fails for the right reason, not for want of a route.
+func probeAddr(n, i int) netip.Prefix {
+	return netip.MustParsePrefix(fmt.Sprintf("10.10.%d.%d/16", n+1, i+1))
+}
+
+func TestChain(t *testing.T) {
+	needChainLab(t)
+	begin := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	defer cancel()
+
+	dir := t.TempDir() // first, so that it goes last
+	c := &chain{butter: buildButter(t, ctx, dir), logs: map[string]*os.File{}}
+	c.mesh = lab.Mesh{Networks: chainNetworks}
+
+	name := fmt.Sprintf("ch%04x", os.Getpid()&0xffff)
+	start := time.Now()
+	l, err := lab.Up(ctx, lab.Config{Name: name, Machines: 3})
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	c.lab = l
+	t.Cleanup(func() {
+		start := time.Now()
+		if err := l.Down(context.Background()); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+		t.Logf("lab down: %v; whole test %v", time.Since(start).Round(time.Millisecond), time.Since(begin).Round(time.Millisecond))
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.dumpLogs(t)
+		}
+	})
+	t.Logf("lab up: %v", time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	for _, m := range l.Machines {
+		f, err := os.Create(filepath.Join(dir, m.Name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		c.logs[m.Name] = f
+	}
+	c.helpers, err = l.StartMesh(ctx, c.butter, c.mesh, func(m *lab.Machine) io.Writer { return c.logs[m.Name] })
+	if err != nil {
+		t.Fatalf("start the mesh: %v", err)
+	}
+	t.Logf("helpers started, specs applied, mesh up: %v", time.Since(start).Round(time.Millisecond))
+
+	c.checkReports(t)
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	for n := range chainNetworks {
+		var row []*lab.Probe
+		for i, m := range l.Machines {
+			p, err := l.AddProbe(ctx, m, plumbing.BridgeName(chainNetworks[n].ID), probeAddr(n, i), c.mtu[n])
+			if err != nil {
+				t.Fatal(err)
+			}
+			row = append(row, p)
+		}
+		c.probes = append(c.probes, row)
+	}
+
+	steps := []struct {
+		name string
+		f    func(*testing.T, context.Context)
+	}{
+		{"every pair pings on every network", c.testPairs},
+		{"networks are isolated", c.testIsolation},
+		{"every bridge port carries the network MTU", c.testPortMTU},
+		{"DF ping at the MTU passes, one byte more fails", c.testDF},
+		{"a broadcast arrives once at each probe of its network", c.testBroadcast},
+		{"the underlay carries only WireGuard", c.testUnderlay},
+		{"no IP fragments", c.testNoFragments},
+		{"applying the same spec again changes nothing", c.testIdempotent},
+		{"a deleted link is drift and comes back", c.testDrift},
+		{"a killed daemon restores everything", c.testKilledDaemon},
+		{"all daemons stopped and started restore everything", c.testRestartAll},
+		{"no IP fragments at the end", c.testNoFragments},
+	}
+	for _, s := range steps {
+		start := time.Now()
+		ok := t.Run(s.name, func(t *testing.T) { s.f(t, ctx) })
+		t.Logf("%-55s %v", s.name, time.Since(start).Round(time.Millisecond))
+		if !ok && ctx.Err() != nil {
+			t.Fatalf("out of time: %v", ctx.Err())
+		}
+	}
+}
+
+// checkReports checks the first reports and records each network's MTU.
+func (c *chain) checkReports(t *testing.T) {
+	c.mtu = make([]int, len(chainNetworks))
+	for _, m := range c.lab.Machines {
+		rep := c.helpers.Reports[m.Name]
+		if rep.WireGuard.MTU != 1420 {
+			t.Errorf("%s: WireGuard MTU %d, want 1420 (1500 underlay - 80)", m.Name, rep.WireGuard.MTU)
+		}
+		if len(rep.Networks) != len(chainNetworks) {
+			t.Fatalf("%s: report has %d networks, want %d: %+v", m.Name, len(rep.Networks), len(chainNetworks), rep)
+		}
+		for n, nr := range rep.Networks {
+			want := chainNetworks[n]
+			if nr.Name != want.Name || nr.ID != want.ID {
+				t.Errorf("%s: network %d reported as %s/%d, want %s/%d", m.Name, n, nr.Name, nr.ID, want.Name, want.ID)
+			}
+			// This kernel has no gretap: "auto" must resolve to VXLAN.
+			if nr.Tunnel != plumbing.TunnelVXLAN {
+				t.Errorf("%s: network %s (asked %q) resolved to tunnel %q, want %q (no gretap here)", m.Name, nr.Name, want.Tunnel, nr.Tunnel, plumbing.TunnelVXLAN)
+			}
+			if nr.MTU != 1370 {
+				t.Errorf("%s: network %s MTU %d, want 1370 (1420 - 50)", m.Name, nr.Name, nr.MTU)
+			}
+			if nr.Bridge != plumbing.BridgeName(want.ID) {
+				t.Errorf("%s: network %s bridge %q, want %q", m.Name, nr.Name, nr.Bridge, plumbing.BridgeName(want.ID))
+			}
+			c.mtu[n] = nr.MTU
+		}
+	}
+	f, err := c.lab.Machines[0].Facts(context.Background(), c.butter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Gretap || f.KernelWireGuard {
+		t.Logf("note: facts say gretap=%v kernel_wireguard=%v; this host's kernel was expected to have neither", f.Gretap, f.KernelWireGuard)
+	}
+}
+
+func (c *chain) dumpLogs(t *testing.T) {
+	for _, m := range c.lab.Machines {
+		data, err := os.ReadFile(c.logs[m.Name].Name())
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if len(lines) > 40 {
+			lines = lines[len(lines)-40:]
+		}
+		t.Logf("helper log of %s (last %d lines):\n%s", m.Name, len(lines), strings.Join(lines, "\n"))
+	}
+}
+
+// ping sends one ping and reports whether a reply came.
+func ping(ctx context.Context, p *lab.Probe, to netip.Addr, args ...string) error {
+	argv := append([]string{"-n", "-c", "1", "-W", "1"}, args...)
+	_, err := p.Run(ctx, pingBin, append(argv, to.String())...)
+	return err
+}
+
+// waitPing pings until a reply comes or the deadline passes.
+func waitPing(ctx context.Context, p *lab.Probe, to netip.Addr, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		err := ping(ctx, p, to)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// pingAll checks that every probe reaches every other probe of its
+// network, waiting up to within for each pair.
+func (c *chain) pingAll(t *testing.T, ctx context.Context, within time.Duration) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed []string
+	for n, row := range c.probes {
+		for _, a := range row {
+			for _, b := range row {
+				if a == b {
+					continue
+				}
+				wg.Go(func() {
+					if err := waitPing(ctx, a, b.Addr.Addr(), within); err != nil {
+						mu.Lock()
+						failed = append(failed, fmt.Sprintf("%s: %s (%s) -> %s (%s): %v", chainNetworks[n].Name, a.Name, a.Machine.Name, b.Name, b.Machine.Name, err))
+						mu.Unlock()
+					}
+				})
+			}
+		}
+	}
+	wg.Wait()
+	for _, f := range failed {
+		t.Error(f)
+	}
+}
+
+func (c *chain) testPairs(t *testing.T, ctx context.Context) {
+	c.pingAll(t, ctx, 10*time.Second)
+}
+
+func (c *chain) testIsolation(t *testing.T, ctx context.Context) {
+	// Positive control first: within one network the same /16 works.
+	for _, pair := range [][2]*lab.Probe{{c.probes[0][0], c.probes[0][1]}, {c.probes[1][0], c.probes[1][1]}} {
+		if err := waitPing(ctx, pair[0], pair[1].Addr.Addr(), 5*time.Second); err != nil {
+			t.Fatalf("control: %s cannot ping %s on its own network: %v", pair[0].Name, pair[1].Name, err)
+		}
+	}
+	// Each failing ping waits out its second: all at once.
+	var wg sync.WaitGroup
+	for n, row := range c.probes {
+		other := c.probes[1-n]
+		for _, a := range row {
+			for _, b := range other {
+				wg.Go(func() {
+					if err := ping(ctx, a, b.Addr.Addr()); err == nil {
+						t.Errorf("%s probe %s (%s) reaches %s probe %s (%s)", chainNetworks[n].Name, a.Name, a.Machine.Name, chainNetworks[1-n].Name, b.Name, b.Machine.Name)
+					}
+				})
+			}
+		}
+	}
+	wg.Wait()
+}
+
+func (c *chain) testPortMTU(t *testing.T, ctx context.Context) {
+	for _, m := range c.lab.Machines {
+		for n, nw := range chainNetworks {
+			br := plumbing.BridgeName(nw.ID)
+			out, err := m.Run(ctx, "/bin/sh", "-c", `cd /sys/class/net/"$1"/brif && for p in *; do echo "$p $(cat /sys/class/net/$p/mtu)"; done; echo "$1 $(cat /sys/class/net/$1/mtu)"`, "sh", br)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ports []string
+			for line := range strings.Lines(strings.TrimSpace(string(out))) {
+				f := strings.Fields(line)
+				if len(f) != 2 {
+					t.Fatalf("%s: odd line %q", m.Name, line)
+				}
+				ports = append(ports, f[0])
+				if mtu, _ := strconv.Atoi(f[1]); mtu != c.mtu[n] {
+					t.Errorf("%s: %s (on %s) has MTU %d, want %d", m.Name, f[0], br, mtu, c.mtu[n])
+				}
+			}
+			if len(ports) != 3 { // the tunnel, the probe, the bridge itself
+				t.Errorf("%s: %s ports %v, want the VXLAN and the probe", m.Name, br, ports[:len(ports)-1])
+			}
+		}
+	}
+}
+
+func (c *chain) testDF(t *testing.T, ctx context.Context) {
+	var wg sync.WaitGroup
+	for n, row := range c.probes {
+		payload := c.mtu[n] - 28 // IPv4 20 + ICMP 8
+		for _, pair := range [][2]*lab.Probe{{row[0], row[1]}, {row[2], row[0]}} {
+			a, b := pair[0], pair[1]
+			wg.Go(func() {
+				if err := ping(ctx, a, b.Addr.Addr(), "-M", "do", "-s", strconv.Itoa(payload)); err != nil {
+					t.Errorf("%s: DF ping %s -> %s with %d bytes (a %d-byte packet) fails: %v", chainNetworks[n].Name, a.Name, b.Name, payload, c.mtu[n], err)
+				}
+			})
+			wg.Go(func() {
+				err := ping(ctx, a, b.Addr.Addr(), "-M", "do", "-s", strconv.Itoa(payload+1))
+				if err == nil {
+					t.Errorf("%s: DF ping %s -> %s with %d bytes (one over the MTU) passes", chainNetworks[n].Name, a.Name, b.Name, payload+1)
+				} else if !strings.Contains(err.Error(), "too long") {
+					t.Errorf("%s: DF ping %s -> %s with %d bytes fails, but not with \"message too long\": %v", chainNetworks[n].Name, a.Name, b.Name, payload+1, err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+}
+
+// capture is tcpdump running in the background.
+type capture struct {
+	proc  *lab.Process
+	out   *lineBuffer
+	where string
+}
+
+type starter func(ctx context.Context, out io.Writer, name string, args ...string) (*lab.Process, error)
+
+// startCapture starts tcpdump on iface and waits until it listens.
+func startCapture(ctx context.Context, where string, start starter, iface, filter string) (*capture, error) {
+	out := &lineBuffer{ready: make(chan struct{})}
+	args := []string{"-i", iface, "-n", "-q", "-l", "-tt", "--immediate-mode", "-Z", "root"}
+	if filter != "" {
+		args = append(args, filter)
+	}
+	p, err := start(ctx, out, tcpdumpBin, args...)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-out.ready:
+		return &capture{proc: p, out: out, where: where}, nil
+	case <-p.Done():
+		return nil, fmt.Errorf("tcpdump on %s %s exited: %v: %s", where, iface, p.Err(), out.String())
+	case <-time.After(5 * time.Second):
+		_ = p.Kill()
+		return nil, fmt.Errorf("tcpdump on %s %s does not listen: %s", where, iface, out.String())
+	}
+}
+
+var packetLine = regexp.MustCompile(`^\d+\.\d+ `)
+
+// stop stops tcpdump and returns the packet lines it printed.
+func (c *capture) stop() []string {
+	_ = c.proc.Signal(syscall.SIGINT)
+	select {
+	case <-c.proc.Done():
+	case <-time.After(3 * time.Second):
+		_ = c.proc.Kill()
+	}
+	var pkts []string
+	for line := range strings.Lines(c.out.String()) {
+		if packetLine.MatchString(line) {
+			pkts = append(pkts, strings.TrimSpace(line))
+		}
+	}
+	return pkts
+}
+
+// lineBuffer collects output and closes ready when tcpdump says it
+// listens.
+type lineBuffer struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	ready chan struct{}
+	once  sync.Once
+}
+
+func (b *lineBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf.Write(p)
+	if bytes.Contains(b.buf.Bytes(), []byte("listening on")) {
+		b.once.Do(func() { close(b.ready) })
+	}
+	return len(p), nil
+}
+
+func (b *lineBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (c *chain) testBroadcast(t *testing.T, ctx context.Context) {
+	sender := c.probes[0][0]
+	var caps []*capture
+	var receivers []*lab.Probe
+	for _, row := range c.probes {
+		for _, p := range row {
+			if p == sender {
+				continue
+			}
+			cp, err := startCapture(ctx, p.Name, p.Start, "eth0", "icmp[icmptype] == icmp-echo and ether broadcast and src host "+sender.Addr.Addr().String())
+			if err != nil {
+				for _, cp := range caps {
+					cp.stop()
+				}
+				t.Fatal(err)
+			}
+			caps = append(caps, cp)
+			receivers = append(receivers, p)
+		}
+	}
+	bcast := netip.MustParseAddr("10.10.255.255") // the probes' /16
+	// One echo request to the broadcast address; no replies expected
+	// (icmp_echo_ignore_broadcasts), so ping's failure is fine.
+	_, _ = sender.Run(ctx, pingBin, "-n", "-q", "-b", "-c", "1", "-W", "1", bcast.String())
+	// A loop would multiply the frame within milliseconds; a window of a
+	// second catches it.
+	time.Sleep(time.Second)
+	for i, cp := range caps {
+		p := receivers[i]
+		pkts := cp.stop()
+		want := 0
+		if p.Bridge == sender.Bridge {
+			want = 1
+		}
+		if len(pkts) != want {
+			t.Errorf("probe %s (%s on %s) saw %d copies of %s's broadcast, want %d:\n%s", p.Name, p.Bridge, p.Machine.Name, len(pkts), sender.Name, want, strings.Join(pkts, "\n"))
+		}
+	}
+}
+
+var wireGuardLine = regexp.MustCompile(`^\d+\.\d+ IP 10\.250\.0\.\d+\.51820 > 10\.250\.0\.\d+\.51820: UDP, length \d+$`)
+
+func (c *chain) testUnderlay(t *testing.T, ctx context.Context) {
+	cp, err := startCapture(ctx, "underlay", c.lab.UnderlayStart, lab.UnderlayBridge, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Probes talk on both networks, at full size too, and broadcast.
+	for n, row := range c.probes {
+		for _, pair := range [][2]*lab.Probe{{row[0], row[1]}, {row[1], row[2]}, {row[2], row[0]}} {
+			if err := ping(ctx, pair[0], pair[1].Addr.Addr(), "-M", "do", "-s", strconv.Itoa(c.mtu[n]-28)); err != nil {
+				t.Errorf("%s -> %s: %v", pair[0].Name, pair[1].Name, err)
+			}
+		}
+	}
+	_, _ = c.probes[1][2].Run(ctx, pingBin, "-n", "-q", "-b", "-c", "1", "-W", "1", "10.10.255.255")
+	time.Sleep(200 * time.Millisecond)
+	pkts := cp.stop()
+	var wg, other []string
+	for _, line := range pkts {
+		switch {
+		case wireGuardLine.MatchString(line):
+			wg = append(wg, line)
+		case strings.Contains(line, " ARP, "):
+		default:
+			other = append(other, line)
+		}
+	}
+	if len(wg) == 0 {
+		t.Errorf("saw no WireGuard packets on the underlay while probes talked (%d packets in all)", len(pkts))
+	}
+	if len(other) > 0 {
+		t.Errorf("the underlay carried %d packets that are not WireGuard (GRE, VXLAN, ICMP in the clear?):\n%s", len(other), strings.Join(other, "\n"))
+	}
+	t.Logf("underlay: %d WireGuard packets, %d others", len(wg), len(other))
+}
+
+// fragCounters reads the IP fragmentation counters of /proc/net/snmp.
+func fragCounters(snmp string) (map[string]int, error) {
+	var head, vals []string
+	sc := bufio.NewScanner(strings.NewReader(snmp))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 || f[0] != "Ip:" {
+			continue
+		}
+		if head == nil {
+			head = f[1:]
+		} else {
+			vals = f[1:]
+			break
+		}
+	}
+	if head == nil || len(head) != len(vals) {
+		return nil, fmt.Errorf("no Ip: lines in /proc/net/snmp")
+	}
+	got := map[string]int{}
+	for i, h := range head {
+		switch h {
+		case "ReasmReqds", "ReasmOKs", "ReasmFails", "FragOKs", "FragFails", "FragCreates":
+			n, err := strconv.Atoi(vals[i])
+			if err != nil {
+				return nil, fmt.Errorf("%s %q: %w", h, vals[i], err)
+			}
+			got[h] = n
+		}
+	}
+	return got, nil
+}
+
+func (c *chain) testNoFragments(t *testing.T, ctx context.Context) {
+	type where struct {
+		name string
+		run  func(context.Context, string, ...string) ([]byte, error)
+	}
+	var all []where
+	for _, m := range c.lab.Machines {
+		all = append(all, where{m.Name, m.Run})
+	}
+	for _, row := range c.probes {
+		for _, p := range row {
+			all = append(all, where{"probe " + p.Name, p.Run})
+		}
+	}
+	for _, w := range all {
+		out, err := w.run(ctx, "/bin/cat", "/proc/net/snmp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fragCounters(string(out))
+		if err != nil {
+			t.Fatalf("%s: %v", w.name, err)
+		}
+		for k, v := range got {
+			if v != 0 {
+				t.Errorf("%s: Ip %s = %d, want 0", w.name, k, v)
+			}
+		}
+	}
+}
+
+func (c *chain) testIdempotent(t *testing.T, ctx context.Context) {
+	for _, m := range c.lab.Machines {
+		for i := range 10 {
+			rep, err := m.Apply(ctx, c.butter, c.helpers.Specs[m.Name])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Changes) != 0 {
+				t.Errorf("%s: apply #%d of the same spec changed %q", m.Name, i+2, rep.Changes)
+			}
+		}
+		drift, err := m.Check(ctx, c.butter, c.helpers.Specs[m.Name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(drift) != 0 {
+			t.Errorf("%s: check after apply reports drift %+v", m.Name, drift)
+		}
+	}
+}
+
+func (c *chain) testDrift(t *testing.T, ctx context.Context) {
+	cases := []struct {
+		machine *lab.Machine
+		link    string
+		probe   *lab.Probe // to plug back in when the bridge was made anew
+	}{
+		{c.lab.Machines[1], plumbing.VXLANName(chainNetworks[0].ID), nil},
+		{c.lab.Machines[2], plumbing.BridgeName(chainNetworks[1].ID), c.probes[1][2]},
+	}
+	for _, tc := range cases {
+		m := tc.machine
+		spec := c.helpers.Specs[m.Name]
+		if _, err := m.Run(ctx, "/usr/sbin/ip", "link", "del", tc.link); err != nil {
+			t.Fatal(err)
+		}
+		drift, err := m.Check(ctx, c.butter, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, d := range drift {
+			if d.Link == tc.link {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: after deleting %s, check reports %+v, want drift on %s", m.Name, tc.link, drift, tc.link)
+		}
+		rep, err := m.Apply(ctx, c.butter, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Changes) == 0 {
+			t.Errorf("%s: apply after deleting %s reports no changes", m.Name, tc.link)
+		}
+		t.Logf("%s: deleted %s; drift %+v; apply changed %q", m.Name, tc.link, drift, rep.Changes)
+		if _, err := m.Run(ctx, "/usr/sbin/ip", "link", "show", tc.link); err != nil {
+			t.Errorf("%s: %s did not come back: %v", m.Name, tc.link, err)
+		}
+		if drift, err := m.Check(ctx, c.butter, spec); err != nil {
+			t.Fatal(err)
+		} else if len(drift) != 0 {
+			t.Errorf("%s: check after the repair reports %+v", m.Name, drift)
+		}
+		if tc.probe != nil {
+			// A bridge made anew has lost the probe's port, as it would
+			// lose a VM's tap: plug it back in, as libvirt would have to.
+			if err := tc.probe.Attach(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c.pingAll(t, ctx, 10*time.Second)
+}
+
+// probesPlugged checks that every probe's port is still on its bridge.
+func (c *chain) probesPlugged(t *testing.T, ctx context.Context) {
+	t.Helper()
+	for _, row := range c.probes {
+		for _, p := range row {
+			out, err := p.Machine.Run(ctx, "/bin/cat", "/sys/class/net/"+p.Port+"/master/ifindex")
+			if err != nil {
+				t.Errorf("%s: probe %s's port %s is not on a bridge any more: %v", p.Machine.Name, p.Name, p.Port, err)
+				continue
+			}
+			want, err := p.Machine.Run(ctx, "/bin/cat", "/sys/class/net/"+p.Bridge+"/ifindex")
+			if err != nil || !bytes.Equal(out, want) {
+				t.Errorf("%s: probe %s's port %s is not on %s (err %v)", p.Machine.Name, p.Name, p.Port, p.Bridge, err)
+			}
+		}
+	}
+}
+
+func (c *chain) testKilledDaemon(t *testing.T, ctx context.Context) {
+	m := c.lab.Machines[0]
+	old := c.helpers.Daemons[m.Name]
+	if err := old.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Userspace WireGuard dies with the daemon, and the VXLAN ports on it.
+	if _, err := m.Run(ctx, "/usr/sbin/ip", "link", "show", plumbing.WireGuardName); err == nil {
+		t.Logf("%s: %s survived the daemon's death", m.Name, plumbing.WireGuardName)
+	}
+	p, err := m.Start(ctx, c.logs[m.Name], c.butter, "helper", "daemon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.helpers.Daemons[m.Name] = p
+	if err := m.WaitHelper(ctx, c.butter, p); err != nil {
+		t.Fatal(err)
+	}
+	c.probesPlugged(t, ctx)
+	c.pingAll(t, ctx, 15*time.Second)
+	if drift, err := m.Check(ctx, c.butter, c.helpers.Specs[m.Name]); err != nil {
+		t.Fatal(err)
+	} else if len(drift) != 0 {
+		t.Errorf("%s: after the restart check reports %+v", m.Name, drift)
+	}
+}
+
+func (c *chain) testRestartAll(t *testing.T, ctx context.Context) {
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.lab.Machines))
+	procs := make([]*lab.Process, len(c.lab.Machines))
+	for i, m := range c.lab.Machines {
+		wg.Go(func() {
+			stopCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := c.helpers.Daemons[m.Name].Stop(stopCtx); err != nil {
+				errs[i] = err
+				return
+			}
+			procs[i], errs[i] = m.StartHelper(ctx, c.butter, c.logs[m.Name])
+		})
+	}
+	wg.Wait()
+	for i, m := range c.lab.Machines {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		c.helpers.Daemons[m.Name] = procs[i]
+	}
+	c.probesPlugged(t, ctx)
+	c.pingAll(t, ctx, 15*time.Second)
+	if err := c.lab.WaitMesh(ctx, c.butter, c.mesh); err != nil {
+		t.Error(err)
+	}
+}
