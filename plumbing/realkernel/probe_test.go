@@ -1,0 +1,290 @@
+//go:build linux
+
+package realkernel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"runtime"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// probe is a stand-in for a VM on a private network: a network namespace
+// whose eth0 is a veth with its other end on the network's bridge.
+type probe struct {
+	ns      netns.NsHandle
+	ifindex int // of eth0 inside ns
+	mac     net.HardwareAddr
+	host    string // the bridge side, in the machine's namespace
+}
+
+// makeProbe makes a probe with addr on bridge, its links at mtu, as a VM
+// would be given the network's MTU.
+func makeProbe(id int, addr netip.Prefix, mtu int, bridge string) (*probe, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	ns, err := netns.New() // and this thread is in it
+	if err != nil {
+		return nil, fmt.Errorf("new netns: %w", err)
+	}
+	if err := netns.Set(orig); err != nil {
+		return nil, fmt.Errorf("back to the machine's netns: %w", err)
+	}
+	p := &probe{ns: ns, host: fmt.Sprintf("pr%dh", id)}
+	peer := fmt.Sprintf("pr%dp", id)
+
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		return nil, err
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p.host, MTU: mtu, MasterIndex: br.Attrs().Index}, PeerName: peer}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("add veth %s: %w", p.host, err)
+	}
+	host, err := netlink.LinkByName(p.host)
+	if err != nil {
+		return nil, err
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return nil, err
+	}
+	inner, err := netlink.LinkByName(peer)
+	if err != nil {
+		return nil, err
+	}
+	if err := netlink.LinkSetMTU(inner, mtu); err != nil {
+		return nil, err
+	}
+	if err := netlink.LinkSetNsFd(inner, int(ns)); err != nil {
+		return nil, fmt.Errorf("move %s into the probe: %w", peer, err)
+	}
+
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	if inner, err = h.LinkByName(peer); err != nil {
+		return nil, err
+	}
+	if err := h.LinkSetName(inner, "eth0"); err != nil {
+		return nil, err
+	}
+	if err := h.AddrAdd(inner, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
+		return nil, err
+	}
+	if err := h.LinkSetUp(inner); err != nil {
+		return nil, err
+	}
+	if lo, err := h.LinkByName("lo"); err == nil {
+		h.LinkSetUp(lo)
+	}
+	p.ifindex = inner.Attrs().Index
+	p.mac = inner.Attrs().HardwareAddr
+	return p, nil
+}
+
+func (p *probe) Close() {
+	if l, err := netlink.LinkByName(p.host); err == nil {
+		netlink.LinkDel(l)
+	}
+	p.ns.Close()
+}
+
+// socket opens a socket inside the probe's namespace; it stays there
+// whichever thread uses it later.
+func (p *probe) socket(domain, typ, proto int) (int, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return -1, err
+	}
+	defer orig.Close()
+	if err := netns.Set(p.ns); err != nil {
+		return -1, err
+	}
+	fd, serr := unix.Socket(domain, typ|unix.SOCK_CLOEXEC, proto)
+	if err := netns.Set(orig); err != nil {
+		// This thread must not go back to the pool in the wrong
+		// namespace: leave it locked, and it ends with its goroutine.
+		runtime.LockOSThread()
+		return -1, err
+	}
+	return fd, serr
+}
+
+// Ping sends ICMP echo requests with size bytes of payload to dst, one at
+// a time, until one is answered (returning its round trip) or tries have
+// gone unanswered. With df the request may not be fragmented: one too big
+// for the probe's MTU fails at once with EMSGSIZE.
+func (p *probe) Ping(dst netip.Addr, size int, df bool, tries int) (time.Duration, error) {
+	fd, err := p.socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
+	if err != nil {
+		return 0, fmt.Errorf("icmp socket: %w", err)
+	}
+	defer unix.Close(fd)
+	pmtu := unix.IP_PMTUDISC_DONT
+	if df {
+		pmtu = unix.IP_PMTUDISC_DO
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, pmtu); err != nil {
+		return 0, err
+	}
+	tv := unix.NsecToTimeval((200 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return 0, err
+	}
+	id := uint16(rand.IntN(1 << 16))
+	to := &unix.SockaddrInet4{Addr: dst.As4()}
+	buf := make([]byte, 65536)
+	var lastErr error
+	for seq := uint16(1); int(seq) <= tries; seq++ {
+		req := echoRequest(id, seq, size)
+		sent := time.Now()
+		if err := unix.Sendto(fd, req, 0, to); err != nil {
+			if errors.Is(err, unix.EMSGSIZE) {
+				return 0, fmt.Errorf("send %d-byte echo: %w", len(req), err)
+			}
+			lastErr = err
+			time.Sleep(time.Second)
+			continue
+		}
+		for time.Since(sent) < time.Second {
+			n, from, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				continue // timeout tick, or an error worth retrying
+			}
+			src, ok := from.(*unix.SockaddrInet4)
+			if !ok || netip.AddrFrom4(src.Addr) != dst {
+				continue
+			}
+			if isEchoReply(buf[:n], id, seq, size) {
+				return time.Since(sent).Round(10 * time.Microsecond), nil
+			}
+		}
+		lastErr = fmt.Errorf("no reply from %s to %d tries", dst, seq)
+	}
+	return 0, lastErr
+}
+
+func echoRequest(id, seq uint16, size int) []byte {
+	b := make([]byte, 8+size)
+	b[0] = 8 // echo request
+	binary.BigEndian.PutUint16(b[4:], id)
+	binary.BigEndian.PutUint16(b[6:], seq)
+	for i := 8; i < len(b); i++ {
+		b[i] = byte(i)
+	}
+	binary.BigEndian.PutUint16(b[2:], checksum(b))
+	return b
+}
+
+// isEchoReply checks a raw IPv4 packet for our echo reply, whole.
+func isEchoReply(pkt []byte, id, seq uint16, size int) bool {
+	if len(pkt) < 20 {
+		return false
+	}
+	ihl := int(pkt[0]&0x0f) * 4
+	if len(pkt) < ihl+8 {
+		return false
+	}
+	icmp := pkt[ihl:]
+	return icmp[0] == 0 && binary.BigEndian.Uint16(icmp[4:]) == id &&
+		binary.BigEndian.Uint16(icmp[6:]) == seq && len(icmp) == 8+size
+}
+
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// listener counts frames of one EtherType arriving at the probe's eth0.
+type listener struct{ fd int }
+
+func (p *probe) Listen(etherType uint16) (*listener, error) {
+	fd, err := p.socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(etherType)))
+	if err != nil {
+		return nil, fmt.Errorf("packet socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(etherType), Ifindex: p.ifindex}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bind packet socket: %w", err)
+	}
+	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &listener{fd}, nil
+}
+
+// Count counts incoming frames carrying payload during window, stopping
+// early at max. Frames this probe sent itself are not counted.
+func (l *listener) Count(payload []byte, window time.Duration, max int) (int, error) {
+	buf := make([]byte, 4096)
+	n := 0
+	for end := time.Now().Add(window); time.Now().Before(end) && n < max; {
+		m, from, err := unix.Recvfrom(l.fd, buf, 0)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		if m >= 14 && bytes.Contains(buf[14:m], payload) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (l *listener) Close() { unix.Close(l.fd) }
+
+// Broadcast sends one Ethernet broadcast frame from the probe's eth0.
+func (p *probe) Broadcast(etherType uint16, payload []byte) error {
+	fd, err := p.socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+	if err != nil {
+		return fmt.Errorf("packet socket: %w", err)
+	}
+	defer unix.Close(fd)
+	frame := make([]byte, 14, 14+max(len(payload), 46))
+	copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(frame[6:], p.mac)
+	binary.BigEndian.PutUint16(frame[12:], etherType)
+	frame = append(frame, payload...)
+	for len(frame) < 60 {
+		frame = append(frame, 0)
+	}
+	to := &unix.SockaddrLinklayer{Ifindex: p.ifindex, Protocol: htons(etherType), Halen: 6}
+	copy(to.Addr[:], frame[:6])
+	return unix.Sendto(fd, frame, 0, to)
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
