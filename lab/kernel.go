@@ -306,6 +306,9 @@ func Cached(ctx context.Context, cacheDir, key, version string, build func(dir s
 		return "", fmt.Errorf("cache %s: %w", key, err)
 	}
 	defer os.RemoveAll(tmp) // a no-op once renamed
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", fmt.Errorf("cache %s: %w", key, err)
+	}
 	if err := build(tmp); err != nil {
 		return "", fmt.Errorf("build %s: %w", key, err)
 	}

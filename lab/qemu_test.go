@@ -1,0 +1,167 @@
+package lab
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestQEMUArgs(t *testing.T) {
+	base := GuestOptions{Name: "m1", Kernel: "/k/vmlinux", Initrd: "/k/initrd", Append: "console=ttyS0 quiet"}
+	tests := []struct {
+		name string
+		opts func(o *GuestOptions)
+		has  [][]string // argument pairs that must appear in order
+		err  string
+	}{
+		{
+			name: "defaults",
+			opts: func(o *GuestOptions) {},
+			has: [][]string{{"-accel", "tcg,tb-size=32"}, {"-m", "128M"}, {"-smp", "1"}, {"-serial", "stdio"},
+				{"-kernel", "/k/vmlinux"}, {"-initrd", "/k/initrd"}, {"-append", "console=ttyS0 quiet"}, {"-nodefaults"}, {"-no-reboot"}},
+		},
+		{
+			name: "socket network",
+			opts: func(o *GuestOptions) {
+				o.Memory = 96
+				o.Network = &SocketNetwork{Port: 40123}
+				o.MAC = "52:54:00:00:00:01"
+			},
+			has: [][]string{{"-m", "96M"},
+				{"-netdev", "socket,id=n0,mcast=230.0.0.1:40123,localaddr=127.0.0.1"},
+				{"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01"}},
+		},
+		{
+			name: "network without a MAC",
+			opts: func(o *GuestOptions) { o.Network = &SocketNetwork{Port: 40123} },
+			err:  "MAC address is required",
+		},
+		{
+			name: "network port out of range",
+			opts: func(o *GuestOptions) { o.Network = &SocketNetwork{Port: 70000}; o.MAC = "52:54:00:00:00:01" },
+			err:  "port 70000 out of range",
+		},
+		{
+			name: "no kernel",
+			opts: func(o *GuestOptions) { o.Kernel = "" },
+			err:  "kernel and initrd are required",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := base
+			tt.opts(&o)
+			args, err := QEMUArgs(o)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range tt.has {
+				i := slices.Index(args, want[0])
+				if i < 0 || i+len(want) > len(args) {
+					t.Errorf("no %q in %q", want, args)
+					continue
+				}
+				if diff := cmp.Diff(want, args[i:i+len(want)]); diff != "" {
+					t.Errorf("%s (-want +got):\n%s", want[0], diff)
+				}
+			}
+			if slices.Contains(args, "kvm") || slices.Contains(args, "-enable-kvm") {
+				t.Errorf("KVM in %q", args)
+			}
+		})
+	}
+}
+
+// fakeQEMU writes a shell script that stands in for qemu: it ignores its
+// arguments and plays a console.
+func fakeQEMU(t *testing.T, script string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "qemu")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestGuestConsole(t *testing.T) {
+	prog := fakeQEMU(t, `printf 'booting\r\n'
+read line
+echo "got $line"
+echo "qemu: a warning" >&2
+`)
+	g, err := StartGuest(t.Context(), GuestOptions{Name: "m1", Kernel: "k", Initrd: "i", QEMU: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for l := range g.Lines() {
+		got = append(got, l.Text)
+		if l.Text == "booting" {
+			if err := g.Send("SPEC {}"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if l.At <= 0 {
+			t.Errorf("line %q without a time", l.Text)
+		}
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"booting", "got SPEC {}", "qemu: a warning"}, got); diff != "" {
+		t.Errorf("console (-want +got):\n%s", diff)
+	}
+}
+
+func TestGuestKilledWithContext(t *testing.T) {
+	prog := fakeQEMU(t, "echo up\nexec sleep 60\n")
+	ctx, cancel := context.WithCancel(t.Context())
+	g, err := StartGuest(ctx, GuestOptions{Name: "m1", Kernel: "k", Initrd: "i", QEMU: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := <-g.Lines(); l.Text != "up" {
+		t.Fatalf("first line %q", l.Text)
+	}
+	start := time.Now()
+	cancel()
+	for range g.Lines() {
+	}
+	err = g.Wait()
+	if err == nil || !strings.Contains(err.Error(), "context canceled") {
+		t.Errorf("Wait = %v, want a context error", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %s to stop", d)
+	}
+}
+
+func TestGuestFailingQEMU(t *testing.T) {
+	prog := fakeQEMU(t, "echo 'qemu: could not load kernel' >&2\nexit 1\n")
+	g, err := StartGuest(t.Context(), GuestOptions{Name: "m1", Kernel: "k", Initrd: "i", QEMU: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for l := range g.Lines() {
+		got = append(got, l.Text)
+	}
+	if err := g.Wait(); err == nil {
+		t.Error("Wait = nil for a qemu that exited 1")
+	}
+	if !slices.Contains(got, "qemu: could not load kernel") {
+		t.Errorf("qemu's complaint not in the lines: %q", got)
+	}
+}
