@@ -10,6 +10,15 @@
 // the serial console, writes back the spec for that guest, lifts barriers
 // and gathers PASS and FAIL lines. The guest side (guest_test.go) runs when
 // the binary is PID 1. This file holds what both sides agree on.
+//
+// Run it as root on a machine with qemu-system-x86 and linux-image-amd64:
+//
+//	CGO_ENABLED=0 go test -v ./plumbing/realkernel/
+//
+// CGO_ENABLED=0 makes the test binary static, so it serves as /init as it
+// is; otherwise the test builds a static copy of itself first. Without
+// root, qemu or the kernel the tests skip, and fail instead when CI=true.
+// The extracted kernel and the initramfs are cached in lab.DefaultCacheDir.
 package realkernel
 
 import (
