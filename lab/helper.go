@@ -19,6 +19,10 @@ import (
 // DefaultMesh is the mesh prefix Specs uses when Mesh.Prefix is unset.
 var DefaultMesh = netip.MustParsePrefix("10.99.0.0/16")
 
+// NATKeepalive is the persistent keepalive, in seconds, that a machine
+// behind NAT keeps with peers outside its LAN when Mesh.Keepalive is 0.
+const NATKeepalive = 25
+
 // Mesh plans a full WireGuard mesh over a lab's machines.
 type Mesh struct {
 	// Prefix is the mesh; machine i gets host number i. Default
@@ -52,7 +56,9 @@ func (mesh Mesh) Addr(m *Machine) netip.Prefix { return hostAddr(mesh.prefix(), 
 
 // Specs returns every machine's spec, by machine name, given every
 // machine's WireGuard public key by machine name. Peers are named after
-// machines and reached at their underlay address.
+// machines and reached at their underlay address; a machine behind NAT has
+// no endpoint (it reaches out, with a keepalive) except for machines on its
+// own LAN.
 func (l *Lab) Specs(mesh Mesh, keys map[string]string) (map[string]plumbing.Spec, error) {
 	var errs []error
 	for _, m := range l.Machines {
@@ -72,13 +78,21 @@ func (l *Lab) Specs(mesh Mesh, keys map[string]string) (map[string]plumbing.Spec
 				continue
 			}
 			others = append(others, o.Name)
-			s.Peers = append(s.Peers, plumbing.Peer{
+			peer := plumbing.Peer{
 				Name:      o.Name,
 				PublicKey: keys[o.Name],
-				Endpoint:  netip.AddrPortFrom(o.Addr.Addr(), uint16(mesh.port())).String(),
 				MeshIP:    mesh.Addr(o).Addr(),
 				Keepalive: mesh.Keepalive,
-			})
+			}
+			// A peer behind NAT has no endpoint, unless it sits on the
+			// same LAN; a machine behind NAT keeps its mapping alive.
+			if o.Router == nil || o.Router == m.Router {
+				peer.Endpoint = netip.AddrPortFrom(o.Addr.Addr(), uint16(mesh.port())).String()
+			}
+			if m.Router != nil && o.Router != m.Router && peer.Keepalive == 0 {
+				peer.Keepalive = NATKeepalive
+			}
+			s.Peers = append(s.Peers, peer)
 		}
 		for _, n := range mesh.Networks {
 			if len(n.Peers) == 0 {

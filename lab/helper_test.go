@@ -69,3 +69,46 @@ func TestSpecsMissingKey(t *testing.T) {
 		t.Errorf("Specs without m2's key: %v, want an error naming m2", err)
 	}
 }
+
+func TestSpecsNAT(t *testing.T) {
+	l := fakeLab(1)
+	r := &Router{Name: "r1", Addr: hostAddr(DefaultUnderlay, 254), LAN: hostAddr(DefaultLAN, 1), lab: l}
+	for j := 1; j <= 2; j++ {
+		l.Machines = append(l.Machines, &Machine{Name: "m" + string(rune('1'+j)), Index: 1 + j, Addr: hostAddr(DefaultLAN, 1+j), Router: r, lab: l})
+	}
+	keys := map[string]string{"m1": newKey(t), "m2": newKey(t), "m3": newKey(t)}
+	specs, err := l.Specs(Mesh{}, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type peerView struct {
+		Endpoint  string
+		Keepalive int
+	}
+	view := func(s plumbing.Spec) map[string]peerView {
+		v := map[string]peerView{}
+		for _, p := range s.Peers {
+			v[p.Name] = peerView{p.Endpoint, p.Keepalive}
+		}
+		return v
+	}
+	tests := []struct {
+		machine string
+		want    map[string]peerView
+	}{
+		// The public machine cannot reach into the LAN: no endpoints.
+		{"m1", map[string]peerView{"m2": {}, "m3": {}}},
+		// Behind NAT: the public machine with a keepalive, the LAN
+		// neighbour at its LAN address.
+		{"m2", map[string]peerView{"m1": {"10.250.0.1:51820", NATKeepalive}, "m3": {"192.168.100.3:51820", 0}}},
+		{"m3", map[string]peerView{"m1": {"10.250.0.1:51820", NATKeepalive}, "m2": {"192.168.100.2:51820", 0}}},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, view(specs[tt.machine])); diff != "" {
+			t.Errorf("%s's peers mismatch (-want +got):\n%s", tt.machine, diff)
+		}
+	}
+	if got := specs["m3"].Mesh.Address.String(); got != "10.99.0.3/16" {
+		t.Errorf("m3's mesh address = %s, want 10.99.0.3/16", got)
+	}
+}

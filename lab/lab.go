@@ -46,6 +46,7 @@ const (
 // Defaults for Config.
 var (
 	DefaultUnderlay = netip.MustParsePrefix("10.250.0.0/24")
+	DefaultLAN      = netip.MustParsePrefix("192.168.100.0/24")
 	DefaultMTU      = 1500
 )
 
@@ -67,10 +68,14 @@ type Config struct {
 	Underlay netip.Prefix
 	// MTU is the underlay MTU. Default 1500.
 	MTU int
-
-	// Machines behind a NAT router are not built yet: they will sit on a
-	// private bridge inside a router namespace <lab>-r<k> whose other leg
-	// takes the last host number of Underlay, which Up keeps free for it.
+	// NAT is how many more machines sit behind one NAT router: a
+	// namespace <lab>-r1 whose eth0 takes the last host number of
+	// Underlay and which masquerades a private LAN. They are numbered
+	// after the underlay's machines.
+	NAT int
+	// LAN is the private prefix behind the router; the router is host 1,
+	// the machines behind it hosts 2, 3, … Default 192.168.100.0/24.
+	LAN netip.Prefix
 }
 
 var labNameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
@@ -93,12 +98,27 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MTU == 0 {
 		c.MTU = DefaultMTU
 	}
+	if c.NAT > 0 && !c.LAN.IsValid() {
+		c.LAN = DefaultLAN
+	}
 	var errs []error
 	if err := checkName(c.Name); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Machines < 1 || c.Machines > maxMachines {
 		errs = append(errs, fmt.Errorf("lab %q: %d machines: want 1 to %d", c.Name, c.Machines, maxMachines))
+	}
+	if c.NAT < 0 || c.Machines+c.NAT > maxMachines {
+		errs = append(errs, fmt.Errorf("lab %q: %d machines behind NAT: want 0 to %d in all with the others", c.Name, c.NAT, maxMachines))
+	}
+	if c.NAT > 0 {
+		if !c.LAN.Addr().Is4() || c.LAN != c.LAN.Masked() {
+			errs = append(errs, fmt.Errorf("lab %q LAN %s: want an IPv4 network prefix such as %s", c.Name, c.LAN, DefaultLAN))
+		} else if c.NAT > hostCount(c.LAN)-1 {
+			errs = append(errs, fmt.Errorf("lab %q LAN %s: too small for a router and %d machines", c.Name, c.LAN, c.NAT))
+		} else if c.Underlay.IsValid() && c.LAN.Overlaps(c.Underlay) {
+			errs = append(errs, fmt.Errorf("lab %q LAN %s: overlaps the underlay %s", c.Name, c.LAN, c.Underlay))
+		}
 	}
 	if !c.Underlay.Addr().Is4() || c.Underlay != c.Underlay.Masked() {
 		errs = append(errs, fmt.Errorf("lab %q underlay %s: want an IPv4 network prefix such as %s", c.Name, c.Underlay, DefaultUnderlay))
@@ -137,8 +157,11 @@ type Lab struct {
 	// Underlay is the underlay prefix and MTU.
 	Underlay netip.Prefix
 	MTU      int
-	// Machines are the lab's machines, m1 first.
+	// Machines are the lab's machines, m1 first; those behind the NAT
+	// router come last.
 	Machines []*Machine
+	// Router is the NAT router, if the lab has machines behind NAT.
+	Router *Router
 
 	tools tools
 
@@ -218,11 +241,30 @@ func Up(ctx context.Context, cfg Config) (_ *Lab, err error) {
 		return nil, err
 	}
 	for i := 1; i <= cfg.Machines; i++ {
-		m, err := l.addMachine(ctx, i)
+		m, err := l.addMachine(ctx, i, hostAddr(l.Underlay, i), nil)
 		if err != nil {
 			return nil, err
 		}
 		l.Machines = append(l.Machines, m)
+	}
+	if cfg.NAT > 0 {
+		r := &Router{
+			Name: "r1",
+			Addr: hostAddr(l.Underlay, hostCount(l.Underlay)),
+			LAN:  hostAddr(cfg.LAN, 1),
+			lab:  l,
+		}
+		if err := l.makeRouter(ctx, r); err != nil {
+			return nil, err
+		}
+		l.Router = r
+		for j := 1; j <= cfg.NAT; j++ {
+			m, err := l.addMachine(ctx, cfg.Machines+j, hostAddr(cfg.LAN, 1+j), r)
+			if err != nil {
+				return nil, err
+			}
+			l.Machines = append(l.Machines, m)
+		}
 	}
 	return l, nil
 }

@@ -282,3 +282,42 @@ func TestLabCleanAfterCrash(t *testing.T) {
 		t.Errorf("second Clean: %v", err)
 	}
 }
+
+func TestLabNAT(t *testing.T) {
+	needRoot(t)
+	if _, err := lookPath("iptables"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but %v", err)
+		}
+		t.Skip(err)
+	}
+	ctx := t.Context()
+	l := upLab(t, Config{Name: testName("ln"), Machines: 1, NAT: 2})
+	m1, m2, m3 := l.Machine("m1"), l.Machine("m2"), l.Machine("m3")
+	if m2.Router == nil || m3.Router == nil || m1.Router != nil {
+		t.Fatalf("routers: m1 %v, m2 %v, m3 %v; want m2 and m3 behind NAT", m1.Router, m2.Router, m3.Router)
+	}
+	if got, want := m2.Addr.String(), "192.168.100.2/24"; got != want {
+		t.Errorf("m2 address %s, want %s", got, want)
+	}
+	// Out through the router: m1 has no route to the LAN, so its replies
+	// reach m2 only because the router masqueraded m2's address.
+	if _, err := m2.Run(ctx, "ping", "-n", "-c", "1", "-W", "2", m1.Addr.Addr().String()); err != nil {
+		t.Errorf("m2 behind NAT cannot reach m1: %v", err)
+	}
+	// On the LAN, neighbours reach each other directly.
+	if _, err := m2.Run(ctx, "ping", "-n", "-c", "1", "-W", "2", m3.Addr.Addr().String()); err != nil {
+		t.Errorf("m2 cannot reach its LAN neighbour m3: %v", err)
+	}
+	// In from the underlay: nothing reaches the LAN.
+	if _, err := m1.Run(ctx, "ping", "-n", "-c", "1", "-W", "1", m2.Addr.Addr().String()); err == nil {
+		t.Errorf("m1 reaches m2's LAN address through the NAT")
+	}
+	out, err := l.Router.Run(ctx, "iptables", "-t", "nat", "-S", "POSTROUTING")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "MASQUERADE") {
+		t.Errorf("router has no masquerade rule:\n%s", out)
+	}
+}

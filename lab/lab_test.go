@@ -51,6 +51,26 @@ func TestConfigWithDefaults(t *testing.T) {
 			wantErr: []string{"want an IPv4 network prefix"},
 		},
 		{
+			name: "behind NAT",
+			cfg:  Config{Name: "n", Machines: 1, NAT: 2},
+			want: Config{Name: "n", Machines: 1, NAT: 2, Underlay: DefaultUnderlay, MTU: 1500, LAN: DefaultLAN},
+		},
+		{
+			name:    "LAN overlaps the underlay",
+			cfg:     Config{Name: "n", Machines: 1, NAT: 1, LAN: netip.MustParsePrefix("10.250.0.0/16")},
+			wantErr: []string{"overlaps the underlay"},
+		},
+		{
+			name:    "LAN too small",
+			cfg:     Config{Name: "n", Machines: 1, NAT: 3, LAN: netip.MustParsePrefix("192.168.1.0/30")},
+			wantErr: []string{"too small for a router and 3 machines"},
+		},
+		{
+			name:    "too many machines behind NAT",
+			cfg:     Config{Name: "n", Machines: 30, NAT: 3},
+			wantErr: []string{"3 machines behind NAT"},
+		},
+		{
 			name:    "too many machines",
 			cfg:     Config{Name: "a", Machines: 33},
 			wantErr: []string{"want 1 to 32"},

@@ -24,8 +24,12 @@ type Machine struct {
 	Name string
 	// Index is the machine's number, its host number on the underlay.
 	Index int
-	// Addr is eth0's underlay address.
+	// Addr is eth0's address: on the underlay, or on the router's LAN for
+	// a machine behind NAT.
 	Addr netip.Prefix
+	// Router is the NAT router the machine sits behind, nil if it is on
+	// the underlay itself.
+	Router *Router
 	// MountNS is the file its mount namespace is bound to.
 	MountNS string
 
@@ -61,12 +65,20 @@ func (m *Machine) Start(ctx context.Context, out io.Writer, name string, args ..
 	return m.lab.start(ctx, m.Name, netnsPath(m.Netns()), m.MountNS, out, name, args)
 }
 
-func (l *Lab) addMachine(ctx context.Context, i int) (*Machine, error) {
+// addMachine makes machine i with eth0 at addr, on the underlay or, if r
+// is not nil, on r's LAN.
+func (l *Lab) addMachine(ctx context.Context, i int, addr netip.Prefix, r *Router) (*Machine, error) {
 	m := &Machine{
-		Name:  fmt.Sprintf("m%d", i),
-		Index: i,
-		Addr:  hostAddr(l.Underlay, i),
-		lab:   l,
+		Name:   fmt.Sprintf("m%d", i),
+		Index:  i,
+		Addr:   addr,
+		Router: r,
+		lab:    l,
+	}
+	// Where eth0's other end goes: the underlay bridge, or the router's LAN.
+	upNS, upBridge := l.UnderlayNetns(), UnderlayBridge
+	if r != nil {
+		upNS, upBridge = r.Netns(), RouterLAN
 	}
 	m.MountNS = filepath.Join(l.Dir, "ns", m.Name)
 	wrap := func(err error) error { return fmt.Errorf("lab %q machine %s: %w", l.Name, m.Name, err) }
@@ -75,13 +87,13 @@ func (l *Lab) addMachine(ctx context.Context, i int) (*Machine, error) {
 		return nil, wrap(err)
 	}
 	mtu := strconv.Itoa(l.MTU)
-	// The underlay end is named after the machine; the machine's end is
-	// made as eth0 right in its fresh namespace, which has no eth0 yet.
-	if err := l.tools.runIP(ctx, "-n", l.UnderlayNetns(), "link", "add", m.Name, "mtu", mtu, "type", "veth",
+	// The far end is named after the machine; the machine's end is made
+	// as eth0 right in its fresh namespace, which has no eth0 yet.
+	if err := l.tools.runIP(ctx, "-n", upNS, "link", "add", m.Name, "mtu", mtu, "type", "veth",
 		"peer", "name", MachineUplink, "mtu", mtu, "netns", ns); err != nil {
 		return nil, wrap(err)
 	}
-	if err := l.tools.runIP(ctx, "-n", l.UnderlayNetns(), "link", "set", m.Name, "master", UnderlayBridge, "up"); err != nil {
+	if err := l.tools.runIP(ctx, "-n", upNS, "link", "set", m.Name, "master", upBridge, "up"); err != nil {
 		return nil, wrap(err)
 	}
 	if err := l.makeMountNS(ctx, m); err != nil {
@@ -96,6 +108,11 @@ func (l *Lab) addMachine(ctx context.Context, i int) (*Machine, error) {
 	}
 	if err := l.tools.runIP(ctx, "-n", ns, "link", "set", MachineUplink, "up"); err != nil {
 		return nil, wrap(err)
+	}
+	if r != nil {
+		if err := l.tools.runIP(ctx, "-n", ns, "route", "add", "default", "via", r.LAN.Addr().String()); err != nil {
+			return nil, wrap(err)
+		}
 	}
 	return m, nil
 }
