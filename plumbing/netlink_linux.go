@@ -26,7 +26,7 @@ type kernelTable struct {
 }
 
 func newKernelTable(log *slog.Logger) (*kernelTable, error) {
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}

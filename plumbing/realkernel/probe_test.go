@@ -73,7 +73,7 @@ func makeProbe(id int, addr netip.Prefix, mtu int, bridge string) (*probe, error
 		return nil, fmt.Errorf("move %s into the probe: %w", peer, err)
 	}
 
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, err
 	}

@@ -32,10 +32,8 @@ func TestMain(m *testing.M) {
 
 // guestModules are what the guests load, with their dependencies. The
 // guest has no modprobe, so the kernel cannot load a module on demand as it
-// does on a real machine: xfrm_user and nfnetlink are here because
-// netlink.NewHandle() without families (plumbing's newKernelTable) opens
-// XFRM and netfilter netlink sockets too, which need them.
-var guestModules = []string{"virtio_pci", "virtio_net", "wireguard", "ip_gre", "bridge", "veth", "xfrm_user", "nfnetlink"}
+// does on a real machine.
+var guestModules = []string{"virtio_pci", "virtio_net", "wireguard", "ip_gre", "bridge", "veth"}
 
 // image is what every guest boots.
 type image struct {
