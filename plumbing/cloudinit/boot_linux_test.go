@@ -1,0 +1,488 @@
+package cloudinit_test
+
+// The real cloud-init tier: boot Debian 12 with cloud-init under qemu
+// (TCG) from the lab's cached image, with a seed made by this package, and
+// prove over SSH, with the key the seed carried and the host key the guest
+// printed on its console, that the host name, the default user, the
+// static address, the default route and the MTU were applied.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
+
+	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/plumbing/cloudinit"
+)
+
+const (
+	guestMem  = "512M"
+	guestCPUs = "2"
+	// Under TCG the guest needs 56–67 s from qemu's start to cloud-init's
+	// end on these machines; leave room for a busy host.
+	bootTimeout = 5 * time.Minute
+)
+
+// requireOrSkip skips the test, or fails it in CI (CI=true), where the
+// requirement is part of the setup.
+func requireOrSkip(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI: %s", why)
+	}
+	t.Skip(why)
+}
+
+func TestBootCloudInit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a Debian guest under qemu TCG (~1.5 min warm, ~4.5 min cold); not in -short")
+	}
+	if os.Geteuid() != 0 {
+		requireOrSkip(t, "needs root: debootstrap, network namespaces, tap devices")
+	}
+	var missing []string
+	for _, p := range []string{"qemu-system-x86_64", "qemu-img", "ip", "nsenter"} {
+		if _, err := lookPath(p); err != nil {
+			missing = append(missing, p)
+		}
+	}
+	missing = append(missing, lab.CloudImageTools()...)
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		missing = append(missing, "/dev/net/tun")
+	}
+	if len(missing) > 0 {
+		requireOrSkip(t, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+
+	start := time.Now()
+	img, err := lab.BuildCloudImage(ctx, "", logWriter{t, "build: "})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("image %s ready after %s", img.Dir, time.Since(start).Round(100*time.Millisecond))
+
+	overlay := filepath.Join(dir, "disk.qcow2")
+	run(ctx, t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", img.Disk, "-F", "qcow2", overlay)
+
+	// The client's key, which the seed authorizes.
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " butter-test"
+
+	suffix := randomHex(t, 4)
+	hostAddr := netip.MustParsePrefix("10.213.7.1/24")
+	seed := cloudinit.Seed{
+		InstanceID: "butter-test-" + suffix,
+		Hostname:   "guest1.lab.test",
+		SSHKeys:    []string{authorized},
+		User:       "butter",
+		NIC: cloudinit.NIC{
+			MAC:     net.HardwareAddr{0x52, 0x54, 0x00, 0xb7, 0x7e, 0x01},
+			Name:    "lan0",
+			Address: netip.MustParsePrefix("10.213.7.2/24"),
+			Gateway: hostAddr.Addr(),
+			MTU:     1370,
+			DNS:     []netip.Addr{hostAddr.Addr()},
+		},
+	}
+	iso, err := seed.ISO()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedPath := filepath.Join(dir, "seed.iso")
+	if err := os.WriteFile(seedPath, iso, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// The guest's link: a tap in a network namespace of the test's own,
+	// holding the host side's address. The tap's MTU stays 1500: the
+	// guest's 1370 must come from network-config.
+	netns := "ci-" + suffix
+	run(ctx, t, "ip", "netns", "add", netns)
+	t.Cleanup(func() { run(context.Background(), t, "ip", "netns", "delete", netns) })
+	run(ctx, t, "ip", "-n", netns, "link", "set", "lo", "up")
+	run(ctx, t, "ip", "-n", netns, "tuntap", "add", "dev", "tap0", "mode", "tap")
+	run(ctx, t, "ip", "-n", netns, "addr", "add", hostAddr.String(), "dev", "tap0")
+	run(ctx, t, "ip", "-n", netns, "link", "set", "tap0", "up")
+
+	g := startGuest(ctx, t, netns, []string{
+		"-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio", "-monitor", "none",
+		"-machine", "pc", "-accel", "tcg", "-cpu", "max", "-m", guestMem, "-smp", guestCPUs, "-no-reboot",
+		"-kernel", img.Kernel, "-initrd", img.Initrd, "-append", img.Cmdline(),
+		"-drive", "file=" + overlay + ",if=virtio,format=qcow2",
+		"-drive", "file=" + seedPath + ",if=ide,media=cdrom,readonly=on,format=raw",
+		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=n0,mac=" + seed.NIC.MAC.String(),
+	})
+
+	// Wait for cloud-init's last stage, collecting the host keys it
+	// printed on the console on the way.
+	bootCtx, bootCancel := context.WithTimeout(ctx, bootTimeout)
+	defer bootCancel()
+	var hostKeys, fingerprints []string
+	var inKeys, inPrints bool
+	finished := false
+	for !finished {
+		var l line
+		select {
+		case <-bootCtx.Done():
+			t.Fatalf("no \"Cloud-init v. … finished\" on the console after %s", bootTimeout)
+		case l = <-g.lines:
+		case <-g.done:
+			t.Fatalf("qemu exited before cloud-init finished: %v", g.err)
+		}
+		text := l.text
+		switch {
+		case strings.Contains(text, "-----BEGIN SSH HOST KEY KEYS-----"):
+			inKeys = true
+		case strings.Contains(text, "-----END SSH HOST KEY KEYS-----"):
+			inKeys = false
+		case strings.Contains(text, "-----BEGIN SSH HOST KEY FINGERPRINTS-----"):
+			inPrints = true
+		case strings.Contains(text, "-----END SSH HOST KEY FINGERPRINTS-----"):
+			inPrints = false
+		case inKeys:
+			hostKeys = append(hostKeys, text)
+		case inPrints:
+			fingerprints = append(fingerprints, text)
+		case strings.Contains(text, "Cloud-init v. ") && strings.Contains(text, " finished at "):
+			finished = true
+			t.Logf("cloud-init finished %s after qemu started", l.at.Round(100*time.Millisecond))
+		case strings.Contains(text, "cloud-init") && (strings.Contains(text, "[WARNING]") || strings.Contains(text, "[ERROR]")):
+			t.Errorf("cloud-init complained at %s: %s", l.at.Round(100*time.Millisecond), text)
+		case strings.Contains(text, "Kernel panic"):
+			t.Fatalf("guest kernel panic at %s: %s", l.at, text)
+		}
+	}
+
+	hostKey := pinnedHostKey(t, hostKeys, fingerprints)
+	config := &ssh.ClientConfig{
+		User: seed.User,
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			if !bytes.Equal(key.Marshal(), hostKey.Marshal()) {
+				return fmt.Errorf("host key %s is not the %s the guest printed on its console",
+					ssh.FingerprintSHA256(key), ssh.FingerprintSHA256(hostKey))
+			}
+			return nil
+		},
+		HostKeyAlgorithms: []string{hostKey.Type()},
+		Timeout:           20 * time.Second,
+	}
+	guest := net.JoinHostPort(seed.NIC.Address.Addr().String(), "22")
+	sshStart := time.Now()
+	client := dialSSH(ctx, t, netns, guest, config)
+	defer client.Close()
+	t.Logf("ssh %s@%s: logged in after %s", seed.User, guest, time.Since(sshStart).Round(100*time.Millisecond))
+
+	iface := seed.NIC.Name
+	out := sshRun(ctx, t, client, strings.Join([]string{
+		"hostname", "hostname --fqdn", "id -un",
+		"ip -o -4 addr show dev " + iface,
+		"cat /sys/class/net/" + iface + "/mtu",
+		"ip -4 route show default",
+		"cloud-init status",
+		"ls /sys/class/net",
+		"sudo cloud-init schema --system 2>&1 || true",
+	}, "; echo ---; "))
+	t.Logf("guest says (after %s):\n%s", time.Since(sshStart).Round(100*time.Millisecond), out)
+	parts := strings.Split(out, "---\n")
+	if len(parts) != 9 {
+		t.Fatalf("guest output has %d parts, want 9:\n%s", len(parts), out)
+	}
+	field := func(i int) string { return strings.TrimSpace(parts[i]) }
+	checks := []struct {
+		what, got string
+		ok        bool
+	}{
+		{"hostname", field(0), field(0) == "guest1"},
+		{"FQDN", field(1), field(1) == seed.Hostname},
+		{"default user", field(2), field(2) == seed.User},
+		{"address on " + iface, field(3), strings.Contains(field(3), " "+iface+" ") &&
+			strings.Contains(field(3), "inet "+seed.NIC.Address.String()+" ")},
+		{"MTU", field(4), field(4) == fmt.Sprint(seed.NIC.MTU)},
+		{"default route", field(5), strings.HasPrefix(field(5), "default via "+seed.NIC.Gateway.String()+" dev "+iface)},
+		{"cloud-init status", field(6), field(6) == "status: done"},
+		{"interfaces", field(7), slices.Contains(strings.Fields(field(7)), iface)},
+		{"user-data schema", field(8), strings.Contains(field(8), "Valid cloud-config")},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			t.Errorf("%s: guest says %q", c.what, c.got)
+		}
+	}
+	t.Logf("whole test: %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// pinnedHostKey picks the ed25519 host key from the keys the guest printed
+// and checks that its fingerprint is among those it printed too.
+func pinnedHostKey(t *testing.T, keys, fingerprints []string) ssh.PublicKey {
+	t.Helper()
+	var found ssh.PublicKey
+	for _, k := range keys {
+		// A kernel message may share the line: start at the key type.
+		i := strings.Index(k, "ssh-ed25519 ")
+		if i < 0 {
+			continue
+		}
+		key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k[i:]))
+		if err != nil {
+			t.Fatalf("host key line %q: %v", k, err)
+		}
+		found = key
+	}
+	if found == nil {
+		t.Fatalf("no ssh-ed25519 host key among the keys printed on the console: %q", keys)
+	}
+	fp := ssh.FingerprintSHA256(found)
+	for _, f := range fingerprints {
+		if strings.Contains(f, fp) {
+			t.Logf("pinned the guest's host key %s", fp)
+			return found
+		}
+	}
+	t.Fatalf("host key %s is not among the fingerprints printed on the console: %q", fp, fingerprints)
+	return nil
+}
+
+// line is one line of the guest's serial console.
+type line struct {
+	at   time.Duration // since qemu started
+	text string
+}
+
+type guest struct {
+	lines <-chan line
+	done  <-chan struct{}
+	err   error // set before done is closed
+}
+
+// startGuest runs qemu inside netns, its serial console on a pipe that is
+// read, timestamped and logged as it streams. qemu is killed when the
+// test ends.
+func startGuest(ctx context.Context, t *testing.T, netns string, args []string) *guest {
+	t.Helper()
+	nsenter, _ := lookPath("nsenter")
+	qemu, _ := lookPath("qemu-system-x86_64")
+	cmd := exec.Command(nsenter, append([]string{"--net=/run/netns/" + netns, "--", qemu}, args...)...)
+	cmd.WaitDelay = 2 * time.Second
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	started := time.Now()
+	if err := cmd.Start(); err != nil { // nsenter execs qemu: one PID
+		t.Fatalf("start qemu: %v", err)
+	}
+	lines := make(chan line, 4096)
+	done := make(chan struct{})
+	g := &guest{lines: lines, done: done}
+	var logMu sync.Mutex
+	stopLog := false
+	readDone := make(chan struct{})
+	go func() { // ends when qemu exits and pw is closed
+		defer close(readDone)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+		for sc.Scan() {
+			l := line{at: time.Since(started), text: strings.TrimRight(sc.Text(), "\r")}
+			logMu.Lock()
+			if !stopLog {
+				t.Logf("console %7.2fs %s", l.at.Seconds(), l.text)
+			}
+			logMu.Unlock()
+			select {
+			case lines <- l:
+			default: // nobody is waiting any more
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	go func() {
+		err := cmd.Wait()
+		pw.Close()
+		<-readDone
+		g.err = err
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("qemu (pid %d) did not exit after SIGKILL", cmd.Process.Pid)
+		}
+		logMu.Lock()
+		stopLog = true
+		logMu.Unlock()
+	})
+	return g
+}
+
+// dialSSH connects to addr from inside netns, retrying until sshd answers
+// or ctx ends.
+func dialSSH(ctx context.Context, t *testing.T, netns, addr string, config *ssh.ClientConfig) *ssh.Client {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		conn, err := dialInNetns(ctx, "/run/netns/"+netns, addr)
+		if err == nil {
+			c, chans, reqs, cerr := ssh.NewClientConn(conn, addr, config)
+			if cerr == nil {
+				return ssh.NewClient(c, chans, reqs)
+			}
+			conn.Close()
+			if msg := cerr.Error(); strings.Contains(msg, "host key") || strings.Contains(msg, "unable to authenticate") {
+				t.Fatalf("ssh %s@%s: %v", config.User, addr, cerr) // retrying will not help
+			}
+			err = cerr
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("ssh %s@%s: %v", config.User, addr, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// dialInNetns opens a TCP connection from inside a network namespace: the
+// socket is made on a thread that has entered it, and stays there.
+func dialInNetns(ctx context.Context, nsPath, addr string) (net.Conn, error) {
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// The thread is unlocked only if it is back in its own namespace;
+		// otherwise it ends with this goroutine.
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open(nsPath)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("enter %s: %w", nsPath, err)}
+			return
+		}
+		d := net.Dialer{Timeout: 5 * time.Second}
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{conn, err}
+	}()
+	r := <-ch
+	return r.conn, r.err
+}
+
+// sshRun runs cmd on the guest and returns its standard output.
+func sshRun(ctx context.Context, t *testing.T, c *ssh.Client, cmd string) string {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatalf("ssh session: %v", err)
+	}
+	defer s.Close()
+	var stdout, stderr bytes.Buffer
+	s.Stdout, s.Stderr = &stdout, &stderr
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(cmd) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("ssh %q: %v\nstdout:\n%s\nstderr:\n%s", cmd, err, stdout.String(), stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("ssh %q: no answer after a minute", cmd)
+	case <-ctx.Done():
+		t.Fatalf("ssh %q: %v", cmd, ctx.Err())
+	}
+	return stdout.String()
+}
+
+// run runs a command and fails the test if it fails.
+func run(ctx context.Context, t *testing.T, name string, args ...string) {
+	t.Helper()
+	prog, err := lookPath(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, prog, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// lookPath finds name on PATH or in the system folders a root shell has
+// but a test's environment may lack.
+func lookPath(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		if p, err := exec.LookPath(filepath.Join(dir, name)); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New(name + ": not found")
+}
+
+func randomHex(t *testing.T, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// logWriter sends a command's output to the test log, line by line.
+type logWriter struct {
+	t      *testing.T
+	prefix string
+}
+
+func (w logWriter) Write(p []byte) (int, error) {
+	for l := range strings.Lines(string(p)) {
+		w.t.Log(w.prefix + strings.TrimRight(l, "\n"))
+	}
+	return len(p), nil
+}
