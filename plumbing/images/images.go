@@ -1,0 +1,641 @@
+// Package images keeps the machine's cache of VM images: base disk images
+// (which VM disks are qcow2 overlays over) and kernels for direct kernel
+// boot, each fetched once and stored under its content hash.
+//
+// Images come from the built-in catalog of official cloud images (checked
+// against the checksum file published beside them), from a URL, or from the
+// operator's computer over the operator's connection. Everything is written
+// to a temporary file in the store's folder while it is hashed, synced,
+// verified, and only then renamed into place, so the folder never holds a
+// partial or unverified image under a final name.
+//
+// The folder is also a libvirt "dir" storage pool: base-<sha256>.<format>,
+// kernel-<sha256> and initrd-<sha256> are its volumes. Beside them sit
+// index.json (source → content), .locks/ and, while something is being
+// fetched, .partial-* files.
+package images
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// DefaultDir is where the helper keeps images unless told otherwise.
+const DefaultDir = "/var/lib/butter/images"
+
+// DefaultStallTimeout ends a download that has received nothing for this
+// long.
+const DefaultStallTimeout = 2 * time.Minute
+
+// Store is the image cache in one folder. Its exported fields are settings;
+// set them before the first call. Several Stores (and processes) may share
+// a folder: they coordinate through lock files in it.
+type Store struct {
+	// Dir is the folder; DefaultDir if empty.
+	Dir string
+	// Mirror replaces the catalog's servers: https://HOST/PATH is fetched
+	// from MIRROR/HOST/PATH instead (the layout `wget --mirror` leaves),
+	// checksum files included. It must be https.
+	Mirror string
+	// Client makes the HTTP requests; http.DefaultClient if nil. Give one
+	// with its own root CAs for a mirror with a private certificate.
+	Client *http.Client
+	// Arch picks the catalog's build (a GOARCH); runtime.GOARCH if empty.
+	Arch string
+	// StallTimeout ends a download that receives nothing for this long;
+	// DefaultStallTimeout if zero.
+	StallTimeout time.Duration
+
+	mu    sync.Mutex
+	keys  map[string]chan struct{} // one per source being fetched
+	idxMu sync.Mutex
+	clean sync.Once
+}
+
+// New returns a store over dir (DefaultDir if empty).
+func New(dir string) *Store {
+	return &Store{Dir: dir}
+}
+
+func (s *Store) dir() string {
+	if s.Dir == "" {
+		return DefaultDir
+	}
+	return s.Dir
+}
+
+func (s *Store) arch() string {
+	if s.Arch == "" {
+		return runtime.GOARCH
+	}
+	return s.Arch
+}
+
+// staleAfter is how long a temporary file may go unwritten before the
+// store takes it for the leftover of a crashed process.
+const staleAfter = 24 * time.Hour
+
+func (s *Store) prepare() error {
+	if err := os.MkdirAll(filepath.Join(s.dir(), ".locks"), 0o755); err != nil {
+		return fmt.Errorf("make image folder: %w", err)
+	}
+	s.clean.Do(func() {
+		old, _ := filepath.Glob(filepath.Join(s.dir(), partialPrefix+"*"))
+		for _, p := range old {
+			if fi, err := os.Stat(p); err == nil && time.Since(fi.ModTime()) > staleAfter {
+				os.Remove(p)
+			}
+		}
+	})
+	return nil
+}
+
+// Ensure returns the cached image for src, fetching it first if it is not
+// cached: downloading it (a catalog name or URL) or reading the upload's
+// Body. A catalog name is pinned to what it resolved to when first
+// fetched, so once cached it resolves without the network; Remove it to
+// fetch the current release.
+//
+// Calls for the same source, in this process or another, fetch once: the
+// later ones wait (reporting PhaseWait) and then find it cached. progress,
+// if not nil, is called from the calling goroutine and should return
+// quickly. If ctx ends, the fetch stops and leaves nothing behind.
+func (s *Store) Ensure(ctx context.Context, src Source, progress func(Progress)) (Image, error) {
+	if err := src.Validate(); err != nil {
+		return Image{}, err
+	}
+	if err := s.prepare(); err != nil {
+		return Image{}, err
+	}
+	plan, err := s.plan(src)
+	if err != nil {
+		return Image{}, err
+	}
+	img, err := s.ensure(ctx, plan, progress)
+	if err != nil {
+		return Image{}, fmt.Errorf("image %s: %w", src, err)
+	}
+	return img, nil
+}
+
+// Lookup returns the cached image for src without fetching anything; the
+// transport can use it to skip an upload. An upload's SHA256 must be set,
+// its Body need not be.
+func (s *Store) Lookup(ctx context.Context, src Source) (Image, bool, error) {
+	if err := src.Validate(); err != nil {
+		return Image{}, false, err
+	}
+	if err := s.prepare(); err != nil {
+		return Image{}, false, err
+	}
+	plan, err := s.plan(src)
+	if err != nil {
+		return Image{}, false, err
+	}
+	return s.lookup(ctx, plan.match)
+}
+
+// plan is how to find and fetch one source.
+type plan struct {
+	key   string // names the source, for locks and the index
+	name  string
+	match func(Image) bool
+	fetch func(ctx context.Context, progress func(Progress)) (Image, error)
+}
+
+func (s *Store) plan(src Source) (plan, error) {
+	switch {
+	case src.Catalog != "":
+		key := src.Catalog + "/" + s.arch()
+		return plan{
+			key:   key,
+			name:  src.Catalog,
+			match: func(img Image) bool { return slices.Contains(img.Sources, key) },
+			fetch: func(ctx context.Context, progress func(Progress)) (Image, error) {
+				return s.fetchCatalog(ctx, src.Catalog, key, progress)
+			},
+		}, nil
+	case src.URL != "":
+		key := src.String()
+		sum := src.Checksum
+		return plan{
+			key:  key,
+			name: src.name(),
+			match: func(img Image) bool {
+				return slices.Contains(img.Sources, key) ||
+					sum.Algo == "sha256" && img.Disk != nil && img.Disk.SHA256 == sum.Hex
+			},
+			fetch: func(ctx context.Context, progress func(Progress)) (Image, error) {
+				return s.fetchURL(ctx, src, key, progress)
+			},
+		}, nil
+	case src.File != nil:
+		f := *src.File
+		f.SHA256 = strings.ToLower(f.SHA256)
+		if _, err := ParseChecksum("sha256:" + f.SHA256); err != nil {
+			return plan{}, fmt.Errorf("upload image %s: %w", f.Path, err)
+		}
+		return plan{
+			key:   "sha256:" + f.SHA256,
+			name:  src.name(),
+			match: func(img Image) bool { return img.Disk != nil && img.Disk.SHA256 == f.SHA256 },
+			fetch: func(ctx context.Context, progress func(Progress)) (Image, error) {
+				return s.fetchUpload(ctx, &f, progress)
+			},
+		}, nil
+	}
+	var files [2]*File
+	for i, f := range []*File{src.Kernel, src.Initrd} {
+		if f == nil {
+			continue
+		}
+		c := *f
+		c.SHA256 = strings.ToLower(c.SHA256)
+		if _, err := ParseChecksum("sha256:" + c.SHA256); err != nil {
+			return plan{}, fmt.Errorf("upload %s %s: %w", []string{"kernel", "initrd"}[i], f.Path, err)
+		}
+		files[i] = &c
+	}
+	id := kernelID(files[0], files[1], src.Cmdline)
+	// Operators' paths differ; the sources record only the files' names.
+	shown := Source{Kernel: &File{Path: baseName(files[0].Path)}, Cmdline: src.Cmdline}
+	if files[1] != nil {
+		shown.Initrd = &File{Path: baseName(files[1].Path)}
+	}
+	return plan{
+		key:   "kernel:" + id,
+		name:  src.name(),
+		match: func(img Image) bool { return img.ID == id },
+		fetch: func(ctx context.Context, progress func(Progress)) (Image, error) {
+			return s.fetchKernel(ctx, id, shown.String(), files[0], files[1], src.Cmdline, progress)
+		},
+	}, nil
+}
+
+// kernelID names a kernel boot image by what it is made of.
+func kernelID(kernel, initrd *File, cmdline string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "kernel %s\n", kernel.SHA256)
+	if initrd != nil {
+		fmt.Fprintf(h, "initrd %s\n", initrd.SHA256)
+	}
+	fmt.Fprintf(h, "cmdline %s\n", cmdline)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (s *Store) ensure(ctx context.Context, p plan, progress func(Progress)) (Image, error) {
+	if img, ok, err := s.lookup(ctx, p.match); err != nil || ok {
+		return img, err
+	}
+	unlock, err := s.lockKey(ctx, p.key, p.name, progress)
+	if err != nil {
+		return Image{}, err
+	}
+	defer unlock()
+	// Whoever held the lock may have fetched it meanwhile.
+	if img, ok, err := s.lookup(ctx, p.match); err != nil || ok {
+		return img, err
+	}
+	img, err := p.fetch(ctx, progress)
+	if err != nil {
+		return Image{}, err
+	}
+	// The files are in place: record them even if ctx has just ended.
+	err = s.withIndex(context.WithoutCancel(ctx), func(ix *index) (bool, error) {
+		img = ix.put(img)
+		return true, nil
+	})
+	if err != nil {
+		return Image{}, err
+	}
+	return s.withPaths(img), nil
+}
+
+func (s *Store) lookup(ctx context.Context, match func(Image) bool) (img Image, ok bool, err error) {
+	err = s.withIndex(ctx, func(ix *index) (bool, error) {
+		img, ok = s.find(ix, match)
+		return false, nil
+	})
+	return img, ok, err
+}
+
+// lockKey serializes fetches of one source: within the process through a
+// channel, across processes through a lock file.
+func (s *Store) lockKey(ctx context.Context, key, name string, progress func(Progress)) (unlock func(), err error) {
+	s.mu.Lock()
+	if s.keys == nil {
+		s.keys = make(map[string]chan struct{})
+	}
+	ch, ok := s.keys[key]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		s.keys[key] = ch
+	}
+	s.mu.Unlock()
+
+	select {
+	case ch <- struct{}{}:
+	default:
+		newReporter(progress, name, PhaseWait, -1)
+		select {
+		case ch <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for another fetch of %s: %w", name, context.Cause(ctx))
+		}
+	}
+	sum := sha256.Sum256([]byte(key))
+	unlockFile, err := flock(ctx, filepath.Join(s.dir(), ".locks", hex.EncodeToString(sum[:12])))
+	if err != nil {
+		<-ch
+		return nil, err
+	}
+	return func() {
+		unlockFile()
+		<-ch
+	}, nil
+}
+
+func (s *Store) fetchCatalog(ctx context.Context, name, key string, progress func(Progress)) (Image, error) {
+	imageURL, sumsURL, file, err := catalogURLs(name, s.arch(), s.Mirror)
+	if err != nil {
+		return Image{}, err
+	}
+	sums, err := s.getSmall(ctx, sumsURL)
+	if err != nil {
+		return Image{}, err
+	}
+	algo := catalog[name].algo
+	digest, err := findSum(strings.NewReader(string(sums)), algo, file)
+	if err != nil {
+		return Image{}, fmt.Errorf("checksum file %s: %w", sumsURL, err)
+	}
+	want := expect{size: -1, sum: Checksum{Algo: algo, Hex: digest}, from: "listed in " + sumsURL}
+	st, err := s.download(ctx, imageURL, file, want, true, progress)
+	if err != nil {
+		return Image{}, err
+	}
+	return s.commitDisk(st, name, key, want.sum.String()+" "+want.from)
+}
+
+func (s *Store) fetchURL(ctx context.Context, src Source, key string, progress func(Progress)) (Image, error) {
+	want := expect{size: -1, sum: src.Checksum, from: "given with the URL"}
+	st, err := s.download(ctx, src.URL, src.name(), want, src.Checksum.IsZero(), progress)
+	if err != nil {
+		return Image{}, err
+	}
+	verified := ""
+	if !src.Checksum.IsZero() {
+		verified = src.Checksum.String() + " " + want.from
+	}
+	return s.commitDisk(st, src.name(), key, verified)
+}
+
+func (s *Store) fetchUpload(ctx context.Context, f *File, progress func(Progress)) (Image, error) {
+	if err := checkUpload("image", f); err != nil {
+		return Image{}, err
+	}
+	name := baseName(f.Path)
+	st, err := s.upload(ctx, name, f, progress)
+	if err != nil {
+		return Image{}, err
+	}
+	return s.commitDisk(st, name, "file="+name, "sha256:"+f.SHA256+" computed by the operator")
+}
+
+func (s *Store) upload(ctx context.Context, name string, f *File, progress func(Progress)) (*staged, error) {
+	want := expect{size: f.Size, sum: Checksum{Algo: "sha256", Hex: f.SHA256}, from: "computed by the operator"}
+	return stage(ctx, s.dir(), f.Body, name, PhaseUpload, f.Size, want, progress)
+}
+
+// commitDisk checks a staged disk image's format and moves it into place.
+func (s *Store) commitDisk(st *staged, name, source, verified string) (Image, error) {
+	format, err := detectFormat(st.head, st.size)
+	if err != nil {
+		st.discard()
+		return Image{}, fmt.Errorf("%w; nothing was cached", err)
+	}
+	file := "base-" + st.sha256 + "." + string(format)
+	if err := st.commit(s.dir(), file); err != nil {
+		return Image{}, err
+	}
+	return Image{
+		ID:       st.sha256,
+		Name:     name,
+		Sources:  []string{source},
+		Format:   format,
+		Disk:     &Blob{File: file, Size: st.size, SHA256: st.sha256},
+		Verified: verified,
+		Fetched:  time.Now().UTC(),
+	}, nil
+}
+
+func (s *Store) fetchKernel(ctx context.Context, id, source string, kernel, initrd *File, cmdline string, progress func(Progress)) (_ Image, err error) {
+	img := Image{
+		ID:       id,
+		Name:     baseName(kernel.Path),
+		Cmdline:  cmdline,
+		Verified: "sha256 computed by the operator",
+		Fetched:  time.Now().UTC(),
+	}
+	var pending []*staged
+	defer func() {
+		if err != nil {
+			for _, st := range pending {
+				st.discard()
+			}
+		}
+	}()
+	var commits []func() error
+	for _, part := range []struct {
+		what string
+		f    *File
+		blob **Blob
+	}{{"kernel", kernel, &img.Kernel}, {"initrd", initrd, &img.Initrd}} {
+		if part.f == nil {
+			continue
+		}
+		file := part.what + "-" + part.f.SHA256
+		b := &Blob{File: file, Size: part.f.Size, SHA256: part.f.SHA256}
+		*part.blob = b
+		if fi, err := os.Stat(filepath.Join(s.dir(), file)); err == nil && fi.Size() == part.f.Size {
+			continue // the same content came with another image
+		}
+		if err := checkUpload(part.what, part.f); err != nil {
+			return Image{}, err
+		}
+		if part.f.Size == 0 {
+			return Image{}, fmt.Errorf("upload %s %s: the file is empty", part.what, part.f.Path)
+		}
+		st, err := s.upload(ctx, baseName(part.f.Path), part.f, progress)
+		if err != nil {
+			return Image{}, err
+		}
+		pending = append(pending, st)
+		commits = append(commits, func() error { return st.commit(s.dir(), file) })
+	}
+	for _, c := range commits {
+		if err := c(); err != nil {
+			return Image{}, err
+		}
+	}
+	img.Sources = []string{source}
+	return img, nil
+}
+
+// download streams url into a staged file. tlsOnly refuses redirects away
+// from https, for content nothing else vouches for.
+func (s *Store) download(ctx context.Context, url, name string, want expect, tlsOnly bool, progress func(Progress)) (*staged, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := s.stallTimeout()
+	timer := time.AfterFunc(stall, func() { cancel(fmt.Errorf("no data from the server for %s", stall)) })
+	defer timer.Stop()
+
+	resp, err := s.get(ctx, url, tlsOnly)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body := &stallReader{r: resp.Body, timer: timer, d: stall}
+	return stage(ctx, s.dir(), body, name, PhaseDownload, resp.ContentLength, want, progress)
+}
+
+// getSmall fetches a small file (a checksum file) over https.
+func (s *Store) getSmall(ctx context.Context, url string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.stallTimeout())
+	defer cancel()
+	resp, err := s.get(ctx, url, true)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSumsSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("download %s: %w", url, err)
+	}
+	if len(b) > maxSumsSize {
+		return nil, fmt.Errorf("download %s: larger than %d bytes; not a checksum file", url, maxSumsSize)
+	}
+	return b, nil
+}
+
+func (s *Store) get(ctx context.Context, url string, tlsOnly bool) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("download %s: %w", url, err)
+	}
+	req.Header.Set("User-Agent", "butter-helper")
+	resp, err := s.client(tlsOnly).Do(req)
+	if err != nil {
+		if c := context.Cause(ctx); c != nil && !errors.Is(err, c) {
+			err = fmt.Errorf("%w (%w)", c, err)
+		}
+		return nil, fmt.Errorf("download %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("download %s: server answered %s", url, resp.Status)
+	}
+	return resp, nil
+}
+
+func (s *Store) client(tlsOnly bool) *http.Client {
+	c := http.DefaultClient
+	if s.Client != nil {
+		c = s.Client
+	}
+	cc := *c
+	next := c.CheckRedirect
+	cc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if tlsOnly && req.URL.Scheme != "https" {
+			return fmt.Errorf("refusing redirect to %s: it leaves https and no checksum vouches for the content", req.URL)
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &cc
+}
+
+func (s *Store) stallTimeout() time.Duration {
+	if s.StallTimeout > 0 {
+		return s.StallTimeout
+	}
+	return DefaultStallTimeout
+}
+
+// stallReader restarts a timer whenever data arrives.
+type stallReader struct {
+	r     io.Reader
+	timer *time.Timer
+	d     time.Duration
+}
+
+func (r *stallReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.timer.Reset(r.d)
+	}
+	return n, err
+}
+
+// List returns the cached images whose files are in place, by name.
+func (s *Store) List(ctx context.Context) ([]Image, error) {
+	if err := s.prepare(); err != nil {
+		return nil, err
+	}
+	var imgs []Image
+	err := s.withIndex(ctx, func(ix *index) (bool, error) {
+		for _, img := range ix.Images {
+			if s.present(img) {
+				imgs = append(imgs, s.withPaths(img))
+			}
+		}
+		return false, nil
+	})
+	slices.SortFunc(imgs, func(a, b Image) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return imgs, err
+}
+
+// minPrefix is the shortest ID prefix Remove takes.
+const minPrefix = 6
+
+// Remove drops an image from the cache and deletes its files (those no
+// other cached image uses). id is an image's ID, a unique prefix of it (at
+// least 6 characters), its name or one of its sources. Remove does not know
+// which VMs use the image: the caller must check, since an overlay whose
+// base is gone cannot start.
+func (s *Store) Remove(ctx context.Context, id string) error {
+	if _, err := os.Stat(s.dir()); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("no cached image %q: the image folder %s does not exist", id, s.dir())
+	}
+	var orphans []string
+	err := s.withIndex(ctx, func(ix *index) (bool, error) {
+		i, err := ix.resolve(id)
+		if err != nil {
+			return false, err
+		}
+		gone := ix.Images[i]
+		ix.Images = slices.Delete(ix.Images, i, i+1)
+		used := map[string]bool{}
+		for _, img := range ix.Images {
+			for _, b := range img.blobs() {
+				used[b.File] = true
+			}
+		}
+		for _, b := range gone.blobs() {
+			if !used[b.File] {
+				orphans = append(orphans, b.File)
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range orphans {
+		if err := os.Remove(filepath.Join(s.dir(), f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove image file: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// resolve finds the one image id names.
+func (ix *index) resolve(id string) (int, error) {
+	if id == "" {
+		return 0, errors.New("remove image: give an ID, name or source (List shows them)")
+	}
+	var exact, named, prefixed []int
+	for i, img := range ix.Images {
+		switch {
+		case img.ID == id:
+			exact = append(exact, i)
+		case img.Name == id || slices.Contains(img.Sources, id):
+			named = append(named, i)
+		case len(id) >= minPrefix && strings.HasPrefix(img.ID, strings.ToLower(id)):
+			prefixed = append(prefixed, i)
+		}
+	}
+	for _, m := range [][]int{exact, named, prefixed} {
+		switch len(m) {
+		case 0:
+			continue
+		case 1:
+			return m[0], nil
+		}
+		var ids []string
+		for _, i := range m {
+			ids = append(ids, ix.Images[i].ID[:12])
+		}
+		return 0, fmt.Errorf("%q matches %d cached images (%s); give more of the ID", id, len(m), strings.Join(ids, ", "))
+	}
+	hint := ""
+	if len(id) < minPrefix {
+		hint = fmt.Sprintf(" (an ID prefix needs at least %d characters)", minPrefix)
+	}
+	return 0, fmt.Errorf("no cached image %q%s; List shows the cached ones by ID, name and source", id, hint)
+}

@@ -1,0 +1,207 @@
+package images
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// Image is one cached image: a disk image, or a kernel (with an initrd and
+// a command line) for direct kernel boot.
+type Image struct {
+	// ID names the image: the sha256 of a disk image's content, or for
+	// kernel boot the sha256 of the kernel's and initrd's digests and the
+	// command line.
+	ID string `json:"id"`
+	// Name is for people: the catalog name or the file's name.
+	Name string `json:"name"`
+	// Sources are the sources that resolved to this image, in the form
+	// ParseSource reads (a catalog name followed by /ARCH).
+	Sources []string `json:"sources"`
+	// Format is a disk image's format; empty for kernel boot.
+	Format Format `json:"format,omitempty"`
+	// Disk is the base image file; nil for kernel boot.
+	Disk *Blob `json:"disk,omitempty"`
+	// Kernel, Initrd and Cmdline are for kernel boot; Initrd may be nil.
+	Kernel  *Blob  `json:"kernel,omitempty"`
+	Initrd  *Blob  `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
+	// Verified says what the content was checked against when fetched
+	// ("sha512:… from SHA512SUMS at …"); empty when nothing was given (an
+	// https URL without a checksum).
+	Verified string `json:"verified,omitempty"`
+	// Fetched is when the content was first cached.
+	Fetched time.Time `json:"fetched"`
+}
+
+// Blob is one cached file.
+type Blob struct {
+	// File is the name inside the store's folder, which is also the
+	// volume's name in the libvirt pool over that folder.
+	File string `json:"file"`
+	// Path is the file's absolute path (filled in by the store).
+	Path   string `json:"-"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+func (img Image) blobs() []*Blob {
+	var bs []*Blob
+	for _, b := range []*Blob{img.Disk, img.Kernel, img.Initrd} {
+		if b != nil {
+			bs = append(bs, b)
+		}
+	}
+	return bs
+}
+
+// indexFile maps sources to content; it lives beside the images.
+const indexFile = "index.json"
+
+type index struct {
+	Version int     `json:"version"`
+	Images  []Image `json:"images"`
+}
+
+// withIndex runs fn on the index under the index lock, and saves the index
+// if fn reports a change.
+func (s *Store) withIndex(ctx context.Context, fn func(ix *index) (changed bool, err error)) error {
+	s.idxMu.Lock()
+	defer s.idxMu.Unlock()
+	unlock, err := flock(ctx, filepath.Join(s.dir(), ".index.lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	ix, err := s.readIndex()
+	if err != nil {
+		return err
+	}
+	changed, err := fn(ix)
+	if err != nil || !changed {
+		return err
+	}
+	return s.writeIndex(ix)
+}
+
+func (s *Store) readIndex() (*index, error) {
+	p := filepath.Join(s.dir(), indexFile)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &index{Version: 1}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read image index: %w", err)
+	}
+	var ix index
+	if err := json.Unmarshal(b, &ix); err != nil {
+		return nil, fmt.Errorf("image index %s is damaged (remove it; cached files are fetched again): %w", p, err)
+	}
+	if ix.Version != 1 {
+		return nil, fmt.Errorf("image index %s has version %d; this helper knows version 1", p, ix.Version)
+	}
+	return &ix, nil
+}
+
+func (s *Store) writeIndex(ix *index) error {
+	b, err := json.MarshalIndent(ix, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode image index: %w", err)
+	}
+	f, err := os.CreateTemp(s.dir(), partialPrefix+"index-*")
+	if err != nil {
+		return fmt.Errorf("write image index: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(s.dir(), indexFile))
+	}
+	if err != nil {
+		return fmt.Errorf("write image index: %w", err)
+	}
+	return syncDir(s.dir())
+}
+
+// find returns the first image for which match holds and whose files are
+// all in place.
+func (s *Store) find(ix *index, match func(Image) bool) (Image, bool) {
+	for _, img := range ix.Images {
+		if match(img) && s.present(img) {
+			return s.withPaths(img), true
+		}
+	}
+	return Image{}, false
+}
+
+// present checks that an image's files are there with the right size.
+func (s *Store) present(img Image) bool {
+	for _, b := range img.blobs() {
+		fi, err := os.Stat(filepath.Join(s.dir(), b.File))
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() != b.Size {
+			return false
+		}
+	}
+	return true
+}
+
+// withPaths returns a deep copy of img with the blobs' paths filled in.
+func (s *Store) withPaths(img Image) Image {
+	img.Sources = slices.Clone(img.Sources)
+	for _, b := range []**Blob{&img.Disk, &img.Kernel, &img.Initrd} {
+		if *b != nil {
+			c := **b
+			c.Path = filepath.Join(s.dir(), c.File)
+			*b = &c
+		}
+	}
+	return img
+}
+
+// put adds img to the index, or adds its sources to the entry with the
+// same ID. It returns the entry as stored.
+func (ix *index) put(img Image) Image {
+	// A source names one image: a catalog name that now resolves to new
+	// content stops naming the old one.
+	for i := range ix.Images {
+		if ix.Images[i].ID != img.ID {
+			ix.Images[i].Sources = slices.DeleteFunc(ix.Images[i].Sources, func(s string) bool {
+				return slices.Contains(img.Sources, s)
+			})
+		}
+	}
+	for i, old := range ix.Images {
+		if old.ID != img.ID {
+			continue
+		}
+		for _, src := range img.Sources {
+			if !slices.Contains(old.Sources, src) {
+				old.Sources = append(old.Sources, src)
+			}
+		}
+		// The files were just written again: their records are current.
+		old.Disk, old.Kernel, old.Initrd = img.Disk, img.Kernel, img.Initrd
+		if old.Verified == "" {
+			old.Verified = img.Verified
+		}
+		ix.Images[i] = old
+		return old
+	}
+	ix.Images = append(ix.Images, img)
+	return img
+}

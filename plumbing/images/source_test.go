@@ -1,0 +1,225 @@
+package images
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+var (
+	hex64  = strings.Repeat("ab", 32)
+	hex128 = strings.Repeat("cd", 64)
+)
+
+func TestParseSource(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Source
+		wantErr string // substring; empty means success
+	}{
+		{in: "ubuntu-24.04", want: Source{Catalog: "ubuntu-24.04"}},
+		{in: " debian-12 ", want: Source{Catalog: "debian-12"}},
+		{in: "ubuntu-22.04", wantErr: "known are debian-12, ubuntu-24.04"},
+		{in: "disk.qcow2", wantErr: "write ./disk.qcow2"},
+		{in: "", wantErr: "empty image source"},
+		{in: "https://example.com/a/disk.img", want: Source{URL: "https://example.com/a/disk.img"}},
+		{in: "https://example.com/disk.img,checksum=sha256:" + strings.ToUpper(hex64),
+			want: Source{URL: "https://example.com/disk.img", Checksum: Checksum{Algo: "sha256", Hex: hex64}}},
+		{in: "http://example.com/disk.img,checksum=sha512:" + hex128,
+			want: Source{URL: "http://example.com/disk.img", Checksum: Checksum{Algo: "sha512", Hex: hex128}}},
+		{in: "http://example.com/disk.img", wantErr: "plain http is refused without a checksum"},
+		{in: "ftp://example.com/disk.img", wantErr: `scheme "ftp" is not supported`},
+		{in: "https:///disk.img", wantErr: "no host"},
+		{in: "https://example.com/", wantErr: "no file name"},
+		{in: "https://example.com/disk.img,checksum=md5:abc", wantErr: "write sha256:<hex> or sha512:<hex>"},
+		{in: "https://example.com/disk.img,checksum=sha256:abc", wantErr: "sha256 needs 64 hex digits, got 3"},
+		{in: "https://example.com/disk.img,checksum=sha256:" + strings.Repeat("zz", 32), wantErr: "not hex"},
+		{in: "./disk.qcow2", want: Source{File: &File{Path: "./disk.qcow2"}}},
+		{in: "/srv/images/disk.img", want: Source{File: &File{Path: "/srv/images/disk.img"}}},
+		{in: `C:\images\disk.img`, want: Source{File: &File{Path: `C:\images\disk.img`}}},
+		{in: "file=disk.img", want: Source{File: &File{Path: "disk.img"}}},
+		{in: "file=", wantErr: "path is empty"},
+		{in: "kernel=out/vmlinuz,initrd=out/initrd.img",
+			want: Source{Kernel: &File{Path: "out/vmlinuz"}, Initrd: &File{Path: "out/initrd.img"}}},
+		{in: "kernel=vmlinuz,initrd=initrd,cmdline=console=ttyS0,115200 root=/dev/vda",
+			want: Source{Kernel: &File{Path: "vmlinuz"}, Initrd: &File{Path: "initrd"}, Cmdline: "console=ttyS0,115200 root=/dev/vda"}},
+		{in: "kernel=vmlinuz", want: Source{Kernel: &File{Path: "vmlinuz"}}},
+		{in: "initrd=initrd.img", wantErr: "kernel=PATH is missing"},
+		{in: "kernel=a,kernel=b", wantErr: "kernel= given twice"},
+		{in: "kernel=a,root=/dev/vda", wantErr: `unknown key "root"`},
+		{in: "kernel=,initrd=b", wantErr: `"kernel=" needs a path`},
+		{in: "kernel=a,cmdline=", wantErr: "cmdline= is empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseSource(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseSource(%q) error = %v, want one containing %q", tt.in, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseSource(%q): %v", tt.in, err)
+			}
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(File{}, "Body")); diff != "" {
+				t.Errorf("ParseSource(%q) (-want +got):\n%s", tt.in, diff)
+			}
+			// The command-line form reads back to the same source.
+			again, err := ParseSource(got.String())
+			if err != nil {
+				t.Fatalf("ParseSource(%q) of String(): %v", got.String(), err)
+			}
+			if diff := cmp.Diff(got, again, cmpopts.IgnoreFields(File{}, "Body")); diff != "" {
+				t.Errorf("String() round trip (-first +again):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		src     Source
+		wantErr string
+	}{
+		{"empty", Source{}, "image source is empty"},
+		{"two kinds", Source{Catalog: "debian-12", URL: "https://example.com/x.img"}, "set only one"},
+		{"checksum without URL", Source{Catalog: "debian-12", Checksum: Checksum{Algo: "sha256", Hex: hex64}}, "a checksum goes only with a URL"},
+		{"bad checksum", Source{URL: "https://example.com/x.img", Checksum: Checksum{Algo: "sha256", Hex: "00"}}, "64 hex digits"},
+		{"cmdline alone", Source{Cmdline: "quiet"}, "kernel=PATH is missing"},
+		{"ok", Source{URL: "https://example.com/x.img"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.src.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate error = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestFiles(t *testing.T) {
+	src, err := ParseSource("kernel=a/vmlinuz,initrd=b/initrd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := src.Files()
+	if len(fs) != 2 || fs[0] != src.Kernel || fs[1] != src.Initrd {
+		t.Fatalf("Files() = %v, want the kernel and the initrd", fs)
+	}
+	if fs := (Source{Catalog: "debian-12"}).Files(); len(fs) != 0 {
+		t.Fatalf("catalog Files() = %v, want none", fs)
+	}
+}
+
+func TestFindSum(t *testing.T) {
+	const ubuntu = "" +
+		"1111111111111111111111111111111111111111111111111111111111111111 *ubuntu-24.04-server-cloudimg-amd64.manifest\n" +
+		"abababababababababababababababababababababababababababababababab *ubuntu-24.04-server-cloudimg-amd64.img\n"
+	tests := []struct {
+		name, sums, algo, file, want, wantErr string
+	}{
+		{"binary mode", ubuntu, "sha256", "ubuntu-24.04-server-cloudimg-amd64.img", hex64, ""},
+		{"text mode", hex128 + "  debian-12-generic-amd64.qcow2\n", "sha512", "debian-12-generic-amd64.qcow2", hex128, ""},
+		{"dot slash", hex64 + "  ./x.img\n", "sha256", "x.img", hex64, ""},
+		{"bsd tag", "SHA256 (x.img) = " + hex64 + "\n", "sha256", "x.img", hex64, ""},
+		{"upper case", strings.ToUpper(hex64) + " *x.img\r\n", "sha256", "x.img", hex64, ""},
+		{"missing", ubuntu, "sha256", "ubuntu-24.04-server-cloudimg-arm64.img", "", "no line for ubuntu-24.04-server-cloudimg-arm64.img"},
+		{"wrong length", hex64 + "  x.img\n", "sha512", "x.img", "", "sha512 needs 128 hex digits"},
+		{"similar name", hex64 + "  x.img.manifest\n", "sha256", "x.img", "", "no line"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := findSum(strings.NewReader(tt.sums), tt.algo, tt.file)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("findSum error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("findSum = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCatalogURLs(t *testing.T) {
+	tests := []struct {
+		name, catalog, arch, mirror string
+		image, sums                 string
+		wantErr                     string
+	}{
+		{name: "ubuntu amd64", catalog: "ubuntu-24.04", arch: "amd64",
+			image: "https://cloud-images.ubuntu.com/releases/24.04/release/ubuntu-24.04-server-cloudimg-amd64.img",
+			sums:  "https://cloud-images.ubuntu.com/releases/24.04/release/SHA256SUMS"},
+		{name: "debian arm64", catalog: "debian-12", arch: "arm64",
+			image: "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-arm64.qcow2",
+			sums:  "https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS"},
+		{name: "mirror", catalog: "debian-12", arch: "amd64", mirror: "https://mirror.lan/cloud/",
+			image: "https://mirror.lan/cloud/cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2",
+			sums:  "https://mirror.lan/cloud/cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS"},
+		{name: "http mirror", catalog: "debian-12", arch: "amd64", mirror: "http://mirror.lan", wantErr: "must be an https://HOST[/PATH] URL"},
+		{name: "riscv", catalog: "ubuntu-24.04", arch: "riscv64", wantErr: "no build for this machine's architecture riscv64"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			image, sums, _, err := catalogURLs(tt.catalog, tt.arch, tt.mirror)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("catalogURLs error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || image != tt.image || sums != tt.sums {
+				t.Fatalf("catalogURLs = %q, %q, %v; want %q, %q", image, sums, err, tt.image, tt.sums)
+			}
+		})
+	}
+}
+
+// A Source crosses from the operator to the helper as JSON; the upload's
+// data does not.
+func TestSourceJSON(t *testing.T) {
+	for _, in := range []string{
+		"debian-12",
+		"https://example.com/disk.img,checksum=sha512:" + hex128,
+		"./disk.qcow2",
+		"kernel=vmlinuz,initrd=initrd.img,cmdline=console=ttyS0,115200",
+	} {
+		src, err := ParseSource(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range src.Files() {
+			f.Size, f.SHA256, f.Body = 3, hex64, strings.NewReader("abc")
+		}
+		b, err := json.Marshal(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Source
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(src, back, cmpopts.IgnoreFields(File{}, "Body")); diff != "" {
+			t.Errorf("%s: JSON round trip (-sent +received):\n%s", b, diff)
+		}
+		for _, f := range back.Files() {
+			if f.Body != nil {
+				t.Errorf("%s: Body came through JSON", b)
+			}
+		}
+	}
+}
