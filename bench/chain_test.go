@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,14 +24,21 @@ import (
 
 const iperf3Bin = "/usr/bin/iperf3"
 
-// seconds is how long each iperf3 run lasts (plus one omitted second).
-const seconds = 5
+// seconds is how long each iperf3 run measures, after one omitted second:
+// each run lasts five seconds.
+const seconds = 4
 
 // BenchmarkChain measures, in one lab, TCP throughput probe to probe
 // across the whole chain (bridge, VXLAN, userspace WireGuard), mesh address
-// to mesh address across WireGuard alone, and underlay to underlay bare,
-// and prints the figures and the ratios chain/wg0 and wg0/bare. Run it
-// once: -benchtime 1x (bench/chain.sh does).
+// to mesh address across WireGuard alone, the same with the WireGuard
+// device's segmentation and receive offloads off (needs ethtool), and
+// underlay to underlay bare. For the runs that cross WireGuard it also
+// prints the packets per second and bytes per packet the sender's
+// WireGuard device carried (one tun read of wireguard-go each) and the CPU
+// the two helper daemons used, which explain the ratios: the chain's
+// VXLAN packets cannot cross the tun device as GSO super-packets, so
+// wireguard-go handles them one MTU-sized packet at a time, like wg0 with
+// its offloads off. Run it once: -benchtime 1x (bench/chain.sh does).
 func BenchmarkChain(b *testing.B) {
 	var why []string
 	if os.Geteuid() != 0 {
@@ -79,27 +88,81 @@ func BenchmarkChain(b *testing.B) {
 		b.Fatal(err)
 	}
 
+	d1, d2 := h.Daemons[m1.Name].PID(), h.Daemons[m2.Name].PID()
 	b.ResetTimer()
-	chain := measure(b, ctx, "chain", p1, p2, p1.Addr.Addr(), p2.Addr.Addr())
-	wg := measure(b, ctx, "wg0", m1, m2, mesh.Addr(m1).Addr(), mesh.Addr(m2).Addr())
-	bare := measure(b, ctx, "bare", m1, m2, m1.Addr.Addr(), m2.Addr.Addr())
+	chain := measure(b, ctx, "chain", p1, p2, p1.Addr.Addr(), p2.Addr.Addr(), m1, d1, d2)
+	wg := measure(b, ctx, "wg0", m1, m2, mesh.Addr(m1).Addr(), mesh.Addr(m2).Addr(), m1, d1, d2)
+	// The same path with segmentation and receive offloads off on the
+	// WireGuard device: wireguard-go then reads one packet per read, as
+	// it does for the encapsulated traffic of the chain.
+	var plain result
+	offloads := "needs " + ethtoolBin
+	if _, err := os.Stat(ethtoolBin); err == nil {
+		setOffloads(b, ctx, "off", m1, m2)
+		plain = measure(b, ctx, "wg0 offloads off", m1, m2, mesh.Addr(m1).Addr(), mesh.Addr(m2).Addr(), m1, d1, d2)
+		setOffloads(b, ctx, "on", m1, m2)
+		offloads = ""
+	}
+	bare := measure(b, ctx, "bare", m1, m2, m1.Addr.Addr(), m2.Addr.Addr(), nil, 0, 0)
 	b.StopTimer()
 
-	b.ReportMetric(chain/1e6, "chain-Mbit/s")
-	b.ReportMetric(wg/1e6, "wg0-Mbit/s")
-	b.ReportMetric(bare/1e6, "bare-Mbit/s")
-	b.ReportMetric(chain/wg, "chain/wg0")
-	b.ReportMetric(wg/bare, "wg0/bare")
-	b.Logf("\nTCP throughput, iperf3 -t %d, one stream, %s tunnel, network MTU %d, WireGuard MTU %d:\n"+
-		"  chain (probe %s -> probe %s, bridge+%s+wg0): %8.0f Mbit/s\n"+
-		"  wg0   (mesh %s -> %s):                   %8.0f Mbit/s\n"+
-		"  bare  (underlay %s -> %s):             %8.0f Mbit/s\n"+
-		"  chain/wg0 = %.2f   wg0/bare = %.3f",
-		seconds, rep.Tunnel, rep.MTU, h.Reports[m1.Name].WireGuard.MTU,
-		p1.Addr.Addr(), p2.Addr.Addr(), rep.Tunnel, chain/1e6,
-		mesh.Addr(m1).Addr(), mesh.Addr(m2).Addr(), wg/1e6,
-		m1.Addr.Addr(), m2.Addr.Addr(), bare/1e6,
-		chain/wg, wg/bare)
+	b.ReportMetric(chain.bps/1e6, "chain-Mbit/s")
+	b.ReportMetric(wg.bps/1e6, "wg0-Mbit/s")
+	b.ReportMetric(bare.bps/1e6, "bare-Mbit/s")
+	b.ReportMetric(chain.bps/wg.bps, "chain/wg0")
+	b.ReportMetric(wg.bps/bare.bps, "wg0/bare")
+	if offloads == "" {
+		b.ReportMetric(plain.bps/1e6, "wg0-nooffload-Mbit/s")
+		b.ReportMetric(plain.bps/wg.bps, "wg0-nooffload/wg0")
+		b.ReportMetric(chain.bps/plain.bps, "chain/wg0-nooffload")
+	}
+	b.ReportMetric(chain.perPkt(), "chain-bytes/pkt")
+	b.ReportMetric(wg.perPkt(), "wg0-bytes/pkt")
+	// Fewer than ten lines: go test trims a benchmark's log at the tenth.
+	var out strings.Builder
+	fmt.Fprintf(&out, "TCP, iperf3 -t %d, one stream, %s tunnel, network MTU %d, WireGuard MTU %d. Per run: packets/s and bytes\n"+
+		"per packet the sender's %s sent (one wireguard-go tun read each), CPU of both helper daemons, Mbit/s per daemon core.\n",
+		seconds, rep.Tunnel, rep.MTU, h.Reports[m1.Name].WireGuard.MTU, plumbing.WireGuardName)
+	fmt.Fprintf(&out, "  %-36s %9s %12s %10s %11s %12s\n", "", "Mbit/s", "tun pkts/s", "bytes/pkt", "daemon CPU", "Mbit/s/core")
+	row := func(name string, r result) {
+		switch {
+		case r.bps == 0:
+		case r.wall == 0:
+			fmt.Fprintf(&out, "  %-36s %9.0f\n", name, r.bps/1e6)
+		default:
+			fmt.Fprintf(&out, "  %-36s %9.0f %12.0f %10.0f %10.0f%% %12.0f\n", name, r.bps/1e6,
+				float64(r.pkts)/r.wall, r.perPkt(), 100*r.cpu/r.wall, r.efficiency())
+		}
+	}
+	row(fmt.Sprintf("chain  (probe -> probe, bridge+%s)", rep.Tunnel), chain)
+	row("wg0    (mesh -> mesh)", wg)
+	row("wg0    offloads off (tso, gso, gro)", plain)
+	row("bare   (underlay -> underlay)", bare)
+	fmt.Fprintf(&out, "  chain/wg0 = %.2f   wg0/bare = %.3f", chain.bps/wg.bps, wg.bps/bare.bps)
+	if offloads == "" {
+		fmt.Fprintf(&out, "   wg0 offloads off/on = %.2f   chain/(wg0 offloads off) = %.2f", plain.bps/wg.bps, chain.bps/plain.bps)
+	} else {
+		fmt.Fprintf(&out, "   wg0 offloads off: skipped (%s)", offloads)
+	}
+	fmt.Fprintf(&out, "\n  bytes per tun packet wg0/chain = %.0f   Mbit/s per daemon core chain/wg0 = %.2f",
+		wg.perPkt()/max(chain.perPkt(), 1), chain.efficiency()/max(wg.efficiency(), 1e-9))
+	if offloads == "" {
+		fmt.Fprintf(&out, "   (wg0 offloads off)/wg0 = %.2f", plain.efficiency()/max(wg.efficiency(), 1e-9))
+	}
+	b.Log(out.String())
+}
+
+const ethtoolBin = "/usr/sbin/ethtool"
+
+// setOffloads turns segmentation and receive offloads of the WireGuard
+// device on or off on the machines.
+func setOffloads(b *testing.B, ctx context.Context, onOff string, ms ...*lab.Machine) {
+	b.Helper()
+	for _, m := range ms {
+		if out, err := m.Run(ctx, ethtoolBin, "-K", plumbing.WireGuardName, "tso", onOff, "gso", onOff, "gro", onOff); err != nil {
+			b.Fatalf("ethtool %s offloads %s: %v\n%s", plumbing.WireGuardName, onOff, err, out)
+		}
+	}
 }
 
 // place is a machine or a probe.
@@ -108,9 +171,25 @@ type place interface {
 	Start(ctx context.Context, out io.Writer, name string, args ...string) (*lab.Process, error)
 }
 
+// result is one iperf3 run: the receiver's bit rate and, when the run
+// crosses WireGuard, what the sender's WireGuard device carried and the
+// CPU time the two helper daemons spent, over wall seconds.
+type result struct {
+	bps         float64
+	pkts, bytes uint64
+	cpu, wall   float64
+}
+
+func (r result) perPkt() float64 { return float64(r.bytes) / max(float64(r.pkts), 1) }
+
+// efficiency is Mbit/s carried per core the daemons used.
+func (r result) efficiency() float64 { return r.bps / 1e6 / max(r.cpu/r.wall, 1e-9) }
+
 // measure runs iperf3 from client (at from) to server (at to) and returns
-// the bits per second the receiver saw.
-func measure(b *testing.B, ctx context.Context, what string, client, server place, from, to netip.Addr) float64 {
+// the bits per second the receiver saw; if via is not nil (the run crosses
+// WireGuard from it), also what via's WireGuard device sent and the CPU
+// time the daemons d1 and d2 spent during the run.
+func measure(b *testing.B, ctx context.Context, what string, client, server place, from, to netip.Addr, via *lab.Machine, d1, d2 int) result {
 	b.Helper()
 	out := &readyBuffer{ready: make(chan struct{}), marker: []byte("Server listening")}
 	srv, err := server.Start(ctx, out, iperf3Bin, "-s", "-1", "--forceflush", "-B", to.String())
@@ -127,10 +206,24 @@ func measure(b *testing.B, ctx context.Context, what string, client, server plac
 	}
 	runCtx, cancel := context.WithTimeout(ctx, (seconds+20)*time.Second)
 	defer cancel()
+	var r result
+	var pkts0, bytes0 uint64
+	var cpu0 float64
+	if via != nil {
+		pkts0, bytes0 = txCounters(b, ctx, via)
+		cpu0 = cpuSeconds(b, d1) + cpuSeconds(b, d2)
+	}
+	start := time.Now()
 	data, err := client.Run(runCtx, iperf3Bin, "-c", to.String(), "-B", from.String(),
 		"-t", strconv.Itoa(seconds), "-O", "1", "--connect-timeout", "3000", "-J")
 	if err != nil {
 		b.Fatalf("%s: %v\n%s", what, err, data)
+	}
+	if via != nil {
+		r.wall = time.Since(start).Seconds()
+		p, n := txCounters(b, ctx, via)
+		r.pkts, r.bytes = p-pkts0, n-bytes0
+		r.cpu = cpuSeconds(b, d1) + cpuSeconds(b, d2) - cpu0
 	}
 	var res struct {
 		End struct {
@@ -146,7 +239,55 @@ func measure(b *testing.B, ctx context.Context, what string, client, server plac
 	if res.Error != "" || res.End.SumReceived.BitsPerSecond == 0 {
 		b.Fatalf("%s: iperf3: %q, %v bit/s", what, res.Error, res.End.SumReceived.BitsPerSecond)
 	}
-	return res.End.SumReceived.BitsPerSecond
+	r.bps = res.End.SumReceived.BitsPerSecond
+	return r
+}
+
+// txCounters reads the packets and bytes the machine's WireGuard device
+// has sent: each is one read of wireguard-go from the tun device.
+func txCounters(b *testing.B, ctx context.Context, m *lab.Machine) (pkts, bytes uint64) {
+	b.Helper()
+	dir := "/sys/class/net/" + plumbing.WireGuardName + "/statistics/"
+	out, err := m.Run(ctx, "/bin/cat", dir+"tx_packets", dir+"tx_bytes")
+	if err != nil {
+		b.Fatalf("read %s counters: %v", plumbing.WireGuardName, err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 2 {
+		b.Fatalf("read %s counters: %q", plumbing.WireGuardName, out)
+	}
+	pkts, err1 := strconv.ParseUint(f[0], 10, 64)
+	bytes, err2 := strconv.ParseUint(f[1], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		b.Fatalf("read %s counters: %v", plumbing.WireGuardName, err)
+	}
+	return pkts, bytes
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on Linux.
+const clockTicks = 100
+
+// cpuSeconds is the user and system CPU time process pid (all its
+// threads) has used, from /proc/<pid>/stat.
+func cpuSeconds(b *testing.B, pid int) float64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatalf("daemon CPU time: %v", err)
+	}
+	// The command name, in parentheses, may hold spaces: fields count from
+	// after its closing parenthesis (field 3, state, is f[0]).
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		b.Fatalf("daemon CPU time: short /proc/%d/stat", pid)
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		b.Fatalf("daemon CPU time: %v", err)
+	}
+	return float64(utime+stime) / clockTicks
 }
 
 type readyBuffer struct {
