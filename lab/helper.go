@@ -132,7 +132,7 @@ func (m *Machine) Helper(ctx context.Context, butter string, stdin []byte, args 
 // default state folder and socket (the machine's own) and waits until it
 // answers. out receives its log.
 func (m *Machine) StartHelper(ctx context.Context, butter string, out io.Writer) (*Process, error) {
-	p, err := m.Start(ctx, out, butter, "helper", "daemon")
+	p, err := m.Start(ctx, out, butter, append([]string{"helper", "daemon"}, m.lab.helperArgs...)...)
 	if err != nil {
 		return nil, err
 	}

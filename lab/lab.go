@@ -68,6 +68,9 @@ type Config struct {
 	Underlay netip.Prefix
 	// MTU is the underlay MTU. Default 1500.
 	MTU int
+	// HelperArgs are added to every `butter helper daemon` the lab
+	// starts, e.g. --accel tcg where /dev/kvm hangs guests.
+	HelperArgs []string
 	// NAT is how many more machines sit behind one NAT router: a
 	// namespace <lab>-r1 whose eth0 takes the last host number of
 	// Underlay and which masquerades a private LAN. They are numbered
@@ -163,7 +166,8 @@ type Lab struct {
 	// Router is the NAT router, if the lab has machines behind NAT.
 	Router *Router
 
-	tools tools
+	tools      tools
+	helperArgs []string
 
 	mu     sync.Mutex
 	probes []*Probe
@@ -220,12 +224,13 @@ func Up(ctx context.Context, cfg Config) (_ *Lab, err error) {
 		return nil, fmt.Errorf("lab %q already exists or a crashed run left %s: take it down or clean it first", cfg.Name, strings.Join(left, ", "))
 	}
 	l := &Lab{
-		Name:     cfg.Name,
-		Dir:      filepath.Join(StateRoot, cfg.Name),
-		Underlay: cfg.Underlay,
-		MTU:      cfg.MTU,
-		tools:    t,
-		procs:    map[*Process]bool{},
+		Name:       cfg.Name,
+		Dir:        filepath.Join(StateRoot, cfg.Name),
+		Underlay:   cfg.Underlay,
+		MTU:        cfg.MTU,
+		helperArgs: cfg.HelperArgs,
+		tools:      t,
+		procs:      map[*Process]bool{},
 	}
 	defer func() {
 		if err != nil {

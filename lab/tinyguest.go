@@ -14,11 +14,12 @@ const TinyGuestReady = "BUTTER-GUEST-READY"
 // tinyGuestModules are loaded by the tiny guest's init, dependencies
 // first: virtio networking and the ACPI power button (for a graceful
 // shutdown).
-var tinyGuestModules = []string{"virtio_pci", "virtio_net", "button"}
+var tinyGuestModules = []string{"virtio_pci", "virtio_net", "button", "evdev"}
 
 // tinyGuestInit configures the NIC from dracut's ip= argument
 // (ip=<addr>::<gateway>:<netmask>:<hostname>:<nic>:none:<mtu>), prints
-// TinyGuestReady, powers off on the ACPI power button, and keeps a shell
+// TinyGuestReady, powers off on the ACPI power button (its first input
+// event), and keeps a shell
 // on the serial console.
 const tinyGuestInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
@@ -36,16 +37,25 @@ set -- $ipconf
 IFS=' 	
 '
 addr=$1 gw=$3 mask=$4 host=$5 nic=${6:-eth0} mtu=${8:-1500}
+set +f
 [ -n "$host" ] && hostname "$host"
 ip link set lo up
 if [ -n "$addr" ]; then
   ifconfig "$nic" "$addr" netmask "$mask" mtu "$mtu" up
   [ -n "$gw" ] && route add default gw "$gw"
 fi
-mkdir -p /etc/acpi/PWRF
-printf '#!/bin/sh\npoweroff -f\n' > /etc/acpi/PWRF/00000080
-chmod +x /etc/acpi/PWRF/00000080
-acpid -c /etc/acpi
+(
+  for try in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    for ev in /sys/class/input/event*; do
+      if grep -q "Power Button" "$ev/device/name" 2>/dev/null && [ -c "/dev/input/${ev##*/}" ]; then
+        dd if="/dev/input/${ev##*/}" bs=24 count=1 >/dev/null 2>&1
+        echo "power button: powering off"
+        poweroff -f
+      fi
+    done
+    sleep 0.2
+  done
+) &
 echo "` + TinyGuestReady + ` host=$(hostname) addr=$(ip -4 -o addr show dev "$nic" | awk '{print $4}') mtu=$(cat /sys/class/net/$nic/mtu)"
 while true; do setsid cttyhack sh -l; sleep 1; done
 `

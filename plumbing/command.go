@@ -1,6 +1,7 @@
 package plumbing
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,20 +10,48 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
+
+	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
 const helperUsage = `usage: butter helper VERB [flags]
 
 The machine side of butter. The operator's butter drives it over SSH;
-these verbs are for debugging on the machine itself.
+these verbs are also for looking around on the machine itself.
 
-  daemon  [--state-dir DIR] [--socket PATH]   run the helper daemon in the foreground
+  daemon  [--state-dir DIR] [--socket PATH] [--libvirt-socket PATH] [--accel auto|kvm|tcg]
+                                              run the helper daemon in the foreground
   pubkey  [--state-dir DIR]                   print this machine's WireGuard public key
-  apply   [--socket PATH] FILE|-              apply a machine spec (JSON); print the report
-  check   [--socket PATH] FILE|-              print how the machine differs from a spec
-  remove  [--socket PATH]                     tear down every link the helper made
-  facts   [--socket PATH]                     print kernel capabilities and mesh state
+  apply   FILE|-                              apply a machine spec (JSON); print the report
+  check   FILE|-                              print how the machine differs from a spec
+  remove                                      tear down every link the helper made
+  facts                                       print kernel capabilities and mesh state
+  vm create NAME --network N --address A --image SOURCE [--cpus N] [--memory-mib N] [--disk-gib N]
+            [--ssh-key FILE]... [--gateway A] [--cmdline ARGS]
+  vm list
+  vm start|stop|reboot|remove NAME [--timeout 30s] [--force]
+  vm console NAME [--replay 40]              attach the serial console (Ctrl+] detaches)
+  images                                      list cached images
+
+Verbs that talk to the daemon take --socket PATH (default ` + DefaultSocket + `).
 `
+
+// command is one `butter helper` invocation.
+type command struct {
+	ctx            context.Context
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	fs            *flag.FlagSet
+	stateDir      string
+	socket        string
+	libvirtSocket string
+	accel         string
+	imageMirror   string
+	verbose       bool
+}
 
 // RunCommand runs `butter helper ARGS...`.
 func RunCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -31,88 +60,250 @@ func RunCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return nil
 	}
 	verb, args := args[0], args[1:]
-	fs := flag.NewFlagSet("butter helper "+verb, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	stateDir := fs.String("state-dir", DefaultStateDir, "the helper's state folder")
-	socket := fs.String("socket", DefaultSocket, "the helper daemon's socket")
-	verbose := fs.Bool("v", false, "log debug detail")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	printJSON := func(v any) error {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	}
-	readSpec := func() (Spec, error) {
-		if fs.NArg() != 1 {
-			return Spec{}, fmt.Errorf("butter helper %s: give one spec file, or - for standard input", verb)
+	if verb == "vm" {
+		if len(args) == 0 {
+			return errors.New("butter helper vm: give create, list, start, stop, reboot, remove or console")
 		}
-		var data []byte
-		var err error
-		if name := fs.Arg(0); name == "-" {
-			data, err = io.ReadAll(stdin)
-		} else {
-			data, err = os.ReadFile(name)
-		}
-		if err != nil {
-			return Spec{}, fmt.Errorf("read spec: %w", err)
-		}
-		return ParseSpec(data)
+		verb, args = "vm "+args[0], args[1:]
 	}
-	dial := func() (*Client, error) { return Dial(ctx, *socket) }
+	c := &command{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
+	c.fs = flag.NewFlagSet("butter helper "+verb, flag.ContinueOnError)
+	c.fs.SetOutput(stderr)
+	c.fs.StringVar(&c.stateDir, "state-dir", DefaultStateDir, "the helper's state folder")
+	c.fs.StringVar(&c.socket, "socket", DefaultSocket, "the helper daemon's socket")
+	c.fs.StringVar(&c.libvirtSocket, "libvirt-socket", vm.DefaultSocket, "libvirtd's socket")
+	c.fs.StringVar(&c.accel, "accel", vm.AccelAuto, "VM accelerator: auto, kvm or tcg")
+	c.fs.StringVar(&c.imageMirror, "image-mirror", "", "https mirror of the image catalog's servers")
+	c.fs.BoolVar(&c.verbose, "v", false, "log debug detail")
 
 	switch verb {
 	case "daemon":
-		level := slog.LevelInfo
-		if *verbose {
-			level = slog.LevelDebug
-		}
-		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-		return RunDaemon(ctx, DaemonOptions{StateDir: *stateDir, Socket: *socket, Log: log})
+		return c.daemon(args)
 	case "pubkey":
-		k, err := state{*stateDir}.privateKey()
+		if err := c.fs.Parse(args); err != nil {
+			return err
+		}
+		k, err := state{c.stateDir}.privateKey()
 		if err != nil {
 			return err
 		}
 		_, err = fmt.Fprintln(stdout, k.PublicKey().String())
 		return err
 	case "apply", "check":
-		spec, err := readSpec()
-		if err != nil {
-			return err
-		}
-		c, err := dial()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if verb == "apply" {
-			rep, err := c.Apply(ctx, spec)
-			if err != nil {
-				return err
-			}
-			return printJSON(rep)
-		}
-		d, err := c.Check(ctx, spec)
-		if err != nil {
-			return err
-		}
-		return printJSON(CheckResult{Drift: d})
-	case "remove", "facts":
-		c, err := dial()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if verb == "remove" {
-			return c.Remove(ctx)
-		}
-		f, err := c.Facts(ctx)
-		if err != nil {
-			return err
-		}
-		return printJSON(f)
+		return c.applyOrCheck(verb, args)
+	case "remove":
+		return c.withClient(args, func(cl *Client) error { return cl.Remove(ctx) })
+	case "facts":
+		return c.withClient(args, func(cl *Client) error { return printResult(cl.Facts(ctx))(stdout) })
+	case "images":
+		return c.withClient(args, func(cl *Client) error { return printResult(cl.Images(ctx))(stdout) })
+	case "vm list":
+		return c.withClient(args, func(cl *Client) error { return printResult(cl.ListVMs(ctx))(stdout) })
+	case "vm create":
+		return c.vmCreate(args)
+	case "vm start", "vm stop", "vm reboot", "vm remove":
+		return c.vmAction(strings.TrimPrefix(verb, "vm "), args)
+	case "vm console":
+		return c.vmConsole(args)
 	}
-	return errors.New("butter helper: unknown verb " + fmt.Sprintf("%q", verb) + "; see butter helper --help")
+	return fmt.Errorf("butter helper: unknown verb %q; see butter helper --help", verb)
+}
+
+func printResult[T any](v T, err error) func(io.Writer) error {
+	return func(w io.Writer) error {
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+}
+
+// parseNamed parses `NAME [flags]` or `[flags] NAME`.
+func (c *command) parseNamed(args []string) (string, error) {
+	name := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if err := c.fs.Parse(args); err != nil {
+		return "", err
+	}
+	if name == "" && c.fs.NArg() > 0 {
+		name = c.fs.Arg(0)
+	}
+	if name == "" {
+		return "", fmt.Errorf("%s: give the VM's name", c.fs.Name())
+	}
+	return name, nil
+}
+
+func (c *command) vmOptions() vm.Options {
+	return vm.Options{Socket: c.libvirtSocket, Accel: c.accel}
+}
+
+func (c *command) daemon(args []string) error {
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if c.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+	return RunDaemon(c.ctx, DaemonOptions{StateDir: c.stateDir, Socket: c.socket, Log: log,
+		VM: c.vmOptions(), ImageMirror: c.imageMirror})
+}
+
+func (c *command) withClient(args []string, do func(*Client) error) error {
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	cl, err := Dial(c.ctx, c.socket)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return do(cl)
+}
+
+func (c *command) applyOrCheck(verb string, args []string) error {
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	if c.fs.NArg() != 1 {
+		return fmt.Errorf("butter helper %s: give one spec file, or - for standard input", verb)
+	}
+	var data []byte
+	var err error
+	if name := c.fs.Arg(0); name == "-" {
+		data, err = io.ReadAll(c.stdin)
+	} else {
+		data, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return fmt.Errorf("read spec: %w", err)
+	}
+	spec, err := ParseSpec(data)
+	if err != nil {
+		return err
+	}
+	return c.withClient(nil, func(cl *Client) error {
+		if verb == "apply" {
+			return printResult(cl.Apply(c.ctx, spec))(c.stdout)
+		}
+		d, err := cl.Check(c.ctx, spec)
+		return printResult(CheckResult{Drift: d}, err)(c.stdout)
+	})
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func (c *command) vmCreate(args []string) error {
+	var req VMRequest
+	var keyFiles stringList
+	c.fs.StringVar(&req.Network, "network", "", "the private network")
+	c.fs.StringVar(&req.Address, "address", "", "the VM's address on the network")
+	c.fs.StringVar(&req.Image, "image", "", "catalog name, URL, file, or kernel=PATH,initrd=PATH[,cmdline=ARGS]")
+	c.fs.IntVar(&req.CPUs, "cpus", 1, "virtual CPUs")
+	c.fs.IntVar(&req.MemoryMiB, "memory-mib", 512, "memory in MiB")
+	c.fs.IntVar(&req.DiskGiB, "disk-gib", 0, "disk size in GiB (0: the image's own)")
+	c.fs.StringVar(&req.Gateway, "gateway", "", "default gateway on the network")
+	c.fs.StringVar(&req.Hostname, "hostname", "", "host name (default: the VM's name)")
+	c.fs.StringVar(&req.Cmdline, "cmdline", "", "more kernel arguments (kernel boot)")
+	c.fs.Var(&keyFiles, "ssh-key", "an SSH public key file to authorize (repeatable)")
+	name, err := c.parseNamed(args)
+	if err != nil {
+		return err
+	}
+	req.Name = name
+	for _, f := range keyFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("ssh key: %w", err)
+		}
+		req.SSHKeys = append(req.SSHKeys, strings.TrimSpace(string(b)))
+	}
+	if req.Creator == "" {
+		req.Creator = "root@" + hostname()
+	}
+	return c.withClient(nil, func(cl *Client) error {
+		info, err := cl.CreateVM(c.ctx, req, func(p images.Progress) {
+			fmt.Fprintf(c.stderr, "%s %s: %d of %d bytes\n", p.Phase, p.Name, p.Done, p.Total)
+		})
+		return printResult(info, err)(c.stdout)
+	})
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "localhost"
+	}
+	return h
+}
+
+func (c *command) vmAction(action string, args []string) error {
+	timeout := c.fs.Duration("timeout", DefaultStopTimeout, "stop: how long to wait for the guest to shut down")
+	force := c.fs.Bool("force", false, "reboot: reset instead of asking the guest")
+	name, err := c.parseNamed(args)
+	if err != nil {
+		return err
+	}
+	return c.withClient(nil, func(cl *Client) error {
+		res, err := cl.VMAction(c.ctx, VMActionRequest{Name: name, Action: action,
+			TimeoutSeconds: timeout.Seconds(), Force: *force})
+		if err == nil && res.Forced {
+			fmt.Fprintf(c.stderr, "vm %s did not shut down within %s: pulled the plug\n", name, *timeout)
+		}
+		return printResult(res, err)(c.stdout)
+	})
+}
+
+// detachKey is Ctrl+]: typed on the console, it detaches.
+const detachKey = 0x1d
+
+func (c *command) vmConsole(args []string) error {
+	replay := c.fs.Int("replay", 40, "lines of earlier output to show first")
+	name, err := c.parseNamed(args)
+	if err != nil {
+		return err
+	}
+	m, err := vm.Open(c.ctx, c.vmOptions())
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	pr, pw := io.Pipe()
+	defer pr.Close()
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.stdin.Read(buf)
+			if i := bytes.IndexByte(buf[:n], detachKey); i >= 0 {
+				pw.Write(buf[:i])
+				cancel()
+				pw.Close()
+				return
+			}
+			if n > 0 {
+				if _, werr := pw.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				// End of input: keep the console open until ctx ends,
+				// so output still flows.
+				<-ctx.Done()
+				pw.Close()
+				return
+			}
+		}
+	}()
+	return m.Console(ctx, name, pr, c.stdout, *replay)
 }

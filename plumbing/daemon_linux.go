@@ -8,14 +8,17 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/butter-cloud/butter/plumbing/vm"
 	"golang.org/x/sys/unix"
 )
 
 // DaemonOptions configure RunDaemon.
 type DaemonOptions struct {
-	StateDir string
-	Socket   string
-	Log      *slog.Logger
+	StateDir    string
+	Socket      string
+	Log         *slog.Logger
+	VM          vm.Options
+	ImageMirror string
 }
 
 // RunDaemon is `butter helper daemon`: it restores the applied spec, keeps
@@ -36,7 +39,7 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 		return err
 	}
 	defer unlock()
-	h, err := New(Options{StateDir: o.StateDir, Log: o.Log})
+	h, err := New(Options{StateDir: o.StateDir, Log: o.Log, VM: o.VM, ImageMirror: o.ImageMirror})
 	if err != nil {
 		return err
 	}

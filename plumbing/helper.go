@@ -3,6 +3,8 @@ package plumbing
 import (
 	"log/slog"
 	"time"
+
+	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
 // Options configure a Helper.
@@ -12,6 +14,10 @@ type Options struct {
 	StateDir string
 	// Log receives what the helper does; never a secret.
 	Log *slog.Logger
+	// VM configures the VM side: libvirtd's socket, storage, accelerator.
+	VM vm.Options
+	// ImageMirror replaces the image catalog's servers (see images.Store).
+	ImageMirror string
 }
 
 // Report is what Apply built.

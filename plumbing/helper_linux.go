@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/plumbing/vm"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -21,6 +23,12 @@ type Helper struct {
 	log   *slog.Logger
 	links *kernelTable
 	wg    *wgctrl.Client
+
+	vmMu        sync.Mutex // guards vms and images
+	vmOpts      vm.Options
+	imageMirror string
+	vms         *vm.Manager
+	images      *images.Store
 }
 
 // New returns a Helper for the current network namespace.
@@ -43,7 +51,8 @@ func New(opts Options) (*Helper, error) {
 		links.close()
 		return nil, fmt.Errorf("open wireguard control: %w", err)
 	}
-	return &Helper{state: state{opts.StateDir}, log: opts.Log, links: links, wg: wg}, nil
+	return &Helper{state: state{opts.StateDir}, log: opts.Log, links: links, wg: wg,
+		vmOpts: opts.VM, imageMirror: opts.ImageMirror}, nil
 }
 
 // Close releases the helper. A userspace WireGuard device stops with it;
@@ -51,6 +60,11 @@ func New(opts Options) (*Helper, error) {
 func (h *Helper) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.vmMu.Lock()
+	if h.vms != nil {
+		h.vms.Close()
+	}
+	h.vmMu.Unlock()
 	h.links.close()
 	return h.wg.Close()
 }

@@ -5,6 +5,9 @@ package plumbing
 import (
 	"context"
 	"errors"
+
+	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
 var errNotLinux = errors.New("the butter helper runs on Linux machines only")
@@ -22,3 +25,11 @@ func (h *Helper) Facts(ctx context.Context) (Facts, error)              { return
 func (h *Helper) Restore(ctx context.Context) (Report, bool, error) {
 	return Report{}, false, errNotLinux
 }
+func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(images.Progress)) (vm.Info, error) {
+	return vm.Info{}, errNotLinux
+}
+func (h *Helper) ListVMs(ctx context.Context) ([]vm.Info, error) { return nil, errNotLinux }
+func (h *Helper) VMAction(ctx context.Context, a VMActionRequest) (VMActionResult, error) {
+	return VMActionResult{}, errNotLinux
+}
+func (h *Helper) Images(ctx context.Context) ([]images.Image, error) { return nil, errNotLinux }

@@ -9,8 +9,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
+	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/plumbing/vm"
 	"github.com/sourcegraph/jsonrpc2"
 )
 
@@ -24,7 +27,21 @@ const (
 	MethodRemove    = "helper.remove"
 	MethodFacts     = "helper.facts"
 	MethodPublicKey = "helper.public_key"
+	MethodVMCreate  = "helper.vm.create"
+	MethodVMList    = "helper.vm.list"
+	MethodVMAction  = "helper.vm.action"
+	MethodImages    = "helper.images"
+
+	// NotifyProgress is pushed to the caller while an image moves.
+	NotifyProgress = "helper.progress"
 )
+
+// ProgressEvent is NotifyProgress's params: how the image of a VM being
+// created moves.
+type ProgressEvent struct {
+	VM string `json:"vm"`
+	images.Progress
+}
 
 // CheckResult is what MethodCheck returns.
 type CheckResult struct {
@@ -38,11 +55,15 @@ type machineSide interface {
 	Check(ctx context.Context, spec Spec) ([]Drift, error)
 	Remove(ctx context.Context) error
 	Facts(ctx context.Context) (Facts, error)
+	CreateVM(ctx context.Context, req VMRequest, progress func(images.Progress)) (vm.Info, error)
+	ListVMs(ctx context.Context) ([]vm.Info, error)
+	VMAction(ctx context.Context, a VMActionRequest) (VMActionResult, error)
+	Images(ctx context.Context) ([]images.Image, error)
 }
 
 // handler answers JSON-RPC calls with m.
 func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
-	h := jsonrpc2.HandlerWithError(func(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+	h := jsonrpc2.HandlerWithError(func(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
 		params := func(v any) error {
 			if req.Params == nil {
 				return &jsonrpc2.Error{Code: jsonrpc2.CodeInvalidParams, Message: req.Method + ": missing params"}
@@ -79,6 +100,24 @@ func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 			return struct{}{}, m.Remove(ctx)
 		case MethodFacts:
 			return m.Facts(ctx)
+		case MethodVMCreate:
+			var r VMRequest
+			if err := params(&r); err != nil {
+				return nil, err
+			}
+			return m.CreateVM(ctx, r, func(p images.Progress) {
+				_ = conn.Notify(ctx, NotifyProgress, ProgressEvent{VM: r.Name, Progress: p})
+			})
+		case MethodVMList:
+			return m.ListVMs(ctx)
+		case MethodVMAction:
+			var a VMActionRequest
+			if err := params(&a); err != nil {
+				return nil, err
+			}
+			return m.VMAction(ctx, a)
+		case MethodImages:
+			return m.Images(ctx)
 		}
 		return nil, &jsonrpc2.Error{Code: jsonrpc2.CodeMethodNotFound, Message: "no method " + req.Method}
 	})
@@ -138,6 +177,9 @@ func ListenSocket(path string) (net.Listener, error) {
 // Client calls a helper daemon.
 type Client struct {
 	conn *jsonrpc2.Conn
+
+	mu       sync.Mutex
+	progress map[string]func(images.Progress) // by VM name
 }
 
 // Dial connects to the helper daemon's socket.
@@ -152,7 +194,27 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 
 // NewClient speaks the helper protocol over rwc.
 func NewClient(ctx context.Context, rwc net.Conn) *Client {
-	return &Client{conn: jsonrpc2.NewConn(ctx, jsonrpc2.NewPlainObjectStream(rwc), nil)}
+	c := &Client{progress: map[string]func(images.Progress){}}
+	c.conn = jsonrpc2.NewConn(ctx, jsonrpc2.NewPlainObjectStream(rwc), jsonrpc2.HandlerWithError(c.notified))
+	return c
+}
+
+// notified takes the daemon's pushed notifications.
+func (c *Client) notified(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+	if req.Method != NotifyProgress || req.Params == nil {
+		return nil, nil
+	}
+	var ev ProgressEvent
+	if err := json.Unmarshal(*req.Params, &ev); err != nil {
+		return nil, nil
+	}
+	c.mu.Lock()
+	fn := c.progress[ev.VM]
+	c.mu.Unlock()
+	if fn != nil {
+		fn(ev.Progress)
+	}
+	return nil, nil
 }
 
 // Close hangs up.
@@ -196,4 +258,38 @@ func (c *Client) Remove(ctx context.Context) error {
 func (c *Client) Facts(ctx context.Context) (Facts, error) {
 	var f Facts
 	return f, c.call(ctx, MethodFacts, nil, &f)
+}
+
+// CreateVM asks for a VM; progress, if not nil, hears how its image moves.
+func (c *Client) CreateVM(ctx context.Context, req VMRequest, progress func(images.Progress)) (vm.Info, error) {
+	if progress != nil {
+		c.mu.Lock()
+		c.progress[req.Name] = progress
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			delete(c.progress, req.Name)
+			c.mu.Unlock()
+		}()
+	}
+	var info vm.Info
+	return info, c.call(ctx, MethodVMCreate, req, &info)
+}
+
+// ListVMs lists the machine's VMs.
+func (c *Client) ListVMs(ctx context.Context) ([]vm.Info, error) {
+	var vms []vm.Info
+	return vms, c.call(ctx, MethodVMList, nil, &vms)
+}
+
+// VMAction starts, stops, reboots or removes a VM.
+func (c *Client) VMAction(ctx context.Context, a VMActionRequest) (VMActionResult, error) {
+	var r VMActionResult
+	return r, c.call(ctx, MethodVMAction, a, &r)
+}
+
+// Images lists the machine's cached images.
+func (c *Client) Images(ctx context.Context) ([]images.Image, error) {
+	var imgs []images.Image
+	return imgs, c.call(ctx, MethodImages, nil, &imgs)
 }

@@ -3,12 +3,16 @@ package plumbing
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
 // recorder is a machine side that remembers what it was asked.
@@ -29,6 +33,19 @@ func (r *recorder) Remove(ctx context.Context) error { return r.err }
 func (r *recorder) Facts(ctx context.Context) (Facts, error) {
 	return Facts{UplinkMTU: 1500, Peers: []PeerFacts{{Name: "m2", HandshakeAge: -1}}}, nil
 }
+func (r *recorder) CreateVM(ctx context.Context, req VMRequest, progress func(images.Progress)) (vm.Info, error) {
+	for done := int64(0); done <= 100; done += 50 {
+		progress(images.Progress{Name: req.Image, Phase: images.PhaseDownload, Done: done, Total: 100})
+	}
+	return vm.Info{Name: req.Name, State: "running", Network: req.Network, Address: req.Address}, r.err
+}
+func (r *recorder) ListVMs(ctx context.Context) ([]vm.Info, error) {
+	return []vm.Info{{Name: "web", MemoryMiB: 512}}, nil
+}
+func (r *recorder) VMAction(ctx context.Context, a VMActionRequest) (VMActionResult, error) {
+	return VMActionResult{Forced: a.Action == "stop"}, r.err
+}
+func (r *recorder) Images(ctx context.Context) ([]images.Image, error) { return nil, nil }
 
 func TestRPCRoundTrip(t *testing.T) {
 	ctx := context.Background()
@@ -68,6 +85,22 @@ func TestRPCRoundTrip(t *testing.T) {
 	if k, err := c.PublicKey(ctx); err != nil || k != testKey('a') {
 		t.Fatalf("public key: %q, %v", k, err)
 	}
+	var got []int64
+	info, err := c.CreateVM(ctx, VMRequest{Name: "web", Image: "debian-12", Network: "blue", Address: "10.10.1.5"},
+		func(p images.Progress) { got = append(got, p.Done) })
+	if err != nil || info.State != "running" || info.Address != "10.10.1.5" {
+		t.Fatalf("create vm: %+v, %v", info, err)
+	}
+	if fmt.Sprint(got) != "[0 50 100]" {
+		t.Errorf("progress heard %v, want [0 50 100] before the reply", got)
+	}
+	if vms, err := c.ListVMs(ctx); err != nil || len(vms) != 1 || vms[0].MemoryMiB != 512 {
+		t.Fatalf("list vms: %+v, %v", vms, err)
+	}
+	if res, err := c.VMAction(ctx, VMActionRequest{Name: "web", Action: "stop"}); err != nil || !res.Forced {
+		t.Fatalf("stop: %+v, %v", res, err)
+	}
+
 	r.err = errors.New(`add bridge "btbr1": operation not permitted`)
 	if err := c.Remove(ctx); err == nil || !strings.Contains(err.Error(), "operation not permitted") {
 		t.Fatalf("remove error: %v, want the helper's own message", err)

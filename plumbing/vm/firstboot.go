@@ -1,0 +1,43 @@
+package vm
+
+import (
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/butter-cloud/butter/plumbing/cloudinit"
+)
+
+// seed is the VM's first-boot configuration: hostname, keys, and a static
+// address with the network's MTU on its one NIC, which is named eth0.
+func seed(s Spec, mac net.HardwareAddr) cloudinit.Seed {
+	return cloudinit.Seed{
+		InstanceID: s.Name + "-" + mac.String(),
+		Hostname:   s.Hostname,
+		SSHKeys:    s.SSHKeys,
+		NIC: cloudinit.NIC{MAC: mac, Name: "eth0", Address: s.NIC.Address, Gateway: s.NIC.Gateway,
+			MTU: s.NIC.MTU},
+	}
+}
+
+// kernelCmdline is a kernel-boot VM's command line: the network in
+// dracut's ip= form, the serial console, then the user's own arguments.
+func kernelCmdline(s Spec, mac net.HardwareAddr) string {
+	return "console=ttyS0 " + cloudinit.KernelCmdline(seed(s, mac), s.Kernel.Cmdline)
+}
+
+// writeSeed writes the VM's NoCloud seed ISO into the VMs pool's folder.
+func (m *Manager) writeSeed(s Spec, mac net.HardwareAddr) error {
+	sd := seed(s, mac)
+	if err := sd.Validate(); err != nil {
+		return fmt.Errorf("vm %q first-boot configuration: %w", s.Name, err)
+	}
+	iso, err := sd.ISO()
+	if err != nil {
+		return fmt.Errorf("vm %q seed: %w", s.Name, err)
+	}
+	if err := os.WriteFile(m.seedPath(s.Name), iso, 0o600); err != nil {
+		return fmt.Errorf("vm %q seed: %w", s.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,28 @@
+package vm
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// kvmAnswers tells whether /dev/kvm opens and makes a VM. It cannot tell a
+// KVM that hangs guests; such machines set AccelTCG.
+func kvmAnswers() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	const kvmGetAPIVersion, kvmCreateVM = 0xAE00, 0xAE01
+	v, err := unix.IoctlRetInt(int(f.Fd()), kvmGetAPIVersion)
+	if err != nil || v != 12 {
+		return false
+	}
+	fd, err := unix.IoctlRetInt(int(f.Fd()), kvmCreateVM)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
+}

@@ -1,0 +1,141 @@
+// Package vm runs the helper's virtual machines as libvirt domains, talking
+// to the machine's libvirtd through go-libvirt. libvirt is the source of
+// truth: everything butter needs to know about a VM is kept in its domain's
+// metadata, so virsh and virt-manager keep working beside it.
+package vm
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"time"
+)
+
+// Spec describes a VM to create.
+type Spec struct {
+	Name      string
+	CPUs      int
+	MemoryMiB int
+	// DiskGiB is the size the disk grows to; for a disk image it is at
+	// least the image's own size. A kernel-boot VM gets a blank disk only
+	// when DiskGiB is set.
+	DiskGiB int
+
+	// Exactly one of Disk and Kernel.
+	Disk   *BaseDisk
+	Kernel *KernelBoot
+	// ImageName is what the user asked for (catalog name, URL, file), kept
+	// in the metadata.
+	ImageName string
+
+	NIC NIC
+
+	// Hostname defaults to Name.
+	Hostname string
+	// SSHKeys are authorized for the guest's default user (disk images).
+	SSHKeys []string
+	// Creator is who asked for the VM, e.g. alice@laptop.
+	Creator string
+}
+
+// BaseDisk is a cached base image the VM's disk is an overlay of.
+type BaseDisk struct {
+	Path   string
+	Format string // qcow2 or raw
+}
+
+// KernelBoot boots a kernel and initrd directly.
+type KernelBoot struct {
+	Kernel, Initrd string
+	Cmdline        string // the user's own arguments, after butter's ip=
+}
+
+// NIC is the VM's network card on a private network's bridge.
+type NIC struct {
+	Network string       // the private network's name
+	Bridge  string       // its bridge on this machine
+	MTU     int          // its MTU
+	Subnet  netip.Prefix // its subnet
+	Address netip.Prefix // the VM's address, inside Subnet
+	Gateway netip.Addr   // optional
+}
+
+// Info is a VM as libvirt knows it.
+type Info struct {
+	Name      string        `json:"name"`
+	State     string        `json:"state"` // running, shut off, paused, …
+	CPUs      int           `json:"cpus"`
+	MemoryMiB int           `json:"memory_mib"`
+	CPUTime   time.Duration `json:"cpu_time_ns"`
+	Network   string        `json:"network"`
+	Address   string        `json:"address"`
+	Image     string        `json:"image"`
+	Creator   string        `json:"creator"`
+	Created   time.Time     `json:"created,omitzero"`
+	MAC       string        `json:"mac"`
+	Autostart bool          `json:"autostart"`
+}
+
+// Event is a change in a VM's life.
+type Event struct {
+	VM    string `json:"vm"`
+	Event string `json:"event"` // defined, started, stopped, …
+	State string `json:"state"`
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// validate reports every problem with s at once.
+func (s Spec) validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !nameRE.MatchString(s.Name) {
+		bad("vm name %q: use 1 to 63 lower-case letters, digits and dashes, not starting or ending with a dash", s.Name)
+	}
+	what := fmt.Sprintf("vm %q", s.Name)
+	if s.CPUs < 1 || s.CPUs > 64 {
+		bad("%s: %d CPUs: want 1 to 64", what, s.CPUs)
+	}
+	if s.MemoryMiB < 64 {
+		bad("%s: %d MiB of memory: want at least 64", what, s.MemoryMiB)
+	}
+	if s.DiskGiB < 0 || s.DiskGiB > 16384 {
+		bad("%s: disk of %d GiB: want 0 to 16384", what, s.DiskGiB)
+	}
+	switch {
+	case (s.Disk == nil) == (s.Kernel == nil):
+		bad("%s: give exactly one of a disk image and a kernel to boot", what)
+	case s.Kernel != nil && (s.Kernel.Kernel == "" || s.Kernel.Initrd == ""):
+		bad("%s: a kernel boot needs both kernel and initrd", what)
+	case s.Disk != nil && s.Disk.Format != "qcow2" && s.Disk.Format != "raw":
+		bad("%s: base image format %q: want qcow2 or raw", what, s.Disk.Format)
+	}
+	n := s.NIC
+	if n.Bridge == "" || n.Network == "" {
+		bad("%s: the NIC needs a network and its bridge", what)
+	}
+	if n.MTU < 576 || n.MTU > 9000 {
+		bad("%s: NIC MTU %d: want 576 to 9000", what, n.MTU)
+	}
+	switch {
+	case !n.Address.IsValid():
+		bad("%s: no address; give one inside the network's subnet %s", what, n.Subnet)
+	case n.Subnet.IsValid() && (!n.Subnet.Contains(n.Address.Addr()) || n.Address.Bits() != n.Subnet.Bits()):
+		bad("%s: address %s is outside network %q's subnet %s; pick one inside it, with /%d", what,
+			n.Address, n.Network, n.Subnet, n.Subnet.Bits())
+	case n.Subnet.IsValid() && (n.Address.Addr() == n.Subnet.Addr() || n.Address.Addr() == lastAddr(n.Subnet)):
+		bad("%s: address %s is the subnet's network or broadcast address; pick a host address", what, n.Address.Addr())
+	}
+	if n.Gateway.IsValid() && n.Subnet.IsValid() && !n.Subnet.Contains(n.Gateway) {
+		bad("%s: gateway %s is outside the subnet %s", what, n.Gateway, n.Subnet)
+	}
+	return errors.Join(errs...)
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := (uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}

@@ -1,0 +1,391 @@
+package plumbing_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/plumbing"
+	"github.com/butter-cloud/butter/plumbing/vm"
+)
+
+// The VM tier: two simulated machines, each with its own libvirtd and
+// butter helper daemon, one private network between them, and tiny guests
+// (Debian's kernel and a busybox initramfs) booted by libvirt under TCG.
+
+var vmNetwork = plumbing.Network{Name: "blue", ID: 7, Tunnel: plumbing.TunnelVXLAN,
+	Subnet: netip.MustParsePrefix("10.20.0.0/24")}
+
+func needVMLab(t *testing.T) {
+	t.Helper()
+	needChainLab(t)
+	var why []string
+	for _, bin := range []string{"/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64", "/usr/bin/qemu-img"} {
+		if _, err := os.Stat(bin); err != nil {
+			why = append(why, "needs "+bin+" (packages libvirt-daemon-system, qemu-system-x86, qemu-utils)")
+		}
+	}
+	if _, err := lab.FindKernel("/"); err != nil {
+		why = append(why, "needs Debian's kernel (linux-image-amd64): "+err.Error())
+	}
+	if len(why) == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true but the VM test cannot run: %s", strings.Join(why, "; "))
+	}
+	t.Skip(strings.Join(why, "; "))
+}
+
+type vmLab struct {
+	*lab.Lab
+	butter  string
+	helpers *lab.Helpers
+	kernel  string
+	initrd  string
+	logs    map[string]*bytes.Buffer
+	logMu   sync.Mutex
+}
+
+func newVMLab(t *testing.T, ctx context.Context, name string) *vmLab {
+	dir := t.TempDir()
+	v := &vmLab{butter: buildButter(t, ctx, dir), logs: map[string]*bytes.Buffer{}}
+	var err error
+	if v.kernel, v.initrd, err = lab.TinyGuest(ctx, lab.DefaultCacheDir); err != nil {
+		t.Fatal(err)
+	}
+	l, err := lab.Up(ctx, lab.Config{Name: name, Machines: 2, HelperArgs: []string{"--accel", "tcg"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Lab = l
+	t.Cleanup(func() {
+		if t.Failed() {
+			v.logMu.Lock()
+			for m, b := range v.logs {
+				t.Logf("--- %s logs:\n%s", m, b)
+			}
+			v.logMu.Unlock()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := l.Down(ctx); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	logOf := func(m *lab.Machine) io.Writer {
+		v.logMu.Lock()
+		defer v.logMu.Unlock()
+		b := &bytes.Buffer{}
+		v.logs[m.Name] = b
+		return &lockedWriter{mu: &v.logMu, w: b}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(l.Machines))
+	for i, m := range l.Machines {
+		wg.Go(func() {
+			_, errs[i] = m.StartLibvirt(ctx, logOf(m))
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.helpers, err = l.StartMesh(ctx, v.butter, lab.Mesh{Networks: []plumbing.Network{vmNetwork}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+// helper runs `butter helper ARGS` on machine m.
+func (v *vmLab) helper(ctx context.Context, m *lab.Machine, args ...string) ([]byte, error) {
+	return m.Run(ctx, v.butter, append([]string{"helper"}, args...)...)
+}
+
+func (v *vmLab) createTiny(ctx context.Context, m *lab.Machine, name, addr string, extra ...string) (vm.Info, error) {
+	args := append([]string{"vm", "create", name, "--network", vmNetwork.Name, "--address", addr,
+		"--image", "kernel=" + v.kernel + ",initrd=" + v.initrd, "--memory-mib", "128"}, extra...)
+	out, err := v.helper(ctx, m, args...)
+	if err != nil {
+		return vm.Info{}, err
+	}
+	var info vm.Info
+	return info, json.Unmarshal(out, &info)
+}
+
+func (v *vmLab) list(t *testing.T, ctx context.Context, m *lab.Machine) map[string]vm.Info {
+	t.Helper()
+	out, err := v.helper(ctx, m, "vm", "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vms []vm.Info
+	if err := json.Unmarshal(out, &vms); err != nil {
+		t.Fatalf("vm list: %v: %s", err, out)
+	}
+	byName := map[string]vm.Info{}
+	for _, i := range vms {
+		byName[i.Name] = i
+	}
+	return byName
+}
+
+// waitConsoleLog waits until the VM's console log has a line containing
+// want, and returns that line.
+func (v *vmLab) waitConsoleLog(ctx context.Context, m *lab.Machine, name, want string, within time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	path := filepath.Join(vm.DefaultLogDir, name+".console.log")
+	for {
+		out, _ := m.Run(ctx, "/bin/cat", path)
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, want) {
+				return strings.TrimSpace(line), nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("vm %s on %s: no %q on the console within %s; it shows:\n%s", name, m.Name, want, within, out)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// vmFiles lists the files of VMs on m: disks, seeds and console logs.
+func vmFiles(ctx context.Context, m *lab.Machine) ([]string, error) {
+	out, err := m.Run(ctx, "/usr/bin/find", vm.DefaultVMsDir, vm.DefaultLogDir, "-type", "f")
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(out)), nil
+}
+
+// console attaches to a VM's console on m through `butter helper vm
+// console`; write to in, read lines from out.
+type consoleSession struct {
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	lines chan string
+	done  chan error
+}
+
+func (v *vmLab) attach(ctx context.Context, m *lab.Machine, name string) (*consoleSession, error) {
+	cmd := m.Command(ctx, v.butter, "helper", "vm", "console", name, "--replay", "20")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &consoleSession{cmd: cmd, in: in, lines: make(chan string, 1000), done: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			s.lines <- strings.TrimRight(sc.Text(), "\r")
+		}
+		close(s.lines)
+		s.done <- cmd.Wait()
+	}()
+	return s, nil
+}
+
+// expect reads lines until one contains want.
+func (s *consoleSession) expect(want string, within time.Duration) (string, error) {
+	timeout := time.After(within)
+	var seen []string
+	for {
+		select {
+		case line, ok := <-s.lines:
+			if !ok {
+				return "", fmt.Errorf("console closed before %q; saw %q", want, seen)
+			}
+			seen = append(seen, line)
+			if strings.Contains(line, want) {
+				return line, nil
+			}
+		case <-timeout:
+			return "", fmt.Errorf("no %q on the console within %s; saw %q", want, within, seen)
+		}
+	}
+}
+
+func TestVMs(t *testing.T) {
+	needVMLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	v := newVMLab(t, ctx, "vmt")
+	m1, m2 := v.Machines[0], v.Machines[1]
+
+	start := time.Now()
+	web1, err := v.createTiny(ctx, m1, "web1", "10.20.0.11")
+	if err != nil {
+		t.Fatalf("create web1: %v", err)
+	}
+	t.Logf("web1 created and running in %s: %+v", time.Since(start), web1)
+	if web1.State != "running" || web1.Network != "blue" || web1.Address != "10.20.0.11/24" || !web1.Autostart {
+		t.Errorf("web1 = %+v, want running on blue at 10.20.0.11/24 with autostart", web1)
+	}
+	web2, err := v.createTiny(ctx, m2, "web2", "10.20.0.12")
+	if err != nil {
+		t.Fatalf("create web2: %v", err)
+	}
+	for _, c := range []struct {
+		m    *lab.Machine
+		name string
+		addr string
+	}{{m1, "web1", "10.20.0.11/24"}, {m2, "web2", "10.20.0.12/24"}} {
+		line, err := v.waitConsoleLog(ctx, c.m, c.name, lab.TinyGuestReady, 90*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("%s host=%s addr=%s mtu=1370", lab.TinyGuestReady, c.name, c.addr)
+		if line != want {
+			t.Errorf("%s says %q, want %q: the ip= argument (address, hostname, MTU) did not arrive", c.name, line, want)
+		}
+	}
+	t.Logf("both guests up %s after the first create; web2 %+v", time.Since(start), web2)
+
+	t.Run("console", func(t *testing.T) {
+		s, err := v.attach(ctx, m1, "web1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.cmd.Process.Kill()
+		if _, err := s.expect(lab.TinyGuestReady, 10*time.Second); err != nil {
+			t.Fatalf("replay of earlier boot lines: %v", err)
+		}
+		// A command across the private network, to the VM on the other
+		// machine, through the console.
+		fmt.Fprintf(s.in, "\nping -c 3 -W 2 10.20.0.12 && echo PING-OK-$((6*7))\n")
+		if _, err := s.expect("PING-OK-42", 30*time.Second); err != nil {
+			t.Fatalf("command over the console: %v", err)
+		}
+		// A DF ping at the network's MTU passes, one byte more fails.
+		fmt.Fprintf(s.in, "ping -c 1 -W 2 -s 1342 10.20.0.12 >/dev/null && echo BIG-OK\n")
+		if _, err := s.expect("BIG-OK", 20*time.Second); err != nil {
+			t.Errorf("full-size frame across machines: %v", err)
+		}
+
+		// A second attach takes the console over; the first one ends.
+		s2, err := v.attach(ctx, m1, "web1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s2.cmd.Process.Kill()
+		select {
+		case <-s.done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("the first console session did not end when a second attached")
+		}
+		fmt.Fprintf(s2.in, "\necho SECOND-$((2*21))\n")
+		if _, err := s2.expect("SECOND-42", 15*time.Second); err != nil {
+			t.Errorf("second console: %v", err)
+		}
+		s2.in.Write([]byte{0x1d}) // Ctrl+] detaches
+		select {
+		case <-s2.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("Ctrl+] did not detach the console")
+		}
+	})
+
+	t.Run("helper restart keeps metadata", func(t *testing.T) {
+		d := v.helpers.Daemons[m1.Name]
+		if err := d.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		nd, err := d.Restart(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.helpers.Daemons[m1.Name] = nd
+		if err := m1.WaitHelper(ctx, v.butter, nd); err != nil {
+			t.Fatal(err)
+		}
+		got := v.list(t, ctx, m1)["web1"]
+		if got.Network != "blue" || got.Address != "10.20.0.11/24" || !strings.HasPrefix(got.Image, "vmlinux") ||
+			got.Creator == "" || got.Created.IsZero() || got.State != "running" || got.MemoryMiB != 128 || got.CPUs != 1 {
+			t.Errorf("after a helper restart web1 lists as %+v", got)
+		}
+	})
+
+	t.Run("stop", func(t *testing.T) {
+		// The tiny guest powers off on the ACPI button: a graceful stop.
+		begin := time.Now()
+		out, err := v.helper(ctx, m2, "vm", "stop", "web2", "--timeout", "60s")
+		if err != nil {
+			t.Fatalf("stop web2: %v: %s", err, out)
+		}
+		var res plumbing.VMActionResult
+		if err := json.Unmarshal(out, &res); err != nil || res.Forced {
+			t.Errorf("web2 should shut down on the ACPI button, gracefully: %s (%v)", out, err)
+		}
+		t.Logf("graceful stop took %s", time.Since(begin))
+		if got := v.list(t, ctx, m2)["web2"].State; got != "shut off" {
+			t.Errorf("web2 after stop: %q", got)
+		}
+		if _, err := v.helper(ctx, m2, "vm", "start", "web2"); err != nil {
+			t.Fatalf("start web2: %v", err)
+		}
+		if got := v.list(t, ctx, m2)["web2"].State; got != "running" {
+			t.Errorf("web2 after start: %q", got)
+		}
+	})
+
+	t.Run("remove leaves nothing", func(t *testing.T) {
+		for _, c := range []struct {
+			m    *lab.Machine
+			name string
+		}{{m1, "web1"}, {m2, "web2"}} {
+			if out, err := v.helper(ctx, c.m, "vm", "remove", c.name); err != nil {
+				t.Fatalf("remove %s: %v: %s", c.name, err, out)
+			}
+			if vms := v.list(t, ctx, c.m); len(vms) != 0 {
+				t.Errorf("after remove %s lists %v", c.m.Name, vms)
+			}
+			files, err := vmFiles(ctx, c.m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(files) != 0 {
+				t.Errorf("after remove %s still has %v", c.m.Name, files)
+			}
+		}
+		out, err := v.helper(ctx, m1, "images")
+		if err != nil || !bytes.Contains(out, []byte("vmlinux")) {
+			t.Errorf("the base image should stay cached after remove: %v: %s", err, out)
+		}
+	})
+}

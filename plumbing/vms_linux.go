@@ -1,0 +1,224 @@
+package plumbing
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/plumbing/vm"
+)
+
+// vmManager returns the machine's VM manager, connecting to libvirtd on
+// first use and again after libvirtd went away.
+func (h *Helper) vmManager(ctx context.Context) (*vm.Manager, error) {
+	h.vmMu.Lock()
+	defer h.vmMu.Unlock()
+	if h.vms != nil && h.vms.Connected() {
+		return h.vms, nil
+	}
+	if h.vms != nil {
+		h.vms.Close()
+		h.vms = nil
+	}
+	m, err := vm.Open(ctx, h.vmOpts)
+	if err != nil {
+		return nil, err
+	}
+	h.vms = m
+	return m, nil
+}
+
+func (h *Helper) imageStore() *images.Store {
+	h.vmMu.Lock()
+	defer h.vmMu.Unlock()
+	if h.images == nil {
+		dir := h.vmOpts.ImagesDir
+		if dir == "" {
+			dir = vm.DefaultImagesDir
+		}
+		h.images = images.New(dir)
+		h.images.Mirror = h.imageMirror
+	}
+	return h.images
+}
+
+// CreateVM makes the image ready (fetching or taking an upload) and
+// creates the VM on the named network with the requested address.
+func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(images.Progress)) (vm.Info, error) {
+	src, err := images.ParseSource(req.Image)
+	if err != nil {
+		return vm.Info{}, fmt.Errorf("vm %q: %w", req.Name, err)
+	}
+	for _, f := range src.Files() {
+		if err := localFile(f); err != nil {
+			return vm.Info{}, fmt.Errorf("vm %q: %w", req.Name, err)
+		}
+	}
+	nic, err := h.vmNIC(req)
+	if err != nil {
+		return vm.Info{}, err
+	}
+	m, err := h.vmManager(ctx)
+	if err != nil {
+		return vm.Info{}, err
+	}
+	img, err := h.imageStore().Ensure(ctx, src, progress)
+	if err != nil {
+		return vm.Info{}, err
+	}
+	spec := vm.Spec{
+		Name: req.Name, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB,
+		ImageName: img.Name + " (" + shortID(img.ID) + ")", NIC: nic, SSHKeys: req.SSHKeys,
+		Creator: req.Creator, Hostname: req.Hostname,
+	}
+	if spec.CPUs == 0 {
+		spec.CPUs = 1
+	}
+	if spec.MemoryMiB == 0 {
+		spec.MemoryMiB = 512
+	}
+	switch {
+	case img.Disk != nil:
+		spec.Disk = &vm.BaseDisk{Path: img.Disk.Path, Format: string(img.Format)}
+	case img.Kernel != nil && img.Initrd != nil:
+		cmdline := strings.TrimSpace(img.Cmdline + " " + req.Cmdline)
+		spec.Kernel = &vm.KernelBoot{Kernel: img.Kernel.Path, Initrd: img.Initrd.Path, Cmdline: cmdline}
+	default:
+		return vm.Info{}, fmt.Errorf("vm %q: image %s has neither a disk nor a kernel with an initrd", req.Name, img.Name)
+	}
+	return m.Create(ctx, spec)
+}
+
+func shortID(id string) string { return id[:min(12, len(id))] }
+
+// localFile fills in an upload that names a file on this machine (the
+// helper run by hand, or tests); an upload from the operator arrives with
+// its SHA256 already set and its content already in the store.
+func localFile(f *images.File) error {
+	if f.SHA256 != "" {
+		return nil
+	}
+	file, err := os.Open(f.Path)
+	if err != nil {
+		return fmt.Errorf("image file %s: %w (a path on the operator's computer must be uploaded by butter)", f.Path, err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, file)
+	if err != nil {
+		file.Close()
+		return fmt.Errorf("read image file %s: %w", f.Path, err)
+	}
+	if _, err := file.Seek(0, io.SeekStart); err != nil {
+		file.Close()
+		return err
+	}
+	f.Size, f.SHA256, f.Body = n, hex.EncodeToString(h.Sum(nil)), file
+	return nil
+}
+
+// vmNIC places a VM on a network of the applied spec.
+func (h *Helper) vmNIC(req VMRequest) (vm.NIC, error) {
+	h.mu.Lock()
+	spec, ok, err := h.state.spec()
+	h.mu.Unlock()
+	if err != nil {
+		return vm.NIC{}, err
+	}
+	if !ok {
+		return vm.NIC{}, fmt.Errorf("vm %q: this machine has no networks yet; create network %q first", req.Name, req.Network)
+	}
+	var net *Network
+	for i := range spec.Networks {
+		if spec.Networks[i].Name == req.Network {
+			net = &spec.Networks[i]
+		}
+	}
+	if net == nil {
+		return vm.NIC{}, fmt.Errorf("vm %q: network %q is not on this machine; add the machine to it first", req.Name, req.Network)
+	}
+	p := makePlan(spec, h.machine(spec))
+	var rep NetworkReport
+	for _, n := range p.Networks {
+		if n.Name == net.Name {
+			rep = n
+		}
+	}
+	nic := vm.NIC{Network: net.Name, Bridge: rep.Bridge, MTU: rep.MTU, Subnet: net.Subnet}
+	addr, err := parseVMAddress(req.Address, net.Subnet)
+	if err != nil {
+		return vm.NIC{}, fmt.Errorf("vm %q: %w", req.Name, err)
+	}
+	nic.Address = addr
+	if req.Gateway != "" {
+		if nic.Gateway, err = netip.ParseAddr(req.Gateway); err != nil {
+			return vm.NIC{}, fmt.Errorf("vm %q gateway %q: %w", req.Name, req.Gateway, err)
+		}
+	}
+	return nic, nil
+}
+
+// parseVMAddress takes 10.0.0.5 (the prefix length comes from the
+// network's subnet) or 10.0.0.5/24.
+func parseVMAddress(s string, subnet netip.Prefix) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, fmt.Errorf("no address; give one inside the network's subnet %s", subnet)
+	}
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("address %q: want an IPv4 address such as 10.0.0.5", s)
+	}
+	if !subnet.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("address %q: the network has no subnet, so give the prefix length too (e.g. %s/24)", s, a)
+	}
+	return netip.PrefixFrom(a, subnet.Bits()), nil
+}
+
+// ListVMs lists the machine's VMs.
+func (h *Helper) ListVMs(ctx context.Context) ([]vm.Info, error) {
+	m, err := h.vmManager(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return m.List(ctx)
+}
+
+// VMAction starts, stops, reboots or removes a VM.
+func (h *Helper) VMAction(ctx context.Context, a VMActionRequest) (VMActionResult, error) {
+	m, err := h.vmManager(ctx)
+	if err != nil {
+		return VMActionResult{}, err
+	}
+	var res VMActionResult
+	switch a.Action {
+	case "start":
+		err = m.Start(ctx, a.Name)
+	case "stop":
+		timeout := time.Duration(a.TimeoutSeconds * float64(time.Second))
+		if timeout <= 0 {
+			timeout = DefaultStopTimeout
+		}
+		res.Forced, err = m.Stop(ctx, a.Name, timeout)
+	case "reboot":
+		err = m.Reboot(ctx, a.Name, a.Force)
+	case "remove":
+		err = m.Remove(ctx, a.Name)
+	default:
+		err = fmt.Errorf("vm action %q: choose start, stop, reboot or remove", a.Action)
+	}
+	return res, err
+}
+
+// Images lists the cached images.
+func (h *Helper) Images(ctx context.Context) ([]images.Image, error) {
+	return h.imageStore().List(ctx)
+}
