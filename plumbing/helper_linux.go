@@ -118,6 +118,11 @@ func (h *Helper) apply(ctx context.Context, spec Spec) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("apply links: %w", err)
 	}
+	if changed, err := setForwarding(spec.Mesh.Relay); err != nil {
+		return rep, err
+	} else if changed {
+		rep.Changes = append(rep.Changes, fmt.Sprintf("set %s forwarding %s", WireGuardName, onOff(spec.Mesh.Relay)))
+	}
 	dev, err := h.wg.Device(WireGuardName)
 	if err != nil {
 		return rep, fmt.Errorf("read wireguard %q: %w", WireGuardName, err)
@@ -173,6 +178,9 @@ func (h *Helper) Check(ctx context.Context, spec Spec) ([]Drift, error) {
 			d.Problem = "want " + c.What
 		}
 		drift = append(drift, d)
+	}
+	if on, err := forwarding(); err == nil && on != spec.Mesh.Relay {
+		drift = append(drift, Drift{Link: WireGuardName, Problem: "want forwarding " + onOff(spec.Mesh.Relay)})
 	}
 	priv, err := h.state.privateKey()
 	if err != nil {

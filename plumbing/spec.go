@@ -43,6 +43,10 @@ type Mesh struct {
 	ListenPort int `json:"listen_port,omitempty"`
 	// MTU overrides the WireGuard MTU; zero derives it from the uplink.
 	MTU int `json:"mtu,omitempty"`
+	// Relay makes this machine forward mesh traffic between peers that
+	// cannot reach each other directly (machines behind NAT): packets
+	// that arrive on the WireGuard device may leave through it again.
+	Relay bool `json:"relay,omitempty"`
 }
 
 // Peer is another machine of the mesh.
