@@ -254,7 +254,9 @@ func (h *Helper) Facts(ctx context.Context) (Facts, error) {
 		PublicKey: dev.PublicKey.String(), ListenPort: dev.ListenPort}
 	names := map[string]string{}
 	for _, p := range spec.Peers {
-		names[p.PublicKey] = p.Name
+		if p.Via == "" {
+			names[p.PublicKey] = p.Name
+		}
 	}
 	now := time.Now()
 	for _, p := range dev.Peers {

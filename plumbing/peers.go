@@ -30,13 +30,22 @@ func peerChanges(ctx context.Context, spec Spec, priv wgtypes.Key, dev *wgtypes.
 		have[p.PublicKey] = p
 	}
 	wanted := map[wgtypes.Key]bool{}
+	relayed := map[string][]netip.Addr{}
 	for _, p := range spec.Peers {
+		if p.Via != "" {
+			relayed[p.Via] = append(relayed[p.Via], p.MeshIP)
+		}
+	}
+	for _, p := range spec.Peers {
+		if p.Via != "" {
+			continue // no entry of its own: routed through its relay
+		}
 		key, err := wgtypes.ParseKey(p.PublicKey)
 		if err != nil {
 			return cfg, nil, fmt.Errorf("peer %q public key: %w", p.Name, err)
 		}
 		wanted[key] = true
-		allowed := allowedIPs(p)
+		allowed := allowedIPs(p, relayed[p.Name])
 		keepalive := time.Duration(p.Keepalive) * time.Second
 		var endpoint *net.UDPAddr
 		if p.Endpoint != "" {
@@ -79,10 +88,13 @@ func peerChanges(ctx context.Context, spec Spec, priv wgtypes.Key, dev *wgtypes.
 	return cfg, notes, nil
 }
 
-// allowedIPs is what the device routes to p: its mesh address and any
-// prefixes it relays.
-func allowedIPs(p Peer) []net.IPNet {
+// allowedIPs is what the device routes to p: its mesh address, the mesh
+// addresses of the peers it relays to, and any prefixes it routes.
+func allowedIPs(p Peer, relayed []netip.Addr) []net.IPNet {
 	out := []net.IPNet{*ipNet(netip.PrefixFrom(p.MeshIP, 32))}
+	for _, a := range relayed {
+		out = append(out, *ipNet(netip.PrefixFrom(a, 32)))
+	}
 	for _, a := range p.AllowedIPs {
 		if a.Bits() == 32 && a.Addr() == p.MeshIP {
 			continue

@@ -65,6 +65,10 @@ type Peer struct {
 	AllowedIPs []netip.Prefix `json:"allowed_ips,omitempty"`
 	// Keepalive is the persistent keepalive in seconds (0: off).
 	Keepalive int `json:"keepalive,omitempty"`
+	// Via names the peer that relays to this one, when the two machines
+	// cannot reach each other directly (both behind NAT). Such a peer has
+	// no WireGuard entry of its own: its mesh IP is routed to Via.
+	Via string `json:"via,omitempty"`
 }
 
 // Network is a private network this machine takes part in.
@@ -128,7 +132,9 @@ func (s Spec) Validate() error {
 			bad("%s: listed twice; give each peer one entry", what)
 		}
 		peers[p.Name] = p
-		if _, err := parseKey(p.PublicKey); err != nil {
+		if p.Via != "" && p.PublicKey == "" {
+			// reached through Via; checked below
+		} else if _, err := parseKey(p.PublicKey); err != nil {
 			bad("%s public key: %v", what, err)
 		} else if other, dup := keys[p.PublicKey]; dup {
 			bad("%s public key: same as peer %q's; each machine has its own key", what, other)
@@ -169,6 +175,21 @@ func (s Spec) Validate() error {
 		}
 		if p.Keepalive < 0 || p.Keepalive > 65535 {
 			bad("%s keepalive %d: must be between 0 and 65535 seconds", what, p.Keepalive)
+		}
+	}
+
+	for _, p := range s.Peers {
+		if p.Via == "" {
+			continue
+		}
+		via, ok := peers[p.Via]
+		switch {
+		case !ok:
+			bad("peer %q via %q: no such peer in the spec", p.Name, p.Via)
+		case via.Via != "":
+			bad("peer %q via %q: that peer is itself relayed; relay through a directly reachable peer", p.Name, p.Via)
+		case p.Endpoint != "" || p.Keepalive != 0:
+			bad("peer %q via %q: a relayed peer has no endpoint or keepalive of its own", p.Name, p.Via)
 		}
 	}
 
