@@ -62,6 +62,14 @@ type Facts struct {
 	UplinkMTU       int              `json:"uplink_mtu"`
 	WireGuard       *WireGuardReport `json:"wireguard,omitempty"`
 	Peers           []PeerFacts      `json:"peers"`
+	// Addresses are the machine's global unicast addresses outside the
+	// mesh, so the operator can tell whether it reaches the machine
+	// directly or through NAT.
+	Addresses []string `json:"addresses"`
+	// Networks are the applied spec's networks as built here.
+	Networks []NetworkReport `json:"networks"`
+	// Version is the helper binary's version.
+	Version string `json:"version"`
 }
 
 // PeerFacts is the live state of one WireGuard peer.

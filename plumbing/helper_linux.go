@@ -233,8 +233,13 @@ func (h *Helper) Facts(ctx context.Context) (Facts, error) {
 		return Facts{}, err
 	}
 	caps := h.links.capabilities()
-	f := Facts{KernelWireGuard: caps.KernelWireGuard, Gretap: caps.Gretap, Peers: []PeerFacts{}}
+	f := Facts{KernelWireGuard: caps.KernelWireGuard, Gretap: caps.Gretap, Peers: []PeerFacts{},
+		Networks: []NetworkReport{}, Version: Version()}
 	f.Uplink, f.UplinkMTU = h.links.uplink(endpointAddrs(spec))
+	f.Addresses = h.links.addresses()
+	if spec.Mesh.Address.IsValid() {
+		f.Networks = makePlan(spec, machine{UplinkMTU: f.UplinkMTU, Gretap: caps.Gretap}).Networks
+	}
 	dev, err := h.wg.Device(WireGuardName)
 	if errors.Is(err, os.ErrNotExist) {
 		return f, nil

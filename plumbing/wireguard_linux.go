@@ -247,3 +247,28 @@ func (k *kernelTable) uplink(endpoints []netip.Addr) (string, int) {
 	}
 	return "", 0
 }
+
+// addresses lists the machine's global unicast addresses on links that
+// are not the helper's own.
+func (k *kernelTable) addresses() []string {
+	out := []string{}
+	all, err := k.allLinks()
+	if err != nil {
+		return out
+	}
+	for _, l := range all {
+		if ours(l.Attrs().Name) {
+			continue
+		}
+		addrs, err := k.h.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap().IsGlobalUnicast() {
+				out = append(out, ip.Unmap().String())
+			}
+		}
+	}
+	return out
+}
