@@ -33,6 +33,7 @@ these verbs are also for looking around on the machine itself.
   vm list
   vm start|stop|reboot|remove NAME [--timeout 30s] [--force]
   vm console NAME [--replay 40]              attach the serial console (Ctrl+] detaches)
+  vm events                                   print VM lifecycle events, one JSON object a line
   images                                      list cached images
 
 Verbs that talk to the daemon take --socket PATH (default ` + DefaultSocket + `).
@@ -62,7 +63,7 @@ func RunCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	verb, args := args[0], args[1:]
 	if verb == "vm" {
 		if len(args) == 0 {
-			return errors.New("butter helper vm: give create, list, start, stop, reboot, remove or console")
+			return errors.New("butter helper vm: give create, list, start, stop, reboot, remove, console or events")
 		}
 		verb, args = "vm "+args[0], args[1:]
 	}
@@ -105,6 +106,11 @@ func RunCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return c.vmAction(strings.TrimPrefix(verb, "vm "), args)
 	case "vm console":
 		return c.vmConsole(args)
+	case "vm events":
+		return c.withClient(args, func(cl *Client) error {
+			enc := json.NewEncoder(stdout)
+			return cl.Watch(ctx, func(ev vm.Event) { _ = enc.Encode(ev) })
+		})
 	}
 	return fmt.Errorf("butter helper: unknown verb %q; see butter helper --help", verb)
 }

@@ -32,4 +32,5 @@ func (h *Helper) ListVMs(ctx context.Context) ([]vm.Info, error) { return nil, e
 func (h *Helper) VMAction(ctx context.Context, a VMActionRequest) (VMActionResult, error) {
 	return VMActionResult{}, errNotLinux
 }
-func (h *Helper) Images(ctx context.Context) ([]images.Image, error) { return nil, errNotLinux }
+func (h *Helper) Images(ctx context.Context) ([]images.Image, error)    { return nil, errNotLinux }
+func (h *Helper) WatchVMs(ctx context.Context) (<-chan vm.Event, error) { return nil, errNotLinux }

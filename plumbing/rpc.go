@@ -31,10 +31,28 @@ const (
 	MethodVMList    = "helper.vm.list"
 	MethodVMAction  = "helper.vm.action"
 	MethodImages    = "helper.images"
+	// MethodWatch subscribes the connection to VM lifecycle events: the
+	// daemon pushes NotifyEvent for every VM there is (event "present"),
+	// then for every change, until MethodUnwatch or the connection closes.
+	MethodWatch   = "helper.watch"
+	MethodUnwatch = "helper.unwatch"
 
 	// NotifyProgress is pushed to the caller while an image moves.
 	NotifyProgress = "helper.progress"
+	// NotifyEvent carries a vm.Event to a watching connection.
+	NotifyEvent = "helper.event"
+	// NotifyWatchEnded tells a watching connection that no more events
+	// will come (libvirtd went away); its params are a WatchEnded.
+	NotifyWatchEnded = "helper.watch_ended"
 )
+
+// EventPresent is the event of a VM that exists when a watch begins.
+const EventPresent = "present"
+
+// WatchEnded is NotifyWatchEnded's params.
+type WatchEnded struct {
+	Error string `json:"error"`
+}
 
 // ProgressEvent is NotifyProgress's params: how the image of a VM being
 // created moves.
@@ -59,10 +77,12 @@ type machineSide interface {
 	ListVMs(ctx context.Context) ([]vm.Info, error)
 	VMAction(ctx context.Context, a VMActionRequest) (VMActionResult, error)
 	Images(ctx context.Context) ([]images.Image, error)
+	WatchVMs(ctx context.Context) (<-chan vm.Event, error)
 }
 
 // handler answers JSON-RPC calls with m.
 func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
+	w := &watches{m: m, subs: map[*jsonrpc2.Conn]*subscription{}}
 	h := jsonrpc2.HandlerWithError(func(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
 		params := func(v any) error {
 			if req.Params == nil {
@@ -118,10 +138,93 @@ func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 			return m.VMAction(ctx, a)
 		case MethodImages:
 			return m.Images(ctx)
+		case MethodWatch:
+			return struct{}{}, w.watch(ctx, conn)
+		case MethodUnwatch:
+			w.unwatch(conn)
+			return struct{}{}, nil
 		}
 		return nil, &jsonrpc2.Error{Code: jsonrpc2.CodeMethodNotFound, Message: "no method " + req.Method}
 	})
 	return jsonrpc2.AsyncHandler(h)
+}
+
+// watches are the connections subscribed to VM events.
+type watches struct {
+	m    machineSide
+	mu   sync.Mutex
+	subs map[*jsonrpc2.Conn]*subscription
+}
+
+type subscription struct{ cancel context.CancelFunc }
+
+// watch subscribes conn, then pushes the VMs there are and every change
+// to them until unwatch, the connection closes or ctx ends.
+func (w *watches) watch(ctx context.Context, conn *jsonrpc2.Conn) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.subs[conn] != nil {
+		return errors.New("this connection already watches VM events")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	events, err := w.m.WatchVMs(ctx)
+	if err != nil {
+		cancel()
+		return err
+	}
+	sub := &subscription{cancel: cancel}
+	w.subs[conn] = sub
+	go func() {
+		defer w.end(conn, sub)
+		select {
+		case <-conn.DisconnectNotify():
+		case <-ctx.Done():
+		}
+	}()
+	go func() {
+		defer w.end(conn, sub)
+		// Subscribed first, listed second: no change falls between.
+		vms, err := w.m.ListVMs(ctx)
+		for _, v := range vms {
+			_ = conn.Notify(ctx, NotifyEvent, vm.Event{VM: v.Name, Event: EventPresent, State: v.State})
+		}
+		for err == nil {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					err = errors.New("libvirtd hung up")
+					break
+				}
+				err = conn.Notify(ctx, NotifyEvent, ev)
+			case <-ctx.Done():
+				return
+			}
+		}
+		if ctx.Err() == nil {
+			_ = conn.Notify(ctx, NotifyWatchEnded, WatchEnded{Error: "vm events: " + err.Error()})
+		}
+	}()
+	return nil
+}
+
+// unwatch ends conn's subscription, if it has one.
+func (w *watches) unwatch(conn *jsonrpc2.Conn) {
+	w.mu.Lock()
+	sub := w.subs[conn]
+	w.mu.Unlock()
+	if sub != nil {
+		w.end(conn, sub)
+	}
+}
+
+// end ends sub, which conn may have replaced with a newer one since.
+func (w *watches) end(conn *jsonrpc2.Conn, sub *subscription) {
+	sub.cancel()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.subs[conn] == sub {
+		delete(w.subs, conn)
+	}
 }
 
 // Serve answers calls on l until ctx ends.
@@ -180,6 +283,13 @@ type Client struct {
 
 	mu       sync.Mutex
 	progress map[string]func(images.Progress) // by VM name
+	watch    *watcher
+}
+
+// watcher is a Watch in progress.
+type watcher struct {
+	fn    func(vm.Event)
+	ended chan string // the daemon's reason
 }
 
 // Dial connects to the helper daemon's socket.
@@ -201,18 +311,46 @@ func NewClient(ctx context.Context, rwc net.Conn) *Client {
 
 // notified takes the daemon's pushed notifications.
 func (c *Client) notified(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
-	if req.Method != NotifyProgress || req.Params == nil {
+	if req.Params == nil {
 		return nil, nil
 	}
-	var ev ProgressEvent
-	if err := json.Unmarshal(*req.Params, &ev); err != nil {
-		return nil, nil
-	}
-	c.mu.Lock()
-	fn := c.progress[ev.VM]
-	c.mu.Unlock()
-	if fn != nil {
-		fn(ev.Progress)
+	switch req.Method {
+	case NotifyProgress:
+		var ev ProgressEvent
+		if err := json.Unmarshal(*req.Params, &ev); err != nil {
+			return nil, nil
+		}
+		c.mu.Lock()
+		fn := c.progress[ev.VM]
+		c.mu.Unlock()
+		if fn != nil {
+			fn(ev.Progress)
+		}
+	case NotifyEvent:
+		var ev vm.Event
+		if err := json.Unmarshal(*req.Params, &ev); err != nil {
+			return nil, nil
+		}
+		c.mu.Lock()
+		w := c.watch
+		c.mu.Unlock()
+		if w != nil {
+			w.fn(ev)
+		}
+	case NotifyWatchEnded:
+		var end WatchEnded
+		if err := json.Unmarshal(*req.Params, &end); err != nil {
+			return nil, nil
+		}
+		c.mu.Lock()
+		w := c.watch
+		c.mu.Unlock()
+		if w != nil {
+			select {
+			case w.ended <- end.Error:
+			default:
+			}
+		}
 	}
 	return nil, nil
 }
@@ -292,4 +430,41 @@ func (c *Client) VMAction(ctx context.Context, a VMActionRequest) (VMActionResul
 func (c *Client) Images(ctx context.Context) ([]images.Image, error) {
 	var imgs []images.Image
 	return imgs, c.call(ctx, MethodImages, nil, &imgs)
+}
+
+// Watch calls fn with the machine's VM lifecycle events until ctx ends
+// (Watch then returns nil), the daemon stops streaming or the connection
+// closes. fn first hears one EventPresent per VM there is, then every
+// change, in order; it runs on the connection's reading goroutine, so it
+// must return quickly and must not call the daemon. One Watch at a time
+// per Client.
+func (c *Client) Watch(ctx context.Context, fn func(vm.Event)) error {
+	w := &watcher{fn: fn, ended: make(chan string, 1)}
+	c.mu.Lock()
+	if c.watch != nil {
+		c.mu.Unlock()
+		return errors.New("watch vm events: this client already watches")
+	}
+	c.watch = w
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.watch = nil
+		c.mu.Unlock()
+	}()
+	if err := c.call(ctx, MethodWatch, nil, nil); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		// Best effort: the connection may be going away too.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = c.call(uctx, MethodUnwatch, nil, nil)
+		return nil
+	case reason := <-w.ended:
+		return errors.New(reason)
+	case <-c.conn.DisconnectNotify():
+		return errors.New("watch vm events: the helper daemon hung up")
+	}
 }

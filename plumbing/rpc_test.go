@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/butter-cloud/butter/plumbing/images"
 	"github.com/butter-cloud/butter/plumbing/vm"
@@ -19,6 +20,10 @@ import (
 type recorder struct {
 	applied []Spec
 	err     error
+	// events, if set, is what WatchVMs streams; watchEnded hears when a
+	// watch's ctx ends.
+	events     chan vm.Event
+	watchEnded chan struct{}
 }
 
 func (r *recorder) PublicKey() (string, error) { return testKey('a'), nil }
@@ -46,6 +51,13 @@ func (r *recorder) VMAction(ctx context.Context, a VMActionRequest) (VMActionRes
 	return VMActionResult{Forced: a.Action == "stop"}, r.err
 }
 func (r *recorder) Images(ctx context.Context) ([]images.Image, error) { return nil, nil }
+func (r *recorder) WatchVMs(ctx context.Context) (<-chan vm.Event, error) {
+	if r.events == nil {
+		return nil, errors.New("no libvirtd here")
+	}
+	context.AfterFunc(ctx, func() { r.watchEnded <- struct{}{} })
+	return r.events, nil
+}
 
 func TestRPCRoundTrip(t *testing.T) {
 	ctx := context.Background()
@@ -120,6 +132,84 @@ func TestRPCRoundTrip(t *testing.T) {
 		t.Fatalf("stale socket: %v", err)
 	}
 	l2.Close()
+}
+
+func TestRPCWatch(t *testing.T) {
+	ctx := context.Background()
+	sock := filepath.Join(t.TempDir(), "h.sock")
+	l, err := ListenSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recorder{events: make(chan vm.Event), watchEnded: make(chan struct{}, 10)}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- Serve(sctx, l, r, slog.New(slog.DiscardHandler)) }()
+	t.Cleanup(func() { stop(); <-done })
+	c, err := Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	watch := func(ctx context.Context) (chan vm.Event, chan error) {
+		evs, end := make(chan vm.Event, 10), make(chan error, 1)
+		go func() { end <- c.Watch(ctx, func(e vm.Event) { evs <- e }) }()
+		return evs, end
+	}
+	next := func(evs chan vm.Event) vm.Event {
+		t.Helper()
+		select {
+		case e := <-evs:
+			return e
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event within 5 s")
+		}
+		return vm.Event{}
+	}
+
+	// The VMs there are come first, then the changes, in order.
+	wctx, cancel := context.WithCancel(ctx)
+	evs, end := watch(wctx)
+	if e := next(evs); e != (vm.Event{VM: "web", Event: EventPresent}) {
+		t.Fatalf("first event %+v, want web present", e)
+	}
+	r.events <- vm.Event{VM: "web", Event: "stopped", State: "shut off"}
+	r.events <- vm.Event{VM: "web", Event: "started", State: "running"}
+	if e := next(evs); e.Event != "stopped" || e.State != "shut off" {
+		t.Errorf("second event %+v, want stopped", e)
+	}
+	if e := next(evs); e.Event != "started" || e.State != "running" {
+		t.Errorf("third event %+v, want started", e)
+	}
+	// Ending the watch ends the daemon's subscription too.
+	cancel()
+	if err := <-end; err != nil {
+		t.Errorf("watch ended by its ctx: %v, want nil", err)
+	}
+	select {
+	case <-r.watchEnded:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the daemon kept watching after the client stopped")
+	}
+
+	// The same connection watches again; libvirtd going away ends it with
+	// the reason.
+	evs, end = watch(ctx)
+	next(evs)
+	close(r.events)
+	select {
+	case err := <-end:
+		if err == nil || !strings.Contains(err.Error(), "libvirtd hung up") {
+			t.Errorf("watch ended by the daemon: %v, want why", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("watch did not end when the daemon's event stream did")
+	}
+	// Other calls work on the connection meanwhile and after.
+	if _, err := c.ListVMs(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestPrivateKeyStaysPrivate(t *testing.T) {

@@ -59,14 +59,14 @@ type vmLab struct {
 	logMu   sync.Mutex
 }
 
-func newVMLab(t *testing.T, ctx context.Context, name string) *vmLab {
+func newVMLab(t *testing.T, ctx context.Context, name string, machines int) *vmLab {
 	dir := t.TempDir()
 	v := &vmLab{butter: buildButter(t, ctx, dir), logs: map[string]*bytes.Buffer{}}
 	var err error
 	if v.kernel, v.initrd, err = lab.TinyGuest(ctx, lab.DefaultCacheDir); err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.Up(ctx, lab.Config{Name: name, Machines: 2, HelperArgs: []string{"--accel", "tcg"}})
+	l, err := lab.Up(ctx, lab.Config{Name: name, Machines: machines, HelperArgs: []string{"--accel", "tcg"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestVMs(t *testing.T) {
 	needVMLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	v := newVMLab(t, ctx, "vmt")
+	v := newVMLab(t, ctx, "vmt", 2)
 	m1, m2 := v.Machines[0], v.Machines[1]
 
 	start := time.Now()

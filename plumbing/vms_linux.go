@@ -50,16 +50,12 @@ func (h *Helper) imageStore() *images.Store {
 }
 
 // CreateVM makes the image ready (fetching or taking an upload) and
-// creates the VM on the named network with the requested address.
+// creates the VM on the named network with the requested address. Bad
+// input is refused before any image moves.
 func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(images.Progress)) (vm.Info, error) {
 	src, err := images.ParseSource(req.Image)
 	if err != nil {
 		return vm.Info{}, fmt.Errorf("vm %q: %w", req.Name, err)
-	}
-	for _, f := range src.Files() {
-		if err := localFile(f); err != nil {
-			return vm.Info{}, fmt.Errorf("vm %q: %w", req.Name, err)
-		}
 	}
 	nic, err := h.vmNIC(req)
 	if err != nil {
@@ -69,14 +65,9 @@ func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(imag
 	if err != nil {
 		return vm.Info{}, err
 	}
-	img, err := h.imageStore().Ensure(ctx, src, progress)
-	if err != nil {
-		return vm.Info{}, err
-	}
 	spec := vm.Spec{
 		Name: req.Name, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB,
-		ImageName: img.Name + " (" + shortID(img.ID) + ")", NIC: nic, SSHKeys: req.SSHKeys,
-		Creator: req.Creator, Hostname: req.Hostname,
+		NIC: nic, SSHKeys: req.SSHKeys, Creator: req.Creator, Hostname: req.Hostname,
 	}
 	if spec.CPUs == 0 {
 		spec.CPUs = 1
@@ -84,6 +75,21 @@ func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(imag
 	if spec.MemoryMiB == 0 {
 		spec.MemoryMiB = 512
 	}
+	if err := m.Check(ctx, spec); err != nil {
+		return vm.Info{}, err
+	}
+	for _, f := range src.Files() {
+		closeFile, err := localFile(f)
+		if err != nil {
+			return vm.Info{}, fmt.Errorf("vm %q: %w", req.Name, err)
+		}
+		defer closeFile()
+	}
+	img, err := h.imageStore().Ensure(ctx, src, progress)
+	if err != nil {
+		return vm.Info{}, err
+	}
+	spec.ImageName = img.Name + " (" + shortID(img.ID) + ")"
 	switch {
 	case img.Disk != nil:
 		spec.Disk = &vm.BaseDisk{Path: img.Disk.Path, Format: string(img.Format)}
@@ -100,27 +106,27 @@ func shortID(id string) string { return id[:min(12, len(id))] }
 
 // localFile fills in an upload that names a file on this machine (the
 // helper run by hand, or tests); an upload from the operator arrives with
-// its SHA256 already set and its content already in the store.
-func localFile(f *images.File) error {
+// its SHA256 already set and its content already in the store. The caller
+// closes the file when the store is done with it.
+func localFile(f *images.File) (closeFile func(), err error) {
 	if f.SHA256 != "" {
-		return nil
+		return func() {}, nil
 	}
 	file, err := os.Open(f.Path)
 	if err != nil {
-		return fmt.Errorf("image file %s: %w (a path on the operator's computer must be uploaded by butter)", f.Path, err)
+		return nil, fmt.Errorf("image file %s: %w (a path on the operator's computer must be uploaded by butter)", f.Path, err)
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, file)
+	if err == nil {
+		_, err = file.Seek(0, io.SeekStart)
+	}
 	if err != nil {
 		file.Close()
-		return fmt.Errorf("read image file %s: %w", f.Path, err)
-	}
-	if _, err := file.Seek(0, io.SeekStart); err != nil {
-		file.Close()
-		return err
+		return nil, fmt.Errorf("read image file %s: %w", f.Path, err)
 	}
 	f.Size, f.SHA256, f.Body = n, hex.EncodeToString(h.Sum(nil)), file
-	return nil
+	return func() { file.Close() }, nil
 }
 
 // vmNIC places a VM on a network of the applied spec.
@@ -216,6 +222,16 @@ func (h *Helper) VMAction(ctx context.Context, a VMActionRequest) (VMActionResul
 		err = fmt.Errorf("vm action %q: choose start, stop, reboot or remove", a.Action)
 	}
 	return res, err
+}
+
+// WatchVMs streams the machine's VM lifecycle events until ctx ends or
+// libvirtd hangs up.
+func (h *Helper) WatchVMs(ctx context.Context) (<-chan vm.Event, error) {
+	m, err := h.vmManager(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return m.Events(ctx)
 }
 
 // Images lists the cached images.

@@ -102,6 +102,12 @@ func (m *Manager) Events(ctx context.Context) (<-chan Event, error) {
 	out := make(chan Event)
 	go func() {
 		defer close(out)
+		// go-libvirt's sender blocks on ch until it sees ctx end: take
+		// what it still sends, so that it gets there and unsubscribes.
+		defer func() {
+			for range ch {
+			}
+		}()
 		for e := range ch {
 			ev := Event{VM: e.Dom.Name, Event: eventName(libvirt.DomainEventType(e.Event))}
 			if st, _, err := m.l.DomainGetState(e.Dom, 0); err == nil {

@@ -91,6 +91,22 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ Info, err error) {
 	return m.info(dom)
 }
 
+// Check refuses what Create would refuse, the image aside: a bad spec, a
+// name or address that is taken, a network whose bridge is missing, more
+// memory than the machine has. A caller checks before fetching the image,
+// so that bad input costs no download; Create checks again.
+func (m *Manager) Check(ctx context.Context, s Spec) error {
+	if s.Hostname == "" {
+		s.Hostname = s.Name
+	}
+	if err := errors.Join(s.problems()...); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.checkFree(s)
+}
+
 // checkFree refuses a name or address that is taken, a network whose
 // bridge is not on this machine, and more memory than the machine has.
 func (m *Manager) checkFree(s Spec) error {

@@ -88,6 +88,21 @@ var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // validate reports every problem with s at once.
 func (s Spec) validate() error {
+	errs := s.problems()
+	what := fmt.Sprintf("vm %q", s.Name)
+	switch {
+	case (s.Disk == nil) == (s.Kernel == nil):
+		errs = append(errs, fmt.Errorf("%s: give exactly one of a disk image and a kernel to boot", what))
+	case s.Kernel != nil && (s.Kernel.Kernel == "" || s.Kernel.Initrd == ""):
+		errs = append(errs, fmt.Errorf("%s: a kernel boot needs both kernel and initrd", what))
+	case s.Disk != nil && s.Disk.Format != "qcow2" && s.Disk.Format != "raw":
+		errs = append(errs, fmt.Errorf("%s: base image format %q: want qcow2 or raw", what, s.Disk.Format))
+	}
+	return errors.Join(errs...)
+}
+
+// problems lists what is wrong with s, its image aside.
+func (s Spec) problems() []error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if !nameRE.MatchString(s.Name) {
@@ -102,14 +117,6 @@ func (s Spec) validate() error {
 	}
 	if s.DiskGiB < 0 || s.DiskGiB > 16384 {
 		bad("%s: disk of %d GiB: want 0 to 16384", what, s.DiskGiB)
-	}
-	switch {
-	case (s.Disk == nil) == (s.Kernel == nil):
-		bad("%s: give exactly one of a disk image and a kernel to boot", what)
-	case s.Kernel != nil && (s.Kernel.Kernel == "" || s.Kernel.Initrd == ""):
-		bad("%s: a kernel boot needs both kernel and initrd", what)
-	case s.Disk != nil && s.Disk.Format != "qcow2" && s.Disk.Format != "raw":
-		bad("%s: base image format %q: want qcow2 or raw", what, s.Disk.Format)
 	}
 	n := s.NIC
 	if n.Bridge == "" || n.Network == "" {
@@ -130,7 +137,7 @@ func (s Spec) validate() error {
 	if n.Gateway.IsValid() && n.Subnet.IsValid() && !n.Subnet.Contains(n.Gateway) {
 		bad("%s: gateway %s is outside the subnet %s", what, n.Gateway, n.Subnet)
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
