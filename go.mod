@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/diskfs/go-diskfs v1.9.4 // writes the cloud-init seed as ISO 9660 with Rock Ridge and Joliet names (plumbing/cloudinit)
 	github.com/google/go-cmp v0.7.0
+	github.com/kevinburke/ssh_config v1.6.0 // reads ~/.ssh/config for remote/ (Host patterns, Include, Match Host)
 	github.com/sourcegraph/jsonrpc2 v0.2.3
 	github.com/therootcompany/xz v1.0.1
 	github.com/vishvananda/netlink v1.3.1

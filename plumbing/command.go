@@ -111,6 +111,8 @@ func RunCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			enc := json.NewEncoder(stdout)
 			return cl.Watch(ctx, func(ev vm.Event) { _ = enc.Encode(ev) })
 		})
+	case "serve", "supervise", "image": // the operator's verbs over SSH (serve.go)
+		return c.remoteVerb(verb, args)
 	}
 	return fmt.Errorf("butter helper: unknown verb %q; see butter helper --help", verb)
 }

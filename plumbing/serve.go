@@ -1,0 +1,265 @@
+package plumbing
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/plumbing/vm"
+)
+
+// The operator's butter reaches the daemon through `butter helper serve`,
+// run over one long-lived SSH session: serve writes a hello line, then
+// relays bytes between its standard input and output and the daemon's
+// socket. The hello line comes first so that whatever a login script
+// prints before it is never taken for data (mutagen's agent handshake
+// does the same).
+const (
+	// ServeMagic starts the hello line: "BUTTER-HELPER <protocol> <version>\n".
+	ServeMagic = "BUTTER-HELPER"
+	// ServeProtocol is the version of what flows after the hello line:
+	// JSON-RPC 2.0 objects with the methods in rpc.go. Bump it when a
+	// method changes incompatibly; the operator then reinstalls the helper.
+	ServeProtocol = 1
+
+	// DefaultSupervisePIDFile is where `butter helper supervise` records
+	// its process ID.
+	DefaultSupervisePIDFile = "/run/butter/supervise.pid"
+)
+
+// ServeHello is the line serve writes first, newline included.
+func ServeHello(version string) string {
+	return fmt.Sprintf("%s %d %s\n", ServeMagic, ServeProtocol, version)
+}
+
+// ParseServeHello reads a hello line (without its newline): ok is false if
+// line is not one.
+func ParseServeHello(line string) (protocol int, version string, ok bool) {
+	f := strings.Fields(line)
+	if len(f) != 3 || f[0] != ServeMagic {
+		return 0, "", false
+	}
+	p, err := strconv.Atoi(f[1])
+	if err != nil {
+		return 0, "", false
+	}
+	return p, f[2], true
+}
+
+// VersionOf is the helper version of a butter binary: the first 16 hex
+// digits of its sha256. The operator computes it over the binary it
+// uploads, the helper over its own executable, so both agree without a
+// version number to keep in step.
+func VersionOf(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+var selfVersion = sync.OnceValues(func() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find own executable: %w", err)
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		return "", fmt.Errorf("read own executable: %w", err)
+	}
+	defer f.Close()
+	return VersionOf(f)
+})
+
+// SelfVersion is VersionOf the running executable.
+func SelfVersion() (string, error) { return selfVersion() }
+
+// remoteVerb runs the verbs the operator's butter uses over SSH: serve,
+// supervise and image import.
+func (c *command) remoteVerb(verb string, args []string) error {
+	switch verb {
+	case "serve":
+		if err := c.fs.Parse(args); err != nil {
+			return err
+		}
+		return Relay(c.ctx, c.socket, c.stdin, c.stdout)
+	case "supervise":
+		pidFile := c.fs.String("pid-file", DefaultSupervisePIDFile, "where to record the supervisor's process ID")
+		if err := c.fs.Parse(args); err != nil {
+			return err
+		}
+		return Supervise(c.ctx, *pidFile, c.fs.Args(), c.stderr)
+	case "image":
+		if len(args) == 0 || args[0] != "import" {
+			return errors.New("butter helper image: give import")
+		}
+		return c.imageImport(args[1:])
+	}
+	return fmt.Errorf("butter helper: unknown verb %q", verb)
+}
+
+// Relay is `butter helper serve`: it connects to the daemon's socket,
+// writes the hello line to out, then copies in to the daemon and the
+// daemon to out until either side ends or ctx ends.
+func Relay(ctx context.Context, socket string, in io.Reader, out io.Writer) error {
+	version, err := SelfVersion()
+	if err != nil {
+		return err
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return fmt.Errorf("reach the helper daemon at %s (is `butter helper daemon` running?): %w", socket, err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(out, ServeHello(version)); err != nil {
+		return fmt.Errorf("write hello: %w", err)
+	}
+	done := make(chan error, 2)
+	go func() {
+		_, err := io.Copy(conn, in)
+		done <- err // the operator hung up (EOF) or stdin broke
+	}()
+	go func() {
+		_, err := io.Copy(out, conn)
+		if err == nil {
+			err = errors.New("the helper daemon closed the connection")
+		}
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return nil
+	}
+	// Closing conn ends the other copy from the daemon's side; the one
+	// reading stdin ends when the process exits.
+	return err
+}
+
+// Supervise is `butter helper supervise [--pid-file F] [DAEMON FLAGS]`:
+// it runs `butter helper daemon DAEMON FLAGS` from the same executable and
+// starts it again whenever it exits, waiting 1 s, then twice as long each
+// time up to 30 s (back to 1 s after a minute of running). It records its
+// process ID in pidFile, holding a lock on it so that only one supervisor
+// runs; when ctx ends it stops the daemon with SIGTERM and returns. The
+// daemon's log goes to log.
+func Supervise(ctx context.Context, pidFile string, daemonArgs []string, log io.Writer) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("supervise: find own executable: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(pidFile), 0o755); err != nil {
+		return fmt.Errorf("supervise: %w", err)
+	}
+	f, err := os.OpenFile(pidFile, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return fmt.Errorf("supervise: %w", err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fmt.Errorf("supervise: another supervisor holds %s: %w", pidFile, err)
+	}
+	if err := f.Truncate(0); err != nil {
+		return fmt.Errorf("supervise: %w", err)
+	}
+	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+		return fmt.Errorf("supervise: %w", err)
+	}
+	defer os.Remove(pidFile)
+
+	wait := time.Second
+	for {
+		started := time.Now()
+		cmd := exec.Command(exe, append([]string{"helper", "daemon"}, daemonArgs...)...)
+		cmd.Stdout, cmd.Stderr = log, log
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintf(log, "supervise: start daemon: %v\n", err)
+		} else {
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			select {
+			case err := <-exited:
+				fmt.Fprintf(log, "supervise: daemon exited (%v)\n", err)
+			case <-ctx.Done():
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-exited:
+				case <-time.After(10 * time.Second):
+					_ = cmd.Process.Kill()
+					<-exited
+				}
+				return nil
+			}
+		}
+		if time.Since(started) > time.Minute {
+			wait = time.Second
+		}
+		fmt.Fprintf(log, "supervise: restarting the daemon in %s\n", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 30*time.Second)
+	}
+}
+
+// imageImport is `butter helper image import --name N --size S --sha256 H`:
+// it streams standard input into the machine's image store and prints the
+// image as JSON. Nothing is read when the store already holds the content.
+func (c *command) imageImport(args []string) error {
+	name := c.fs.String("name", "", "the image's name, for display")
+	size := c.fs.Int64("size", -1, "the image's length in bytes")
+	sum := c.fs.String("sha256", "", "the image's sha256, hex")
+	dir := c.fs.String("images-dir", vm.DefaultImagesDir, "the image store's folder")
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	if *name == "" || *size < 0 || *sum == "" {
+		return errors.New("butter helper image import: give --name, --size and --sha256")
+	}
+	src := images.Source{File: &images.File{Path: *name, Size: *size, SHA256: *sum, Body: c.stdin}}
+	img, err := images.New(*dir).Ensure(c.ctx, src, nil)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(c.stdout)
+	return enc.Encode(img)
+}
+
+// ReadServeHello reads r up to and including a hello line, skipping
+// anything before it (at most about limit bytes, returned as skipped), and
+// leaves r just after it. It is the operator's side of Relay's hello, here
+// so that both ends of the format live together.
+func ReadServeHello(r *bufio.Reader, limit int) (protocol int, version string, skipped string, err error) {
+	var junk strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		if p, v, ok := ParseServeHello(strings.TrimRight(line, "\r\n")); ok && strings.HasSuffix(line, "\n") {
+			return p, v, junk.String(), nil
+		}
+		junk.WriteString(line)
+		if err != nil {
+			return 0, "", junk.String(), err
+		}
+		if junk.Len() > limit {
+			return 0, "", junk.String(), fmt.Errorf("no %s hello line in the first %d bytes", ServeMagic, limit)
+		}
+	}
+}

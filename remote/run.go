@@ -1,0 +1,214 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Cmd is a command to run on the machine.
+type Cmd struct {
+	// Line is a shell command line, run by the login user's shell.
+	Line string
+	// Root runs it as root: through `sudo -n sh -c …` when the login user
+	// is not root.
+	Root bool
+	// Stdin feeds its standard input (nil: none); Stdout and Stderr
+	// receive its output (nil: discarded).
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// ErrSudoPassword: the login user is not root and sudo wants a password,
+// which butter cannot type.
+var ErrSudoPassword = errors.New("sudo needs a password")
+
+// SudoError is a command that sudo refused to run.
+type SudoError struct {
+	Reason     error // ErrSudoPassword, or nil for another refusal
+	User, Host string
+	Message    string // what sudo said
+}
+
+func (e *SudoError) Unwrap() error { return e.Reason }
+
+func (e *SudoError) Error() string {
+	if e.Reason == ErrSudoPassword {
+		return fmt.Sprintf("on %s, user %q needs a password for sudo, and butter runs `sudo -n`, which cannot ask for one: "+
+			"allow this user passwordless sudo (as root there: echo '%s ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/butter && chmod 0440 /etc/sudoers.d/butter), "+
+			"or connect as root", e.Host, e.User, e.User)
+	}
+	return fmt.Sprintf("on %s, user %q cannot run commands as root through sudo: %s; give this user passwordless sudo or connect as root",
+		e.Host, e.User, e.Message)
+}
+
+// RunError is a command that ran and failed.
+type RunError struct {
+	Line   string
+	Host   string
+	Status int    // exit status; -1 if it ended without one (a signal, a lost connection)
+	Stderr string // the end of what it wrote on standard error
+	Err    error
+}
+
+func (e *RunError) Unwrap() error { return e.Err }
+
+func (e *RunError) Error() string {
+	msg := fmt.Sprintf("run `%s` on %s: %v", shorten(e.Line, 120), e.Host, e.Err)
+	if s := strings.TrimSpace(e.Stderr); s != "" {
+		msg += ": " + s
+	}
+	return msg
+}
+
+func shorten(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// rootLine is how to run line as root for c's user.
+func (c *Client) rootLine(line string) string {
+	if c.User == "root" {
+		return line
+	}
+	return "sudo -n sh -c " + shellQuote(line)
+}
+
+// session starts cmd in a new session with its standard streams wired.
+// The tail of standard error is kept in the returned buffer.
+func (c *Client) start(cmd Cmd) (*ssh.Session, *tailBuffer, string, error) {
+	s, err := c.conn.NewSession()
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("open a session on %s: %w", c.Host, err)
+	}
+	line := cmd.Line
+	if cmd.Root {
+		line = c.rootLine(line)
+	}
+	tail := &tailBuffer{max: 4096}
+	s.Stdin = cmd.Stdin
+	s.Stdout = cmd.Stdout
+	if s.Stdout == nil {
+		s.Stdout = io.Discard
+	}
+	s.Stderr = tail
+	if cmd.Stderr != nil {
+		s.Stderr = io.MultiWriter(tail, cmd.Stderr)
+	}
+	if err := s.Start(line); err != nil {
+		s.Close()
+		return nil, nil, "", fmt.Errorf("start `%s` on %s: %w", shorten(cmd.Line, 120), c.Host, err)
+	}
+	return s, tail, line, nil
+}
+
+// Run runs cmd and waits for it. When ctx ends first, the command is sent
+// SIGTERM and its session closed.
+func (c *Client) Run(ctx context.Context, cmd Cmd) error {
+	s, tail, _, err := c.start(cmd)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() {
+		_ = s.Signal(ssh.SIGTERM)
+		s.Close()
+	})
+	err = s.Wait()
+	stop()
+	if ctx.Err() != nil {
+		return fmt.Errorf("run `%s` on %s: %w", shorten(cmd.Line, 120), c.Host, ctx.Err())
+	}
+	return c.runError(cmd, tail.String(), err)
+}
+
+// runError explains how a command failed.
+func (c *Client) runError(cmd Cmd, stderr string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if cmd.Root && c.User != "root" {
+		if serr := sudoError(stderr); serr != nil {
+			serr.User, serr.Host = c.User, c.Host
+			return serr
+		}
+	}
+	status := -1
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		status = ee.ExitStatus()
+	}
+	return &RunError{Line: cmd.Line, Host: c.Host, Status: status, Stderr: stderr, Err: err}
+}
+
+// sudoError recognizes sudo's refusals on standard error.
+func sudoError(stderr string) *SudoError {
+	for line := range strings.Lines(stderr) {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.Contains(line, "a password is required"), strings.Contains(line, "a terminal is required"):
+			return &SudoError{Reason: ErrSudoPassword, Message: line}
+		case strings.HasPrefix(line, "sudo:") && (strings.Contains(line, "not in the sudoers") ||
+			strings.Contains(line, "not allowed to execute") || strings.Contains(line, "command not found")),
+			strings.Contains(line, "sudo: not found"), strings.Contains(line, "sudo: command not found"):
+			return &SudoError{Message: line}
+		}
+	}
+	return nil
+}
+
+// Output runs line (as root if root) and returns its standard output.
+func (c *Client) Output(ctx context.Context, root bool, line string) ([]byte, error) {
+	var out bytes.Buffer
+	err := c.Run(ctx, Cmd{Line: line, Root: root, Stdout: &out})
+	return out.Bytes(), err
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = t.buf[len(t.buf)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,@+%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// shellJoin quotes each argument and joins them with spaces.
+func shellJoin(args ...string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = shellQuote(a)
+	}
+	return strings.Join(q, " ")
+}

@@ -1,0 +1,454 @@
+package remote
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/butter-cloud/butter/plumbing"
+	"github.com/butter-cloud/butter/plumbing/images"
+	"golang.org/x/crypto/ssh"
+)
+
+// ErrHelperMismatch: the helper on the machine is missing or speaks
+// another protocol version; install it again (InstallHelper, StartDaemon)
+// and reconnect.
+var ErrHelperMismatch = errors.New("the machine's helper does not match this butter")
+
+// ErrClosed: the Machine was closed.
+var ErrClosed = errors.New("machine connection closed")
+
+// HelloError is a serve session that did not start with the expected
+// hello line.
+type HelloError struct {
+	Host string
+	// Protocol and Version are what the helper said (0 and "" if it said
+	// nothing recognizable); Want are what this butter expects.
+	Protocol, WantProtocol int
+	Version, WantVersion   string
+	// Detail is what came instead, or the helper's error.
+	Detail string
+}
+
+func (e *HelloError) Unwrap() error { return ErrHelperMismatch }
+
+func (e *HelloError) Error() string {
+	switch {
+	case e.Protocol == 0:
+		return fmt.Sprintf("the helper on %s did not start the protocol: %s", e.Host, e.Detail)
+	case e.Protocol != e.WantProtocol:
+		return fmt.Sprintf("the helper on %s speaks protocol %d (version %s), this butter speaks %d: reinstall the helper",
+			e.Host, e.Protocol, e.Version, e.WantProtocol)
+	}
+	return fmt.Sprintf("the helper on %s is version %s, not the installed %s: reinstall the helper", e.Host, e.Version, e.WantVersion)
+}
+
+// helloLimit is how much stray output (login banners, profile scripts)
+// may come before the hello line.
+const helloLimit = 64 << 10
+
+// Machine is the protocol connection to one machine's helper: one
+// long-lived SSH session running `helper serve`, carrying JSON-RPC calls,
+// their answers and pushed notifications. When the connection drops, the
+// next Client call dials again, with backoff. Per-call timeouts come from
+// each call's ctx. Its methods may be called from many goroutines.
+type Machine struct {
+	helper Helper
+	dial   chan struct{} // a token: held while (re)connecting
+
+	mu      sync.Mutex
+	ssh     *Client
+	client  *plumbing.Client
+	closed  bool
+	wait    time.Duration // the next reconnect's backoff
+	nextTry time.Time
+}
+
+// Connect starts the protocol over c (which the Machine then owns) with the
+// helper h installed there. A *HelloError (errors.Is ErrHelperMismatch)
+// means the helper must be installed again.
+func Connect(ctx context.Context, c *Client, h Helper) (*Machine, error) {
+	m := &Machine{helper: h, dial: make(chan struct{}, 1), ssh: c}
+	m.dial <- struct{}{}
+	defer func() { <-m.dial }()
+	cl, err := m.connect(ctx)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	m.mu.Lock()
+	m.client = cl
+	m.mu.Unlock()
+	return m, nil
+}
+
+// Helper is the helper the Machine talks to.
+func (m *Machine) Helper() Helper { return m.helper }
+
+// Client returns the live protocol client, dialing again (SSH connection
+// and serve session) if the connection dropped. Transient failures are
+// retried with backoff (0.5 s doubling to 30 s) until ctx ends; a host key,
+// login, sudo or helper mismatch error is returned at once.
+func (m *Machine) Client(ctx context.Context) (*plumbing.Client, error) {
+	if cl, err := m.current(); cl != nil || err != nil {
+		return cl, err
+	}
+	select {
+	case m.dial <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-m.dial }()
+	var last error
+	for {
+		if cl, err := m.current(); cl != nil || err != nil {
+			return cl, err
+		}
+		m.mu.Lock()
+		wait := time.Until(m.nextTry)
+		m.mu.Unlock()
+		if wait > 0 {
+			select {
+			case <-ctx.Done():
+				if last != nil {
+					return nil, fmt.Errorf("reconnect to %s: %w (last try: %v)", m.helperHost(), ctx.Err(), last)
+				}
+				return nil, ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+		cl, err := m.connect(ctx)
+		m.mu.Lock()
+		if err == nil {
+			m.client, m.wait, m.nextTry = cl, 0, time.Time{}
+			m.mu.Unlock()
+			return cl, nil
+		}
+		m.wait = min(max(2*m.wait, 500*time.Millisecond), 30*time.Second)
+		m.nextTry = time.Now().Add(m.wait)
+		m.mu.Unlock()
+		if permanent(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		last = err
+	}
+}
+
+func (m *Machine) helperHost() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ssh != nil {
+		return m.ssh.Host
+	}
+	return "the machine"
+}
+
+// current is the live client, or ErrClosed.
+func (m *Machine) current() (*plumbing.Client, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	return m.client, nil
+}
+
+// permanent errors are not cured by dialing again.
+func permanent(err error) bool {
+	var (
+		hk *HostKeyError
+		ae *AuthError
+		se *SudoError
+	)
+	return errors.As(err, &hk) || errors.As(err, &ae) || errors.As(err, &se) || errors.Is(err, ErrHelperMismatch)
+}
+
+// sshClient returns the SSH connection, dialing a new one if it closed.
+// Call with the dial token held.
+func (m *Machine) sshClient(ctx context.Context) (*Client, error) {
+	m.mu.Lock()
+	c := m.ssh
+	m.mu.Unlock()
+	if c != nil && c.alive() {
+		return c, nil
+	}
+	if c == nil {
+		return nil, ErrClosed
+	}
+	nc, err := c.redial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		nc.Close()
+		return nil, ErrClosed
+	}
+	m.ssh.Close()
+	m.ssh = nc
+	return nc, nil
+}
+
+// alive says the connection has not closed.
+func (c *Client) alive() bool {
+	select {
+	case <-c.closed():
+		return false
+	default:
+		return true
+	}
+}
+
+// closed is closed when the connection has closed.
+func (c *Client) closed() <-chan struct{} {
+	c.waitOnce.Do(func() {
+		c.done = make(chan struct{})
+		go func() {
+			c.conn.Wait()
+			close(c.done)
+		}()
+	})
+	return c.done
+}
+
+// connect opens the serve session and checks the hello. Call with the
+// dial token held.
+func (m *Machine) connect(ctx context.Context) (*plumbing.Client, error) {
+	c, err := m.sshClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.conn.NewSession()
+	if err != nil {
+		return nil, fmt.Errorf("open the protocol session on %s: %w", c.Host, err)
+	}
+	stdin, err := s.StdinPipe()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	stdout, err := s.StdoutPipe()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	tail := &tailBuffer{max: 4096}
+	s.Stderr = tail
+	line := c.rootLine(shellJoin(m.helper.Path, "helper", "serve"))
+	if err := s.Start(line); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("start the helper on %s: %w", c.Host, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- s.Wait() }()
+
+	r := bufio.NewReaderSize(stdout, 64<<10)
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	proto, version, junk, err := plumbing.ReadServeHello(r, helloLimit)
+	stop()
+	if err != nil {
+		s.Close()
+		werr := <-exited
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("start the helper on %s: %w", c.Host, ctx.Err())
+		}
+		return nil, m.helloFailure(c, werr, tail.String(), junk, err)
+	}
+	if proto != plumbing.ServeProtocol || version != m.helper.Version {
+		s.Close()
+		return nil, &HelloError{Host: c.Host, Protocol: proto, WantProtocol: plumbing.ServeProtocol,
+			Version: version, WantVersion: m.helper.Version}
+	}
+	conn := &sessionConn{r: r, w: stdin, s: s}
+	cl := plumbing.NewClient(context.Background(), conn)
+	go func() {
+		// The session ends when the helper exits or the connection drops:
+		// hang the client up so pending calls fail, and forget it.
+		<-exited
+		cl.Close()
+		m.mu.Lock()
+		if m.client == cl {
+			m.client = nil
+		}
+		m.mu.Unlock()
+	}()
+	return cl, nil
+}
+
+// helloFailure explains a serve session that ended before its hello.
+func (m *Machine) helloFailure(c *Client, exit error, stderr, junk string, readErr error) error {
+	if serr := sudoError(stderr); serr != nil && c.User != "root" {
+		serr.User, serr.Host = c.User, c.Host
+		return serr
+	}
+	detail := strings.TrimSpace(stderr)
+	if detail == "" {
+		detail = strings.TrimSpace(junk)
+	}
+	if detail == "" {
+		detail = readErr.Error()
+	}
+	var ee *ssh.ExitError
+	if errors.As(exit, &ee) && ee.ExitStatus() == 127 || strings.Contains(stderr, "No such file") || strings.Contains(stderr, "not found") {
+		return &HelloError{Host: c.Host, WantProtocol: plumbing.ServeProtocol, WantVersion: m.helper.Version,
+			Detail: fmt.Sprintf("%s is missing: %s", m.helper.Path, detail)}
+	}
+	if _, ok := exit.(*ssh.ExitMissingError); ok || exit == nil {
+		// The connection went away: transient.
+		return fmt.Errorf("the protocol session on %s ended before it started: %s", c.Host, detail)
+	}
+	return fmt.Errorf("start the helper on %s: %v: %s", c.Host, exit, detail)
+}
+
+// Close hangs up.
+func (m *Machine) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	var errs []error
+	if m.client != nil {
+		m.client.Close()
+		m.client = nil
+	}
+	if m.ssh != nil {
+		errs = append(errs, m.ssh.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// sessionConn is the serve session's stdio as a net.Conn for
+// plumbing.NewClient.
+type sessionConn struct {
+	r *bufio.Reader
+	w io.WriteCloser
+	s *ssh.Session
+}
+
+func (c *sessionConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *sessionConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c *sessionConn) Close() error {
+	c.w.Close()
+	return c.s.Close()
+}
+func (c *sessionConn) LocalAddr() net.Addr                { return sessionAddr{} }
+func (c *sessionConn) RemoteAddr() net.Addr               { return sessionAddr{} }
+func (c *sessionConn) SetDeadline(t time.Time) error      { return nil }
+func (c *sessionConn) SetReadDeadline(t time.Time) error  { return nil }
+func (c *sessionConn) SetWriteDeadline(t time.Time) error { return nil }
+
+type sessionAddr struct{}
+
+func (sessionAddr) Network() string { return "ssh-session" }
+func (sessionAddr) String() string  { return "butter helper serve" }
+
+// withSSH runs fn with the live SSH connection.
+func (m *Machine) withSSH(ctx context.Context, fn func(*Client) error) error {
+	if _, err := m.current(); err != nil {
+		return err
+	}
+	select {
+	case m.dial <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c, err := m.sshClient(ctx)
+	<-m.dial
+	if err != nil {
+		return err
+	}
+	return fn(c)
+}
+
+// Console attaches to VM name's serial console over a second session on
+// the same SSH connection: in goes to the console, the console to out.
+// The byte 0x1d (Ctrl+]) in in detaches; Console returns then, or when ctx
+// ends (closing the session). A Read from in that blocks is left behind,
+// as with exec.Cmd.
+func (m *Machine) Console(ctx context.Context, name string, in io.Reader, out io.Writer) error {
+	return m.withSSH(ctx, func(c *Client) error {
+		return c.Run(ctx, Cmd{Root: true, Line: shellJoin(m.helper.Path, "helper", "vm", "console", name),
+			Stdin: in, Stdout: out})
+	})
+}
+
+// ImageUpload is a disk image sent from the operator's computer.
+type ImageUpload struct {
+	// Name is for display (the file's base name).
+	Name string
+	// Size and SHA256 (hex) describe Body's content.
+	Size   int64
+	SHA256 string
+	Body   io.Reader
+	// Progress, if set, hears how many bytes were sent, at most every
+	// 100 ms and once at the end.
+	Progress func(sent int64)
+}
+
+// ImportImage streams an image into the machine's image store (`helper
+// image import`, over a session on the same SSH connection). The machine
+// checks size and sha256 before keeping it, and reads nothing when it holds
+// the content already.
+func (m *Machine) ImportImage(ctx context.Context, u ImageUpload) (images.Image, error) {
+	var img images.Image
+	err := m.withSSH(ctx, func(c *Client) error {
+		var out strings.Builder
+		body := &progressReader{r: u.Body, fn: u.Progress}
+		line := shellJoin(m.helper.Path, "helper", "image", "import", "--name", u.Name,
+			"--size", strconv.FormatInt(u.Size, 10), "--sha256", u.SHA256)
+		if err := c.Run(ctx, Cmd{Root: true, Line: line, Stdin: body, Stdout: &out}); err != nil {
+			return fmt.Errorf("import image %s: %w", u.Name, err)
+		}
+		body.report(true)
+		if err := json.Unmarshal([]byte(out.String()), &img); err != nil {
+			return fmt.Errorf("import image %s: the helper answered %q: %w", u.Name, shorten(out.String(), 200), err)
+		}
+		return nil
+	})
+	return img, err
+}
+
+// progressReader counts what is read from r (which the session writes to
+// the machine as it reads).
+type progressReader struct {
+	r    io.Reader
+	fn   func(int64)
+	mu   sync.Mutex
+	n    int64
+	last time.Time
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.mu.Lock()
+	p.n += int64(n)
+	p.mu.Unlock()
+	p.report(err != nil)
+	return n, err
+}
+
+func (p *progressReader) report(final bool) {
+	if p.fn == nil {
+		return
+	}
+	p.mu.Lock()
+	if !final && time.Since(p.last) < 100*time.Millisecond {
+		p.mu.Unlock()
+		return
+	}
+	p.last = time.Now()
+	n := p.n
+	p.mu.Unlock()
+	p.fn(n)
+}
