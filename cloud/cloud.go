@@ -1,0 +1,312 @@
+// Package cloud is butter's core: the operations the CLI and the TUI both
+// call — add and remove machines, create and remove networks and VMs, list
+// everything with live status — over the inventory (the operator's record)
+// and the helpers on the machines (the truth about what runs).
+//
+// Every change is computed as a new inventory, turned into a spec per
+// machine (Specs), applied to the machines it touches in parallel, and only
+// then saved. A failure on one machine is reported per machine; the
+// machines that took the new spec are put back on the old one, and the
+// inventory keeps what it had, so running the same command again
+// converges.
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/butter-cloud/butter/inventory"
+	"github.com/butter-cloud/butter/plumbing"
+	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/plumbing/vm"
+)
+
+// Helper is a machine's helper as the core drives it; *plumbing.Client is
+// one.
+type Helper interface {
+	PublicKey(ctx context.Context) (string, error)
+	Apply(ctx context.Context, spec plumbing.Spec) (plumbing.Report, error)
+	Remove(ctx context.Context) error
+	Facts(ctx context.Context) (plumbing.Facts, error)
+	CreateVM(ctx context.Context, req plumbing.VMRequest, progress func(images.Progress)) (vm.Info, error)
+	ListVMs(ctx context.Context) ([]vm.Info, error)
+	VMAction(ctx context.Context, a plumbing.VMActionRequest) (plumbing.VMActionResult, error)
+}
+
+// Link is a live connection to a machine.
+type Link interface {
+	// Helper is the machine's helper (reconnecting as needed).
+	Helper(ctx context.Context) (Helper, error)
+	// Console attaches to a VM's serial console until ctx ends or the
+	// console closes.
+	Console(ctx context.Context, vmName string, in io.Reader, out io.Writer) error
+	// Upload sends a file of the operator's into the machine's image
+	// store, filling in f's Size and SHA256.
+	Upload(ctx context.Context, f *images.File, progress func(images.Progress)) error
+	// Via tells how the operator reaches the machine: its resolved address
+	// and whether through a jump host.
+	Via() Route
+	Close() error
+}
+
+// Route is how the operator's connection reaches a machine.
+type Route struct {
+	Addr    string // the address connected to, without port
+	Jumped  bool   // through a ProxyJump host
+	Version string // the helper's version
+}
+
+// Connector reaches machines: dialing, checking the host key, installing
+// and starting the helper as needed.
+type Connector interface {
+	Connect(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Link, error)
+}
+
+// Trust says what to do with a host key seen for the first time. A key
+// that changed is always refused.
+type Trust struct {
+	AcceptNew bool   // trust whatever key the host shows
+	Pinned    string // trust only this key (SHA256:…)
+	// Ask asks the user; nil refuses unknown keys.
+	Ask func(ctx context.Context, host, fingerprint string) (bool, error)
+}
+
+// Step is a line of a long operation's log, for the UI.
+type Step struct {
+	Machine string
+	Text    string
+	Done    bool
+	Err     error
+}
+
+// Cloud is the operator's cloud: an inventory file and the machines in it.
+type Cloud struct {
+	path string
+	conn Connector
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	links map[string]Link
+}
+
+// New returns the cloud kept in the inventory at path.
+func New(path string, c Connector, log *slog.Logger) *Cloud {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Cloud{path: path, conn: c, log: log, links: map[string]Link{}}
+}
+
+// Close hangs up every machine.
+func (c *Cloud) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for name, l := range c.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("machine %q: %w", name, err))
+		}
+		delete(c.links, name)
+	}
+	return errors.Join(errs...)
+}
+
+// Inventory loads the inventory as it is now.
+func (c *Cloud) Inventory() (*inventory.Inventory, error) {
+	return inventory.Load(c.path)
+}
+
+// Path is the inventory's file.
+func (c *Cloud) Path() string { return c.path }
+
+// link returns the machine's connection, making it on first use.
+func (c *Cloud) link(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Link, error) {
+	c.mu.Lock()
+	l, ok := c.links[m.Name]
+	c.mu.Unlock()
+	if ok {
+		return l, nil
+	}
+	l, err := c.conn.Connect(ctx, m, trust, steps)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.links[m.Name]; ok {
+		l.Close()
+		return old, nil
+	}
+	c.links[m.Name] = l
+	return l, nil
+}
+
+func (c *Cloud) forget(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l, ok := c.links[name]; ok {
+		l.Close()
+		delete(c.links, name)
+	}
+}
+
+func (c *Cloud) helper(ctx context.Context, m inventory.Machine) (Helper, error) {
+	l, err := c.link(ctx, m, Trust{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return l.Helper(ctx)
+}
+
+// MachineErrors are per-machine failures of one operation.
+type MachineErrors map[string]error
+
+func (e MachineErrors) Error() string {
+	names := make([]string, 0, len(e))
+	for n := range e {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for i, n := range names {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "machine %s: %v", n, e[n])
+	}
+	return b.String()
+}
+
+// each runs fn for every named machine in parallel and gathers failures.
+func each(names []string, fn func(name string) error) error {
+	var mu sync.Mutex
+	errs := MachineErrors{}
+	var wg sync.WaitGroup
+	for _, n := range names {
+		wg.Go(func() {
+			if err := fn(n); err != nil {
+				mu.Lock()
+				errs[n] = err
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs
+}
+
+// converge applies next's specs to the named machines in parallel. When
+// any fails, the machines that took their new spec get their spec under
+// prev back (those that prev does not know are torn down), and the
+// per-machine errors are returned.
+func (c *Cloud) converge(ctx context.Context, prev, next *inventory.Inventory, names []string, trust Trust, steps func(Step)) error {
+	nextSpecs, err := Specs(next)
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	var applied []string
+	err = each(names, func(name string) error {
+		m, ok := next.Machine(name)
+		if !ok {
+			return fmt.Errorf("not in the inventory")
+		}
+		spec, ok := nextSpecs[name]
+		if !ok {
+			return nil // not joined yet
+		}
+		say(steps, name, "applying the network configuration")
+		h, err := c.linkHelper(ctx, *m, trust, steps)
+		if err != nil {
+			return err
+		}
+		if _, err := h.Apply(ctx, spec); err != nil {
+			return err
+		}
+		mu.Lock()
+		applied = append(applied, name)
+		mu.Unlock()
+		say(steps, name, "network configuration applied")
+		return nil
+	})
+	if err == nil {
+		return nil
+	}
+	prevSpecs, perr := Specs(prev)
+	if perr != nil {
+		return errors.Join(err, perr)
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	rerr := each(applied, func(name string) error {
+		m, _ := next.Machine(name)
+		h, err := c.linkHelper(rctx, *m, trust, nil)
+		if err != nil {
+			return err
+		}
+		spec, ok := prevSpecs[name]
+		if !ok {
+			return h.Remove(rctx)
+		}
+		_, err = h.Apply(rctx, spec)
+		return err
+	})
+	if rerr != nil {
+		return fmt.Errorf("%w (and putting back the previous configuration failed: %v)", err, rerr)
+	}
+	return err
+}
+
+func (c *Cloud) linkHelper(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Helper, error) {
+	l, err := c.link(ctx, m, trust, steps)
+	if err != nil {
+		return nil, err
+	}
+	return l.Helper(ctx)
+}
+
+func say(steps func(Step), machine, text string) {
+	if steps != nil {
+		steps(Step{Machine: machine, Text: text})
+	}
+}
+
+// clone deep-copies an inventory.
+func clone(inv *inventory.Inventory) *inventory.Inventory {
+	n := *inv
+	n.Machines = slices.Clone(inv.Machines)
+	n.VMs = slices.Clone(inv.VMs)
+	n.Networks = slices.Clone(inv.Networks)
+	for i := range n.Networks {
+		n.Networks[i].Machines = slices.Clone(n.Networks[i].Machines)
+	}
+	return &n
+}
+
+func machineNames(inv *inventory.Inventory) []string {
+	var names []string
+	for _, m := range inv.Machines {
+		names = append(names, m.Name)
+	}
+	return names
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "localhost"
+	}
+	return h
+}

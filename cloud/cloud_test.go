@@ -1,0 +1,336 @@
+package cloud
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/butter-cloud/butter/inventory"
+	"github.com/butter-cloud/butter/plumbing"
+	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/plumbing/vm"
+)
+
+// fakeMachine is a machine's helper in memory: it remembers the spec it
+// was given and its VMs, and fails when told to.
+type fakeMachine struct {
+	mu      sync.Mutex
+	name    string
+	key     string
+	addrs   []string
+	spec    *plumbing.Spec
+	applies int
+	vms     map[string]vm.Info
+	failApp error
+}
+
+func (f *fakeMachine) PublicKey(ctx context.Context) (string, error) { return f.key, nil }
+func (f *fakeMachine) Apply(ctx context.Context, s plumbing.Spec) (plumbing.Report, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failApp != nil {
+		return plumbing.Report{}, f.failApp
+	}
+	if err := s.Validate(); err != nil {
+		return plumbing.Report{}, err
+	}
+	f.spec = &s
+	f.applies++
+	return plumbing.Report{}, nil
+}
+func (f *fakeMachine) Remove(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.spec = nil
+	return nil
+}
+func (f *fakeMachine) Facts(ctx context.Context) (plumbing.Facts, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fa := plumbing.Facts{Addresses: f.addrs, Version: "v1"}
+	if f.spec != nil {
+		for _, n := range f.spec.Networks {
+			fa.Networks = append(fa.Networks, plumbing.NetworkReport{Name: n.Name, MTU: 1370, Tunnel: "vxlan"})
+		}
+		for _, p := range f.spec.Peers {
+			fa.Peers = append(fa.Peers, plumbing.PeerFacts{Name: p.Name, HandshakeAge: 3})
+		}
+	}
+	return fa, nil
+}
+func (f *fakeMachine) CreateVM(ctx context.Context, r plumbing.VMRequest, progress func(images.Progress)) (vm.Info, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.vms[r.Name]; ok {
+		return vm.Info{}, fmt.Errorf("vm %q already exists", r.Name)
+	}
+	info := vm.Info{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24", CPUs: r.CPUs, MemoryMiB: r.MemoryMiB}
+	f.vms[r.Name] = info
+	return info, nil
+}
+func (f *fakeMachine) ListVMs(ctx context.Context) ([]vm.Info, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []vm.Info
+	for _, v := range f.vms {
+		out = append(out, v)
+	}
+	return out, nil
+}
+func (f *fakeMachine) VMAction(ctx context.Context, a plumbing.VMActionRequest) (plumbing.VMActionResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.vms[a.Name]; !ok {
+		return plumbing.VMActionResult{}, fmt.Errorf("no vm %q on this machine", a.Name)
+	}
+	if a.Action == "remove" {
+		delete(f.vms, a.Name)
+	}
+	return plumbing.VMActionResult{}, nil
+}
+
+// fakeLink connects to a fakeMachine.
+type fakeLink struct {
+	m   *fakeMachine
+	via Route
+}
+
+func (l *fakeLink) Helper(ctx context.Context) (Helper, error) { return l.m, nil }
+func (l *fakeLink) Console(ctx context.Context, vm string, in io.Reader, out io.Writer) error {
+	return nil
+}
+func (l *fakeLink) Upload(ctx context.Context, f *images.File, progress func(images.Progress)) error {
+	f.SHA256 = strings.Repeat("ab", 32)
+	return nil
+}
+func (l *fakeLink) Via() Route   { return l.via }
+func (l *fakeLink) Close() error { return nil }
+
+type fakeConnector struct {
+	machines map[string]*fakeMachine // by address
+	down     map[string]bool
+}
+
+func (c *fakeConnector) Connect(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Link, error) {
+	fm, ok := c.machines[m.Address]
+	if !ok || c.down[m.Address] {
+		return nil, errors.New("dial tcp " + m.Address + ":22: connection refused")
+	}
+	return &fakeLink{m: fm, via: Route{Addr: m.Address}}, nil
+}
+
+const listTimeoutForTests = 5 * time.Second
+
+func newFakeCloud(t *testing.T, n int) (*Cloud, *fakeConnector) {
+	fc := &fakeConnector{machines: map[string]*fakeMachine{}, down: map[string]bool{}}
+	for i := 1; i <= n; i++ {
+		addr := fmt.Sprintf("192.0.2.%d", i)
+		fc.machines[addr] = &fakeMachine{name: fmt.Sprintf("m%d", i), addrs: []string{addr},
+			key: base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune('a'+i)), 32))), vms: map[string]vm.Info{}}
+	}
+	return New(filepath.Join(t.TempDir(), "inventory.yaml"), fc, nil), fc
+}
+
+func addAll(t *testing.T, c *Cloud, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		if _, err := c.AddMachine(context.Background(), NewMachine{Name: fmt.Sprintf("m%d", i),
+			Address: fmt.Sprintf("192.0.2.%d", i)}, Trust{AcceptNew: true}, nil); err != nil {
+			t.Fatalf("add m%d: %v", i, err)
+		}
+	}
+}
+
+func TestAddMachinesMakesAMesh(t *testing.T) {
+	c, fc := newFakeCloud(t, 3)
+	addAll(t, c, 3)
+	inv, err := c.Inventory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Machines) != 3 || inv.Machines[2].MeshIP != netip.MustParseAddr("10.99.0.3") || inv.Machines[0].NAT {
+		t.Fatalf("inventory machines = %+v", inv.Machines)
+	}
+	for addr, m := range fc.machines {
+		if m.spec == nil || len(m.spec.Peers) != 2 {
+			t.Errorf("machine at %s should peer with the other two: %+v", addr, m.spec)
+		}
+	}
+	if _, err := c.AddMachine(context.Background(), NewMachine{Name: "m1", Address: "192.0.2.9"}, Trust{}, nil); err == nil ||
+		!strings.Contains(err.Error(), "already in the cloud") {
+		t.Errorf("adding a name twice: %v", err)
+	}
+}
+
+func TestAddMachineFailureLeavesNothing(t *testing.T) {
+	c, fc := newFakeCloud(t, 3)
+	addAll(t, c, 2)
+	before := map[string]int{}
+	for a, m := range fc.machines {
+		before[a] = len(peersOf(m))
+	}
+	fc.machines["192.0.2.2"].failApp = errors.New("netlink: operation not permitted")
+	_, err := c.AddMachine(context.Background(), NewMachine{Name: "m3", Address: "192.0.2.3"}, Trust{AcceptNew: true}, nil)
+	var me MachineErrors
+	if !errors.As(err, &me) || me["m2"] == nil || !strings.Contains(err.Error(), "machine m2: netlink") {
+		t.Fatalf("a failure on m2 should be reported for m2: %v", err)
+	}
+	inv, _ := c.Inventory()
+	if len(inv.Machines) != 2 {
+		t.Errorf("the inventory recorded a machine that was not added: %+v", inv.Machines)
+	}
+	if got := len(peersOf(fc.machines["192.0.2.1"])); got != before["192.0.2.1"] {
+		t.Errorf("m1 kept the half-added peer: %d peers, had %d", got, before["192.0.2.1"])
+	}
+	if fc.machines["192.0.2.3"].spec != nil {
+		t.Errorf("m3 kept a spec after a failed add")
+	}
+	// Running the same command again converges.
+	fc.machines["192.0.2.2"].failApp = nil
+	if _, err := c.AddMachine(context.Background(), NewMachine{Name: "m3", Address: "192.0.2.3"}, Trust{AcceptNew: true}, nil); err != nil {
+		t.Fatalf("second try: %v", err)
+	}
+}
+
+func peersOf(m *fakeMachine) []plumbing.Peer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.spec == nil {
+		return nil
+	}
+	return m.spec.Peers
+}
+
+func TestNATDetected(t *testing.T) {
+	c, fc := newFakeCloud(t, 2)
+	fc.machines["192.0.2.2"].addrs = []string{"192.168.100.2"} // reached through a port forward
+	addAll(t, c, 2)
+	inv, _ := c.Inventory()
+	if m, _ := inv.Machine("m2"); !m.NAT {
+		t.Errorf("m2 is reached at an address it does not have: it is behind NAT")
+	}
+	if p := peersOf(fc.machines["192.0.2.1"]); p[0].Endpoint != "" {
+		t.Errorf("m1 should not dial m2 behind NAT: %+v", p)
+	}
+}
+
+func TestNetworksAndVMs(t *testing.T) {
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, 3)
+	addAll(t, c, 3)
+	n, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue", Machines: []string{"m1", "m2"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.ID != 1 || n.Subnet.Bits() != 24 || n.Tunnel != "auto" {
+		t.Errorf("network = %+v", n)
+	}
+	if s := fc.machines["192.0.2.1"].spec; len(s.Networks) != 1 || s.Networks[0].Peers[0] != "m2" {
+		t.Errorf("m1's networks = %+v", s.Networks)
+	}
+	if s := fc.machines["192.0.2.3"].spec; len(s.Networks) != 0 {
+		t.Errorf("m3 is not a member: %+v", s.Networks)
+	}
+	if _, err := c.CreateNetwork(ctx, NewNetwork{Name: "red", Subnet: n.Subnet}, nil); err == nil ||
+		!strings.Contains(err.Error(), "overlap") {
+		t.Errorf("an overlapping subnet: %v", err)
+	}
+
+	v, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m1", Network: "blue", Image: "debian-12", CPUs: 1, MemoryMiB: 256}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.IP != n.Subnet.Addr().Next().Next().String() || v.State != "running" {
+		t.Errorf("vm = %+v, want the first free address after the gateway", v)
+	}
+	if _, err := c.CreateVM(ctx, NewVM{Name: "db", Machine: "m3", Network: "blue", Image: "debian-12"}, nil, nil); err == nil ||
+		!strings.Contains(err.Error(), `network "blue" is not on machine "m3"`) {
+		t.Errorf("a VM on a machine outside its network: %v", err)
+	}
+	// A VM the machine refuses leaves no allocation behind.
+	fc.machines["192.0.2.2"].vms["dup"] = vm.Info{Name: "dup"}
+	if _, err := c.CreateVM(ctx, NewVM{Name: "dup", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil); err == nil {
+		t.Error("the machine refused the VM but CreateVM succeeded")
+	}
+	inv, _ := c.Inventory()
+	if _, ok := inv.VM("dup"); ok {
+		t.Error("a refused VM kept its address in the inventory")
+	}
+	delete(fc.machines["192.0.2.2"].vms, "dup")
+	if err := c.RemoveNetwork(ctx, "blue", nil); err == nil || !strings.Contains(err.Error(), "web") {
+		t.Errorf("removing a network with VMs: %v", err)
+	}
+	vms, err := c.VMs(ctx, listTimeoutForTests)
+	if err != nil || len(vms) != 1 || vms[0].Machine != "m1" {
+		t.Errorf("vms = %+v, %v", vms, err)
+	}
+	if _, err := c.VMAction(ctx, "web", "remove", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemoveNetwork(ctx, "blue", nil); err != nil {
+		t.Fatal(err)
+	}
+	if s := fc.machines["192.0.2.1"].spec; len(s.Networks) != 0 {
+		t.Errorf("m1 kept blue: %+v", s.Networks)
+	}
+}
+
+func TestRemoveMachine(t *testing.T) {
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, 3)
+	addAll(t, c, 3)
+	if _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m3", Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RemoveMachine(ctx, "m3", nil); err != nil {
+		t.Fatal(err)
+	}
+	if fc.machines["192.0.2.3"].spec != nil || len(fc.machines["192.0.2.3"].vms) != 0 {
+		t.Errorf("m3 was not torn down")
+	}
+	inv, _ := c.Inventory()
+	if len(inv.Machines) != 2 || len(inv.VMs) != 0 || len(inv.Networks[0].Machines) != 2 {
+		t.Errorf("inventory after remove: %+v", inv)
+	}
+	if p := peersOf(fc.machines["192.0.2.1"]); len(p) != 1 {
+		t.Errorf("m1 still peers with m3: %+v", p)
+	}
+	// A dead machine can still be removed; the error says it was not
+	// torn down.
+	fc.down["192.0.2.2"] = true
+	c.forget("m2")
+	err := c.RemoveMachine(ctx, "m2", nil)
+	if err == nil || !strings.Contains(err.Error(), "tearing it down failed") {
+		t.Errorf("removing an unreachable machine: %v", err)
+	}
+	inv, _ = c.Inventory()
+	if len(inv.Machines) != 1 {
+		t.Errorf("the unreachable machine stayed in the inventory")
+	}
+}
+
+func TestMachineStatus(t *testing.T) {
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, 2)
+	addAll(t, c, 2)
+	c.forget("m2")
+	fc.down["192.0.2.2"] = true
+	ms, err := c.Machines(ctx, listTimeoutForTests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms[0].Status != StatusOnline || ms[1].Status != StatusOffline || !strings.Contains(ms[1].Problem, "refused") {
+		t.Errorf("status = %+v", ms)
+	}
+}

@@ -1,0 +1,141 @@
+package cloud
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/butter-cloud/butter/inventory"
+)
+
+// NewNetwork is what `network create` is told.
+type NewNetwork struct {
+	Name   string
+	Subnet netip.Prefix // invalid: a free /24 is proposed
+	// Machines are the members; empty: every machine.
+	Machines []string
+	Tunnel   string // "" = auto
+}
+
+// CreateNetwork makes a private network on its member machines, in
+// parallel, and records it when all have it.
+func (c *Cloud) CreateNetwork(ctx context.Context, nn NewNetwork, steps func(Step)) (inventory.Network, error) {
+	prev, err := c.Inventory()
+	if err != nil {
+		return inventory.Network{}, err
+	}
+	if _, ok := prev.Network(nn.Name); ok {
+		return inventory.Network{}, fmt.Errorf("network %q exists; remove it first or pick another name", nn.Name)
+	}
+	n := inventory.Network{Name: nn.Name, Subnet: nn.Subnet, Tunnel: nn.Tunnel, Machines: slices.Clone(nn.Machines)}
+	if n.Tunnel == "" {
+		n.Tunnel = inventory.TunnelAuto
+	}
+	if !n.Subnet.IsValid() {
+		if n.Subnet, err = prev.SuggestSubnet(); err != nil {
+			return inventory.Network{}, err
+		}
+	}
+	if len(n.Machines) == 0 {
+		n.Machines = machineNames(prev)
+	}
+	if len(n.Machines) == 0 {
+		return inventory.Network{}, fmt.Errorf("network %q: the cloud has no machines yet; add one with `butter machine add`", n.Name)
+	}
+	if n.ID, err = prev.NextNetworkID(); err != nil {
+		return inventory.Network{}, err
+	}
+	next := clone(prev)
+	next.Networks = append(next.Networks, n)
+	if err := next.Validate(); err != nil {
+		return inventory.Network{}, err
+	}
+	if err := c.converge(ctx, prev, next, n.Machines, Trust{}, steps); err != nil {
+		return inventory.Network{}, err
+	}
+	err = inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
+		if _, ok := inv.Network(n.Name); ok {
+			return fmt.Errorf("network %q was created meanwhile by another butter", n.Name)
+		}
+		for _, o := range inv.Networks {
+			if o.ID == n.ID {
+				return fmt.Errorf("network id %d was taken meanwhile by network %q; run the command again", n.ID, o.Name)
+			}
+		}
+		inv.Networks = append(inv.Networks, n)
+		return nil
+	})
+	return n, err
+}
+
+// RemoveNetwork takes a network off its machines. A network with VMs on it
+// stays: remove them first.
+func (c *Cloud) RemoveNetwork(ctx context.Context, name string, steps func(Step)) error {
+	prev, err := c.Inventory()
+	if err != nil {
+		return err
+	}
+	n, ok := prev.Network(name)
+	if !ok {
+		return fmt.Errorf("no network %q; `butter network list` shows them", name)
+	}
+	var on []string
+	for _, v := range prev.VMs {
+		if v.Network == name {
+			on = append(on, v.Name)
+		}
+	}
+	if len(on) > 0 {
+		return fmt.Errorf("network %q still has VMs (%s); remove them first with `butter vm remove`", name, strings.Join(on, ", "))
+	}
+	next := clone(prev)
+	next.Networks = slices.DeleteFunc(next.Networks, func(o inventory.Network) bool { return o.Name == name })
+	if err := c.converge(ctx, prev, next, n.Machines, Trust{}, steps); err != nil {
+		return err
+	}
+	return inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
+		inv.Networks = slices.DeleteFunc(inv.Networks, func(o inventory.Network) bool { return o.Name == name })
+		return nil
+	})
+}
+
+// NetworkStatus is a network as the operator sees it.
+type NetworkStatus struct {
+	Name     string   `json:"name"`
+	Subnet   string   `json:"subnet"`
+	ID       int      `json:"id"`
+	Machines []string `json:"machines"`
+	// MTU and Tunnel are as a member machine built them (0 and the
+	// requested kind when none answered).
+	MTU    int    `json:"mtu"`
+	Tunnel string `json:"tunnel"`
+}
+
+// Networks lists the networks; machines (from Machines) fill in the MTU
+// and tunnel kind as built.
+func Networks(inv *inventory.Inventory, machines []MachineStatus) []NetworkStatus {
+	var out []NetworkStatus
+	for _, n := range inv.Networks {
+		ns := NetworkStatus{Name: n.Name, Subnet: n.Subnet.String(), ID: n.ID,
+			Machines: slices.Clone(n.Machines), Tunnel: n.Tunnel}
+		if ns.Machines == nil {
+			ns.Machines = []string{}
+		}
+	found:
+		for _, m := range machines {
+			if !slices.Contains(n.Machines, m.Name) {
+				continue
+			}
+			for _, r := range m.Facts.Networks {
+				if r.Name == n.Name {
+					ns.MTU, ns.Tunnel = r.MTU, r.Tunnel
+					break found
+				}
+			}
+		}
+		out = append(out, ns)
+	}
+	return out
+}

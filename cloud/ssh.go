@@ -1,0 +1,167 @@
+package cloud
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/butter-cloud/butter/inventory"
+	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/remote"
+)
+
+// SSH reaches machines over SSH: it dials (honouring ~/.ssh/config and
+// ssh-agent, checking host keys), checks prerequisites, installs the
+// helper and starts its daemon, then speaks the helper protocol.
+type SSH struct {
+	// KnownHosts is butter's own known_hosts; default beside the
+	// inventory's folder (~/.config/butter/known_hosts).
+	KnownHosts string
+	// Helpers says where helper binaries come from.
+	Helpers remote.HelperOptions
+	// InstallPrerequisites is asked before missing packages are installed
+	// on a machine (command is what will run there, as root); nil refuses,
+	// and the error shows the command.
+	InstallPrerequisites func(ctx context.Context, machine, missing, command string) (bool, error)
+	// SSHConfig and AgentSocket override ~/.ssh/config and $SSH_AUTH_SOCK
+	// ("none": none), for tests and labs.
+	SSHConfig, AgentSocket string
+	// IdentityFiles are tried when the inventory names none.
+	IdentityFiles []string
+}
+
+// DefaultKnownHosts is butter's known_hosts file.
+func DefaultKnownHosts() string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "butter", "known_hosts")
+}
+
+// Connect implements Connector.
+func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Link, error) {
+	o := remote.DialOptions{User: m.User, Port: m.Port, KnownHosts: s.KnownHosts,
+		AcceptNewHostKey: trust.AcceptNew, HostKey: trust.Pinned,
+		SSHConfig: s.SSHConfig, AgentSocket: s.AgentSocket, IdentityFiles: s.IdentityFiles}
+	if o.KnownHosts == "" {
+		o.KnownHosts = DefaultKnownHosts()
+	}
+	if m.Identity != "" {
+		o.IdentityFiles = []string{m.Identity}
+	}
+	if trust.Ask != nil {
+		o.TrustUnknown = func(ctx context.Context, host string, key ssh.PublicKey) (bool, error) {
+			return trust.Ask(ctx, host, ssh.FingerprintSHA256(key))
+		}
+	}
+	c, err := remote.Dial(ctx, m.Address, o)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	say(steps, m.Name, "connected as "+c.User+"; checking prerequisites")
+	p, err := c.CheckPrerequisites(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range p.Notes {
+		say(steps, m.Name, n)
+	}
+	if !p.OK() {
+		var what []string
+		for _, x := range p.Missing {
+			what = append(what, x.What)
+		}
+		missing := strings.Join(what, ", ")
+		if p.InstallCommand == "" {
+			return nil, fmt.Errorf("missing %s, which no package provides here: %s", missing, p.Missing[0].Detail)
+		}
+		yes := false
+		if s.InstallPrerequisites != nil {
+			if yes, err = s.InstallPrerequisites(ctx, m.Name, missing, p.InstallCommand); err != nil {
+				return nil, err
+			}
+		}
+		if !yes {
+			return nil, fmt.Errorf("missing %s; install with `%s` on the machine, or let butter do it (--yes)", missing, p.InstallCommand)
+		}
+		say(steps, m.Name, "installing "+missing)
+		if err := c.InstallPrerequisites(ctx, p, io.Discard); err != nil {
+			return nil, err
+		}
+	}
+	say(steps, m.Name, "installing the helper")
+	h, err := c.InstallHelper(ctx, s.Helpers)
+	if err != nil {
+		return nil, err
+	}
+	var args []string
+	if m.Accel != "" {
+		args = []string{"--accel", m.Accel}
+	}
+	say(steps, m.Name, "starting the helper daemon")
+	if _, err := c.StartDaemon(ctx, h, remote.DaemonOptions{Args: args}); err != nil {
+		return nil, err
+	}
+	route := Route{Addr: c.RemoteIP(), Jumped: c.Jumped(), Version: h.Version}
+	mach, err := remote.Connect(ctx, c, h)
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return &sshLink{m: mach, route: route}, nil
+}
+
+type sshLink struct {
+	m     *remote.Machine
+	route Route
+}
+
+func (l *sshLink) Helper(ctx context.Context) (Helper, error) { return l.m.Client(ctx) }
+func (l *sshLink) Via() Route                                 { return l.route }
+func (l *sshLink) Close() error                               { return l.m.Close() }
+
+func (l *sshLink) Console(ctx context.Context, vmName string, in io.Reader, out io.Writer) error {
+	return l.m.Console(ctx, vmName, in, out)
+}
+
+// Upload hashes the operator's file and streams it into the machine's
+// image store, which keeps it only if size and hash match, and reads
+// nothing when it has the content already.
+func (l *sshLink) Upload(ctx context.Context, f *images.File, progress func(images.Progress)) error {
+	file, err := os.Open(f.Path)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, file)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", f.Path, err)
+	}
+	if _, err := file.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	f.Size, f.SHA256 = n, hex.EncodeToString(h.Sum(nil))
+	name := filepath.Base(f.Path)
+	_, err = l.m.ImportImage(ctx, remote.ImageUpload{Name: name, Size: n, SHA256: f.SHA256, Body: file,
+		Progress: func(sent int64) {
+			if progress != nil {
+				progress(images.Progress{Name: name, Phase: images.PhaseUpload, Done: sent, Total: n})
+			}
+		}})
+	return err
+}

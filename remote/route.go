@@ -1,0 +1,16 @@
+package remote
+
+import "net"
+
+// RemoteIP is the address the connection reached, without the port (the
+// last hop's, through jump hosts).
+func (c *Client) RemoteIP() string {
+	host, _, err := net.SplitHostPort(c.conn.RemoteAddr().String())
+	if err != nil {
+		return c.conn.RemoteAddr().String()
+	}
+	return host
+}
+
+// Jumped tells whether the connection goes through ProxyJump hosts.
+func (c *Client) Jumped() bool { return len(c.jumps) > 0 }
