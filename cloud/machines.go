@@ -243,4 +243,3 @@ func degraded(inv *inventory.Inventory, m inventory.Machine, f plumbing.Facts) s
 	}
 	return ""
 }
-

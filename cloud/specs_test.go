@@ -10,7 +10,9 @@ import (
 	"github.com/butter-cloud/butter/plumbing"
 )
 
-func key(b byte) string { return base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(b), 32))) }
+func key(b byte) string {
+	return base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(b), 32)))
+}
 
 func machine(name string, host byte, nat bool) inventory.Machine {
 	return inventory.Machine{Name: name, Address: "192.0.2." + string('0'+host), Port: 22, NAT: nat,
