@@ -97,7 +97,9 @@ func TestWatchReportsMachinesVMsEventsAndOutages(t *testing.T) {
 		}
 	}
 	wait("inventory", func(ev Event) bool { return ev.Inventory != nil && len(ev.Inventory.Machines) == 2 })
-	wait("m1 online", func(ev Event) bool { return ev.Machine != nil && ev.Machine.Name == "m1" && ev.Machine.Status == StatusOnline })
+	wait("m1 online", func(ev Event) bool {
+		return ev.Machine != nil && ev.Machine.Name == "m1" && ev.Machine.Status == StatusOnline
+	})
 	wait("m1's VMs", func(ev Event) bool {
 		return ev.VMsOf == "m1" && len(ev.VMs) == 1 && ev.VMs[0].IP == "10.0.0.2" && ev.VMs[0].Machine == "m1"
 	})
@@ -106,10 +108,16 @@ func TestWatchReportsMachinesVMsEventsAndOutages(t *testing.T) {
 		return ev.VM != nil && *ev.VM == VMChange{Machine: "m1", Name: "web", Event: "stopped", State: "shut off"}
 	})
 	flaky["192.0.2.2"].down.Store(true)
-	wait("m2 offline", func(ev Event) bool { return ev.Machine != nil && ev.Machine.Name == "m2" && ev.Machine.Status == StatusOffline })
-	wait("m1 still online", func(ev Event) bool { return ev.Machine != nil && ev.Machine.Name == "m1" && ev.Machine.Status == StatusOnline })
+	wait("m2 offline", func(ev Event) bool {
+		return ev.Machine != nil && ev.Machine.Name == "m2" && ev.Machine.Status == StatusOffline
+	})
+	wait("m1 still online", func(ev Event) bool {
+		return ev.Machine != nil && ev.Machine.Name == "m1" && ev.Machine.Status == StatusOnline
+	})
 	flaky["192.0.2.2"].down.Store(false)
-	wait("m2 back", func(ev Event) bool { return ev.Machine != nil && ev.Machine.Name == "m2" && ev.Machine.Status == StatusOnline })
+	wait("m2 back", func(ev Event) bool {
+		return ev.Machine != nil && ev.Machine.Name == "m2" && ev.Machine.Status == StatusOnline
+	})
 
 	// A machine removed from the inventory is no longer watched.
 	if err := inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
