@@ -338,10 +338,11 @@ type sessionConn struct {
 
 func (c *sessionConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
 func (c *sessionConn) Write(p []byte) (int, error) { return c.w.Write(p) }
-func (c *sessionConn) Close() error {
-	c.w.Close()
-	return c.s.Close()
-}
+
+// Close closes the session. Not c.w.Close: x/crypto's CloseWrite races
+// with a concurrent Write (the jsonrpc2 sender), and closing the session
+// ends both directions anyway.
+func (c *sessionConn) Close() error                       { return c.s.Close() }
 func (c *sessionConn) LocalAddr() net.Addr                { return sessionAddr{} }
 func (c *sessionConn) RemoteAddr() net.Addr               { return sessionAddr{} }
 func (c *sessionConn) SetDeadline(t time.Time) error      { return nil }

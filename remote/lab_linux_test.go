@@ -1,0 +1,241 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/butter-cloud/butter/lab"
+	. "github.com/butter-cloud/butter/remote"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// needRoot skips a test that needs root unless it runs as root; with
+// CI=true it fails instead, so the real-sshd test never silently vanishes.
+func needRoot(t *testing.T) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "needs root to build a lab (network and mount namespaces)"
+	} else if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
+		why = "needs OpenSSH's sshd (package openssh-server)"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true but this test cannot run: %s", why)
+	}
+	t.Skip(why)
+}
+
+// buildButter builds butter, or takes $BUTTER_TEST_BINARY (a butter built
+// elsewhere, for running this test while the main package is mid-change).
+func buildButter(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	if bin := os.Getenv("BUTTER_TEST_BINARY"); bin != "" {
+		return bin
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "butter")
+	cmd := exec.CommandContext(ctx, gobin, "build", "-o", bin, "github.com/butter-cloud/butter")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build butter: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestRealSSHD drives a real sshd in a lab machine from this process, in
+// the root network namespace, through the lab's host link: log in with a
+// pinned host key, install the helper, check prerequisites, start the
+// daemon as a supervised background process (lab machines have no
+// systemd), call Facts over the serve session, reconnect after the SSH
+// connection drops, run a console session, and import an image.
+func TestRealSSHD(t *testing.T) {
+	needRoot(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	butter := buildButter(t, ctx) // before isolate: it moves HOME
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("SSH_AUTH_SOCK", "")
+	name := fmt.Sprintf("rs%04x", os.Getpid()&0xffff)
+	// An underlay of its own: the host link routes it in the root namespace.
+	underlay := netip.MustParsePrefix(fmt.Sprintf("10.252.%d.0/24", os.Getpid()&0xff))
+	l, err := lab.Up(ctx, lab.Config{Name: name, Machines: 1, Underlay: underlay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Down(context.Background()); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	if _, err := l.AddHostLink(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := l.Machines[0]
+
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(priv)
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(home, "id_ed25519")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hostKey, port, err := m.StartSSHD(ctx, ssh.MarshalAuthorizedKey(signer.PublicKey()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := m.Addr.Addr().String()
+	opts := DialOptions{
+		User:          "root",
+		Port:          port,
+		IdentityFiles: []string{keyFile},
+		SSHConfig:     "none",
+		AgentSocket:   "none",
+		KnownHosts:    filepath.Join(t.TempDir(), "known_hosts"),
+		HostKey:       ssh.FingerprintSHA256(hostKey),
+	}
+	c, err := Dial(ctx, addr, opts)
+	if err != nil {
+		t.Fatalf("dial the lab machine's sshd: %v", err)
+	}
+	kh, _ := os.ReadFile(opts.KnownHosts)
+	if want := knownhosts.Line([]string{knownhosts.Normalize(fmt.Sprintf("%s:%d", addr, port))}, hostKey); strings.TrimSpace(string(kh)) != want {
+		t.Fatalf("known_hosts holds %q, want %q", kh, want)
+	}
+	// A changed key is refused by the real server too.
+	bad := opts
+	bad.HostKey, bad.KnownHosts = "", filepath.Join(t.TempDir(), "known_hosts")
+	os.WriteFile(bad.KnownHosts, []byte(knownhosts.Line([]string{knownhosts.Normalize(fmt.Sprintf("%s:%d", addr, port))}, signer.PublicKey())+"\n"), 0o600)
+	if _, err := Dial(ctx, addr, bad); !errors.Is(err, ErrHostKeyChanged) {
+		t.Fatalf("changed key: %v", err)
+	}
+
+	p, err := c.Platform(ctx)
+	if err != nil || p.OS != "linux" {
+		t.Fatalf("platform: %v, %v", p, err)
+	}
+	ho := HelperOptions{Binaries: map[string]string{p.Arch: butter}}
+	start := time.Now()
+	h, err := c.InstallHelper(ctx, ho)
+	if err != nil || !h.Uploaded {
+		t.Fatalf("install: %+v, %v", h, err)
+	}
+	t.Logf("installed %s in %v", h.Path, time.Since(start).Round(time.Millisecond))
+	if h2, err := c.InstallHelper(ctx, ho); err != nil || h2.Uploaded || h2.Path != h.Path {
+		t.Fatalf("second install: %+v, %v", h2, err)
+	}
+
+	pre, err := c.CheckPrerequisites(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("prerequisites: %+v", pre)
+
+	mode, err := c.StartDaemon(ctx, h, DaemonOptions{})
+	if err != nil {
+		log, _ := m.Run(ctx, "/bin/cat", SupervisedLog)
+		t.Fatalf("start daemon: %v\nlog:\n%s", err, log)
+	}
+	if mode != DaemonSupervised {
+		t.Fatalf("daemon mode %q in a lab machine", mode)
+	}
+	// Starting it again leaves the running one alone.
+	if _, err := c.StartDaemon(ctx, h, DaemonOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	mc, err := Connect(ctx, c, h)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer mc.Close()
+	cl, err := mc.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts, err := cl.Facts(ctx)
+	if err != nil || facts.Uplink != lab.MachineUplink {
+		t.Fatalf("facts: %+v, %v", facts, err)
+	}
+
+	// The SSH connection drops: the next call dials again.
+	DropConnection(mc)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cl, err := mc.Client(ctx)
+		if err == nil {
+			if _, err = cl.Facts(ctx); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reconnect: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A console session rides the same connection: with no such VM the
+	// helper's own error comes back.
+	var out bytes.Buffer
+	err = mc.Console(ctx, "nosuchvm", strings.NewReader("\x1d"), &out)
+	if err == nil || !strings.Contains(err.Error(), "nosuchvm") {
+		t.Fatalf("console: %v (%q)", err, out.String())
+	}
+	t.Logf("console without a VM: %v", err)
+
+	// Import an image.
+	img := make([]byte, 3<<20)
+	rand.Read(img)
+	var sent int64
+	got, err := mc.ImportImage(ctx, ImageUpload{Name: "disk.img", Size: int64(len(img)), SHA256: sum(img),
+		Body: bytes.NewReader(img), Progress: func(n int64) { sent = n }})
+	if err != nil {
+		t.Fatalf("import image: %v", err)
+	}
+	if got.Disk == nil || got.Disk.SHA256 != sum(img) || sent != int64(len(img)) {
+		t.Fatalf("imported %+v, sent %d", got, sent)
+	}
+	cl, err = mc.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs, err := cl.Images(ctx)
+	if err != nil || len(imgs) != 1 || imgs[0].ID != got.ID {
+		t.Fatalf("images after import: %+v, %v", imgs, err)
+	}
+	// A wrong checksum is refused.
+	_, err = mc.ImportImage(ctx, ImageUpload{Name: "bad.img", Size: 5, SHA256: sum([]byte("other")), Body: strings.NewReader("hello")})
+	if err == nil {
+		t.Fatal("an image with a wrong checksum was imported")
+	}
+	t.Logf("wrong checksum: %v", err)
+}
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
