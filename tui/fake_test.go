@@ -1,0 +1,307 @@
+package tui
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/inventory"
+	"github.com/butter-cloud/butter/plumbing"
+	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/plumbing/vm"
+)
+
+// fakeSide is a machine's helper in memory, served over the real JSON-RPC
+// protocol by plumbing.Serve: the dashboard's calls go through the real
+// plumbing.Client.
+type fakeSide struct {
+	name string
+	key  string
+	down atomic.Bool // facts do not answer
+
+	mu       sync.Mutex
+	spec     *plumbing.Spec
+	vms      map[string]vm.Info
+	watchers map[chan vm.Event]bool
+}
+
+func newFakeSide(name string, i int) *fakeSide {
+	k := make([]byte, 32)
+	k[0], k[1] = byte(i>>8), byte(i)
+	return &fakeSide{name: name, key: base64.StdEncoding.EncodeToString(k), vms: map[string]vm.Info{}, watchers: map[chan vm.Event]bool{}}
+}
+
+func (f *fakeSide) PublicKey() (string, error) { return f.key, nil }
+func (f *fakeSide) Apply(ctx context.Context, s plumbing.Spec) (plumbing.Report, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.spec = &s
+	return plumbing.Report{}, nil
+}
+func (f *fakeSide) Check(ctx context.Context, s plumbing.Spec) ([]plumbing.Drift, error) {
+	return nil, nil
+}
+func (f *fakeSide) Remove(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.spec = nil
+	return nil
+}
+func (f *fakeSide) Facts(ctx context.Context) (plumbing.Facts, error) {
+	if f.down.Load() {
+		<-ctx.Done()
+		return plumbing.Facts{}, ctx.Err()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fa := plumbing.Facts{Version: "v0.9.0", Addresses: []string{"192.0.2.1"}}
+	if f.spec != nil {
+		for _, n := range f.spec.Networks {
+			fa.Networks = append(fa.Networks, plumbing.NetworkReport{Name: n.Name, ID: n.ID, MTU: 1370, Tunnel: "vxlan"})
+		}
+		for _, p := range f.spec.Peers {
+			fa.Peers = append(fa.Peers, plumbing.PeerFacts{Name: p.Name, PublicKey: p.PublicKey, HandshakeAge: 12})
+		}
+	}
+	return fa, nil
+}
+func (f *fakeSide) notify(ev vm.Event) {
+	for ch := range f.watchers {
+		select {
+		case ch <- ev:
+		default:
+		}
+	}
+}
+func (f *fakeSide) CreateVM(ctx context.Context, r plumbing.VMRequest, progress func(images.Progress)) (vm.Info, error) {
+	for i := int64(0); i <= 4; i++ {
+		progress(images.Progress{Name: "debian-12.qcow2", Phase: images.PhaseDownload, Done: i << 20, Total: 4 << 20})
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.vms[r.Name]; ok {
+		return vm.Info{}, fmt.Errorf("vm %q already exists", r.Name)
+	}
+	info := vm.Info{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24",
+		CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, Image: r.Image}
+	f.vms[r.Name] = info
+	f.notify(vm.Event{VM: r.Name, Event: "defined", State: "shut off"})
+	f.notify(vm.Event{VM: r.Name, Event: "started", State: "running"})
+	return info, nil
+}
+func (f *fakeSide) ListVMs(ctx context.Context) ([]vm.Info, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]vm.Info, 0, len(f.vms))
+	for _, v := range f.vms {
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+func (f *fakeSide) VMAction(ctx context.Context, a plumbing.VMActionRequest) (plumbing.VMActionResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.vms[a.Name]
+	if !ok {
+		return plumbing.VMActionResult{}, fmt.Errorf("no vm %q on this machine", a.Name)
+	}
+	switch a.Action {
+	case "remove":
+		delete(f.vms, a.Name)
+		f.notify(vm.Event{VM: a.Name, Event: "undefined", State: "shut off"})
+		return plumbing.VMActionResult{}, nil
+	case "stop":
+		v.State = "shut off"
+		f.notify(vm.Event{VM: a.Name, Event: "stopped", State: v.State})
+	case "start", "reboot":
+		v.State = "running"
+		f.notify(vm.Event{VM: a.Name, Event: "started", State: v.State})
+	}
+	f.vms[a.Name] = v
+	return plumbing.VMActionResult{}, nil
+}
+func (f *fakeSide) Images(ctx context.Context) ([]images.Image, error) { return nil, nil }
+func (f *fakeSide) WatchVMs(ctx context.Context) (<-chan vm.Event, error) {
+	ch := make(chan vm.Event, 64)
+	f.mu.Lock()
+	f.watchers[ch] = true
+	f.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		f.mu.Lock()
+		delete(f.watchers, ch)
+		f.mu.Unlock()
+	}()
+	return ch, nil
+}
+
+// pipeListener hands out in-process connections to plumbing.Serve.
+type pipeListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+func (l *pipeListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+func (l *pipeListener) dial() (net.Conn, error) {
+	a, b := net.Pipe()
+	select {
+	case l.conns <- b:
+		return a, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "pipe" }
+
+// fakeCluster is machines (by address) each served by its own helper.
+type fakeCluster struct {
+	mu        sync.Mutex
+	sides     map[string]*fakeSide
+	listeners map[string]*pipeListener
+	ctx       context.Context
+	asked     []string // host keys the user was asked about
+}
+
+func (c *fakeCluster) add(t testing.TB, address string, side *fakeSide) {
+	l := newPipeListener()
+	c.mu.Lock()
+	c.sides[address], c.listeners[address] = side, l
+	c.mu.Unlock()
+	go plumbing.Serve(c.ctx, l, side, slog.New(slog.DiscardHandler))
+}
+
+// Connect implements cloud.Connector over the in-process pipes, asking
+// about the host key the way the SSH connector does.
+func (c *fakeCluster) Connect(ctx context.Context, m inventory.Machine, trust cloud.Trust, steps func(cloud.Step)) (cloud.Link, error) {
+	c.mu.Lock()
+	l, ok := c.listeners[m.Address]
+	c.mu.Unlock()
+	if !ok {
+		return nil, errors.New("dial tcp " + m.Address + ":22: connection refused")
+	}
+	if trust.Ask != nil {
+		fp := "SHA256:fakefakefakefakefakefakefakefakefakefakefak"
+		c.mu.Lock()
+		c.asked = append(c.asked, m.Address)
+		c.mu.Unlock()
+		yes, err := trust.Ask(ctx, m.Address, fp)
+		if err != nil {
+			return nil, err
+		}
+		if !yes {
+			return nil, errors.New("host key of " + m.Address + " not trusted")
+		}
+	}
+	conn, err := l.dial()
+	if err != nil {
+		return nil, err
+	}
+	if steps != nil {
+		steps(cloud.Step{Machine: m.Name, Text: "connected"})
+	}
+	return &fakeLink{client: plumbing.NewClient(c.ctx, conn), addr: m.Address}, nil
+}
+
+// fakeLink is a cloud.Link to a fake side; Upload is not faked (the
+// embedded nil Link would panic), no test uploads.
+type fakeLink struct {
+	cloud.Link
+	client *plumbing.Client
+	addr   string
+}
+
+func (l *fakeLink) Helper(ctx context.Context) (cloud.Helper, error) { return l.client, nil }
+func (l *fakeLink) Via() cloud.Route                                 { return cloud.Route{Addr: "192.0.2.1"} }
+func (l *fakeLink) Close() error                                     { return l.client.Close() }
+func (l *fakeLink) Console(ctx context.Context, vmName string, in io.Reader, out io.Writer) error {
+	fmt.Fprintf(out, "%s login: ", vmName)
+	go func() {
+		<-ctx.Done()
+	}()
+	_, err := io.Copy(out, in)
+	return err
+}
+
+// newFakeCluster makes machines×vms fake helpers and an inventory that
+// lists them, one network across all, and the VMs.
+func newFakeCluster(t testing.TB, machines, vmsPer int) (*fakeCluster, string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c := &fakeCluster{sides: map[string]*fakeSide{}, listeners: map[string]*pipeListener{}, ctx: ctx}
+	path := filepath.Join(t.TempDir(), "inventory.yaml")
+	inv := inventory.New()
+	net := inventory.Network{Name: "lan", ID: 1, Subnet: netip.MustParsePrefix("10.64.0.0/16"), Tunnel: inventory.TunnelAuto}
+	vmAddr := netip.MustParseAddr("10.64.0.10")
+	for i := 1; i <= machines; i++ {
+		name := fmt.Sprintf("node%03d", i)
+		addr := fmt.Sprintf("192.0.%d.%d", 2+i/250, i%250+1)
+		side := newFakeSide(name, i)
+		mesh := netip.AddrFrom4([4]byte{10, 99, byte(i >> 8), byte(i)})
+		inv.Machines = append(inv.Machines, inventory.Machine{Name: name, Address: addr, Port: 22,
+			MeshIP: mesh, PublicKey: side.key})
+		net.Machines = append(net.Machines, name)
+		for j := 1; j <= vmsPer; j++ {
+			vname := fmt.Sprintf("%s-vm%02d", name, j)
+			inv.VMs = append(inv.VMs, inventory.VM{Name: vname, Machine: name, Network: "lan", Address: vmAddr})
+			state := "running"
+			if j%7 == 0 {
+				state = "shut off"
+			}
+			side.vms[vname] = vm.Info{Name: vname, State: state, Network: "lan", Address: vmAddr.String() + "/16",
+				CPUs: 1 + j%2, MemoryMiB: 512 * (1 + j%4), CPUTime: time.Duration(j) * time.Second, Image: "debian-12"}
+			vmAddr = vmAddr.Next()
+		}
+		c.add(t, addr, side)
+	}
+	if machines > 0 {
+		inv.Networks = append(inv.Networks, net)
+	}
+	if err := inventory.Update(ctx, path, func(i *inventory.Inventory) error {
+		*i = *inv
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Give every machine its spec, as adding them would have.
+	specs, err := cloud.Specs(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range inv.Machines {
+		s := specs[m.Name]
+		c.sides[m.Address].spec = &s
+	}
+	return c, path
+}
