@@ -31,7 +31,6 @@ type modalForm struct {
 
 func (f *modalForm) resize(w, h int) {
 	f.form.WithWidth(min(72, w-6))
-	f.form.WithHeight(max(8, h-6))
 }
 
 func (f *modalForm) view(st styles) string {

@@ -64,6 +64,9 @@ func (s *store) apply(ev cloud.Event) (changed paneSet) {
 					r.cpu = (v.CPUTime - r.CPUTime) / dt / float64(v.CPUs) * 100
 				}
 			}
+			if v.State != "running" {
+				r.cpu = -1
+			}
 			r.VMStatus, r.sampledAt = v, ev.At
 		}
 		for name, r := range s.vms {

@@ -216,11 +216,12 @@ func (t *table) View(st styles, focused bool) string {
 			b.WriteString(st.selected.Render(pad("▌"+strings.Join(line, "  "), t.width)))
 			continue
 		}
-		b.WriteByte(' ')
+		var lb strings.Builder
+		lb.WriteByte(' ')
 		w := 1
 		for j := range t.cols {
 			if j > 0 {
-				b.WriteString("  ")
+				lb.WriteString("  ")
 				w += 2
 			}
 			text := fit(cellText(r, j), t.widths[j], t.cols[j].right)
@@ -228,9 +229,13 @@ func (t *table) View(st styles, focused bool) string {
 			if j < len(r.cells) && r.cells[j].style != "" {
 				text = st.state(r.cells[j].style).Render(text)
 			}
-			b.WriteString(text)
+			lb.WriteString(text)
 		}
-		if w < t.width {
+		switch {
+		case w > t.width:
+			b.WriteString(pad(lb.String(), t.width))
+		default:
+			b.WriteString(lb.String())
 			b.WriteString(strings.Repeat(" ", t.width-w))
 		}
 	}

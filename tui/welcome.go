@@ -71,11 +71,11 @@ func (m *Model) welcomeView() string {
 			cursor = m.st.title.Render("› ")
 			style = m.st.title
 		}
+		line := cursor + style.Render(label)
 		if it.why != "" {
-			style = m.st.dim
-			label += " — " + it.why
+			line = cursor + m.st.dim.Render(label) + "\n    " + m.st.dim.Width(w-4).Render("("+it.why+")")
 		}
-		b.WriteString(cursor + style.Render(label) + "\n")
+		b.WriteString(line + "\n")
 	}
 	b.WriteString("\n" + m.st.dim.Render("↑/↓ choose · enter select · ? keys · q quit") + "\n")
 	if m.status != "" {
@@ -85,7 +85,7 @@ func (m *Model) welcomeView() string {
 		}
 		b.WriteString("\n" + st.Width(w).Render(m.status))
 	}
-	body := lipgloss.NewStyle().Padding(1, 2).Render(b.String())
+	body := lipgloss.NewStyle().Padding(1, 2).MaxWidth(m.width).MaxHeight(m.height).Render(b.String())
 	return lipgloss.Place(m.width, m.height, lipgloss.Center, lipgloss.Center, body)
 }
 
