@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/butter-cloud/butter/plumbing/images"
 	"github.com/butter-cloud/butter/plumbing/vm"
@@ -274,6 +275,10 @@ func (c *command) vmAction(action string, args []string) error {
 // detachKey is Ctrl+]: typed on the console, it detaches.
 const detachKey = 0x1d
 
+// consoleGrace is how long a console stays attached after its input
+// ends, for the output of what was typed last.
+const consoleGrace = time.Second
+
 func (c *command) vmConsole(args []string) error {
 	replay := c.fs.Int("replay", 40, "lines of earlier output to show first")
 	name, err := c.parseNamed(args)
@@ -305,9 +310,14 @@ func (c *command) vmConsole(args []string) error {
 				}
 			}
 			if err != nil {
-				// End of input: keep the console open until ctx ends,
-				// so output still flows.
-				<-ctx.Done()
+				// End of input: the operator hung up (or a script's
+				// input ran out). Let the last output through, then
+				// detach, so the session ends on both sides.
+				select {
+				case <-ctx.Done():
+				case <-time.After(consoleGrace):
+				}
+				cancel()
 				pw.Close()
 				return
 			}

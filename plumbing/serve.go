@@ -103,12 +103,22 @@ func (c *command) remoteVerb(verb string, args []string) error {
 		if err := c.fs.Parse(args); err != nil {
 			return err
 		}
-		return Supervise(c.ctx, *pidFile, c.fs.Args(), c.stderr)
-	case "image":
-		if len(args) == 0 || args[0] != "import" {
-			return errors.New("butter helper image: give import")
+		// The daemon flags were parsed into c with the others: hand
+		// them on.
+		daemonArgs := []string{"--state-dir", c.stateDir, "--socket", c.socket,
+			"--libvirt-socket", c.libvirtSocket, "--accel", c.accel}
+		if c.imageMirror != "" {
+			daemonArgs = append(daemonArgs, "--image-mirror", c.imageMirror)
 		}
-		return c.imageImport(args[1:])
+		return Supervise(c.ctx, *pidFile, append(daemonArgs, c.fs.Args()...), c.stderr)
+	case "image":
+		switch {
+		case len(args) > 0 && args[0] == "import":
+			return c.imageImport(args[1:])
+		case len(args) > 0 && args[0] == "has":
+			return c.imageHas(args[1:])
+		}
+		return errors.New("butter helper image: give import or has")
 	}
 	return fmt.Errorf("butter helper: unknown verb %q", verb)
 }
@@ -228,18 +238,29 @@ func (c *command) imageImport(args []string) error {
 	size := c.fs.Int64("size", -1, "the image's length in bytes")
 	sum := c.fs.String("sha256", "", "the image's sha256, hex")
 	dir := c.fs.String("images-dir", vm.DefaultImagesDir, "the image store's folder")
+	kind := c.fs.String("kind", "disk", "what the file is: disk (an image), kernel or initrd (for kernel boot)")
 	if err := c.fs.Parse(args); err != nil {
 		return err
 	}
 	if *name == "" || *size < 0 || *sum == "" {
 		return errors.New("butter helper image import: give --name, --size and --sha256")
 	}
-	src := images.Source{File: &images.File{Path: *name, Size: *size, SHA256: *sum, Body: c.stdin}}
-	img, err := images.New(*dir).Ensure(c.ctx, src, nil)
+	f := &images.File{Path: *name, Size: *size, SHA256: *sum, Body: c.stdin}
+	// Content the store has already is not read: take it anyway, so the
+	// sender sees its upload end cleanly rather than a closed pipe.
+	defer io.Copy(io.Discard, c.stdin)
+	enc := json.NewEncoder(c.stdout)
+	if *kind != "disk" {
+		b, err := images.New(*dir).PutBlob(c.ctx, *kind, f, nil)
+		if err != nil {
+			return err
+		}
+		return enc.Encode(images.Image{ID: b.SHA256, Name: *name, Kernel: &b})
+	}
+	img, err := images.New(*dir).Ensure(c.ctx, images.Source{File: f}, nil)
 	if err != nil {
 		return err
 	}
-	enc := json.NewEncoder(c.stdout)
 	return enc.Encode(img)
 }
 
@@ -262,4 +283,36 @@ func ReadServeHello(r *bufio.Reader, limit int) (protocol int, version string, s
 			return 0, "", junk.String(), fmt.Errorf("no %s hello line in the first %d bytes", ServeMagic, limit)
 		}
 	}
+}
+
+// imageHas is `butter helper image has --kind K --sha256 H`: it prints yes
+// when the machine's image store holds that content, so the operator can
+// skip an upload.
+func (c *command) imageHas(args []string) error {
+	sum := c.fs.String("sha256", "", "the content's sha256, hex")
+	kind := c.fs.String("kind", "disk", "disk, kernel or initrd")
+	dir := c.fs.String("images-dir", vm.DefaultImagesDir, "the image store's folder")
+	if err := c.fs.Parse(args); err != nil {
+		return err
+	}
+	if *sum == "" {
+		return errors.New("butter helper image has: give --sha256")
+	}
+	store := images.New(*dir)
+	have := false
+	if *kind == "disk" {
+		_, ok, err := store.Lookup(c.ctx, images.Source{File: &images.File{Path: "upload", SHA256: *sum}})
+		if err != nil {
+			return err
+		}
+		have = ok
+	} else {
+		_, have = store.BlobSize(*kind, *sum)
+	}
+	if have {
+		_, err := fmt.Fprintln(c.stdout, "yes")
+		return err
+	}
+	_, err := fmt.Fprintln(c.stdout, "no")
+	return err
 }

@@ -78,6 +78,25 @@ func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(imag
 	if err := m.Check(ctx, spec); err != nil {
 		return vm.Info{}, err
 	}
+	store := h.imageStore()
+	for kind, f := range map[string]*images.File{images.BlobKernel: src.Kernel, images.BlobInitrd: src.Initrd} {
+		if f == nil {
+			continue
+		}
+		if sum, ok := strings.CutPrefix(f.Path, "sha256:"); ok {
+			// Uploaded before by the operator: known by content.
+			size, ok := store.BlobSize(kind, sum)
+			if !ok {
+				return vm.Info{}, fmt.Errorf("vm %q: the %s %s is not on this machine; upload it first", req.Name, kind, f.Path)
+			}
+			f.SHA256, f.Size = sum, size
+		}
+	}
+	if f := src.File; f != nil {
+		if sum, ok := strings.CutPrefix(f.Path, "sha256:"); ok {
+			f.SHA256 = sum // uploaded before; the store finds it by content
+		}
+	}
 	for _, f := range src.Files() {
 		closeFile, err := localFile(f)
 		if err != nil {
@@ -85,7 +104,7 @@ func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(imag
 		}
 		defer closeFile()
 	}
-	img, err := h.imageStore().Ensure(ctx, src, progress)
+	img, err := store.Ensure(ctx, src, progress)
 	if err != nil {
 		return vm.Info{}, err
 	}

@@ -388,6 +388,9 @@ func (m *Machine) Console(ctx context.Context, name string, in io.Reader, out io
 type ImageUpload struct {
 	// Name is for display (the file's base name).
 	Name string
+	// Kind is "disk" (the default), or "kernel" or "initrd" for a file of
+	// a kernel boot image.
+	Kind string
 	// Size and SHA256 (hex) describe Body's content.
 	Size   int64
 	SHA256 string
@@ -406,8 +409,22 @@ func (m *Machine) ImportImage(ctx context.Context, u ImageUpload) (images.Image,
 	err := m.withSSH(ctx, func(c *Client) error {
 		var out strings.Builder
 		body := &progressReader{r: u.Body, fn: u.Progress}
+		kind := u.Kind
+		if kind == "" {
+			kind = "disk"
+		}
+		// Skip what the machine holds already.
+		var has strings.Builder
+		hasLine := shellJoin(m.helper.Path, "helper", "image", "has", "--kind", kind, "--sha256", u.SHA256)
+		if err := c.Run(ctx, Cmd{Root: true, Line: hasLine, Stdout: &has}); err == nil && strings.TrimSpace(has.String()) == "yes" {
+			if u.Progress != nil {
+				u.Progress(u.Size)
+			}
+			img = images.Image{ID: u.SHA256, Name: u.Name}
+			return nil
+		}
 		line := shellJoin(m.helper.Path, "helper", "image", "import", "--name", u.Name,
-			"--size", strconv.FormatInt(u.Size, 10), "--sha256", u.SHA256)
+			"--size", strconv.FormatInt(u.Size, 10), "--sha256", u.SHA256, "--kind", kind)
 		if err := c.Run(ctx, Cmd{Root: true, Line: line, Stdin: body, Stdout: &out}); err != nil {
 			return fmt.Errorf("import image %s: %w", u.Name, err)
 		}

@@ -1,0 +1,72 @@
+package images
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Kinds of blob PutBlob keeps for direct kernel boot.
+const (
+	BlobKernel = "kernel"
+	BlobInitrd = "initrd"
+)
+
+// PutBlob keeps one file of a kernel boot image, uploaded on its own (the
+// operator sends the kernel and the initrd in separate streams): it is
+// stored as <kind>-<sha256>, checked against f's size and sha256, and
+// found by the kernel boot Ensure that names it later. Content the store
+// has already is not read again.
+func (s *Store) PutBlob(ctx context.Context, kind string, f *File, progress func(Progress)) (Blob, error) {
+	if kind != BlobKernel && kind != BlobInitrd {
+		return Blob{}, fmt.Errorf("blob kind %q: want %s or %s", kind, BlobKernel, BlobInitrd)
+	}
+	c := *f
+	c.SHA256 = strings.ToLower(c.SHA256)
+	if _, err := ParseChecksum("sha256:" + c.SHA256); err != nil {
+		return Blob{}, fmt.Errorf("upload %s %s: %w", kind, f.Path, err)
+	}
+	if err := s.prepare(); err != nil {
+		return Blob{}, err
+	}
+	file := kind + "-" + c.SHA256
+	b := Blob{File: file, Path: filepath.Join(s.dir(), file), Size: c.Size, SHA256: c.SHA256}
+	if fi, err := os.Stat(b.Path); err == nil && fi.Size() == c.Size {
+		return b, nil
+	}
+	unlock, err := s.lockKey(ctx, "blob:"+file, baseName(c.Path), progress)
+	if err != nil {
+		return Blob{}, err
+	}
+	defer unlock()
+	if fi, err := os.Stat(b.Path); err == nil && fi.Size() == c.Size {
+		return b, nil
+	}
+	if err := checkUpload(kind, &c); err != nil {
+		return Blob{}, err
+	}
+	if c.Size == 0 {
+		return Blob{}, fmt.Errorf("upload %s %s: the file is empty", kind, c.Path)
+	}
+	st, err := s.upload(ctx, baseName(c.Path), &c, progress)
+	if err != nil {
+		return Blob{}, err
+	}
+	if err := st.commit(s.dir(), file); err != nil {
+		st.discard()
+		return Blob{}, err
+	}
+	return b, nil
+}
+
+// BlobSize is the size of a kept kernel boot blob, or false when the
+// store does not have it.
+func (s *Store) BlobSize(kind, sha256 string) (int64, bool) {
+	fi, err := os.Stat(filepath.Join(s.dir(), kind+"-"+strings.ToLower(sha256)))
+	if err != nil || !fi.Mode().IsRegular() {
+		return 0, false
+	}
+	return fi.Size(), true
+}
