@@ -50,8 +50,9 @@ type Link interface {
 	// console closes.
 	Console(ctx context.Context, vmName string, in io.Reader, out io.Writer) error
 	// Upload sends a file of the operator's into the machine's image
-	// store, filling in f's Size and SHA256.
-	Upload(ctx context.Context, f *images.File, progress func(images.Progress)) error
+	// store, filling in f's Size and SHA256. kind is disk, kernel or
+	// initrd.
+	Upload(ctx context.Context, kind string, f *images.File, progress func(images.Progress)) error
 	// Via tells how the operator reaches the machine: its resolved address
 	// and whether through a jump host.
 	Via() Route

@@ -107,7 +107,7 @@ func (l *fakeLink) Helper(ctx context.Context) (Helper, error) { return l.m, nil
 func (l *fakeLink) Console(ctx context.Context, vm string, in io.Reader, out io.Writer) error {
 	return nil
 }
-func (l *fakeLink) Upload(ctx context.Context, f *images.File, progress func(images.Progress)) error {
+func (l *fakeLink) Upload(ctx context.Context, kind string, f *images.File, progress func(images.Progress)) error {
 	f.SHA256 = strings.Repeat("ab", 32)
 	return nil
 }

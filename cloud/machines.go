@@ -79,7 +79,9 @@ func (c *Cloud) AddMachine(ctx context.Context, nm NewMachine, trust Trust, step
 
 	next := clone(prev)
 	next.Machines = append(next.Machines, m)
-	if err := c.converge(ctx, prev, next, machineNames(next), trust, steps); err != nil {
+	// The new machine's link is made; the others are known already, and
+	// the trust given for the new one must not apply to them.
+	if err := c.converge(ctx, prev, next, machineNames(next), Trust{}, steps); err != nil {
 		return inventory.Machine{}, err
 	}
 	err = inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {

@@ -141,7 +141,7 @@ func (l *sshLink) Console(ctx context.Context, vmName string, in io.Reader, out 
 // Upload hashes the operator's file and streams it into the machine's
 // image store, which keeps it only if size and hash match, and reads
 // nothing when it has the content already.
-func (l *sshLink) Upload(ctx context.Context, f *images.File, progress func(images.Progress)) error {
+func (l *sshLink) Upload(ctx context.Context, kind string, f *images.File, progress func(images.Progress)) error {
 	file, err := os.Open(f.Path)
 	if err != nil {
 		return err
@@ -157,7 +157,7 @@ func (l *sshLink) Upload(ctx context.Context, f *images.File, progress func(imag
 	}
 	f.Size, f.SHA256 = n, hex.EncodeToString(h.Sum(nil))
 	name := filepath.Base(f.Path)
-	_, err = l.m.ImportImage(ctx, remote.ImageUpload{Name: name, Size: n, SHA256: f.SHA256, Body: file,
+	_, err = l.m.ImportImage(ctx, remote.ImageUpload{Name: name, Kind: kind, Size: n, SHA256: f.SHA256, Body: file,
 		Progress: func(sent int64) {
 			if progress != nil {
 				progress(images.Progress{Name: name, Phase: images.PhaseUpload, Done: sent, Total: n})

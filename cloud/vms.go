@@ -107,10 +107,16 @@ func (c *Cloud) createOn(ctx context.Context, m inventory.Machine, nv NewVM, src
 	if err != nil {
 		return vm.Info{}, fmt.Errorf("machine %q: %w", m.Name, err)
 	}
-	for _, f := range src.Files() {
-		say(steps, m.Name, "uploading "+f.Path)
-		if err := l.Upload(ctx, f, progress); err != nil {
-			return vm.Info{}, fmt.Errorf("vm %q: upload %s: %w", nv.Name, f.Path, err)
+	for _, u := range []struct {
+		kind string
+		f    *images.File
+	}{{"disk", src.File}, {images.BlobKernel, src.Kernel}, {images.BlobInitrd, src.Initrd}} {
+		if u.f == nil {
+			continue
+		}
+		say(steps, m.Name, "uploading "+u.f.Path)
+		if err := l.Upload(ctx, u.kind, u.f, progress); err != nil {
+			return vm.Info{}, fmt.Errorf("vm %q: upload %s: %w", nv.Name, u.f.Path, err)
 		}
 	}
 	h, err := l.Helper(ctx)

@@ -49,7 +49,7 @@ func (l flakyLink) Helper(ctx context.Context) (Helper, error) { return l.m, nil
 func (l flakyLink) Console(ctx context.Context, vm string, in io.Reader, out io.Writer) error {
 	return nil
 }
-func (l flakyLink) Upload(ctx context.Context, f *images.File, progress func(images.Progress)) error {
+func (l flakyLink) Upload(ctx context.Context, kind string, f *images.File, progress func(images.Progress)) error {
 	return nil
 }
 func (l flakyLink) Via() Route   { return Route{} }

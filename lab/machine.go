@@ -228,13 +228,15 @@ type Process struct {
 }
 
 func (l *Lab) start(ctx context.Context, where, netns, mntns string, out io.Writer, name string, args []string) (*Process, error) {
-	if out == nil {
-		out = io.Discard
-	}
 	// Not CommandContext: ctx bounds the start, not the daemon's life.
 	cmd := l.tools.nsCommand(context.Background(), netns, mntns, name, args...)
-	cmd.Stdout, cmd.Stderr = out, out
+	if out != nil {
+		cmd.Stdout, cmd.Stderr = out, out
+	} // else /dev/null, not a pipe that dies with this process
 	cmd.WaitDelay = time.Second
+	// A session of its own: a daemon of the lab outlives the command that
+	// started it (`butter lab up`) and its terminal's Ctrl+C and hang-up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	p := &Process{Where: where, Name: name, Args: slices.Clone(args), lab: l, netns: netns, mntns: mntns, out: out, cmd: cmd, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s on %s: %w", name, where, err)

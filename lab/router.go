@@ -82,3 +82,18 @@ func (l *Lab) makeRouter(ctx context.Context, r *Router) error {
 	}
 	return nil
 }
+
+// ForwardPort makes the router forward TCP port on its underlay address to
+// to:toPort on its LAN, as a port forward on a home router does (the lab's
+// operator reaches machines behind NAT over SSH this way).
+func (r *Router) ForwardPort(ctx context.Context, port int, to netip.Addr, toPort int) error {
+	iptables, err := lookPath("iptables")
+	if err != nil {
+		return err
+	}
+	if _, err := r.Run(ctx, iptables, "-t", "nat", "-A", "PREROUTING", "-i", "eth0", "-p", "tcp",
+		"--dport", strconv.Itoa(port), "-j", "DNAT", "--to-destination", netip.AddrPortFrom(to, uint16(toPort)).String()); err != nil {
+		return fmt.Errorf("lab %q router %s: forward port %d: %w", r.lab.Name, r.Name, port, err)
+	}
+	return nil
+}

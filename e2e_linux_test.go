@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/lab"
+)
+
+// The operator side end to end: the real butter binary, driven through
+// its CLI, over real SSH to a lab's machines (one behind NAT), each with
+// its own sshd, libvirtd and helper.
+
+func needE2E(t *testing.T) {
+	t.Helper()
+	var why []string
+	if os.Geteuid() != 0 {
+		why = append(why, "needs root to make a lab")
+	}
+	for _, bin := range []string{"/usr/sbin/sshd", "/usr/sbin/libvirtd", "/usr/bin/qemu-system-x86_64", "/usr/sbin/iptables"} {
+		if _, err := os.Stat(bin); err != nil {
+			why = append(why, "needs "+bin)
+		}
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		why = append(why, "needs the go command")
+	}
+	if len(why) == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true but the end-to-end test cannot run: %s", strings.Join(why, "; "))
+	}
+	t.Skip(strings.Join(why, "; "))
+}
+
+type e2e struct {
+	t      *testing.T
+	ctx    context.Context
+	butter string
+	env    []string
+	lab    lab.CloudLab
+}
+
+// run runs butter with args and returns stdout; stderr goes into the
+// error.
+func (e *e2e) run(stdin io.Reader, args ...string) (string, error) {
+	cmd := exec.CommandContext(e.ctx, e.butter, args...)
+	cmd.Env = e.env
+	cmd.Stdin = stdin
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("butter %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+func (e *e2e) must(args ...string) string {
+	e.t.Helper()
+	out, err := e.run(nil, args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// onMachine runs a command inside lab machine m's namespaces.
+func (e *e2e) onMachine(m string, args ...string) string {
+	e.t.Helper()
+	ns := e.lab.Name + "-" + m
+	full := append([]string{"--net=/run/netns/" + ns, "--mount=" + filepath.Join(lab.StateRoot, e.lab.Name, "ns", m), "--"}, args...)
+	out, err := exec.CommandContext(e.ctx, "nsenter", full...).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("on %s: %s: %v: %s", m, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func TestEndToEnd(t *testing.T) {
+	needE2E(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "butter")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build butter: %v: %s", err, out)
+	}
+	home := filepath.Join(dir, "home")
+	e := &e2e{t: t, ctx: ctx, butter: bin,
+		env: append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
+			"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=")}
+	const name = "e2e"
+	t.Cleanup(func() {
+		var cancel context.CancelFunc
+		e.ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := e.run(nil, "lab", "down", "--name", name)
+		if err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+		_ = out
+		if _, err := os.Stat("/run/netns/" + name + "-m1"); err == nil {
+			t.Errorf("lab down left the machines' namespaces")
+		}
+	})
+	start := time.Now()
+	e.must("lab", "up", "--name", name, "--underlay", "10.251.0.0/24", "--machines", "2", "--nat", "1", "--add=false", "--open=false")
+	t.Logf("lab up in %s", time.Since(start))
+	b, err := os.ReadFile(filepath.Join(home, ".config", "butter", "lab-"+name, "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &e.lab); err != nil {
+		t.Fatal(err)
+	}
+	inv := []string{"--inventory", e.lab.Inventory}
+	known, err := os.ReadFile(e.lab.KnownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// m2's key is unknown to butter: without a terminal, nothing prompts.
+	var m2fp string
+	var kept []string
+	for _, line := range strings.Split(strings.TrimSpace(string(known)), "\n") {
+		if strings.HasPrefix(line, "10.251.0.2 ") {
+			_, _, key, _, _, err := ssh.ParseKnownHosts([]byte(line))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m2fp = ssh.FingerprintSHA256(key)
+			continue
+		}
+		kept = append(kept, line)
+	}
+	if m2fp == "" {
+		t.Fatalf("no known_hosts line for m2 in %s", known)
+	}
+	os.WriteFile(e.lab.KnownHosts, []byte(strings.Join(kept, "\n")+"\n"), 0o600)
+
+	add := func(m, addr, port string, extra ...string) error {
+		args := append(append([]string{}, inv...), "machine", "add", m, "--address", addr, "--port", port,
+			"--user", "root", "--identity", e.lab.Key, "--accel", "tcg")
+		_, err := e.run(nil, append(args, extra...)...)
+		return err
+	}
+	start = time.Now()
+	if err := add("m1", "10.251.0.1", "22"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("machine add (fresh, helper upload included) in %s", time.Since(start))
+	err = add("m2", "10.251.0.2", "22")
+	if err == nil || !strings.Contains(err.Error(), "--accept-new-host-key") || !strings.Contains(err.Error(), m2fp) {
+		t.Fatalf("an unknown host key without a terminal: %v, want a refusal showing %s and the flags", err, m2fp)
+	}
+	if err := add("m2", "10.251.0.2", "22", "--host-key", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); err == nil {
+		t.Fatal("a wrong pinned host key was accepted")
+	}
+	if err := add("m2", "10.251.0.2", "22", "--host-key", m2fp); err != nil {
+		t.Fatal(err)
+	}
+	if err := add("m3", "10.251.0.254", "2203"); err != nil { // behind the NAT router's port forward
+		t.Fatal(err)
+	}
+	var machines []struct {
+		Name   string `json:"name"`
+		Status string `json:"status"`
+		MeshIP string `json:"mesh_ip"`
+		NAT    bool   `json:"nat"`
+	}
+	if err := json.Unmarshal([]byte(e.must(append(inv, "machine", "list", "--json")...)), &machines); err != nil {
+		t.Fatal(err)
+	}
+	if len(machines) != 3 || !machines[2].NAT || machines[0].NAT {
+		t.Fatalf("machines = %+v, want three with m3 behind NAT", machines)
+	}
+
+	start = time.Now()
+	e.must(append(inv, "network", "create", "net1", "--subnet", "10.61.0.0/24")...)
+	t.Logf("network create on three machines in %s", time.Since(start))
+	e.must(append(inv, "network", "create", "net2", "--subnet", "10.62.0.0/24", "--machines", "m1,m3")...)
+	var nets []cloud.NetworkStatus
+	if err := json.Unmarshal([]byte(e.must(append(inv, "network", "list", "--json")...)), &nets); err != nil {
+		t.Fatal(err)
+	}
+	if len(nets) != 2 || nets[0].MTU != 1370 || nets[0].Tunnel != "vxlan" || len(nets[1].Machines) != 2 {
+		t.Fatalf("networks = %+v", nets)
+	}
+
+	vm := func(name, machine, network, ip string) {
+		t.Helper()
+		start := time.Now()
+		e.must(append(inv, "vm", "create", name, "--machine", machine, "--network", network, "--ip", ip,
+			"--image", e.lab.TinyImage, "--memory", "128M")...)
+		t.Logf("vm create %s in %s", name, time.Since(start))
+	}
+	vm("a1", "m1", "net1", "10.61.0.11")
+	vm("a3", "m3", "net1", "10.61.0.13") // behind NAT, another machine
+	vm("b1", "m1", "net2", "10.62.0.11")
+	var vms []cloud.VMStatus
+	if err := json.Unmarshal([]byte(e.must(append(inv, "vm", "list", "--json")...)), &vms); err != nil {
+		t.Fatal(err)
+	}
+	if len(vms) != 3 || vms[0].Name != "a1" || vms[0].IP != "10.61.0.11" || vms[0].State != "running" || vms[0].MemoryMiB != 128 {
+		t.Fatalf("vms = %+v", vms)
+	}
+
+	// Through the console of a1: reach a3 across machines (and the NAT),
+	// a full-size frame without fragments, and not b1 on the other
+	// network (which shares no addresses with net1, so the guest has no
+	// route there either: give it one through its own NIC).
+	script := strings.Join([]string{
+		"", "sleep 5",
+		"ping -c 3 -W 2 10.61.0.13 && echo REACH-$((40+2))",
+		"ping -c 2 -W 2 -s 1342 10.61.0.13 && echo BIG-$((40+2))",
+		"awk '/^Ip:/{n++} n==2{print \"FRAGS-\" $13; exit}' /proc/net/snmp",
+		"ip route add 10.62.0.0/24 dev eth0",
+		"ping -c 2 -W 1 10.62.0.11 >/dev/null || echo ISOLATED-$((40+2))",
+		"",
+	}, "\n")
+	out, err := e.run(strings.NewReader(script), append(inv, "vm", "console", "a1", "--idle", "8s")...)
+	if err != nil {
+		t.Fatalf("console: %v\n%s", err, out)
+	}
+	for _, want := range []string{"REACH-42", "BIG-42", "FRAGS-0", "ISOLATED-42"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("console of a1 lacks %s; it showed:\n%s", want, out)
+		}
+	}
+	if !regexp.MustCompile(lab.TinyGuestReady + ` host=a1 addr=10\.61\.0\.11/24 mtu=1370`).MatchString(out) {
+		t.Errorf("the console did not replay a1's boot line; it showed:\n%s", out)
+	}
+
+	// Remove everything; the machines keep nothing of ours but the helper.
+	for _, v := range []string{"a1", "a3", "b1"} {
+		e.must(append(inv, "vm", "remove", v)...)
+	}
+	e.must(append(inv, "network", "remove", "net1")...)
+	e.must(append(inv, "network", "remove", "net2")...)
+	for _, m := range []string{"m1", "m2", "m3"} {
+		e.must(append(inv, "machine", "remove", m)...)
+	}
+	for _, m := range []string{"m1", "m2", "m3"} {
+		if links := e.onMachine(m, "ip", "-o", "link"); strings.Contains(links, ": bt") {
+			t.Errorf("%s keeps links of ours:\n%s", m, links)
+		}
+		if files := e.onMachine(m, "find", "/var/lib/libvirt/butter/vms", "-type", "f"); strings.TrimSpace(files) != "" {
+			t.Errorf("%s keeps VM files: %s", m, files)
+		}
+		if bins := e.onMachine(m, "ls", "/var/lib/butter/bin"); !strings.Contains(bins, "butter-") {
+			t.Errorf("%s lost the helper: %q", m, bins)
+		}
+	}
+	if left := e.must(append(inv, "machine", "list", "--json")...); strings.TrimSpace(left) != "[]" {
+		t.Errorf("machines left: %s", left)
+	}
+}
