@@ -88,6 +88,31 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ Info, err error) {
 	if err := m.l.DomainCreate(dom); err != nil {
 		return Info{}, fmt.Errorf("start vm %q: %w", s.Name, err)
 	}
+	if d.Type == "kvm" && m.kvmUnproven() {
+		if ok := m.proveKVM(ctx, dom, s.Name); !ok {
+			// This machine's KVM does not run guests: run this one, and
+			// every later one, under TCG.
+			_ = m.l.DomainDestroy(dom)
+			if err := m.l.DomainUndefineFlags(dom, libvirt.DomainUndefineManagedSave|libvirt.DomainUndefineNvram); err != nil {
+				return Info{}, fmt.Errorf("redefine vm %q for TCG: %w", s.Name, err)
+			}
+			d.Type = "qemu"
+			x, err := d.Render()
+			if err != nil {
+				return Info{}, err
+			}
+			os.Remove(m.logPath(s.Name))
+			if dom, err = m.l.DomainDefineXMLFlags(x, 0); err != nil {
+				return Info{}, fmt.Errorf("define vm %q for TCG: %w", s.Name, err)
+			}
+			if err := m.l.DomainSetAutostart(dom, 1); err != nil {
+				return Info{}, fmt.Errorf("autostart vm %q: %w", s.Name, err)
+			}
+			if err := m.l.DomainCreate(dom); err != nil {
+				return Info{}, fmt.Errorf("start vm %q under TCG: %w", s.Name, err)
+			}
+		}
+	}
 	return m.info(dom)
 }
 

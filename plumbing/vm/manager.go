@@ -92,8 +92,14 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		m.domType = "qemu"
 	case AccelAuto:
 		m.domType = "qemu"
-		if kvmAnswers() {
+		switch m.kvmVerdict() {
+		case kvmBroken:
+		case kvmWorks:
 			m.domType = "kvm"
+		default:
+			if kvmAnswers() {
+				m.domType = "kvm" // proven by the first guest; see proveKVM
+			}
 		}
 	default:
 		return nil, fmt.Errorf("accelerator %q: choose %s, %s or %s", o.Accel, AccelAuto, AccelKVM, AccelTCG)
