@@ -12,40 +12,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/tui"
 )
-
-// escaper passes a person's typing to a console and notices the escapes:
-// Ctrl+] anywhere, or ~. at the start of a line.
-type escaper struct {
-	atLineStart bool
-	tilde       bool // a ~ at the start of a line, held back
-}
-
-// filter returns what to send and whether the user asked to detach.
-func (e *escaper) filter(in []byte) (out []byte, detach bool) {
-	for _, b := range in {
-		switch {
-		case b == 0x1d: // Ctrl+]
-			return out, true
-		case e.tilde:
-			e.tilde = false
-			if b == '.' {
-				return out, true
-			}
-			out = append(out, '~')
-			if b == '~' { // ~~ sends one ~
-				e.atLineStart = false
-				continue
-			}
-		case e.atLineStart && b == '~':
-			e.tilde = true
-			continue
-		}
-		out = append(out, b)
-		e.atLineStart = b == '\r' || b == '\n'
-	}
-	return out, false
-}
 
 // idleWriter remembers when it was last written to.
 type idleWriter struct {
@@ -88,11 +56,11 @@ func attachConsole(ctx context.Context, cl *cloud.Cloud, name string, idle time.
 	pr, pw := io.Pipe()
 	go func() {
 		defer pw.Close()
-		e := &escaper{atLineStart: true}
+		e := tui.NewEscaper()
 		buf := make([]byte, 4096)
 		for {
 			n, err := stdin.Read(buf)
-			send, detach := e.filter(buf[:n])
+			send, detach := e.Filter(buf[:n])
 			if len(send) > 0 {
 				if _, werr := pw.Write(send); werr != nil {
 					return

@@ -14,14 +14,19 @@ import (
 	"github.com/butter-cloud/butter/cloud"
 )
 
-// escaper passes typing to a console and notices the escapes: Ctrl+]
-// anywhere, or ~. at the start of a line (~~ sends one ~).
-type escaper struct {
+// Escaper passes a person's typing to a console and notices the escapes:
+// Ctrl+] anywhere, or ~. at the start of a line (~~ sends one ~). The CLI's
+// console uses it too.
+type Escaper struct {
 	atLineStart bool
 	tilde       bool // a ~ at the start of a line, held back
 }
 
-func (e *escaper) filter(in []byte) (out []byte, detach bool) {
+// NewEscaper starts at the beginning of a line.
+func NewEscaper() *Escaper { return &Escaper{atLineStart: true} }
+
+// Filter returns what to send and whether the user asked to detach.
+func (e *Escaper) Filter(in []byte) (out []byte, detach bool) {
 	for _, b := range in {
 		switch {
 		case b == 0x1d: // Ctrl+]
@@ -82,11 +87,11 @@ func (c *consoleSession) Run() error {
 	go func() {
 		defer close(readerDone)
 		defer pw.Close()
-		e := &escaper{atLineStart: true}
+		e := NewEscaper()
 		buf := make([]byte, 4096)
 		for {
 			n, err := in.Read(buf)
-			send, detach := e.filter(buf[:n])
+			send, detach := e.Filter(buf[:n])
 			if len(send) > 0 {
 				if _, werr := pw.Write(send); werr != nil {
 					return

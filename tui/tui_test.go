@@ -265,8 +265,8 @@ func TestEscaper(t *testing.T) {
 		{"~~", "~", false},
 		{"~x", "~x", false},
 	} {
-		e := &escaper{atLineStart: true}
-		out, detach := e.filter([]byte(tc.in))
+		e := NewEscaper()
+		out, detach := e.Filter([]byte(tc.in))
 		if string(out) != tc.out || detach != tc.detach {
 			t.Errorf("%q: got %q %v, want %q %v", tc.in, out, detach, tc.out, tc.detach)
 		}
