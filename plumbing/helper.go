@@ -70,6 +70,17 @@ type Facts struct {
 	Networks []NetworkReport `json:"networks"`
 	// Version is the helper binary's version.
 	Version string `json:"version"`
+	// Load is the machine's use: CPUs, the one-minute load average, and
+	// memory in MiB.
+	Load Load `json:"load"`
+}
+
+// Load is how busy a machine is.
+type Load struct {
+	CPUs            int     `json:"cpus"`
+	Load1           float64 `json:"load1"`
+	MemTotalMiB     int     `json:"mem_total_mib"`
+	MemAvailableMiB int     `json:"mem_available_mib"`
 }
 
 // PeerFacts is the live state of one WireGuard peer.

@@ -237,6 +237,7 @@ func (h *Helper) Facts(ctx context.Context) (Facts, error) {
 		Networks: []NetworkReport{}, Version: Version()}
 	f.Uplink, f.UplinkMTU = h.links.uplink(endpointAddrs(spec))
 	f.Addresses = h.links.addresses()
+	f.Load = readLoad()
 	if spec.Mesh.Address.IsValid() {
 		f.Networks = makePlan(spec, machine{UplinkMTU: f.UplinkMTU, Gretap: caps.Gretap}).Networks
 	}

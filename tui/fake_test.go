@@ -66,7 +66,8 @@ func (f *fakeSide) Facts(ctx context.Context) (plumbing.Facts, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fa := plumbing.Facts{Version: "v0.9.0", Addresses: []string{"192.0.2.1"}}
+	fa := plumbing.Facts{Version: "v0.9.0", Addresses: []string{"192.0.2.1"},
+		Load: plumbing.Load{CPUs: 4, Load1: 1, MemTotalMiB: 8192, MemAvailableMiB: 6144}}
 	if f.spec != nil {
 		for _, n := range f.spec.Networks {
 			fa.Networks = append(fa.Networks, plumbing.NetworkReport{Name: n.Name, ID: n.ID, MTU: 1370, Tunnel: "vxlan"})

@@ -73,8 +73,8 @@ func New(o Options) *Model {
 	m.open(o.Inventory)
 	m.tables[paneMachines] = newTable(
 		column{title: "NAME", max: 24}, column{title: "STATUS", max: 10}, column{title: "HELPER", max: 12},
-		column{title: "MESH IP", max: 15}, column{title: "HANDSHAKE", max: 12}, column{title: "VCPU", max: 5, right: true},
-		column{title: "MEM", max: 7, right: true}, column{title: "VMS", max: 4, right: true})
+		column{title: "MESH IP", max: 15}, column{title: "HANDSHAKE", max: 12}, column{title: "CPU", max: 5, right: true},
+		column{title: "MEM", max: 5, right: true}, column{title: "VMS", max: 4, right: true})
 	m.tables[paneNetworks] = newTable(
 		column{title: "NAME", max: 20}, column{title: "SUBNET", max: 18}, column{title: "MACHINES", max: 28},
 		column{title: "MTU", max: 5, right: true}, column{title: "TUNNEL", max: 7}, column{title: "LINKS", max: 14})

@@ -150,13 +150,31 @@ func (s *store) machineRows() []row {
 			{text: version},
 			{text: m.MeshIP.String()},
 			{text: hs, style: hsStyle(hs)},
-			{text: fmt.Sprint(a.cpus)},
-			{text: mib(a.mem)},
+			{text: cpuUse(st)},
+			{text: memUse(st)},
 			{text: fmt.Sprint(a.vms)},
 		}})
 	}
 	sortRows(rows)
 	return rows
+}
+
+// cpuUse is the machine's one-minute load over its CPUs, as a percentage.
+func cpuUse(st cloud.MachineStatus) string {
+	l := st.Facts.Load
+	if l.CPUs == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f%%", 100*l.Load1/float64(l.CPUs))
+}
+
+// memUse is the share of the machine's memory in use.
+func memUse(st cloud.MachineStatus) string {
+	l := st.Facts.Load
+	if l.MemTotalMiB == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%d%%", 100*(l.MemTotalMiB-l.MemAvailableMiB)/l.MemTotalMiB)
 }
 
 // handshake is the oldest of a machine's WireGuard handshakes: the one

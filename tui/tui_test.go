@@ -53,7 +53,8 @@ func fixture(t *testing.T, w, h int, dark bool) *Model {
 	evs := []cloud.Event{
 		{At: at, Inventory: inv},
 		{At: at, Machine: &cloud.MachineStatus{Name: "alpha", Status: "online", HelperVersion: "v0.9.0", MeshIP: "10.99.0.1",
-			Facts: plumbing.Facts{Peers: peers(map[string]float64{"bravo": 8, "charlie": 400}), Networks: nets}}},
+			Facts: plumbing.Facts{Peers: peers(map[string]float64{"bravo": 8, "charlie": 400}), Networks: nets,
+				Load: plumbing.Load{CPUs: 8, Load1: 2, MemTotalMiB: 16384, MemAvailableMiB: 4096}}}},
 		{At: at, Machine: &cloud.MachineStatus{Name: "bravo", Status: "degraded", HelperVersion: "v0.9.0", MeshIP: "10.99.0.2",
 			Problem: "no recent WireGuard handshake with charlie", Facts: plumbing.Facts{Peers: peers(map[string]float64{"alpha": 8, "charlie": -1}), Networks: nets}}},
 		{At: at, Machine: &cloud.MachineStatus{Name: "charlie", Status: "offline", MeshIP: "10.99.0.3",
@@ -76,9 +77,9 @@ func TestStoreRows(t *testing.T) {
 	m := fixture(t, 80, 24, true)
 	want := map[pane][]string{
 		paneMachines: {
-			"alpha online v0.9.0 10.99.0.1 6m40s ago 3 2.5G 2",
-			"bravo degraded v0.9.0 10.99.0.2 never 1 1G 1",
-			"charlie offline — 10.99.0.3 — 0 0 0",
+			"alpha online v0.9.0 10.99.0.1 6m40s ago 25% 75% 2",
+			"bravo degraded v0.9.0 10.99.0.2 never — — 1",
+			"charlie offline — 10.99.0.3 — — — 0",
 		},
 		paneNetworks: {
 			"blue 10.20.0.0/24 alpha,bravo,charlie 1370 vxlan 1/3 ok",
