@@ -1,6 +1,6 @@
 // Package bench holds measurements that need a lab (root): run them with
-// chain.sh and vm.sh beside this file. They are figures to read, not
-// pass/fail tests.
+// chain.sh, vm.sh and operator.sh beside this file. They are figures to
+// read, not pass/fail tests.
 //
 // BenchmarkChain explains its own ratio: with userspace WireGuard
 // (wireguard-go behind a tun device) TCP across wg0 alone crosses the tun
