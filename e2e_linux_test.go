@@ -228,7 +228,11 @@ func TestEndToEnd(t *testing.T) {
 		"", "sleep 5",
 		"ping -c 3 -W 2 10.61.0.13 && echo REACH-$((40+2))",
 		"ping -c 2 -W 2 -s 1342 10.61.0.13 && echo BIG-$((40+2))",
-		"awk '/^Ip:/{n++} n==2{print \"FRAGS-\" $13; exit}' /proc/net/snmp",
+		fragCreates("FRAGS-"),
+		// One byte over the MTU no longer fits a frame: busybox's ping
+		// cannot set DF, so the guest must fragment it.
+		"ping -c 1 -W 2 -s 1343 10.61.0.13",
+		fragCreates("OVER-"),
 		"ip route add 10.62.0.0/24 dev eth0",
 		"ping -c 2 -W 1 10.62.0.11 >/dev/null || echo ISOLATED-$((40+2))",
 		"",
@@ -236,6 +240,10 @@ func TestEndToEnd(t *testing.T) {
 	out, err := e.run(strings.NewReader(script), append(inv, "vm", "console", "a1", "--idle", "8s")...)
 	if err != nil {
 		t.Fatalf("console: %v\n%s", err, out)
+	}
+	over := regexp.MustCompile(`OVER-(\d+)`).FindStringSubmatch(out)
+	if over == nil || over[1] == "0" {
+		t.Errorf("one byte over the MTU should have been fragmented by the guest (FragCreates %v); the console showed:\n%s", over, out)
 	}
 	for _, want := range []string{"REACH-42", "BIG-42", "FRAGS-0", "ISOLATED-42"} {
 		if !strings.Contains(out, want) {
@@ -269,4 +277,10 @@ func TestEndToEnd(t *testing.T) {
 	if left := e.must(append(inv, "machine", "list", "--json")...); strings.TrimSpace(left) != "[]" {
 		t.Errorf("machines left: %s", left)
 	}
+}
+
+// fragCreates is a guest shell line printing the IP FragCreates counter
+// after prefix, found by its name in /proc/net/snmp's header.
+func fragCreates(prefix string) string {
+	return `awk '/^Ip:/{n++; if (n==1) {for (i=1;i<=NF;i++) if ($i=="FragCreates") c=i} else {print "` + prefix + `" $c; exit}}' /proc/net/snmp`
 }
