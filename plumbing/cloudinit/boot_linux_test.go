@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -29,7 +28,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/sys/unix"
 
 	"github.com/butter-cloud/butter/lab"
 	"github.com/butter-cloud/butter/plumbing/cloudinit"
@@ -153,8 +151,7 @@ func TestBootCloudInit(t *testing.T) {
 	// printed on the console on the way.
 	bootCtx, bootCancel := context.WithTimeout(ctx, bootTimeout)
 	defer bootCancel()
-	var hostKeys, fingerprints []string
-	var inKeys, inPrints bool
+	var console strings.Builder
 	finished := false
 	for !finished {
 		var l line
@@ -166,19 +163,8 @@ func TestBootCloudInit(t *testing.T) {
 			t.Fatalf("qemu exited before cloud-init finished: %v", g.err)
 		}
 		text := l.text
+		console.WriteString(text + "\n")
 		switch {
-		case strings.Contains(text, "-----BEGIN SSH HOST KEY KEYS-----"):
-			inKeys = true
-		case strings.Contains(text, "-----END SSH HOST KEY KEYS-----"):
-			inKeys = false
-		case strings.Contains(text, "-----BEGIN SSH HOST KEY FINGERPRINTS-----"):
-			inPrints = true
-		case strings.Contains(text, "-----END SSH HOST KEY FINGERPRINTS-----"):
-			inPrints = false
-		case inKeys:
-			hostKeys = append(hostKeys, text)
-		case inPrints:
-			fingerprints = append(fingerprints, text)
 		case strings.Contains(text, "Cloud-init v. ") && strings.Contains(text, " finished at "):
 			finished = true
 			t.Logf("cloud-init finished %s after qemu started", l.at.Round(100*time.Millisecond))
@@ -189,7 +175,11 @@ func TestBootCloudInit(t *testing.T) {
 		}
 	}
 
-	hostKey := pinnedHostKey(t, hostKeys, fingerprints)
+	hostKey, err := lab.GuestHostKey(console.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pinned the guest's host key %s", ssh.FingerprintSHA256(hostKey))
 	config := &ssh.ClientConfig{
 		User: seed.User,
 		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
@@ -205,12 +195,15 @@ func TestBootCloudInit(t *testing.T) {
 	}
 	guest := net.JoinHostPort(seed.NIC.Address.Addr().String(), "22")
 	sshStart := time.Now()
-	client := dialSSH(ctx, t, netns, guest, config)
+	client, err := lab.DialGuestSSH(ctx, "/run/netns/"+netns, guest, config, 90*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer client.Close()
 	t.Logf("ssh %s@%s: logged in after %s", seed.User, guest, time.Since(sshStart).Round(100*time.Millisecond))
 
 	iface := seed.NIC.Name
-	out := sshRun(ctx, t, client, strings.Join([]string{
+	out, err := lab.RunSSH(ctx, client, strings.Join([]string{
 		"hostname", "hostname --fqdn", "id -un",
 		"ip -o -4 addr show dev " + iface,
 		"cat /sys/class/net/" + iface + "/mtu",
@@ -219,6 +212,9 @@ func TestBootCloudInit(t *testing.T) {
 		"ls /sys/class/net",
 		"sudo cloud-init schema --system 2>&1 || true",
 	}, "; echo ---; "))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("guest says (after %s):\n%s", time.Since(sshStart).Round(100*time.Millisecond), out)
 	parts := strings.Split(out, "---\n")
 	if len(parts) != 9 {
@@ -246,37 +242,6 @@ func TestBootCloudInit(t *testing.T) {
 		}
 	}
 	t.Logf("whole test: %s", time.Since(start).Round(100*time.Millisecond))
-}
-
-// pinnedHostKey picks the ed25519 host key from the keys the guest printed
-// and checks that its fingerprint is among those it printed too.
-func pinnedHostKey(t *testing.T, keys, fingerprints []string) ssh.PublicKey {
-	t.Helper()
-	var found ssh.PublicKey
-	for _, k := range keys {
-		// A kernel message may share the line: start at the key type.
-		i := strings.Index(k, "ssh-ed25519 ")
-		if i < 0 {
-			continue
-		}
-		key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k[i:]))
-		if err != nil {
-			t.Fatalf("host key line %q: %v", k, err)
-		}
-		found = key
-	}
-	if found == nil {
-		t.Fatalf("no ssh-ed25519 host key among the keys printed on the console: %q", keys)
-	}
-	fp := ssh.FingerprintSHA256(found)
-	for _, f := range fingerprints {
-		if strings.Contains(f, fp) {
-			t.Logf("pinned the guest's host key %s", fp)
-			return found
-		}
-	}
-	t.Fatalf("host key %s is not among the fingerprints printed on the console: %q", fp, fingerprints)
-	return nil
 }
 
 // line is one line of the guest's serial console.
@@ -349,95 +314,6 @@ func startGuest(ctx context.Context, t *testing.T, netns string, args []string) 
 		logMu.Unlock()
 	})
 	return g
-}
-
-// dialSSH connects to addr from inside netns, retrying until sshd answers
-// or ctx ends.
-func dialSSH(ctx context.Context, t *testing.T, netns, addr string, config *ssh.ClientConfig) *ssh.Client {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		conn, err := dialInNetns(ctx, "/run/netns/"+netns, addr)
-		if err == nil {
-			c, chans, reqs, cerr := ssh.NewClientConn(conn, addr, config)
-			if cerr == nil {
-				return ssh.NewClient(c, chans, reqs)
-			}
-			conn.Close()
-			if msg := cerr.Error(); strings.Contains(msg, "host key") || strings.Contains(msg, "unable to authenticate") {
-				t.Fatalf("ssh %s@%s: %v", config.User, addr, cerr) // retrying will not help
-			}
-			err = cerr
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("ssh %s@%s: %v", config.User, addr, err)
-		}
-		time.Sleep(time.Second)
-	}
-}
-
-// dialInNetns opens a TCP connection from inside a network namespace: the
-// socket is made on a thread that has entered it, and stays there.
-func dialInNetns(ctx context.Context, nsPath, addr string) (net.Conn, error) {
-	type result struct {
-		conn net.Conn
-		err  error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is unlocked only if it is back in its own namespace;
-		// otherwise it ends with this goroutine.
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(nsPath)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("enter %s: %w", nsPath, err)}
-			return
-		}
-		d := net.Dialer{Timeout: 5 * time.Second}
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{conn, err}
-	}()
-	r := <-ch
-	return r.conn, r.err
-}
-
-// sshRun runs cmd on the guest and returns its standard output.
-func sshRun(ctx context.Context, t *testing.T, c *ssh.Client, cmd string) string {
-	t.Helper()
-	s, err := c.NewSession()
-	if err != nil {
-		t.Fatalf("ssh session: %v", err)
-	}
-	defer s.Close()
-	var stdout, stderr bytes.Buffer
-	s.Stdout, s.Stderr = &stdout, &stderr
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(cmd) }()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Fatalf("ssh %q: %v\nstdout:\n%s\nstderr:\n%s", cmd, err, stdout.String(), stderr.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("ssh %q: no answer after a minute", cmd)
-	case <-ctx.Done():
-		t.Fatalf("ssh %q: %v", cmd, ctx.Err())
-	}
-	return stdout.String()
 }
 
 // run runs a command and fails the test if it fails.
