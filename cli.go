@@ -36,6 +36,31 @@ func (c *cli) open() (*cloud.Cloud, error) {
 	return cloud.New(path, c.connectorFor(path), nil), nil
 }
 
+// withCloud opens the cloud for one verb and closes it after.
+func (c *cli) withCloud(fn func(*cloud.Cloud) error) error {
+	cl, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return fn(cl)
+}
+
+// oneName parses a verb that takes one name and no flags, e.g.
+// `network remove NAME`.
+func (c *cli) oneName(verb string, args []string) (string, error) {
+	noun, _, _ := strings.Cut(verb, " ")
+	fs := c.flags(verb, "butter "+verb+" NAME")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", fmt.Errorf("butter %s: give the %s's name", verb, noun)
+	}
+	return pos[0], nil
+}
+
 // sshConnector reaches the user's machines: their ~/.ssh/config and agent,
 // butter's known_hosts, and missing packages installed with consent.
 func (c *cli) sshConnector() cloud.Connector {

@@ -26,20 +26,11 @@ func (c *cli) machine(args []string) error {
 	case "list":
 		return c.machineList(args[1:])
 	case "remove":
-		fs := c.flags("machine remove", "butter machine remove NAME")
-		pos, err := parse(fs, args[1:])
+		name, err := c.oneName("machine remove", args[1:])
 		if err != nil {
 			return err
 		}
-		if len(pos) != 1 {
-			return errors.New("butter machine remove: give the machine's name")
-		}
-		cl, err := c.open()
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
-		return cl.RemoveMachine(c.ctx, pos[0], c.steps)
+		return c.withCloud(func(cl *cloud.Cloud) error { return cl.RemoveMachine(c.ctx, name, c.steps) })
 	}
 	return fmt.Errorf("butter machine %s: unknown; give add, list or remove", args[0])
 }
@@ -193,20 +184,11 @@ func (c *cli) network(args []string) error {
 		}
 		return c.table("NAME\tSUBNET\tMTU\tTUNNEL\tMACHINES", text)
 	case "remove":
-		fs := c.flags("network remove", "butter network remove NAME")
-		pos, err := parse(fs, args[1:])
+		name, err := c.oneName("network remove", args[1:])
 		if err != nil {
 			return err
 		}
-		if len(pos) != 1 {
-			return errors.New("butter network remove: give the network's name")
-		}
-		cl, err := c.open()
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
-		return cl.RemoveNetwork(c.ctx, pos[0], c.steps)
+		return c.withCloud(func(cl *cloud.Cloud) error { return cl.RemoveNetwork(c.ctx, name, c.steps) })
 	}
 	return fmt.Errorf("butter network %s: unknown; give create, list or remove", args[0])
 }
