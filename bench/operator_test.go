@@ -55,21 +55,7 @@ var opUnderlay = netip.MustParsePrefix("10.254.0.0/24")
 // time goes (from the core's steps). Run it once:
 // -benchtime 1x (bench/operator.sh does).
 func BenchmarkOperator(b *testing.B) {
-	var why []string
-	if os.Geteuid() != 0 {
-		why = append(why, "needs root to make a lab")
-	}
-	for _, bin := range []string{"/usr/sbin/sshd", "/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64", "/usr/bin/nsenter"} {
-		if _, err := os.Stat(bin); err != nil {
-			why = append(why, "needs "+bin)
-		}
-	}
-	if _, err := lab.FindKernel("/"); err != nil {
-		why = append(why, "needs Debian's kernel (linux-image-amd64)")
-	}
-	if len(why) > 0 {
-		b.Skip(why)
-	}
+	needLab(b, "/usr/sbin/sshd", "/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64", "/usr/bin/nsenter")
 	ctx, cancel := context.WithTimeout(b.Context(), 8*time.Minute)
 	defer cancel()
 

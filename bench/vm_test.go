@@ -31,21 +31,7 @@ const vmRuns = 5
 // issue's goal is 1 s or less to running. Run it once: -benchtime 1x
 // (bench/vm.sh does).
 func BenchmarkVMCreate(b *testing.B) {
-	var why []string
-	if os.Geteuid() != 0 {
-		why = append(why, "needs root to make a lab")
-	}
-	for _, bin := range []string{"/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64", "/usr/bin/ping"} {
-		if _, err := os.Stat(bin); err != nil {
-			why = append(why, "needs "+bin)
-		}
-	}
-	if _, err := lab.FindKernel("/"); err != nil {
-		why = append(why, "needs Debian's kernel (linux-image-amd64)")
-	}
-	if len(why) > 0 {
-		b.Skip(why)
-	}
+	needLab(b, "/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64", "/usr/bin/ping")
 	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
 	defer cancel()
 
@@ -186,4 +172,25 @@ func median(ds []time.Duration) time.Duration {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// needLab skips a benchmark that cannot build a lab with guests here:
+// root, the programs named, and Debian's kernel.
+func needLab(b *testing.B, programs ...string) {
+	b.Helper()
+	var why []string
+	if os.Geteuid() != 0 {
+		why = append(why, "needs root to make a lab")
+	}
+	for _, bin := range programs {
+		if _, err := os.Stat(bin); err != nil {
+			why = append(why, "needs "+bin)
+		}
+	}
+	if _, err := lab.FindKernel("/"); err != nil {
+		why = append(why, "needs Debian's kernel (linux-image-amd64)")
+	}
+	if len(why) > 0 {
+		b.Skip(why)
+	}
 }
