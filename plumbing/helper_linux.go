@@ -234,7 +234,8 @@ func (h *Helper) Facts(ctx context.Context) (Facts, error) {
 	}
 	caps := h.links.capabilities()
 	f := Facts{KernelWireGuard: caps.KernelWireGuard, Gretap: caps.Gretap, Peers: []PeerFacts{},
-		Networks: []NetworkReport{}, Version: Version()}
+		Networks: []NetworkReport{}}
+	f.Version, _ = SelfVersion()
 	f.Uplink, f.UplinkMTU = h.links.uplink(endpointAddrs(spec))
 	f.Addresses = h.links.addresses()
 	f.Load = readLoad()
