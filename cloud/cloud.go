@@ -212,7 +212,7 @@ func each(names []string, fn func(name string) error) error {
 // any fails, the machines that took their new spec get their spec under
 // prev back (those that prev does not know are torn down), and the
 // per-machine errors are returned.
-func (c *Cloud) converge(ctx context.Context, prev, next *inventory.Inventory, names []string, trust Trust, steps func(Step)) error {
+func (c *Cloud) converge(ctx context.Context, prev, next *inventory.Inventory, names []string, steps func(Step)) error {
 	nextSpecs, err := Specs(next)
 	if err != nil {
 		return err
@@ -229,7 +229,7 @@ func (c *Cloud) converge(ctx context.Context, prev, next *inventory.Inventory, n
 			return nil // not joined yet
 		}
 		say(steps, name, "applying the network configuration")
-		h, err := c.linkHelper(ctx, *m, trust, steps)
+		h, err := c.linkHelper(ctx, *m, steps)
 		if err != nil {
 			return err
 		}
@@ -253,7 +253,7 @@ func (c *Cloud) converge(ctx context.Context, prev, next *inventory.Inventory, n
 	defer cancel()
 	rerr := each(applied, func(name string) error {
 		m, _ := next.Machine(name)
-		h, err := c.linkHelper(rctx, *m, trust, nil)
+		h, err := c.linkHelper(rctx, *m, nil)
 		if err != nil {
 			return err
 		}
@@ -270,8 +270,11 @@ func (c *Cloud) converge(ctx context.Context, prev, next *inventory.Inventory, n
 	return err
 }
 
-func (c *Cloud) linkHelper(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Helper, error) {
-	l, err := c.link(ctx, m, trust, steps)
+// linkHelper is a machine's helper over its link, made if need be. Only a
+// machine being added is connected with a trust decision (AddMachine makes
+// its link first); every other one must have a known host key.
+func (c *Cloud) linkHelper(ctx context.Context, m inventory.Machine, steps func(Step)) (Helper, error) {
+	l, err := c.link(ctx, m, Trust{}, steps)
 	if err != nil {
 		return nil, err
 	}

@@ -81,7 +81,7 @@ func (c *Cloud) AddMachine(ctx context.Context, nm NewMachine, trust Trust, step
 	next.Machines = append(next.Machines, m)
 	// The new machine's link is made; the others are known already, and
 	// the trust given for the new one must not apply to them.
-	if err := c.converge(ctx, prev, next, machineNames(next), Trust{}, steps); err != nil {
+	if err := c.converge(ctx, prev, next, machineNames(next), steps); err != nil {
 		return inventory.Machine{}, err
 	}
 	err = inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
@@ -156,7 +156,7 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, steps func(Step)
 	for i := range next.Networks {
 		next.Networks[i].Machines = slices.DeleteFunc(next.Networks[i].Machines, func(n string) bool { return n == name })
 	}
-	if err := c.converge(ctx, prev, next, machineNames(next), Trust{}, steps); err != nil {
+	if err := c.converge(ctx, prev, next, machineNames(next), steps); err != nil {
 		return err
 	}
 	err = inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
@@ -206,7 +206,6 @@ func (c *Cloud) Machines(ctx context.Context, timeout time.Duration) ([]MachineS
 		return nil, err
 	}
 	out := make([]MachineStatus, len(inv.Machines))
-	var errs []error
 	_ = each(machineNames(inv), func(name string) error {
 		i := slices.IndexFunc(inv.Machines, func(m inventory.Machine) bool { return m.Name == name })
 		m := inv.Machines[i]
@@ -223,17 +222,17 @@ func (c *Cloud) Machines(ctx context.Context, timeout time.Duration) ([]MachineS
 			return nil
 		}
 		st.Status, st.HelperVersion = StatusOnline, st.Facts.Version
-		if p := degraded(inv, m, st.Facts); p != "" {
+		if p := degraded(st.Facts); p != "" {
 			st.Status, st.Problem = StatusDegraded, p
 		}
 		return nil
 	})
-	return out, errors.Join(errs...)
+	return out, nil
 }
 
 // degraded names what is wrong with an answering machine: a peer it has
 // not shaken hands with lately.
-func degraded(inv *inventory.Inventory, m inventory.Machine, f plumbing.Facts) string {
+func degraded(f plumbing.Facts) string {
 	for _, p := range f.Peers {
 		if p.HandshakeAge < 0 || time.Duration(p.HandshakeAge*float64(time.Second)) > StaleHandshake {
 			name := p.Name

@@ -52,7 +52,7 @@ func (c *Cloud) CreateNetwork(ctx context.Context, nn NewNetwork, steps func(Ste
 	if err := next.Validate(); err != nil {
 		return inventory.Network{}, err
 	}
-	if err := c.converge(ctx, prev, next, n.Machines, Trust{}, steps); err != nil {
+	if err := c.converge(ctx, prev, next, n.Machines, steps); err != nil {
 		return inventory.Network{}, err
 	}
 	err = inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
@@ -92,7 +92,7 @@ func (c *Cloud) RemoveNetwork(ctx context.Context, name string, steps func(Step)
 	}
 	next := clone(prev)
 	next.Networks = slices.DeleteFunc(next.Networks, func(o inventory.Network) bool { return o.Name == name })
-	if err := c.converge(ctx, prev, next, n.Machines, Trust{}, steps); err != nil {
+	if err := c.converge(ctx, prev, next, n.Machines, steps); err != nil {
 		return err
 	}
 	return inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {

@@ -232,7 +232,7 @@ func (c *Cloud) probe(ctx context.Context, m inventory.Machine, inv *inventory.I
 		return st, nil
 	}
 	st.Status, st.HelperVersion = StatusOnline, st.Facts.Version
-	if p := degraded(inv, m, st.Facts); p != "" {
+	if p := degraded(st.Facts); p != "" {
 		st.Status, st.Problem = StatusDegraded, p
 	}
 	return st, h
