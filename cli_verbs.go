@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/cloud"
-	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // listTimeout bounds how long a list waits for a machine.
@@ -305,7 +305,7 @@ func (c *cli) vmCreate(args []string) error {
 	}
 	defer cl.Close()
 	last := time.Time{}
-	v, err := cl.CreateVM(c.ctx, nv, func(p images.Progress) {
+	v, err := cl.CreateVM(c.ctx, nv, func(p helperapi.Progress) {
 		if time.Since(last) > time.Second || p.Done == p.Total {
 			last = time.Now()
 			fmt.Fprintf(c.stderr, "%s %s: %s\n", p.Phase, p.Name, progressText(p))
@@ -318,7 +318,7 @@ func (c *cli) vmCreate(args []string) error {
 	return nil
 }
 
-func progressText(p images.Progress) string {
+func progressText(p helperapi.Progress) string {
 	if p.Total <= 0 {
 		return fmt.Sprintf("%d MiB", p.Done>>20)
 	}

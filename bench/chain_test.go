@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/lab"
 	"github.com/butter-cloud/butter/plumbing"
 )
@@ -66,8 +67,8 @@ func BenchmarkChain(b *testing.B) {
 			b.Errorf("lab down: %v", err)
 		}
 	})
-	net := plumbing.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: plumbing.TunnelAuto}
-	mesh := lab.Mesh{Networks: []plumbing.Network{net}}
+	net := helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelAuto}
+	mesh := lab.Mesh{Networks: []helperapi.Network{net}}
 	logs, err := os.Create(filepath.Join(dir, "helpers.log"))
 	if err != nil {
 		b.Fatal(err)

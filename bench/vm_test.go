@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/lab"
-	"github.com/butter-cloud/butter/plumbing"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
@@ -60,8 +60,8 @@ func BenchmarkVMCreate(b *testing.B) {
 	if _, err := m.StartLibvirt(ctx, logs); err != nil {
 		b.Fatal(err)
 	}
-	net := plumbing.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: plumbing.TunnelVXLAN}
-	h, err := l.StartMesh(ctx, butter, lab.Mesh{Networks: []plumbing.Network{net}}, func(*lab.Machine) io.Writer { return logs })
+	net := helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelVXLAN}
+	h, err := l.StartMesh(ctx, butter, lab.Mesh{Networks: []helperapi.Network{net}}, func(*lab.Machine) io.Writer { return logs })
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -69,17 +69,17 @@ func BenchmarkVMCreate(b *testing.B) {
 	// daemon's root, since the machine's /run and libvirt folders are its
 	// own.
 	root := fmt.Sprintf("/proc/%d/root", h.Daemons[m.Name].PID())
-	c, err := plumbing.Dial(ctx, root+plumbing.DefaultSocket)
+	c, err := helperapi.Dial(ctx, root+helperapi.DefaultSocket)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	req := func(name string, i int) plumbing.VMRequest {
-		return plumbing.VMRequest{Name: name, MemoryMiB: 128, Network: net.Name, Address: fmt.Sprintf("10.10.1.%d", 10+i),
+	req := func(name string, i int) helperapi.VMRequest {
+		return helperapi.VMRequest{Name: name, MemoryMiB: 128, Network: net.Name, Address: fmt.Sprintf("10.10.1.%d", 10+i),
 			Image: "kernel=" + kernel + ",initrd=" + initrd, Creator: "bench"}
 	}
 	remove := func(name string) {
-		if _, err := c.VMAction(ctx, plumbing.VMActionRequest{Name: name, Action: "remove"}); err != nil {
+		if _, err := c.VMAction(ctx, helperapi.VMActionRequest{Name: name, Action: "remove"}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -24,22 +24,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
-	"github.com/butter-cloud/butter/plumbing"
-	"github.com/butter-cloud/butter/plumbing/images"
-	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
-// Helper is a machine's helper as the core drives it; *plumbing.Client is
+// Helper is a machine's helper as the core drives it; *helperapi.Client is
 // one.
 type Helper interface {
 	PublicKey(ctx context.Context) (string, error)
-	Apply(ctx context.Context, spec plumbing.Spec) (plumbing.Report, error)
+	Apply(ctx context.Context, spec helperapi.Spec) (helperapi.Report, error)
 	Remove(ctx context.Context) error
-	Facts(ctx context.Context) (plumbing.Facts, error)
-	CreateVM(ctx context.Context, req plumbing.VMRequest, progress func(images.Progress)) (vm.Info, error)
-	ListVMs(ctx context.Context) ([]vm.Info, error)
-	VMAction(ctx context.Context, a plumbing.VMActionRequest) (plumbing.VMActionResult, error)
+	Facts(ctx context.Context) (helperapi.Facts, error)
+	CreateVM(ctx context.Context, req helperapi.VMRequest, progress func(helperapi.Progress)) (helperapi.VMInfo, error)
+	ListVMs(ctx context.Context) ([]helperapi.VMInfo, error)
+	VMAction(ctx context.Context, a helperapi.VMActionRequest) (helperapi.VMActionResult, error)
 }
 
 // Link is a live connection to a machine.
@@ -52,7 +50,7 @@ type Link interface {
 	// Upload sends a file of the operator's into the machine's image
 	// store, filling in f's Size and SHA256. kind is disk, kernel or
 	// initrd.
-	Upload(ctx context.Context, kind string, f *images.File, progress func(images.Progress)) error
+	Upload(ctx context.Context, kind string, f *helperapi.File, progress func(helperapi.Progress)) error
 	// Via tells how the operator reaches the machine: its resolved address
 	// and whether through a jump host.
 	Via() Route

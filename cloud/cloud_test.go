@@ -13,10 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
-	"github.com/butter-cloud/butter/plumbing"
-	"github.com/butter-cloud/butter/plumbing/images"
-	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
 // fakeMachine is a machine's helper in memory: it remembers the spec it
@@ -26,25 +24,25 @@ type fakeMachine struct {
 	name    string
 	key     string
 	addrs   []string
-	spec    *plumbing.Spec
+	spec    *helperapi.Spec
 	applies int
-	vms     map[string]vm.Info
+	vms     map[string]helperapi.VMInfo
 	failApp error
 }
 
 func (f *fakeMachine) PublicKey(ctx context.Context) (string, error) { return f.key, nil }
-func (f *fakeMachine) Apply(ctx context.Context, s plumbing.Spec) (plumbing.Report, error) {
+func (f *fakeMachine) Apply(ctx context.Context, s helperapi.Spec) (helperapi.Report, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failApp != nil {
-		return plumbing.Report{}, f.failApp
+		return helperapi.Report{}, f.failApp
 	}
 	if err := s.Validate(); err != nil {
-		return plumbing.Report{}, err
+		return helperapi.Report{}, err
 	}
 	f.spec = &s
 	f.applies++
-	return plumbing.Report{}, nil
+	return helperapi.Report{}, nil
 }
 func (f *fakeMachine) Remove(ctx context.Context) error {
 	f.mu.Lock()
@@ -52,49 +50,49 @@ func (f *fakeMachine) Remove(ctx context.Context) error {
 	f.spec = nil
 	return nil
 }
-func (f *fakeMachine) Facts(ctx context.Context) (plumbing.Facts, error) {
+func (f *fakeMachine) Facts(ctx context.Context) (helperapi.Facts, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fa := plumbing.Facts{Addresses: f.addrs, Version: "v1"}
+	fa := helperapi.Facts{Addresses: f.addrs, Version: "v1"}
 	if f.spec != nil {
 		for _, n := range f.spec.Networks {
-			fa.Networks = append(fa.Networks, plumbing.NetworkReport{Name: n.Name, MTU: 1370, Tunnel: "vxlan"})
+			fa.Networks = append(fa.Networks, helperapi.NetworkReport{Name: n.Name, MTU: 1370, Tunnel: "vxlan"})
 		}
 		for _, p := range f.spec.Peers {
-			fa.Peers = append(fa.Peers, plumbing.PeerFacts{Name: p.Name, HandshakeAge: 3})
+			fa.Peers = append(fa.Peers, helperapi.PeerFacts{Name: p.Name, HandshakeAge: 3})
 		}
 	}
 	return fa, nil
 }
-func (f *fakeMachine) CreateVM(ctx context.Context, r plumbing.VMRequest, progress func(images.Progress)) (vm.Info, error) {
+func (f *fakeMachine) CreateVM(ctx context.Context, r helperapi.VMRequest, progress func(helperapi.Progress)) (helperapi.VMInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.vms[r.Name]; ok {
-		return vm.Info{}, fmt.Errorf("vm %q already exists", r.Name)
+		return helperapi.VMInfo{}, fmt.Errorf("vm %q already exists", r.Name)
 	}
-	info := vm.Info{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24", CPUs: r.CPUs, MemoryMiB: r.MemoryMiB}
+	info := helperapi.VMInfo{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24", CPUs: r.CPUs, MemoryMiB: r.MemoryMiB}
 	f.vms[r.Name] = info
 	return info, nil
 }
-func (f *fakeMachine) ListVMs(ctx context.Context) ([]vm.Info, error) {
+func (f *fakeMachine) ListVMs(ctx context.Context) ([]helperapi.VMInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []vm.Info
+	var out []helperapi.VMInfo
 	for _, v := range f.vms {
 		out = append(out, v)
 	}
 	return out, nil
 }
-func (f *fakeMachine) VMAction(ctx context.Context, a plumbing.VMActionRequest) (plumbing.VMActionResult, error) {
+func (f *fakeMachine) VMAction(ctx context.Context, a helperapi.VMActionRequest) (helperapi.VMActionResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.vms[a.Name]; !ok {
-		return plumbing.VMActionResult{}, fmt.Errorf("no vm %q on this machine", a.Name)
+		return helperapi.VMActionResult{}, fmt.Errorf("no vm %q on this machine", a.Name)
 	}
 	if a.Action == "remove" {
 		delete(f.vms, a.Name)
 	}
-	return plumbing.VMActionResult{}, nil
+	return helperapi.VMActionResult{}, nil
 }
 
 // fakeLink connects to a fakeMachine.
@@ -107,7 +105,7 @@ func (l *fakeLink) Helper(ctx context.Context) (Helper, error) { return l.m, nil
 func (l *fakeLink) Console(ctx context.Context, vm string, in io.Reader, out io.Writer) error {
 	return nil
 }
-func (l *fakeLink) Upload(ctx context.Context, kind string, f *images.File, progress func(images.Progress)) error {
+func (l *fakeLink) Upload(ctx context.Context, kind string, f *helperapi.File, progress func(helperapi.Progress)) error {
 	f.SHA256 = strings.Repeat("ab", 32)
 	return nil
 }
@@ -134,7 +132,7 @@ func newFakeCloud(t *testing.T, n int) (*Cloud, *fakeConnector) {
 	for i := 1; i <= n; i++ {
 		addr := fmt.Sprintf("192.0.2.%d", i)
 		fc.machines[addr] = &fakeMachine{name: fmt.Sprintf("m%d", i), addrs: []string{addr},
-			key: base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune('a'+i)), 32))), vms: map[string]vm.Info{}}
+			key: base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune('a'+i)), 32))), vms: map[string]helperapi.VMInfo{}}
 	}
 	return New(filepath.Join(t.TempDir(), "inventory.yaml"), fc, nil), fc
 }
@@ -200,7 +198,7 @@ func TestAddMachineFailureLeavesNothing(t *testing.T) {
 	}
 }
 
-func peersOf(m *fakeMachine) []plumbing.Peer {
+func peersOf(m *fakeMachine) []helperapi.Peer {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.spec == nil {
@@ -256,7 +254,7 @@ func TestNetworksAndVMs(t *testing.T) {
 		t.Errorf("a VM on a machine outside its network: %v", err)
 	}
 	// A VM the machine refuses leaves no allocation behind.
-	fc.machines["192.0.2.2"].vms["dup"] = vm.Info{Name: "dup"}
+	fc.machines["192.0.2.2"].vms["dup"] = helperapi.VMInfo{Name: "dup"}
 	if _, err := c.CreateVM(ctx, NewVM{Name: "dup", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil); err == nil {
 		t.Error("the machine refused the VM but CreateVM succeeded")
 	}

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
-	"github.com/butter-cloud/butter/plumbing"
 )
 
 // NewMachine is what `machine add` is told.
@@ -106,7 +106,7 @@ func (c *Cloud) AddMachine(ctx context.Context, nm NewMachine, trust Trust, step
 // behindNAT decides that a machine cannot be reached by the others: the
 // operator reached it through a jump host, or at an address the machine
 // does not have (a port forward).
-func behindNAT(r Route, f plumbing.Facts) bool {
+func behindNAT(r Route, f helperapi.Facts) bool {
 	if r.Jumped {
 		return true
 	}
@@ -139,7 +139,7 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, steps func(Step)
 		if vms, err := h.ListVMs(ctx); err == nil {
 			for _, v := range vms {
 				say(steps, name, "removing vm "+v.Name)
-				if _, err := h.VMAction(ctx, plumbing.VMActionRequest{Name: v.Name, Action: "remove"}); err != nil {
+				if _, err := h.VMAction(ctx, helperapi.VMActionRequest{Name: v.Name, Action: "remove"}); err != nil {
 					teardown = errors.Join(teardown, fmt.Errorf("remove vm %q: %w", v.Name, err))
 				}
 			}
@@ -178,14 +178,14 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, steps func(Step)
 
 // MachineStatus is a machine as the operator sees it.
 type MachineStatus struct {
-	Name          string         `json:"name"`
-	Address       string         `json:"address"`
-	Status        string         `json:"status"` // online, offline, degraded
-	Problem       string         `json:"problem,omitempty"`
-	MeshIP        string         `json:"mesh_ip"`
-	NAT           bool           `json:"nat"`
-	HelperVersion string         `json:"helper_version"`
-	Facts         plumbing.Facts `json:"facts,omitzero"`
+	Name          string          `json:"name"`
+	Address       string          `json:"address"`
+	Status        string          `json:"status"` // online, offline, degraded
+	Problem       string          `json:"problem,omitempty"`
+	MeshIP        string          `json:"mesh_ip"`
+	NAT           bool            `json:"nat"`
+	HelperVersion string          `json:"helper_version"`
+	Facts         helperapi.Facts `json:"facts,omitzero"`
 }
 
 // Status values.
@@ -232,7 +232,7 @@ func (c *Cloud) Machines(ctx context.Context, timeout time.Duration) ([]MachineS
 
 // degraded names what is wrong with an answering machine: a peer it has
 // not shaken hands with lately.
-func degraded(f plumbing.Facts) string {
+func degraded(f helperapi.Facts) string {
 	for _, p := range f.Peers {
 		if p.HandshakeAge < 0 || time.Duration(p.HandshakeAge*float64(time.Second)) > StaleHandshake {
 			name := p.Name

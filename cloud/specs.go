@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
-	"github.com/butter-cloud/butter/plumbing"
 )
 
 // Keepalive is the persistent keepalive, in seconds, every machine sends
@@ -25,7 +25,7 @@ const Keepalive = 25
 // keepalive. Two machines behind NAT cannot reach each other, so they
 // reach each other through a relay: the first reachable machine by name,
 // whose WireGuard device then forwards.
-func Specs(inv *inventory.Inventory) (map[string]plumbing.Spec, error) {
+func Specs(inv *inventory.Inventory) (map[string]helperapi.Spec, error) {
 	var joined []inventory.Machine
 	for _, m := range inv.Machines {
 		if m.PublicKey != "" && m.MeshIP.IsValid() {
@@ -49,9 +49,9 @@ func Specs(inv *inventory.Inventory) (map[string]plumbing.Spec, error) {
 	if port == 0 {
 		port = inventory.DefaultMeshPort
 	}
-	specs := map[string]plumbing.Spec{}
+	specs := map[string]helperapi.Spec{}
 	for _, m := range joined {
-		s := plumbing.Spec{Mesh: plumbing.Mesh{
+		s := helperapi.Spec{Mesh: helperapi.Mesh{
 			Address:    netip.PrefixFrom(m.MeshIP, inv.Mesh.Prefix.Bits()),
 			ListenPort: port,
 			Relay:      relay != nil && relay.Name == m.Name && nat >= 2,
@@ -60,10 +60,10 @@ func Specs(inv *inventory.Inventory) (map[string]plumbing.Spec, error) {
 			if o.Name == m.Name {
 				continue
 			}
-			p := plumbing.Peer{Name: o.Name, PublicKey: o.PublicKey, MeshIP: o.MeshIP}
+			p := helperapi.Peer{Name: o.Name, PublicKey: o.PublicKey, MeshIP: o.MeshIP}
 			switch {
 			case m.NAT && o.NAT:
-				p = plumbing.Peer{Name: o.Name, MeshIP: o.MeshIP, Via: relay.Name}
+				p = helperapi.Peer{Name: o.Name, MeshIP: o.MeshIP, Via: relay.Name}
 			case o.NAT:
 				// It reaches out to us; we learn its endpoint from its
 				// handshakes.
@@ -78,7 +78,7 @@ func Specs(inv *inventory.Inventory) (map[string]plumbing.Spec, error) {
 			if !slices.Contains(n.Machines, m.Name) {
 				continue
 			}
-			pn := plumbing.Network{Name: n.Name, ID: n.ID, Subnet: n.Subnet, Tunnel: n.Tunnel}
+			pn := helperapi.Network{Name: n.Name, ID: n.ID, Subnet: n.Subnet, Tunnel: n.Tunnel}
 			for _, other := range n.Machines {
 				if other != m.Name && slices.ContainsFunc(joined, func(j inventory.Machine) bool { return j.Name == other }) {
 					pn.Peers = append(pn.Peers, other)

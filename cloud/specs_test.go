@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
-	"github.com/butter-cloud/butter/plumbing"
 )
 
 func key(b byte) string {
@@ -58,14 +58,14 @@ func TestSpecsNAT(t *testing.T) {
 	if !specs["a"].Mesh.Relay || specs["b"].Mesh.Relay || specs["n1"].Mesh.Relay {
 		t.Errorf("the relay should be a (first reachable by name) only")
 	}
-	peer := func(of, name string) plumbing.Peer {
+	peer := func(of, name string) helperapi.Peer {
 		for _, p := range specs[of].Peers {
 			if p.Name == name {
 				return p
 			}
 		}
 		t.Fatalf("%s has no peer %s", of, name)
-		return plumbing.Peer{}
+		return helperapi.Peer{}
 	}
 	if p := peer("n1", "n2"); p.Via != "a" || p.PublicKey != "" || p.Endpoint != "" {
 		t.Errorf("n1 should reach n2 through a: %+v", p)

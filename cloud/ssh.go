@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
-	"github.com/butter-cloud/butter/plumbing/images"
 	"github.com/butter-cloud/butter/remote"
 )
 
@@ -141,7 +141,7 @@ func (l *sshLink) Console(ctx context.Context, vmName string, in io.Reader, out 
 // Upload hashes the operator's file and streams it into the machine's
 // image store, which keeps it only if size and hash match, and reads
 // nothing when it has the content already.
-func (l *sshLink) Upload(ctx context.Context, kind string, f *images.File, progress func(images.Progress)) error {
+func (l *sshLink) Upload(ctx context.Context, kind string, f *helperapi.File, progress func(helperapi.Progress)) error {
 	file, err := os.Open(f.Path)
 	if err != nil {
 		return err
@@ -160,7 +160,7 @@ func (l *sshLink) Upload(ctx context.Context, kind string, f *images.File, progr
 	_, err = l.m.ImportImage(ctx, remote.ImageUpload{Name: name, Kind: kind, Size: n, SHA256: f.SHA256, Body: file,
 		Progress: func(sent int64) {
 			if progress != nil {
-				progress(images.Progress{Name: name, Phase: images.PhaseUpload, Done: sent, Total: n})
+				progress(helperapi.Progress{Name: name, Phase: helperapi.PhaseUpload, Done: sent, Total: n})
 			}
 		}})
 	return err

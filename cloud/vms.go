@@ -12,10 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
-	"github.com/butter-cloud/butter/plumbing"
-	"github.com/butter-cloud/butter/plumbing/images"
-	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
 // NewVM is what `vm create` is told.
@@ -23,7 +21,7 @@ type NewVM struct {
 	Name      string
 	Machine   string
 	Network   string
-	Image     string // as images.ParseSource reads it; files are the operator's
+	Image     string // as helperapi.ParseSource reads it; files are the operator's
 	CPUs      int
 	MemoryMiB int
 	DiskGiB   int
@@ -48,8 +46,8 @@ type VMStatus struct {
 // CreateVM allocates the VM's address, uploads its image files if they are
 // the operator's, and creates it on its machine. The allocation is kept
 // only if the VM was made.
-func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(images.Progress), steps func(Step)) (VMStatus, error) {
-	src, err := images.ParseSource(nv.Image)
+func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.Progress), steps func(Step)) (VMStatus, error) {
+	src, err := helperapi.ParseSource(nv.Image)
 	if err != nil {
 		return VMStatus{}, fmt.Errorf("vm %q: %w", nv.Name, err)
 	}
@@ -102,29 +100,29 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(images.Pro
 	return vmStatus(m.Name, info), nil
 }
 
-func (c *Cloud) createOn(ctx context.Context, m inventory.Machine, nv NewVM, src images.Source, addr netip.Addr, progress func(images.Progress), steps func(Step)) (vm.Info, error) {
+func (c *Cloud) createOn(ctx context.Context, m inventory.Machine, nv NewVM, src helperapi.Source, addr netip.Addr, progress func(helperapi.Progress), steps func(Step)) (helperapi.VMInfo, error) {
 	l, err := c.link(ctx, m, Trust{}, steps)
 	if err != nil {
-		return vm.Info{}, fmt.Errorf("machine %q: %w", m.Name, err)
+		return helperapi.VMInfo{}, fmt.Errorf("machine %q: %w", m.Name, err)
 	}
 	for _, u := range []struct {
 		kind string
-		f    *images.File
-	}{{"disk", src.File}, {images.BlobKernel, src.Kernel}, {images.BlobInitrd, src.Initrd}} {
+		f    *helperapi.File
+	}{{"disk", src.File}, {helperapi.BlobKernel, src.Kernel}, {helperapi.BlobInitrd, src.Initrd}} {
 		if u.f == nil {
 			continue
 		}
 		say(steps, m.Name, "uploading "+u.f.Path)
 		if err := l.Upload(ctx, u.kind, u.f, progress); err != nil {
-			return vm.Info{}, fmt.Errorf("vm %q: upload %s: %w", nv.Name, u.f.Path, err)
+			return helperapi.VMInfo{}, fmt.Errorf("vm %q: upload %s: %w", nv.Name, u.f.Path, err)
 		}
 	}
 	h, err := l.Helper(ctx)
 	if err != nil {
-		return vm.Info{}, err
+		return helperapi.VMInfo{}, err
 	}
 	say(steps, m.Name, "creating vm "+nv.Name)
-	return h.CreateVM(ctx, plumbing.VMRequest{
+	return h.CreateVM(ctx, helperapi.VMRequest{
 		Name: nv.Name, CPUs: nv.CPUs, MemoryMiB: nv.MemoryMiB, DiskGiB: nv.DiskGiB,
 		Image: sourceOnMachine(src), Network: nv.Network, Address: addr.String(),
 		SSHKeys: nv.SSHKeys, Cmdline: nv.Cmdline, Creator: creator(),
@@ -134,9 +132,9 @@ func (c *Cloud) createOn(ctx context.Context, m inventory.Machine, nv NewVM, src
 // sourceOnMachine rewrites an operator's file source to what the machine
 // has after the upload: the same source with content hashes, which the
 // machine's image store finds without the files.
-func sourceOnMachine(src images.Source) string {
+func sourceOnMachine(src helperapi.Source) string {
 	var parts []string
-	hashed := func(f *images.File) string { return "sha256:" + f.SHA256 }
+	hashed := func(f *helperapi.File) string { return "sha256:" + f.SHA256 }
 	switch {
 	case src.File != nil:
 		return "file=" + hashed(src.File)
@@ -208,7 +206,7 @@ func (c *Cloud) VMs(ctx context.Context, timeout time.Duration) ([]VMStatus, err
 	return out, err
 }
 
-func vmStatus(machine string, v vm.Info) VMStatus {
+func vmStatus(machine string, v helperapi.VMInfo) VMStatus {
 	ip, _, _ := strings.Cut(v.Address, "/")
 	return VMStatus{Name: v.Name, Machine: machine, Network: v.Network, IP: ip, State: v.State,
 		CPUs: v.CPUs, MemoryMiB: v.MemoryMiB, CPUTime: v.CPUTime.Seconds(), Image: v.Image}
@@ -216,24 +214,24 @@ func vmStatus(machine string, v vm.Info) VMStatus {
 
 // VMAction starts, stops, reboots or removes a VM; remove also frees its
 // address.
-func (c *Cloud) VMAction(ctx context.Context, name, action string, timeout time.Duration) (plumbing.VMActionResult, error) {
+func (c *Cloud) VMAction(ctx context.Context, name, action string, timeout time.Duration) (helperapi.VMActionResult, error) {
 	inv, err := c.Inventory()
 	if err != nil {
-		return plumbing.VMActionResult{}, err
+		return helperapi.VMActionResult{}, err
 	}
 	v, ok := inv.VM(name)
 	if !ok {
-		return plumbing.VMActionResult{}, fmt.Errorf("no vm %q; `butter vm list` shows them", name)
+		return helperapi.VMActionResult{}, fmt.Errorf("no vm %q; `butter vm list` shows them", name)
 	}
 	m, ok := inv.Machine(v.Machine)
 	if !ok {
-		return plumbing.VMActionResult{}, fmt.Errorf("vm %q is on machine %q, which is not in the cloud", name, v.Machine)
+		return helperapi.VMActionResult{}, fmt.Errorf("vm %q is on machine %q, which is not in the cloud", name, v.Machine)
 	}
 	h, err := c.helper(ctx, *m)
 	if err != nil {
-		return plumbing.VMActionResult{}, fmt.Errorf("machine %q: %w", m.Name, err)
+		return helperapi.VMActionResult{}, fmt.Errorf("machine %q: %w", m.Name, err)
 	}
-	res, err := h.VMAction(ctx, plumbing.VMActionRequest{Name: name, Action: action, TimeoutSeconds: timeout.Seconds()})
+	res, err := h.VMAction(ctx, helperapi.VMActionRequest{Name: name, Action: action, TimeoutSeconds: timeout.Seconds()})
 	if err != nil && !(action == "remove" && strings.Contains(err.Error(), "no vm")) {
 		return res, err
 	}

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
-	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
 // DefaultWatchInterval is how often Watch refreshes each machine's facts
@@ -42,9 +42,9 @@ type VMChange struct {
 	State   string
 }
 
-// vmWatcher is a helper that pushes VM events; *plumbing.Client is one.
+// vmWatcher is a helper that pushes VM events; *helperapi.Client is one.
 type vmWatcher interface {
-	Watch(ctx context.Context, fn func(vm.Event)) error
+	Watch(ctx context.Context, fn func(helperapi.VMEvent)) error
 }
 
 // Watch reports the cloud's changes to fn until ctx ends, then returns
@@ -189,7 +189,7 @@ func (c *Cloud) watchMachine(ctx context.Context, m inventory.Machine, inv func(
 						default:
 						}
 					}()
-					_ = w.Watch(wctx, func(ev vm.Event) {
+					_ = w.Watch(wctx, func(ev helperapi.VMEvent) {
 						emit(Event{VM: &VMChange{Machine: m.Name, Name: ev.VM, Event: ev.Event, State: ev.State}})
 						if ev.Event == "defined" {
 							// A new VM: its network and address come with the list.

@@ -9,10 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
-	"github.com/butter-cloud/butter/plumbing"
-	"github.com/butter-cloud/butter/plumbing/images"
-	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
 // flakyMachine is a fakeMachine that can stop answering and pushes VM
@@ -21,18 +19,18 @@ type flakyMachine struct {
 	*fakeMachine
 	down   atomic.Bool
 	mu     sync.Mutex
-	events chan vm.Event
+	events chan helperapi.VMEvent
 }
 
-func (f *flakyMachine) Facts(ctx context.Context) (plumbing.Facts, error) {
+func (f *flakyMachine) Facts(ctx context.Context) (helperapi.Facts, error) {
 	if f.down.Load() {
 		<-ctx.Done()
-		return plumbing.Facts{}, errors.New("helper.facts: " + ctx.Err().Error())
+		return helperapi.Facts{}, errors.New("helper.facts: " + ctx.Err().Error())
 	}
 	return f.fakeMachine.Facts(ctx)
 }
 
-func (f *flakyMachine) Watch(ctx context.Context, fn func(vm.Event)) error {
+func (f *flakyMachine) Watch(ctx context.Context, fn func(helperapi.VMEvent)) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -49,7 +47,7 @@ func (l flakyLink) Helper(ctx context.Context) (Helper, error) { return l.m, nil
 func (l flakyLink) Console(ctx context.Context, vm string, in io.Reader, out io.Writer) error {
 	return nil
 }
-func (l flakyLink) Upload(ctx context.Context, kind string, f *images.File, progress func(images.Progress)) error {
+func (l flakyLink) Upload(ctx context.Context, kind string, f *helperapi.File, progress func(helperapi.Progress)) error {
 	return nil
 }
 func (l flakyLink) Via() Route   { return Route{} }
@@ -64,10 +62,10 @@ func (c flakyConnector) Connect(ctx context.Context, m inventory.Machine, trust 
 func TestWatchReportsMachinesVMsEventsAndOutages(t *testing.T) {
 	c, fc := newFakeCloud(t, 2)
 	addAll(t, c, 2)
-	fc.machines["192.0.2.1"].vms["web"] = vm.Info{Name: "web", State: "running", Network: "blue", Address: "10.0.0.2/24"}
+	fc.machines["192.0.2.1"].vms["web"] = helperapi.VMInfo{Name: "web", State: "running", Network: "blue", Address: "10.0.0.2/24"}
 	flaky := flakyConnector{}
 	for addr, m := range fc.machines {
-		flaky[addr] = &flakyMachine{fakeMachine: m, events: make(chan vm.Event, 1)}
+		flaky[addr] = &flakyMachine{fakeMachine: m, events: make(chan helperapi.VMEvent, 1)}
 	}
 	c = New(c.path, flaky, nil)
 
@@ -103,7 +101,7 @@ func TestWatchReportsMachinesVMsEventsAndOutages(t *testing.T) {
 	wait("m1's VMs", func(ev Event) bool {
 		return ev.VMsOf == "m1" && len(ev.VMs) == 1 && ev.VMs[0].IP == "10.0.0.2" && ev.VMs[0].Machine == "m1"
 	})
-	flaky["192.0.2.1"].events <- vm.Event{VM: "web", Event: "stopped", State: "shut off"}
+	flaky["192.0.2.1"].events <- helperapi.VMEvent{VM: "web", Event: "stopped", State: "shut off"}
 	wait("the pushed event", func(ev Event) bool {
 		return ev.VM != nil && *ev.VM == VMChange{Machine: "m1", Name: "web", Event: "stopped", State: "shut off"}
 	})

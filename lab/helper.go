@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/butter-cloud/butter/plumbing"
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // DefaultMesh is the mesh prefix Specs uses when Mesh.Prefix is unset.
@@ -34,7 +34,7 @@ type Mesh struct {
 	Keepalive int
 	// Networks are the private networks. A network with no Peers spans
 	// every machine; otherwise Peers names the machines it spans.
-	Networks []plumbing.Network
+	Networks []helperapi.Network
 }
 
 func (mesh Mesh) prefix() netip.Prefix {
@@ -59,7 +59,7 @@ func (mesh Mesh) Addr(m *Machine) netip.Prefix { return hostAddr(mesh.prefix(), 
 // machines and reached at their underlay address; a machine behind NAT has
 // no endpoint (it reaches out, with a keepalive) except for machines on its
 // own LAN.
-func (l *Lab) Specs(mesh Mesh, keys map[string]string) (map[string]plumbing.Spec, error) {
+func (l *Lab) Specs(mesh Mesh, keys map[string]string) (map[string]helperapi.Spec, error) {
 	var errs []error
 	for _, m := range l.Machines {
 		if keys[m.Name] == "" {
@@ -69,16 +69,16 @@ func (l *Lab) Specs(mesh Mesh, keys map[string]string) (map[string]plumbing.Spec
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	specs := map[string]plumbing.Spec{}
+	specs := map[string]helperapi.Spec{}
 	for _, m := range l.Machines {
-		s := plumbing.Spec{Mesh: plumbing.Mesh{Address: mesh.Addr(m), ListenPort: mesh.port()}}
+		s := helperapi.Spec{Mesh: helperapi.Mesh{Address: mesh.Addr(m), ListenPort: mesh.port()}}
 		var others []string
 		for _, o := range l.Machines {
 			if o == m {
 				continue
 			}
 			others = append(others, o.Name)
-			peer := plumbing.Peer{
+			peer := helperapi.Peer{
 				Name:      o.Name,
 				PublicKey: keys[o.Name],
 				MeshIP:    mesh.Addr(o).Addr(),
@@ -177,22 +177,22 @@ func (m *Machine) PublicKey(ctx context.Context, butter string) (string, error) 
 }
 
 // Apply sends spec to the machine's helper daemon and returns its report.
-func (m *Machine) Apply(ctx context.Context, butter string, spec plumbing.Spec) (plumbing.Report, error) {
-	var rep plumbing.Report
+func (m *Machine) Apply(ctx context.Context, butter string, spec helperapi.Spec) (helperapi.Report, error) {
+	var rep helperapi.Report
 	err := m.helperJSON(ctx, butter, spec, &rep, "apply", "-")
 	return rep, err
 }
 
 // Check returns how the machine differs from spec.
-func (m *Machine) Check(ctx context.Context, butter string, spec plumbing.Spec) ([]plumbing.Drift, error) {
-	var res plumbing.CheckResult
+func (m *Machine) Check(ctx context.Context, butter string, spec helperapi.Spec) ([]helperapi.Drift, error) {
+	var res helperapi.CheckResult
 	err := m.helperJSON(ctx, butter, spec, &res, "check", "-")
 	return res.Drift, err
 }
 
 // Facts returns the machine's helper facts.
-func (m *Machine) Facts(ctx context.Context, butter string) (plumbing.Facts, error) {
-	var f plumbing.Facts
+func (m *Machine) Facts(ctx context.Context, butter string) (helperapi.Facts, error) {
+	var f helperapi.Facts
 	err := m.helperJSON(ctx, butter, nil, &f, "facts")
 	return f, err
 }
@@ -221,8 +221,8 @@ type Helpers struct {
 	Butter string
 	// Specs and Reports are each machine's spec and its first report, by
 	// machine name.
-	Specs   map[string]plumbing.Spec
-	Reports map[string]plumbing.Report
+	Specs   map[string]helperapi.Spec
+	Reports map[string]helperapi.Report
 	// Daemons are the helper daemons, by machine name.
 	Daemons map[string]*Process
 }
@@ -233,7 +233,7 @@ type Helpers struct {
 func (l *Lab) StartMesh(ctx context.Context, butter string, mesh Mesh, logs func(*Machine) io.Writer) (*Helpers, error) {
 	h := &Helpers{
 		Butter:  butter,
-		Reports: map[string]plumbing.Report{},
+		Reports: map[string]helperapi.Report{},
 		Daemons: map[string]*Process{},
 	}
 	keys := map[string]string{}

@@ -5,10 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-
-	"github.com/butter-cloud/butter/plumbing"
 )
 
 func fakeLab(n int) *Lab {
@@ -31,23 +30,23 @@ func newKey(t *testing.T) string {
 func TestSpecs(t *testing.T) {
 	l := fakeLab(3)
 	keys := map[string]string{"m1": newKey(t), "m2": newKey(t), "m3": newKey(t)}
-	mesh := Mesh{Networks: []plumbing.Network{
-		{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: plumbing.TunnelVXLAN},
-		{Name: "green", ID: 2, Tunnel: plumbing.TunnelAuto, Peers: []string{"m1", "m3"}},
+	mesh := Mesh{Networks: []helperapi.Network{
+		{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelVXLAN},
+		{Name: "green", ID: 2, Tunnel: helperapi.TunnelAuto, Peers: []string{"m1", "m3"}},
 	}}
 	specs, err := l.Specs(mesh, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := specs["m2"]
-	want := plumbing.Spec{
-		Mesh: plumbing.Mesh{Address: netip.MustParsePrefix("10.99.0.2/16"), ListenPort: 51820},
-		Peers: []plumbing.Peer{
+	want := helperapi.Spec{
+		Mesh: helperapi.Mesh{Address: netip.MustParsePrefix("10.99.0.2/16"), ListenPort: 51820},
+		Peers: []helperapi.Peer{
 			{Name: "m1", PublicKey: keys["m1"], Endpoint: "10.250.0.1:51820", MeshIP: netip.MustParseAddr("10.99.0.1")},
 			{Name: "m3", PublicKey: keys["m3"], Endpoint: "10.250.0.3:51820", MeshIP: netip.MustParseAddr("10.99.0.3")},
 		},
-		Networks: []plumbing.Network{
-			{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: plumbing.TunnelVXLAN, Peers: []string{"m1", "m3"}},
+		Networks: []helperapi.Network{
+			{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m1", "m3"}},
 		},
 	}
 	cmpAddr := cmp.Comparer(func(a, b netip.Addr) bool { return a == b })
@@ -85,7 +84,7 @@ func TestSpecsNAT(t *testing.T) {
 		Endpoint  string
 		Keepalive int
 	}
-	view := func(s plumbing.Spec) map[string]peerView {
+	view := func(s helperapi.Spec) map[string]peerView {
 		v := map[string]peerView{}
 		for _, p := range s.Peers {
 			v[p.Name] = peerView{p.Endpoint, p.Keepalive}

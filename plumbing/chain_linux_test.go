@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/lab"
 	"github.com/butter-cloud/butter/plumbing"
 )
@@ -97,9 +98,9 @@ type chain struct {
 	mtu    []int // by network index
 }
 
-var chainNetworks = []plumbing.Network{
-	{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: plumbing.TunnelVXLAN},
-	{Name: "green", ID: 2, Subnet: netip.MustParsePrefix("10.10.2.0/24"), Tunnel: plumbing.TunnelAuto},
+var chainNetworks = []helperapi.Network{
+	{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelVXLAN},
+	{Name: "green", ID: 2, Subnet: netip.MustParsePrefix("10.10.2.0/24"), Tunnel: helperapi.TunnelAuto},
 }
 
 // probeAddr is probe (network n, machine i)'s address, both from 0. All
@@ -217,8 +218,8 @@ func (c *chain) checkReports(t *testing.T) {
 				t.Errorf("%s: network %d reported as %s/%d, want %s/%d", m.Name, n, nr.Name, nr.ID, want.Name, want.ID)
 			}
 			// This kernel has no gretap: "auto" must resolve to VXLAN.
-			if nr.Tunnel != plumbing.TunnelVXLAN {
-				t.Errorf("%s: network %s (asked %q) resolved to tunnel %q, want %q (no gretap here)", m.Name, nr.Name, want.Tunnel, nr.Tunnel, plumbing.TunnelVXLAN)
+			if nr.Tunnel != helperapi.TunnelVXLAN {
+				t.Errorf("%s: network %s (asked %q) resolved to tunnel %q, want %q (no gretap here)", m.Name, nr.Name, want.Tunnel, nr.Tunnel, helperapi.TunnelVXLAN)
 			}
 			if nr.MTU != 1370 {
 				t.Errorf("%s: network %s MTU %d, want 1370 (1420 - 50)", m.Name, nr.Name, nr.MTU)

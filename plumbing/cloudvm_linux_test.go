@@ -31,12 +31,12 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/lab"
-	"github.com/butter-cloud/butter/plumbing"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
-var cloudVMNetwork = plumbing.Network{Name: "teal", ID: 9, Tunnel: plumbing.TunnelVXLAN,
+var cloudVMNetwork = helperapi.Network{Name: "teal", ID: 9, Tunnel: helperapi.TunnelVXLAN,
 	Subnet: netip.MustParsePrefix("10.30.0.0/24")}
 
 const (
@@ -93,12 +93,12 @@ func TestCloudVM(t *testing.T) {
 	if _, err := m.StartLibvirt(ctx, logW); err != nil {
 		t.Fatal(err)
 	}
-	helpers, err := l.StartMesh(ctx, butter, lab.Mesh{Networks: []plumbing.Network{cloudVMNetwork}},
+	helpers, err := l.StartMesh(ctx, butter, lab.Mesh{Networks: []helperapi.Network{cloudVMNetwork}},
 		func(*lab.Machine) io.Writer { return logW })
 	if err != nil {
 		t.Fatal(err)
 	}
-	var nr plumbing.NetworkReport
+	var nr helperapi.NetworkReport
 	for _, r := range helpers.Reports[m.Name].Networks {
 		if r.Name == cloudVMNetwork.Name {
 			nr = r
@@ -145,7 +145,7 @@ func TestCloudVM(t *testing.T) {
 		t.Fatalf("vm create: %v: %s", err, out)
 	}
 	created := time.Since(createStart)
-	var info vm.Info
+	var info helperapi.VMInfo
 	if err := json.Unmarshal(out, &info); err != nil {
 		t.Fatalf("vm create: %v: %s", err, out)
 	}

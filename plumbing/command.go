@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
@@ -37,7 +37,7 @@ these verbs are also for looking around on the machine itself.
   vm events                                   print VM lifecycle events, one JSON object a line
   images                                      list cached images
 
-Verbs that talk to the daemon take --socket PATH (default ` + DefaultSocket + `).
+Verbs that talk to the daemon take --socket PATH (default ` + helperapi.DefaultSocket + `).
 `
 
 // command is one `butter helper` invocation.
@@ -71,10 +71,10 @@ func RunCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	c := &command{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
 	c.fs = flag.NewFlagSet("butter helper "+verb, flag.ContinueOnError)
 	c.fs.SetOutput(stderr)
-	c.fs.StringVar(&c.stateDir, "state-dir", DefaultStateDir, "the helper's state folder")
-	c.fs.StringVar(&c.socket, "socket", DefaultSocket, "the helper daemon's socket")
+	c.fs.StringVar(&c.stateDir, "state-dir", helperapi.DefaultStateDir, "the helper's state folder")
+	c.fs.StringVar(&c.socket, "socket", helperapi.DefaultSocket, "the helper daemon's socket")
 	c.fs.StringVar(&c.libvirtSocket, "libvirt-socket", vm.DefaultSocket, "libvirtd's socket")
-	c.fs.StringVar(&c.accel, "accel", vm.AccelAuto, "VM accelerator: auto, kvm or tcg")
+	c.fs.StringVar(&c.accel, "accel", helperapi.AccelAuto, "VM accelerator: auto, kvm or tcg")
 	c.fs.StringVar(&c.imageMirror, "image-mirror", "", "https mirror of the image catalog's servers")
 	c.fs.BoolVar(&c.verbose, "v", false, "log debug detail")
 
@@ -94,13 +94,13 @@ func RunCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	case "apply", "check":
 		return c.applyOrCheck(verb, args)
 	case "remove":
-		return c.withClient(args, func(cl *Client) error { return cl.Remove(ctx) })
+		return c.withClient(args, func(cl *helperapi.Client) error { return cl.Remove(ctx) })
 	case "facts":
-		return c.withClient(args, func(cl *Client) error { return printResult(cl.Facts(ctx))(stdout) })
+		return c.withClient(args, func(cl *helperapi.Client) error { return printResult(cl.Facts(ctx))(stdout) })
 	case "images":
-		return c.withClient(args, func(cl *Client) error { return printResult(cl.Images(ctx))(stdout) })
+		return c.withClient(args, func(cl *helperapi.Client) error { return printResult(cl.Images(ctx))(stdout) })
 	case "vm list":
-		return c.withClient(args, func(cl *Client) error { return printResult(cl.ListVMs(ctx))(stdout) })
+		return c.withClient(args, func(cl *helperapi.Client) error { return printResult(cl.ListVMs(ctx))(stdout) })
 	case "vm create":
 		return c.vmCreate(args)
 	case "vm start", "vm stop", "vm reboot", "vm remove":
@@ -108,9 +108,9 @@ func RunCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	case "vm console":
 		return c.vmConsole(args)
 	case "vm events":
-		return c.withClient(args, func(cl *Client) error {
+		return c.withClient(args, func(cl *helperapi.Client) error {
 			enc := json.NewEncoder(stdout)
-			return cl.Watch(ctx, func(ev vm.Event) { _ = enc.Encode(ev) })
+			return cl.Watch(ctx, func(ev helperapi.VMEvent) { _ = enc.Encode(ev) })
 		})
 	case "serve", "supervise", "image": // the operator's verbs over SSH (serve.go)
 		return c.remoteVerb(verb, args)
@@ -164,11 +164,11 @@ func (c *command) daemon(args []string) error {
 		VM: c.vmOptions(), ImageMirror: c.imageMirror})
 }
 
-func (c *command) withClient(args []string, do func(*Client) error) error {
+func (c *command) withClient(args []string, do func(*helperapi.Client) error) error {
 	if err := c.fs.Parse(args); err != nil {
 		return err
 	}
-	cl, err := Dial(c.ctx, c.socket)
+	cl, err := helperapi.Dial(c.ctx, c.socket)
 	if err != nil {
 		return err
 	}
@@ -193,16 +193,16 @@ func (c *command) applyOrCheck(verb string, args []string) error {
 	if err != nil {
 		return fmt.Errorf("read spec: %w", err)
 	}
-	spec, err := ParseSpec(data)
+	spec, err := helperapi.ParseSpec(data)
 	if err != nil {
 		return err
 	}
-	return c.withClient(nil, func(cl *Client) error {
+	return c.withClient(nil, func(cl *helperapi.Client) error {
 		if verb == "apply" {
 			return printResult(cl.Apply(c.ctx, spec))(c.stdout)
 		}
 		d, err := cl.Check(c.ctx, spec)
-		return printResult(CheckResult{Drift: d}, err)(c.stdout)
+		return printResult(helperapi.CheckResult{Drift: d}, err)(c.stdout)
 	})
 }
 
@@ -212,7 +212,7 @@ func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func (c *command) vmCreate(args []string) error {
-	var req VMRequest
+	var req helperapi.VMRequest
 	var keyFiles stringList
 	c.fs.StringVar(&req.Network, "network", "", "the private network")
 	c.fs.StringVar(&req.Address, "address", "", "the VM's address on the network")
@@ -239,8 +239,8 @@ func (c *command) vmCreate(args []string) error {
 	if req.Creator == "" {
 		req.Creator = "root@" + hostname()
 	}
-	return c.withClient(nil, func(cl *Client) error {
-		info, err := cl.CreateVM(c.ctx, req, func(p images.Progress) {
+	return c.withClient(nil, func(cl *helperapi.Client) error {
+		info, err := cl.CreateVM(c.ctx, req, func(p helperapi.Progress) {
 			fmt.Fprintf(c.stderr, "%s %s: %d of %d bytes\n", p.Phase, p.Name, p.Done, p.Total)
 		})
 		return printResult(info, err)(c.stdout)
@@ -256,14 +256,14 @@ func hostname() string {
 }
 
 func (c *command) vmAction(action string, args []string) error {
-	timeout := c.fs.Duration("timeout", DefaultStopTimeout, "stop: how long to wait for the guest to shut down")
+	timeout := c.fs.Duration("timeout", helperapi.DefaultStopTimeout, "stop: how long to wait for the guest to shut down")
 	force := c.fs.Bool("force", false, "reboot: reset instead of asking the guest")
 	name, err := c.parseNamed(args)
 	if err != nil {
 		return err
 	}
-	return c.withClient(nil, func(cl *Client) error {
-		res, err := cl.VMAction(c.ctx, VMActionRequest{Name: name, Action: action,
+	return c.withClient(nil, func(cl *helperapi.Client) error {
+		res, err := cl.VMAction(c.ctx, helperapi.VMActionRequest{Name: name, Action: action,
 			TimeoutSeconds: timeout.Seconds(), Force: *force})
 		if err == nil && res.Forced {
 			fmt.Fprintf(c.stderr, "vm %s did not shut down within %s: pulled the plug\n", name, *timeout)

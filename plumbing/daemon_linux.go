@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/plumbing/vm"
 	"golang.org/x/sys/unix"
 )
@@ -26,10 +27,10 @@ type DaemonOptions struct {
 // calls on the socket until ctx ends. Only one daemon runs per state folder.
 func RunDaemon(ctx context.Context, o DaemonOptions) error {
 	if o.StateDir == "" {
-		o.StateDir = DefaultStateDir
+		o.StateDir = helperapi.DefaultStateDir
 	}
 	if o.Socket == "" {
-		o.Socket = DefaultSocket
+		o.Socket = helperapi.DefaultSocket
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/plumbing/images"
 	"github.com/butter-cloud/butter/plumbing/vm"
 	"golang.zx2c4.com/wireguard/wgctrl"
@@ -34,7 +35,7 @@ type Helper struct {
 // New returns a Helper for the current network namespace.
 func New(opts Options) (*Helper, error) {
 	if opts.StateDir == "" {
-		opts.StateDir = DefaultStateDir
+		opts.StateDir = helperapi.DefaultStateDir
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -81,7 +82,7 @@ func (h *Helper) PublicKey() (string, error) {
 	return k.PublicKey().String(), nil
 }
 
-func (h *Helper) machine(spec Spec) machine {
+func (h *Helper) machine(spec helperapi.Spec) machine {
 	_, mtu := h.links.uplink(endpointAddrs(spec))
 	return machine{UplinkMTU: mtu, Gretap: h.links.capabilities().Gretap}
 }
@@ -89,25 +90,25 @@ func (h *Helper) machine(spec Spec) machine {
 // Apply makes the machine match spec and persists it so that the daemon
 // restores it after a restart. It adds before it deletes, touches only
 // links named with Prefix, and may be called any number of times.
-func (h *Helper) Apply(ctx context.Context, spec Spec) (Report, error) {
+func (h *Helper) Apply(ctx context.Context, spec helperapi.Spec) (helperapi.Report, error) {
 	if err := spec.Validate(); err != nil {
-		return Report{}, err
+		return helperapi.Report{}, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.state.saveSpec(spec); err != nil {
-		return Report{}, fmt.Errorf("persist spec: %w", err)
+		return helperapi.Report{}, fmt.Errorf("persist spec: %w", err)
 	}
 	return h.apply(ctx, spec)
 }
 
-func (h *Helper) apply(ctx context.Context, spec Spec) (Report, error) {
+func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Report, error) {
 	priv, err := h.state.privateKey()
 	if err != nil {
-		return Report{}, err
+		return helperapi.Report{}, err
 	}
 	if err := notSelf(spec, priv.PublicKey().String()); err != nil {
-		return Report{}, err
+		return helperapi.Report{}, err
 	}
 	p := makePlan(spec, h.machine(spec))
 	changes, err := converge(ctx, h.links, p.Links)
@@ -143,17 +144,17 @@ func (h *Helper) apply(ctx context.Context, spec Spec) (Report, error) {
 	return rep, nil
 }
 
-func (h *Helper) report(spec Spec, p plan, priv wgtypes.Key) Report {
-	return Report{
-		WireGuard: WireGuardReport{Name: WireGuardName, MTU: p.WireGuardMTU, Userspace: h.links.usingUserspace(),
-			PublicKey: priv.PublicKey().String(), ListenPort: spec.Mesh.listenPort()},
+func (h *Helper) report(spec helperapi.Spec, p plan, priv wgtypes.Key) helperapi.Report {
+	return helperapi.Report{
+		WireGuard: helperapi.WireGuardReport{Name: WireGuardName, MTU: p.WireGuardMTU, Userspace: h.links.usingUserspace(),
+			PublicKey: priv.PublicKey().String(), ListenPort: spec.Mesh.Port()},
 		Networks: p.Networks,
 		Changes:  []string{},
 	}
 }
 
 // Check returns how the machine differs from spec, changing nothing.
-func (h *Helper) Check(ctx context.Context, spec Spec) ([]Drift, error) {
+func (h *Helper) Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Drift, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -164,9 +165,9 @@ func (h *Helper) Check(ctx context.Context, spec Spec) ([]Drift, error) {
 	if err != nil {
 		return nil, err
 	}
-	drift := []Drift{}
+	drift := []helperapi.Drift{}
 	for _, c := range diff(p.Links, have) {
-		d := Drift{Link: c.Link.Name}
+		d := helperapi.Drift{Link: c.Link.Name}
 		switch c.Op {
 		case OpAdd:
 			d.Problem = "missing"
@@ -180,7 +181,7 @@ func (h *Helper) Check(ctx context.Context, spec Spec) ([]Drift, error) {
 		drift = append(drift, d)
 	}
 	if on, err := forwarding(); err == nil && on != spec.Mesh.Relay {
-		drift = append(drift, Drift{Link: WireGuardName, Problem: "want forwarding " + onOff(spec.Mesh.Relay)})
+		drift = append(drift, helperapi.Drift{Link: WireGuardName, Problem: "want forwarding " + onOff(spec.Mesh.Relay)})
 	}
 	priv, err := h.state.privateKey()
 	if err != nil {
@@ -192,10 +193,10 @@ func (h *Helper) Check(ctx context.Context, spec Spec) ([]Drift, error) {
 			return nil, err
 		}
 		for _, n := range notes {
-			drift = append(drift, Drift{Link: WireGuardName, Problem: n})
+			drift = append(drift, helperapi.Drift{Link: WireGuardName, Problem: n})
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		drift = append(drift, Drift{Link: WireGuardName, Problem: "cannot read the device: " + err.Error()})
+		drift = append(drift, helperapi.Drift{Link: WireGuardName, Problem: "cannot read the device: " + err.Error()})
 	}
 	return drift, nil
 }
@@ -213,28 +214,28 @@ func (h *Helper) Remove(ctx context.Context) error {
 }
 
 // Restore re-applies the persisted spec, if there is one.
-func (h *Helper) Restore(ctx context.Context) (Report, bool, error) {
+func (h *Helper) Restore(ctx context.Context) (helperapi.Report, bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	spec, ok, err := h.state.spec()
 	if err != nil || !ok {
-		return Report{}, ok, err
+		return helperapi.Report{}, ok, err
 	}
 	rep, err := h.apply(ctx, spec)
 	return rep, true, err
 }
 
 // Facts reports what the kernel can do and how the mesh is doing.
-func (h *Helper) Facts(ctx context.Context) (Facts, error) {
+func (h *Helper) Facts(ctx context.Context) (helperapi.Facts, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	spec, _, err := h.state.spec()
 	if err != nil {
-		return Facts{}, err
+		return helperapi.Facts{}, err
 	}
 	caps := h.links.capabilities()
-	f := Facts{KernelWireGuard: caps.KernelWireGuard, Gretap: caps.Gretap, Peers: []PeerFacts{},
-		Networks: []NetworkReport{}}
+	f := helperapi.Facts{KernelWireGuard: caps.KernelWireGuard, Gretap: caps.Gretap, Peers: []helperapi.PeerFacts{},
+		Networks: []helperapi.NetworkReport{}}
 	f.Version, _ = SelfVersion()
 	f.Uplink, f.UplinkMTU = h.links.uplink(endpointAddrs(spec))
 	f.Addresses = h.links.addresses()
@@ -257,7 +258,7 @@ func (h *Helper) Facts(ctx context.Context) (Facts, error) {
 			}
 		}
 	}
-	f.WireGuard = &WireGuardReport{Name: dev.Name, MTU: mtu, Userspace: h.links.usingUserspace(),
+	f.WireGuard = &helperapi.WireGuardReport{Name: dev.Name, MTU: mtu, Userspace: h.links.usingUserspace(),
 		PublicKey: dev.PublicKey.String(), ListenPort: dev.ListenPort}
 	names := map[string]string{}
 	for _, p := range spec.Peers {
@@ -267,7 +268,7 @@ func (h *Helper) Facts(ctx context.Context) (Facts, error) {
 	}
 	now := time.Now()
 	for _, p := range dev.Peers {
-		pf := PeerFacts{Name: names[p.PublicKey.String()], PublicKey: p.PublicKey.String(),
+		pf := helperapi.PeerFacts{Name: names[p.PublicKey.String()], PublicKey: p.PublicKey.String(),
 			RxBytes: p.ReceiveBytes, TxBytes: p.TransmitBytes, HandshakeAge: -1}
 		if p.Endpoint != nil {
 			pf.Endpoint = p.Endpoint.String()

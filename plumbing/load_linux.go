@@ -6,12 +6,14 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // readLoad reads the machine's load from /proc; what it cannot read stays
 // zero.
-func readLoad() Load {
-	l := Load{CPUs: runtime.NumCPU()}
+func readLoad() helperapi.Load {
+	l := helperapi.Load{CPUs: runtime.NumCPU()}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		if f := strings.Fields(string(b)); len(f) > 0 {
 			l.Load1, _ = strconv.ParseFloat(f[0], 64)

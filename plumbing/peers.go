@@ -8,20 +8,21 @@ import (
 	"slices"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
 // peerChanges compares the WireGuard device with the spec's peers and
 // returns the configuration that makes it match, with a line per change.
 // Peers that already match are left alone, so their sessions survive.
-func peerChanges(ctx context.Context, spec Spec, priv wgtypes.Key, dev *wgtypes.Device) (wgtypes.Config, []string, error) {
+func peerChanges(ctx context.Context, spec helperapi.Spec, priv wgtypes.Key, dev *wgtypes.Device) (wgtypes.Config, []string, error) {
 	var cfg wgtypes.Config
 	var notes []string
 	if dev.PrivateKey != priv {
 		cfg.PrivateKey = &priv
 		notes = append(notes, "wireguard set private key (public "+priv.PublicKey().String()+")")
 	}
-	if port := spec.Mesh.listenPort(); dev.ListenPort != port {
+	if port := spec.Mesh.Port(); dev.ListenPort != port {
 		cfg.ListenPort = &port
 		notes = append(notes, fmt.Sprintf("wireguard set listen port %d", port))
 	}
@@ -90,7 +91,7 @@ func peerChanges(ctx context.Context, spec Spec, priv wgtypes.Key, dev *wgtypes.
 
 // allowedIPs is what the device routes to p: its mesh address, the mesh
 // addresses of the peers it relays to, and any prefixes it routes.
-func allowedIPs(p Peer, relayed []netip.Addr) []net.IPNet {
+func allowedIPs(p helperapi.Peer, relayed []netip.Addr) []net.IPNet {
 	out := []net.IPNet{*ipNet(netip.PrefixFrom(p.MeshIP, 32))}
 	for _, a := range relayed {
 		out = append(out, *ipNet(netip.PrefixFrom(a, 32)))
@@ -135,7 +136,7 @@ func resolveEndpoint(ctx context.Context, hostport string) (*net.UDPAddr, error)
 
 // endpointAddrs lists the spec's peer endpoints that are literal addresses,
 // for finding the uplink.
-func endpointAddrs(spec Spec) []netip.Addr {
+func endpointAddrs(spec helperapi.Spec) []netip.Addr {
 	var out []netip.Addr
 	for _, p := range spec.Peers {
 		if ap, err := netip.ParseAddrPort(p.Endpoint); err == nil {
@@ -159,4 +160,15 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// notSelf refuses a spec that lists this machine, known by its public key,
+// as one of its own peers.
+func notSelf(s helperapi.Spec, publicKey string) error {
+	for _, p := range s.Peers {
+		if p.PublicKey == publicKey {
+			return fmt.Errorf("peer %q has this machine's own public key; a machine is not its own peer", p.Name)
+		}
+	}
+	return nil
 }

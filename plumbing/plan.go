@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // Overheads of each layer, in bytes, for the MTU arithmetic.
@@ -21,7 +23,7 @@ const (
 
 // WireGuardMTU is the WireGuard device's MTU: the spec's override, or the
 // uplink's MTU less WireGuard's overhead.
-func WireGuardMTU(m Mesh, uplinkMTU int) int {
+func WireGuardMTU(m helperapi.Mesh, uplinkMTU int) int {
 	if m.MTU != 0 {
 		return m.MTU
 	}
@@ -34,7 +36,7 @@ func WireGuardMTU(m Mesh, uplinkMTU int) int {
 // NetworkMTU is the MTU of every port of a network's bridge, for a tunnel
 // kind riding on WireGuard at wgMTU.
 func NetworkMTU(tunnel string, wgMTU int) int {
-	if tunnel == TunnelGretap {
+	if tunnel == helperapi.TunnelGretap {
 		return wgMTU - GretapOverhead
 	}
 	return wgMTU - VXLANOverhead
@@ -50,28 +52,28 @@ type machine struct {
 type plan struct {
 	WireGuardMTU int
 	Links        []Link
-	Networks     []NetworkReport
+	Networks     []helperapi.NetworkReport
 }
 
 func resolveTunnel(kind string, m machine) string {
 	switch kind {
-	case TunnelGretap, TunnelVXLAN:
+	case helperapi.TunnelGretap, helperapi.TunnelVXLAN:
 		return kind
 	}
 	if m.Gretap {
-		return TunnelGretap
+		return helperapi.TunnelGretap
 	}
-	return TunnelVXLAN
+	return helperapi.TunnelVXLAN
 }
 
 // makePlan computes every link spec asks of this machine. The spec must be
 // valid.
-func makePlan(spec Spec, m machine) plan {
+func makePlan(spec helperapi.Spec, m machine) plan {
 	wgMTU := WireGuardMTU(spec.Mesh, m.UplinkMTU)
 	self := spec.Mesh.Address.Addr()
 	mesh := spec.Mesh.Address.Masked()
 	var routes []netip.Prefix
-	peers := map[string]Peer{}
+	peers := map[string]helperapi.Peer{}
 	for _, p := range spec.Peers {
 		peers[p.Name] = p
 		for _, a := range p.AllowedIPs {
@@ -89,12 +91,12 @@ func makePlan(spec Spec, m machine) plan {
 		tunnel := resolveTunnel(n.Tunnel, m)
 		mtu := NetworkMTU(tunnel, wgMTU)
 		br := BridgeName(n.ID)
-		rep := NetworkReport{Name: n.Name, ID: n.ID, Tunnel: tunnel, MTU: mtu, Bridge: br, Ports: []string{}}
+		rep := helperapi.NetworkReport{Name: n.Name, ID: n.ID, Tunnel: tunnel, MTU: mtu, Bridge: br, Ports: []string{}}
 		p.Links = append(p.Links, Link{
 			Name: br, Kind: KindBridge, MTU: mtu, Up: true, Alias: "butter network " + n.Name,
 		})
 		switch tunnel {
-		case TunnelGretap:
+		case helperapi.TunnelGretap:
 			for _, pn := range n.Peers {
 				peer := peers[pn]
 				name := GretapName(n.ID, peer.MeshIP)
@@ -105,7 +107,7 @@ func makePlan(spec Spec, m machine) plan {
 					Key:   uint32(n.ID), Local: self, Remote: peer.MeshIP,
 				})
 			}
-		case TunnelVXLAN:
+		case helperapi.TunnelVXLAN:
 			name := VXLANName(n.ID)
 			rep.Ports = append(rep.Ports, name)
 			var fdb []netip.Addr

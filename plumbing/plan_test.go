@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 func testKey(b byte) string {
@@ -14,10 +16,10 @@ func testKey(b byte) string {
 }
 
 // testSpec is machine 1 of a three-machine mesh with the given networks.
-func testSpec(networks ...Network) Spec {
-	return Spec{
-		Mesh: Mesh{Address: netip.MustParsePrefix("10.99.0.1/16")},
-		Peers: []Peer{
+func testSpec(networks ...helperapi.Network) helperapi.Spec {
+	return helperapi.Spec{
+		Mesh: helperapi.Mesh{Address: netip.MustParsePrefix("10.99.0.1/16")},
+		Peers: []helperapi.Peer{
 			{Name: "m2", PublicKey: testKey('b'), Endpoint: "192.0.2.2:51820", MeshIP: netip.MustParseAddr("10.99.0.2")},
 			{Name: "m3", PublicKey: testKey('c'), MeshIP: netip.MustParseAddr("10.99.0.3"), Keepalive: 25,
 				AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.98.0.0/24")}},
@@ -36,11 +38,11 @@ func changesText(cs []Change) string {
 }
 
 func TestPlanFromEmpty(t *testing.T) {
-	blue := Network{Name: "blue", ID: 1, Peers: []string{"m2", "m3"}}
-	red := Network{Name: "red", ID: 7, Tunnel: TunnelVXLAN, Peers: []string{"m3"}}
+	blue := helperapi.Network{Name: "blue", ID: 1, Peers: []string{"m2", "m3"}}
+	red := helperapi.Network{Name: "red", ID: 7, Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m3"}}
 	tests := []struct {
 		name    string
-		spec    Spec
+		spec    helperapi.Spec
 		machine machine
 		want    string
 	}{{
@@ -97,7 +99,7 @@ add vxlan btvx7 vni 7 local 10.99.0.1 dev btwg0 port 4789 mtu 8870 master btbr7
 }
 
 func TestPlanRoutesAndFDB(t *testing.T) {
-	p := makePlan(testSpec(Network{Name: "red", ID: 7, Tunnel: TunnelVXLAN, Peers: []string{"m3", "m2"}}), machine{})
+	p := makePlan(testSpec(helperapi.Network{Name: "red", ID: 7, Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m3", "m2"}}), machine{})
 	wg, vx := p.Links[0], p.Links[2]
 	if got := joinPrefixes(wg.Routes); got != "10.98.0.0/24" {
 		t.Errorf("routes = %s, want only the relayed prefix 10.98.0.0/24", got)
@@ -105,20 +107,20 @@ func TestPlanRoutesAndFDB(t *testing.T) {
 	if got := joinAddrs(vx.FDB); got != "10.99.0.2,10.99.0.3" {
 		t.Errorf("fdb = %s, want both peers", got)
 	}
-	if got := p.Networks[0]; got.MTU != 1370 || got.Tunnel != TunnelVXLAN || got.Bridge != "btbr7" {
+	if got := p.Networks[0]; got.MTU != 1370 || got.Tunnel != helperapi.TunnelVXLAN || got.Bridge != "btbr7" {
 		t.Errorf("network report = %+v", got)
 	}
 }
 
 func TestChangesBetweenSpecs(t *testing.T) {
-	blue := Network{Name: "blue", ID: 1, Tunnel: TunnelGretap, Peers: []string{"m2", "m3"}}
+	blue := helperapi.Network{Name: "blue", ID: 1, Tunnel: helperapi.TunnelGretap, Peers: []string{"m2", "m3"}}
 	m := machine{UplinkMTU: 1500, Gretap: true}
 	f := newFakeTable()
 	if _, err := converge(context.Background(), f, makePlan(testSpec(blue), m).Links); err != nil {
 		t.Fatal(err)
 	}
 	// m3 leaves blue; blue moves to VXLAN; the uplink shrinks.
-	blue2 := Network{Name: "blue", ID: 1, Tunnel: TunnelVXLAN, Peers: []string{"m2"}}
+	blue2 := helperapi.Network{Name: "blue", ID: 1, Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m2"}}
 	got, err := converge(context.Background(), f, makePlan(testSpec(blue2), machine{UplinkMTU: 1400}).Links)
 	if err != nil {
 		t.Fatal(err)
@@ -137,15 +139,15 @@ del gretap btgt1-2
 // TestConvergeFromAnyState moves between specs and damaged states in random
 // order and checks that every apply ends in the state a fresh machine gets.
 func TestConvergeFromAnyState(t *testing.T) {
-	specs := []Spec{
+	specs := []helperapi.Spec{
 		testSpec(),
-		testSpec(Network{Name: "blue", ID: 1, Peers: []string{"m2", "m3"}}),
-		testSpec(Network{Name: "blue", ID: 1, Tunnel: TunnelVXLAN, Peers: []string{"m2"}},
-			Network{Name: "red", ID: 2, Peers: []string{"m3"}}),
-		testSpec(Network{Name: "green", ID: 300, Tunnel: TunnelGretap, Peers: []string{"m3"}}),
+		testSpec(helperapi.Network{Name: "blue", ID: 1, Peers: []string{"m2", "m3"}}),
+		testSpec(helperapi.Network{Name: "blue", ID: 1, Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m2"}},
+			helperapi.Network{Name: "red", ID: 2, Peers: []string{"m3"}}),
+		testSpec(helperapi.Network{Name: "green", ID: 300, Tunnel: helperapi.TunnelGretap, Peers: []string{"m3"}}),
 	}
 	machines := []machine{{UplinkMTU: 1500, Gretap: true}, {UplinkMTU: 1500}, {UplinkMTU: 9000, Gretap: true}}
-	fresh := func(s Spec, m machine) string {
+	fresh := func(s helperapi.Spec, m machine) string {
 		f := newFakeTable()
 		if _, err := converge(context.Background(), f, makePlan(s, m).Links); err != nil {
 			t.Fatal(err)

@@ -12,46 +12,45 @@ import (
 	"testing"
 	"time"
 
-	"github.com/butter-cloud/butter/plumbing/images"
-	"github.com/butter-cloud/butter/plumbing/vm"
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // recorder is a machine side that remembers what it was asked.
 type recorder struct {
-	applied []Spec
+	applied []helperapi.Spec
 	err     error
 	// events, if set, is what WatchVMs streams; watchEnded hears when a
 	// watch's ctx ends.
-	events     chan vm.Event
+	events     chan helperapi.VMEvent
 	watchEnded chan struct{}
 }
 
 func (r *recorder) PublicKey() (string, error) { return testKey('a'), nil }
-func (r *recorder) Apply(ctx context.Context, s Spec) (Report, error) {
+func (r *recorder) Apply(ctx context.Context, s helperapi.Spec) (helperapi.Report, error) {
 	r.applied = append(r.applied, s)
-	return Report{Networks: []NetworkReport{{Name: "blue", MTU: 1370}}, Changes: []string{"add bridge btbr1"}}, r.err
+	return helperapi.Report{Networks: []helperapi.NetworkReport{{Name: "blue", MTU: 1370}}, Changes: []string{"add bridge btbr1"}}, r.err
 }
-func (r *recorder) Check(ctx context.Context, s Spec) ([]Drift, error) {
-	return []Drift{{Link: "btbr1", Problem: "missing"}}, nil
+func (r *recorder) Check(ctx context.Context, s helperapi.Spec) ([]helperapi.Drift, error) {
+	return []helperapi.Drift{{Link: "btbr1", Problem: "missing"}}, nil
 }
 func (r *recorder) Remove(ctx context.Context) error { return r.err }
-func (r *recorder) Facts(ctx context.Context) (Facts, error) {
-	return Facts{UplinkMTU: 1500, Peers: []PeerFacts{{Name: "m2", HandshakeAge: -1}}}, nil
+func (r *recorder) Facts(ctx context.Context) (helperapi.Facts, error) {
+	return helperapi.Facts{UplinkMTU: 1500, Peers: []helperapi.PeerFacts{{Name: "m2", HandshakeAge: -1}}}, nil
 }
-func (r *recorder) CreateVM(ctx context.Context, req VMRequest, progress func(images.Progress)) (vm.Info, error) {
+func (r *recorder) CreateVM(ctx context.Context, req helperapi.VMRequest, progress func(helperapi.Progress)) (helperapi.VMInfo, error) {
 	for done := int64(0); done <= 100; done += 50 {
-		progress(images.Progress{Name: req.Image, Phase: images.PhaseDownload, Done: done, Total: 100})
+		progress(helperapi.Progress{Name: req.Image, Phase: helperapi.PhaseDownload, Done: done, Total: 100})
 	}
-	return vm.Info{Name: req.Name, State: "running", Network: req.Network, Address: req.Address}, r.err
+	return helperapi.VMInfo{Name: req.Name, State: "running", Network: req.Network, Address: req.Address}, r.err
 }
-func (r *recorder) ListVMs(ctx context.Context) ([]vm.Info, error) {
-	return []vm.Info{{Name: "web", MemoryMiB: 512}}, nil
+func (r *recorder) ListVMs(ctx context.Context) ([]helperapi.VMInfo, error) {
+	return []helperapi.VMInfo{{Name: "web", MemoryMiB: 512}}, nil
 }
-func (r *recorder) VMAction(ctx context.Context, a VMActionRequest) (VMActionResult, error) {
-	return VMActionResult{Forced: a.Action == "stop"}, r.err
+func (r *recorder) VMAction(ctx context.Context, a helperapi.VMActionRequest) (helperapi.VMActionResult, error) {
+	return helperapi.VMActionResult{Forced: a.Action == "stop"}, r.err
 }
-func (r *recorder) Images(ctx context.Context) ([]images.Image, error) { return nil, nil }
-func (r *recorder) WatchVMs(ctx context.Context) (<-chan vm.Event, error) {
+func (r *recorder) Images(ctx context.Context) ([]helperapi.Image, error) { return nil, nil }
+func (r *recorder) WatchVMs(ctx context.Context) (<-chan helperapi.VMEvent, error) {
 	if r.events == nil {
 		return nil, errors.New("no libvirtd here")
 	}
@@ -75,12 +74,12 @@ func TestRPCRoundTrip(t *testing.T) {
 	go func() { done <- Serve(sctx, l, r, slog.New(slog.DiscardHandler)) }()
 	t.Cleanup(func() { stop(); <-done })
 
-	c, err := Dial(ctx, sock)
+	c, err := helperapi.Dial(ctx, sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	spec := testSpec(Network{Name: "blue", ID: 1, Peers: []string{"m2"}})
+	spec := testSpec(helperapi.Network{Name: "blue", ID: 1, Peers: []string{"m2"}})
 	rep, err := c.Apply(ctx, spec)
 	if err != nil || rep.Networks[0].MTU != 1370 || rep.Changes[0] != "add bridge btbr1" {
 		t.Fatalf("apply: %+v, %v", rep, err)
@@ -98,8 +97,8 @@ func TestRPCRoundTrip(t *testing.T) {
 		t.Fatalf("public key: %q, %v", k, err)
 	}
 	var got []int64
-	info, err := c.CreateVM(ctx, VMRequest{Name: "web", Image: "debian-12", Network: "blue", Address: "10.10.1.5"},
-		func(p images.Progress) { got = append(got, p.Done) })
+	info, err := c.CreateVM(ctx, helperapi.VMRequest{Name: "web", Image: "debian-12", Network: "blue", Address: "10.10.1.5"},
+		func(p helperapi.Progress) { got = append(got, p.Done) })
 	if err != nil || info.State != "running" || info.Address != "10.10.1.5" {
 		t.Fatalf("create vm: %+v, %v", info, err)
 	}
@@ -109,7 +108,7 @@ func TestRPCRoundTrip(t *testing.T) {
 	if vms, err := c.ListVMs(ctx); err != nil || len(vms) != 1 || vms[0].MemoryMiB != 512 {
 		t.Fatalf("list vms: %+v, %v", vms, err)
 	}
-	if res, err := c.VMAction(ctx, VMActionRequest{Name: "web", Action: "stop"}); err != nil || !res.Forced {
+	if res, err := c.VMAction(ctx, helperapi.VMActionRequest{Name: "web", Action: "stop"}); err != nil || !res.Forced {
 		t.Fatalf("stop: %+v, %v", res, err)
 	}
 
@@ -141,23 +140,23 @@ func TestRPCWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &recorder{events: make(chan vm.Event), watchEnded: make(chan struct{}, 10)}
+	r := &recorder{events: make(chan helperapi.VMEvent), watchEnded: make(chan struct{}, 10)}
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() { done <- Serve(sctx, l, r, slog.New(slog.DiscardHandler)) }()
 	t.Cleanup(func() { stop(); <-done })
-	c, err := Dial(ctx, sock)
+	c, err := helperapi.Dial(ctx, sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 
-	watch := func(ctx context.Context) (chan vm.Event, chan error) {
-		evs, end := make(chan vm.Event, 10), make(chan error, 1)
-		go func() { end <- c.Watch(ctx, func(e vm.Event) { evs <- e }) }()
+	watch := func(ctx context.Context) (chan helperapi.VMEvent, chan error) {
+		evs, end := make(chan helperapi.VMEvent, 10), make(chan error, 1)
+		go func() { end <- c.Watch(ctx, func(e helperapi.VMEvent) { evs <- e }) }()
 		return evs, end
 	}
-	next := func(evs chan vm.Event) vm.Event {
+	next := func(evs chan helperapi.VMEvent) helperapi.VMEvent {
 		t.Helper()
 		select {
 		case e := <-evs:
@@ -165,17 +164,17 @@ func TestRPCWatch(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("no event within 5 s")
 		}
-		return vm.Event{}
+		return helperapi.VMEvent{}
 	}
 
 	// The VMs there are come first, then the changes, in order.
 	wctx, cancel := context.WithCancel(ctx)
 	evs, end := watch(wctx)
-	if e := next(evs); e != (vm.Event{VM: "web", Event: EventPresent}) {
+	if e := next(evs); e != (helperapi.VMEvent{VM: "web", Event: helperapi.EventPresent}) {
 		t.Fatalf("first event %+v, want web present", e)
 	}
-	r.events <- vm.Event{VM: "web", Event: "stopped", State: "shut off"}
-	r.events <- vm.Event{VM: "web", Event: "started", State: "running"}
+	r.events <- helperapi.VMEvent{VM: "web", Event: "stopped", State: "shut off"}
+	r.events <- helperapi.VMEvent{VM: "web", Event: "started", State: "running"}
 	if e := next(evs); e.Event != "stopped" || e.State != "shut off" {
 		t.Errorf("second event %+v, want stopped", e)
 	}
@@ -251,7 +250,7 @@ func TestSpecPersistence(t *testing.T) {
 	if _, ok, err := s.spec(); ok || err != nil {
 		t.Fatalf("empty state: ok=%v err=%v", ok, err)
 	}
-	want := testSpec(Network{Name: "blue", ID: 1, Peers: []string{"m2"}})
+	want := testSpec(helperapi.Network{Name: "blue", ID: 1, Peers: []string{"m2"}})
 	if err := s.saveSpec(want); err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,7 @@
 package plumbing
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,64 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/plumbing/images"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
-
-// The operator's butter reaches the daemon through `butter helper serve`,
-// run over one long-lived SSH session: serve writes a hello line, then
-// relays bytes between its standard input and output and the daemon's
-// socket. The hello line comes first so that whatever a login script
-// prints before it is never taken for data (mutagen's agent handshake
-// does the same).
-const (
-	// ServeMagic starts the hello line: "BUTTER-HELPER <protocol> <version>\n".
-	ServeMagic = "BUTTER-HELPER"
-	// ServeProtocol is the version of what flows after the hello line:
-	// JSON-RPC 2.0 objects with the methods in rpc.go. Bump it when a
-	// method changes incompatibly; the operator then reinstalls the helper.
-	ServeProtocol = 1
-
-	// DefaultSupervisePIDFile is where `butter helper supervise` records
-	// its process ID.
-	DefaultSupervisePIDFile = "/run/butter/supervise.pid"
-)
-
-// ServeHello is the line serve writes first, newline included.
-func ServeHello(version string) string {
-	return fmt.Sprintf("%s %d %s\n", ServeMagic, ServeProtocol, version)
-}
-
-// ParseServeHello reads a hello line (without its newline): ok is false if
-// line is not one.
-func ParseServeHello(line string) (protocol int, version string, ok bool) {
-	f := strings.Fields(line)
-	if len(f) != 3 || f[0] != ServeMagic {
-		return 0, "", false
-	}
-	p, err := strconv.Atoi(f[1])
-	if err != nil {
-		return 0, "", false
-	}
-	return p, f[2], true
-}
-
-// VersionOf is the helper version of a butter binary: the first 16 hex
-// digits of its sha256. The operator computes it over the binary it
-// uploads, the helper over its own executable, so both agree without a
-// version number to keep in step.
-func VersionOf(r io.Reader) (string, error) {
-	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
-}
 
 var selfVersion = sync.OnceValues(func() (string, error) {
 	exe, err := os.Executable()
@@ -83,7 +30,7 @@ var selfVersion = sync.OnceValues(func() (string, error) {
 		return "", fmt.Errorf("read own executable: %w", err)
 	}
 	defer f.Close()
-	return VersionOf(f)
+	return helperapi.VersionOf(f)
 })
 
 // SelfVersion is VersionOf the running executable.
@@ -99,7 +46,7 @@ func (c *command) remoteVerb(verb string, args []string) error {
 		}
 		return Relay(c.ctx, c.socket, c.stdin, c.stdout)
 	case "supervise":
-		pidFile := c.fs.String("pid-file", DefaultSupervisePIDFile, "where to record the supervisor's process ID")
+		pidFile := c.fs.String("pid-file", helperapi.DefaultSupervisePIDFile, "where to record the supervisor's process ID")
 		if err := c.fs.Parse(args); err != nil {
 			return err
 		}
@@ -137,7 +84,7 @@ func Relay(ctx context.Context, socket string, in io.Reader, out io.Writer) erro
 		return fmt.Errorf("reach the helper daemon at %s (is `butter helper daemon` running?): %w", socket, err)
 	}
 	defer conn.Close()
-	if _, err := io.WriteString(out, ServeHello(version)); err != nil {
+	if _, err := io.WriteString(out, helperapi.ServeHello(version)); err != nil {
 		return fmt.Errorf("write hello: %w", err)
 	}
 	done := make(chan error, 2)
@@ -245,7 +192,7 @@ func (c *command) imageImport(args []string) error {
 	if *name == "" || *size < 0 || *sum == "" {
 		return errors.New("butter helper image import: give --name, --size and --sha256")
 	}
-	f := &images.File{Path: *name, Size: *size, SHA256: *sum, Body: c.stdin}
+	f := &helperapi.File{Path: *name, Size: *size, SHA256: *sum, Body: c.stdin}
 	// Content the store has already is not read: take it anyway, so the
 	// sender sees its upload end cleanly rather than a closed pipe.
 	defer io.Copy(io.Discard, c.stdin)
@@ -255,34 +202,13 @@ func (c *command) imageImport(args []string) error {
 		if err != nil {
 			return err
 		}
-		return enc.Encode(images.Image{ID: b.SHA256, Name: *name, Kernel: &b})
+		return enc.Encode(helperapi.Image{ID: b.SHA256, Name: *name, Kernel: &b})
 	}
-	img, err := images.New(*dir).Ensure(c.ctx, images.Source{File: f}, nil)
+	img, err := images.New(*dir).Ensure(c.ctx, helperapi.Source{File: f}, nil)
 	if err != nil {
 		return err
 	}
 	return enc.Encode(img)
-}
-
-// ReadServeHello reads r up to and including a hello line, skipping
-// anything before it (at most about limit bytes, returned as skipped), and
-// leaves r just after it. It is the operator's side of Relay's hello, here
-// so that both ends of the format live together.
-func ReadServeHello(r *bufio.Reader, limit int) (protocol int, version string, skipped string, err error) {
-	var junk strings.Builder
-	for {
-		line, err := r.ReadString('\n')
-		if p, v, ok := ParseServeHello(strings.TrimRight(line, "\r\n")); ok && strings.HasSuffix(line, "\n") {
-			return p, v, junk.String(), nil
-		}
-		junk.WriteString(line)
-		if err != nil {
-			return 0, "", junk.String(), err
-		}
-		if junk.Len() > limit {
-			return 0, "", junk.String(), fmt.Errorf("no %s hello line in the first %d bytes", ServeMagic, limit)
-		}
-	}
 }
 
 // imageHas is `butter helper image has --kind K --sha256 H`: it prints yes
@@ -301,7 +227,7 @@ func (c *command) imageHas(args []string) error {
 	store := images.New(*dir)
 	have := false
 	if *kind == "disk" {
-		_, ok, err := store.Lookup(c.ctx, images.Source{File: &images.File{Path: "upload", SHA256: *sum}})
+		_, ok, err := store.Lookup(c.ctx, helperapi.Source{File: &helperapi.File{Path: "upload", SHA256: *sum}})
 		if err != nil {
 			return err
 		}

@@ -9,10 +9,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 func TestServeHello(t *testing.T) {
-	line := ServeHello("0123456789abcdef")
+	line := helperapi.ServeHello("0123456789abcdef")
 	if line != "BUTTER-HELPER 1 0123456789abcdef\n" {
 		t.Fatalf("hello %q", line)
 	}
@@ -29,18 +31,18 @@ func TestServeHello(t *testing.T) {
 		{"Welcome BUTTER-HELPER 1 abc", false, 0, ""},
 		{"", false, 0, ""},
 	} {
-		p, v, ok := ParseServeHello(tc.in)
+		p, v, ok := helperapi.ParseServeHello(tc.in)
 		if ok != tc.ok || p != tc.proto || v != tc.version {
 			t.Errorf("ParseServeHello(%q) = %d, %q, %v", tc.in, p, v, ok)
 		}
 	}
 	r := bufio.NewReader(strings.NewReader("motd\nBUTTER-HELPER 1 abc\n{\"jsonrpc\":\"2.0\"}"))
-	p, v, junk, err := ReadServeHello(r, 1024)
+	p, v, junk, err := helperapi.ReadServeHello(r, 1024)
 	rest, _ := io.ReadAll(r)
 	if err != nil || p != 1 || v != "abc" || junk != "motd\n" || string(rest) != `{"jsonrpc":"2.0"}` {
 		t.Fatalf("ReadServeHello: %d %q %q %v, rest %q", p, v, junk, err, rest)
 	}
-	_, _, _, err = ReadServeHello(bufio.NewReader(strings.NewReader(strings.Repeat("junk\n", 100))), 64)
+	_, _, _, err = helperapi.ReadServeHello(bufio.NewReader(strings.NewReader(strings.Repeat("junk\n", 100))), 64)
 	if err == nil {
 		t.Fatal("no hello in junk: no error")
 	}
@@ -70,9 +72,9 @@ func TestRelay(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- Relay(ctx, sock, inR, outW) }()
 	br := bufio.NewReader(outR)
-	p, v, junk, err := ReadServeHello(br, 1024)
+	p, v, junk, err := helperapi.ReadServeHello(br, 1024)
 	want, _ := SelfVersion()
-	if err != nil || p != ServeProtocol || v != want || junk != "" {
+	if err != nil || p != helperapi.ServeProtocol || v != want || junk != "" {
 		t.Fatalf("hello: %d %q %q %v", p, v, junk, err)
 	}
 	io.WriteString(inW, "ping\n")

@@ -8,11 +8,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
-
-// DefaultStateDir holds the helper's key and applied spec.
-const DefaultStateDir = "/var/lib/butter"
 
 const (
 	keyFile  = "wireguard.key"
@@ -48,22 +46,22 @@ func (s state) privateKey() (wgtypes.Key, error) {
 }
 
 // spec returns the persisted spec, if there is one.
-func (s state) spec() (Spec, bool, error) {
+func (s state) spec() (helperapi.Spec, bool, error) {
 	data, err := os.ReadFile(filepath.Join(s.dir, specFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		return Spec{}, false, nil
+		return helperapi.Spec{}, false, nil
 	}
 	if err != nil {
-		return Spec{}, false, fmt.Errorf("read applied spec: %w", err)
+		return helperapi.Spec{}, false, fmt.Errorf("read applied spec: %w", err)
 	}
-	spec, err := ParseSpec(data)
+	spec, err := helperapi.ParseSpec(data)
 	if err != nil {
-		return Spec{}, false, fmt.Errorf("applied spec %s: %w", filepath.Join(s.dir, specFile), err)
+		return helperapi.Spec{}, false, fmt.Errorf("applied spec %s: %w", filepath.Join(s.dir, specFile), err)
 	}
 	return spec, true, nil
 }
 
-func (s state) saveSpec(spec Spec) error {
+func (s state) saveSpec(spec helperapi.Spec) error {
 	data, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
 		return err

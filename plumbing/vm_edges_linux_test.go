@@ -28,8 +28,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/lab"
-	"github.com/butter-cloud/butter/plumbing"
 	"github.com/butter-cloud/butter/plumbing/vm"
 	"golang.org/x/sys/unix"
 )
@@ -121,20 +121,20 @@ func TestVMEdges(t *testing.T) {
 			t.Fatal(err)
 		}
 		ev := v.events(t, ctx, m)
-		ev.expect(t, vm.Event{VM: "keep", Event: plumbing.EventPresent, State: "running"})
+		ev.expect(t, helperapi.VMEvent{VM: "keep", Event: helperapi.EventPresent, State: "running"})
 		out, err := v.helper(ctx, m, "vm", "stop", "keep", "--timeout", "60s")
 		if err != nil {
 			t.Fatalf("stop keep: %v: %s", err, out)
 		}
-		ev.expect(t, vm.Event{VM: "keep", Event: "stopped", State: "shut off"})
+		ev.expect(t, helperapi.VMEvent{VM: "keep", Event: "stopped", State: "shut off"})
 		if out, err := v.helper(ctx, m, "vm", "start", "keep"); err != nil {
 			t.Fatalf("start keep: %v: %s", err, out)
 		}
-		ev.expect(t, vm.Event{VM: "keep", Event: "started", State: "running"})
+		ev.expect(t, helperapi.VMEvent{VM: "keep", Event: "started", State: "running"})
 		if out, err := v.helper(ctx, m, "vm", "remove", "keep"); err != nil {
 			t.Fatalf("remove keep: %v: %s", err, out)
 		}
-		ev.expect(t, vm.Event{VM: "keep", Event: "undefined"})
+		ev.expect(t, helperapi.VMEvent{VM: "keep", Event: "undefined"})
 	})
 
 	t.Run("two VMs share one base", func(t *testing.T) {
@@ -180,7 +180,7 @@ func TestVMEdges(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stop disk1: %v: %s", err, out)
 		}
-		var res plumbing.VMActionResult
+		var res helperapi.VMActionResult
 		if err := json.Unmarshal(out, &res); err != nil || !res.Forced {
 			t.Errorf("stop of a guest that ignores ACPI: %s (%v), want forced", out, err)
 		}
@@ -287,8 +287,8 @@ func (v *vmLab) leftovers(t *testing.T, ctx context.Context, m *lab.Machine) str
 
 // eventStream is `butter helper vm events` running on a machine.
 type eventStream struct {
-	events chan vm.Event
-	seen   []vm.Event
+	events chan helperapi.VMEvent
+	seen   []helperapi.VMEvent
 }
 
 func (v *vmLab) events(t *testing.T, ctx context.Context, m *lab.Machine) *eventStream {
@@ -303,12 +303,12 @@ func (v *vmLab) events(t *testing.T, ctx context.Context, m *lab.Machine) *event
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	s := &eventStream{events: make(chan vm.Event, 100)}
+	s := &eventStream{events: make(chan helperapi.VMEvent, 100)}
 	go func() {
 		defer close(s.events)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			var ev vm.Event
+			var ev helperapi.VMEvent
 			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 				t.Errorf("vm events printed %q: %v", sc.Text(), err)
 				return
@@ -320,7 +320,7 @@ func (v *vmLab) events(t *testing.T, ctx context.Context, m *lab.Machine) *event
 }
 
 // expect reads events until want arrives.
-func (s *eventStream) expect(t *testing.T, want vm.Event) {
+func (s *eventStream) expect(t *testing.T, want helperapi.VMEvent) {
 	t.Helper()
 	timeout := time.After(30 * time.Second)
 	for {

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/lab"
-	"github.com/butter-cloud/butter/plumbing"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
@@ -25,7 +25,7 @@ import (
 // butter helper daemon, one private network between them, and tiny guests
 // (Debian's kernel and a busybox initramfs) booted by libvirt under TCG.
 
-var vmNetwork = plumbing.Network{Name: "blue", ID: 7, Tunnel: plumbing.TunnelVXLAN,
+var vmNetwork = helperapi.Network{Name: "blue", ID: 7, Tunnel: helperapi.TunnelVXLAN,
 	Subnet: netip.MustParsePrefix("10.20.0.0/24")}
 
 func needVMLab(t *testing.T) {
@@ -105,7 +105,7 @@ func newVMLab(t *testing.T, ctx context.Context, name string, machines int) *vmL
 			t.Fatal(err)
 		}
 	}
-	v.helpers, err = l.StartMesh(ctx, v.butter, lab.Mesh{Networks: []plumbing.Network{vmNetwork}}, nil)
+	v.helpers, err = l.StartMesh(ctx, v.butter, lab.Mesh{Networks: []helperapi.Network{vmNetwork}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,28 +128,28 @@ func (v *vmLab) helper(ctx context.Context, m *lab.Machine, args ...string) ([]b
 	return m.Run(ctx, v.butter, append([]string{"helper"}, args...)...)
 }
 
-func (v *vmLab) createTiny(ctx context.Context, m *lab.Machine, name, addr string, extra ...string) (vm.Info, error) {
+func (v *vmLab) createTiny(ctx context.Context, m *lab.Machine, name, addr string, extra ...string) (helperapi.VMInfo, error) {
 	args := append([]string{"vm", "create", name, "--network", vmNetwork.Name, "--address", addr,
 		"--image", "kernel=" + v.kernel + ",initrd=" + v.initrd, "--memory-mib", "128"}, extra...)
 	out, err := v.helper(ctx, m, args...)
 	if err != nil {
-		return vm.Info{}, err
+		return helperapi.VMInfo{}, err
 	}
-	var info vm.Info
+	var info helperapi.VMInfo
 	return info, json.Unmarshal(out, &info)
 }
 
-func (v *vmLab) list(t *testing.T, ctx context.Context, m *lab.Machine) map[string]vm.Info {
+func (v *vmLab) list(t *testing.T, ctx context.Context, m *lab.Machine) map[string]helperapi.VMInfo {
 	t.Helper()
 	out, err := v.helper(ctx, m, "vm", "list")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var vms []vm.Info
+	var vms []helperapi.VMInfo
 	if err := json.Unmarshal(out, &vms); err != nil {
 		t.Fatalf("vm list: %v: %s", err, out)
 	}
-	byName := map[string]vm.Info{}
+	byName := map[string]helperapi.VMInfo{}
 	for _, i := range vms {
 		byName[i.Name] = i
 	}
@@ -348,7 +348,7 @@ func TestVMs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("stop web2: %v: %s", err, out)
 		}
-		var res plumbing.VMActionResult
+		var res helperapi.VMActionResult
 		if err := json.Unmarshal(out, &res); err != nil || res.Forced {
 			t.Errorf("web2 should shut down on the ACPI button, gracefully: %s (%v)", out, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/plumbing/images"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
@@ -52,18 +53,18 @@ func (h *Helper) imageStore() *images.Store {
 // CreateVM makes the image ready (fetching or taking an upload) and
 // creates the VM on the named network with the requested address. Bad
 // input is refused before any image moves.
-func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(images.Progress)) (vm.Info, error) {
-	src, err := images.ParseSource(req.Image)
+func (h *Helper) CreateVM(ctx context.Context, req helperapi.VMRequest, progress func(helperapi.Progress)) (helperapi.VMInfo, error) {
+	src, err := helperapi.ParseSource(req.Image)
 	if err != nil {
-		return vm.Info{}, fmt.Errorf("vm %q: %w", req.Name, err)
+		return helperapi.VMInfo{}, fmt.Errorf("vm %q: %w", req.Name, err)
 	}
 	nic, err := h.vmNIC(req)
 	if err != nil {
-		return vm.Info{}, err
+		return helperapi.VMInfo{}, err
 	}
 	m, err := h.vmManager(ctx)
 	if err != nil {
-		return vm.Info{}, err
+		return helperapi.VMInfo{}, err
 	}
 	spec := vm.Spec{
 		Name: req.Name, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB,
@@ -76,10 +77,10 @@ func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(imag
 		spec.MemoryMiB = 512
 	}
 	if err := m.Check(ctx, spec); err != nil {
-		return vm.Info{}, err
+		return helperapi.VMInfo{}, err
 	}
 	store := h.imageStore()
-	for kind, f := range map[string]*images.File{images.BlobKernel: src.Kernel, images.BlobInitrd: src.Initrd} {
+	for kind, f := range map[string]*helperapi.File{helperapi.BlobKernel: src.Kernel, helperapi.BlobInitrd: src.Initrd} {
 		if f == nil {
 			continue
 		}
@@ -87,7 +88,7 @@ func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(imag
 			// Uploaded before by the operator: known by content.
 			size, ok := store.BlobSize(kind, sum)
 			if !ok {
-				return vm.Info{}, fmt.Errorf("vm %q: the %s %s is not on this machine; upload it first", req.Name, kind, f.Path)
+				return helperapi.VMInfo{}, fmt.Errorf("vm %q: the %s %s is not on this machine; upload it first", req.Name, kind, f.Path)
 			}
 			f.SHA256, f.Size = sum, size
 		}
@@ -100,13 +101,13 @@ func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(imag
 	for _, f := range src.Files() {
 		closeFile, err := localFile(f)
 		if err != nil {
-			return vm.Info{}, fmt.Errorf("vm %q: %w", req.Name, err)
+			return helperapi.VMInfo{}, fmt.Errorf("vm %q: %w", req.Name, err)
 		}
 		defer closeFile()
 	}
 	img, err := store.Ensure(ctx, src, progress)
 	if err != nil {
-		return vm.Info{}, err
+		return helperapi.VMInfo{}, err
 	}
 	spec.ImageName = img.Name + " (" + shortID(img.ID) + ")"
 	switch {
@@ -116,7 +117,7 @@ func (h *Helper) CreateVM(ctx context.Context, req VMRequest, progress func(imag
 		cmdline := strings.TrimSpace(img.Cmdline + " " + req.Cmdline)
 		spec.Kernel = &vm.KernelBoot{Kernel: img.Kernel.Path, Initrd: img.Initrd.Path, Cmdline: cmdline}
 	default:
-		return vm.Info{}, fmt.Errorf("vm %q: image %s has neither a disk nor a kernel with an initrd", req.Name, img.Name)
+		return helperapi.VMInfo{}, fmt.Errorf("vm %q: image %s has neither a disk nor a kernel with an initrd", req.Name, img.Name)
 	}
 	return m.Create(ctx, spec)
 }
@@ -127,7 +128,7 @@ func shortID(id string) string { return id[:min(12, len(id))] }
 // helper run by hand, or tests); an upload from the operator arrives with
 // its SHA256 already set and its content already in the store. The caller
 // closes the file when the store is done with it.
-func localFile(f *images.File) (closeFile func(), err error) {
+func localFile(f *helperapi.File) (closeFile func(), err error) {
 	if f.SHA256 != "" {
 		return func() {}, nil
 	}
@@ -149,7 +150,7 @@ func localFile(f *images.File) (closeFile func(), err error) {
 }
 
 // vmNIC places a VM on a network of the applied spec.
-func (h *Helper) vmNIC(req VMRequest) (vm.NIC, error) {
+func (h *Helper) vmNIC(req helperapi.VMRequest) (vm.NIC, error) {
 	h.mu.Lock()
 	spec, ok, err := h.state.spec()
 	h.mu.Unlock()
@@ -159,7 +160,7 @@ func (h *Helper) vmNIC(req VMRequest) (vm.NIC, error) {
 	if !ok {
 		return vm.NIC{}, fmt.Errorf("vm %q: this machine has no networks yet; create network %q first", req.Name, req.Network)
 	}
-	var net *Network
+	var net *helperapi.Network
 	for i := range spec.Networks {
 		if spec.Networks[i].Name == req.Network {
 			net = &spec.Networks[i]
@@ -169,7 +170,7 @@ func (h *Helper) vmNIC(req VMRequest) (vm.NIC, error) {
 		return vm.NIC{}, fmt.Errorf("vm %q: network %q is not on this machine; add the machine to it first", req.Name, req.Network)
 	}
 	p := makePlan(spec, h.machine(spec))
-	var rep NetworkReport
+	var rep helperapi.NetworkReport
 	for _, n := range p.Networks {
 		if n.Name == net.Name {
 			rep = n
@@ -209,7 +210,7 @@ func parseVMAddress(s string, subnet netip.Prefix) (netip.Prefix, error) {
 }
 
 // ListVMs lists the machine's VMs.
-func (h *Helper) ListVMs(ctx context.Context) ([]vm.Info, error) {
+func (h *Helper) ListVMs(ctx context.Context) ([]helperapi.VMInfo, error) {
 	m, err := h.vmManager(ctx)
 	if err != nil {
 		return nil, err
@@ -218,19 +219,19 @@ func (h *Helper) ListVMs(ctx context.Context) ([]vm.Info, error) {
 }
 
 // VMAction starts, stops, reboots or removes a VM.
-func (h *Helper) VMAction(ctx context.Context, a VMActionRequest) (VMActionResult, error) {
+func (h *Helper) VMAction(ctx context.Context, a helperapi.VMActionRequest) (helperapi.VMActionResult, error) {
 	m, err := h.vmManager(ctx)
 	if err != nil {
-		return VMActionResult{}, err
+		return helperapi.VMActionResult{}, err
 	}
-	var res VMActionResult
+	var res helperapi.VMActionResult
 	switch a.Action {
 	case "start":
 		err = m.Start(ctx, a.Name)
 	case "stop":
 		timeout := time.Duration(a.TimeoutSeconds * float64(time.Second))
 		if timeout <= 0 {
-			timeout = DefaultStopTimeout
+			timeout = helperapi.DefaultStopTimeout
 		}
 		res.Forced, err = m.Stop(ctx, a.Name, timeout)
 	case "reboot":
@@ -245,7 +246,7 @@ func (h *Helper) VMAction(ctx context.Context, a VMActionRequest) (VMActionResul
 
 // WatchVMs streams the machine's VM lifecycle events until ctx ends or
 // libvirtd hangs up.
-func (h *Helper) WatchVMs(ctx context.Context) (<-chan vm.Event, error) {
+func (h *Helper) WatchVMs(ctx context.Context) (<-chan helperapi.VMEvent, error) {
 	m, err := h.vmManager(ctx)
 	if err != nil {
 		return nil, err
@@ -254,6 +255,6 @@ func (h *Helper) WatchVMs(ctx context.Context) (<-chan vm.Event, error) {
 }
 
 // Images lists the cached images.
-func (h *Helper) Images(ctx context.Context) ([]images.Image, error) {
+func (h *Helper) Images(ctx context.Context) ([]helperapi.Image, error) {
 	return h.imageStore().List(ctx)
 }

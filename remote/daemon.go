@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/assets"
-	"github.com/butter-cloud/butter/plumbing"
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // How the helper daemon runs on a machine.
@@ -29,7 +29,7 @@ type DaemonOptions struct {
 }
 
 // supervisedLog is where the supervised daemon's log goes.
-const supervisedLog = plumbing.DefaultStateDir + "/helper.log"
+const supervisedLog = helperapi.DefaultStateDir + "/helper.log"
 
 // StartDaemon makes sure `h helper daemon` runs on the machine and answers:
 // as the systemd unit butter-helper.service where systemd runs (installed,
@@ -62,7 +62,7 @@ func (c *Client) StartDaemon(ctx context.Context, h Helper, o DaemonOptions) (st
 }
 
 func (c *Client) startSystemd(ctx context.Context, h Helper) error {
-	unit, err := assets.HelperUnit{Binary: h.Path, StateDir: plumbing.DefaultStateDir, Socket: plumbing.DefaultSocket}.Render()
+	unit, err := assets.HelperUnit{Binary: h.Path, StateDir: helperapi.DefaultStateDir, Socket: helperapi.DefaultSocket}.Render()
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ func (c *Client) startSystemd(ctx context.Context, h Helper) error {
 // startSupervised starts the supervisor unless one runs h already; one
 // running another binary is stopped first (it stops its daemon).
 func (c *Client) startSupervised(ctx context.Context, h Helper, args []string) error {
-	pidFile := plumbing.DefaultSupervisePIDFile
+	pidFile := helperapi.DefaultSupervisePIDFile
 	start := shellJoin(append([]string{h.Path, "helper", "supervise", "--pid-file", pidFile}, args...)...)
 	script := fmt.Sprintf(`set -e
 bin=%s

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/butter-cloud/butter/plumbing"
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // DefaultHelperDir is where helpers are installed on machines, one file per
@@ -88,7 +88,7 @@ type HelperBinary struct {
 	From string
 	Data []byte
 	// SHA256 is Data's hex sha256; Version its helper version
-	// (plumbing.VersionOf).
+	// (helperapi.VersionOf).
 	SHA256, Version string
 }
 
@@ -179,7 +179,7 @@ func loadHelper(p Platform, source, label string, data ...[]byte) (*HelperBinary
 		return nil, fmt.Errorf("helper binary %s: %w", label, err)
 	}
 	sum := sha256.Sum256(d)
-	v, _ := plumbing.VersionOf(bytes.NewReader(d))
+	v, _ := helperapi.VersionOf(bytes.NewReader(d))
 	b := &HelperBinary{Platform: p, From: label, Data: d, SHA256: hex.EncodeToString(sum[:]), Version: v}
 	binaries[key] = b
 	return b, nil

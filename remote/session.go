@@ -13,8 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/butter-cloud/butter/plumbing"
-	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/helperapi"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -66,7 +65,7 @@ type Machine struct {
 
 	mu      sync.Mutex
 	ssh     *Client
-	client  *plumbing.Client
+	client  *helperapi.Client
 	closed  bool
 	wait    time.Duration // the next reconnect's backoff
 	nextTry time.Time
@@ -97,7 +96,7 @@ func (m *Machine) Helper() Helper { return m.helper }
 // and serve session) if the connection dropped. Transient failures are
 // retried with backoff (0.5 s doubling to 30 s) until ctx ends; a host key,
 // login, sudo or helper mismatch error is returned at once.
-func (m *Machine) Client(ctx context.Context) (*plumbing.Client, error) {
+func (m *Machine) Client(ctx context.Context) (*helperapi.Client, error) {
 	if cl, err := m.current(); cl != nil || err != nil {
 		return cl, err
 	}
@@ -152,7 +151,7 @@ func (m *Machine) helperHost() string {
 }
 
 // current is the live client, or ErrClosed.
-func (m *Machine) current() (*plumbing.Client, error) {
+func (m *Machine) current() (*helperapi.Client, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -222,7 +221,7 @@ func (c *Client) closed() <-chan struct{} {
 
 // connect opens the serve session and checks the hello. Call with the
 // dial token held.
-func (m *Machine) connect(ctx context.Context) (*plumbing.Client, error) {
+func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 	c, err := m.sshClient(ctx)
 	if err != nil {
 		return nil, err
@@ -253,7 +252,7 @@ func (m *Machine) connect(ctx context.Context) (*plumbing.Client, error) {
 
 	r := bufio.NewReaderSize(stdout, 64<<10)
 	stop := context.AfterFunc(ctx, func() { s.Close() })
-	proto, version, junk, err := plumbing.ReadServeHello(r, helloLimit)
+	proto, version, junk, err := helperapi.ReadServeHello(r, helloLimit)
 	stop()
 	if err != nil {
 		s.Close()
@@ -263,13 +262,13 @@ func (m *Machine) connect(ctx context.Context) (*plumbing.Client, error) {
 		}
 		return nil, m.helloFailure(c, werr, tail.String(), junk, err)
 	}
-	if proto != plumbing.ServeProtocol || version != m.helper.Version {
+	if proto != helperapi.ServeProtocol || version != m.helper.Version {
 		s.Close()
-		return nil, &HelloError{Host: c.Host, Protocol: proto, WantProtocol: plumbing.ServeProtocol,
+		return nil, &HelloError{Host: c.Host, Protocol: proto, WantProtocol: helperapi.ServeProtocol,
 			Version: version, WantVersion: m.helper.Version}
 	}
 	conn := &sessionConn{r: r, w: stdin, s: s}
-	cl := plumbing.NewClient(context.Background(), conn)
+	cl := helperapi.NewClient(context.Background(), conn)
 	go func() {
 		// The session ends when the helper exits or the connection drops:
 		// hang the client up so pending calls fail, and forget it.
@@ -299,7 +298,7 @@ func (m *Machine) helloFailure(c *Client, exit error, stderr, junk string, readE
 	}
 	var ee *ssh.ExitError
 	if errors.As(exit, &ee) && ee.ExitStatus() == 127 || strings.Contains(stderr, "No such file") || strings.Contains(stderr, "not found") {
-		return &HelloError{Host: c.Host, WantProtocol: plumbing.ServeProtocol, WantVersion: m.helper.Version,
+		return &HelloError{Host: c.Host, WantProtocol: helperapi.ServeProtocol, WantVersion: m.helper.Version,
 			Detail: fmt.Sprintf("%s is missing: %s", m.helper.Path, detail)}
 	}
 	if _, ok := exit.(*ssh.ExitMissingError); ok || exit == nil {
@@ -329,7 +328,7 @@ func (m *Machine) Close() error {
 }
 
 // sessionConn is the serve session's stdio as a net.Conn for
-// plumbing.NewClient.
+// helperapi.NewClient.
 type sessionConn struct {
 	r *bufio.Reader
 	w io.WriteCloser
@@ -404,8 +403,8 @@ type ImageUpload struct {
 // image import`, over a session on the same SSH connection). The machine
 // checks size and sha256 before keeping it, and reads nothing when it holds
 // the content already.
-func (m *Machine) ImportImage(ctx context.Context, u ImageUpload) (images.Image, error) {
-	var img images.Image
+func (m *Machine) ImportImage(ctx context.Context, u ImageUpload) (helperapi.Image, error) {
+	var img helperapi.Image
 	err := m.withSSH(ctx, func(c *Client) error {
 		var out strings.Builder
 		body := &progressReader{r: u.Body, fn: u.Progress}
@@ -420,7 +419,7 @@ func (m *Machine) ImportImage(ctx context.Context, u ImageUpload) (images.Image,
 			if u.Progress != nil {
 				u.Progress(u.Size)
 			}
-			img = images.Image{ID: u.SHA256, Name: u.Name}
+			img = helperapi.Image{ID: u.SHA256, Name: u.Name}
 			return nil
 		}
 		line := shellJoin(m.helper.Path, "helper", "image", "import", "--name", u.Name,

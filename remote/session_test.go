@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/butter-cloud/butter/plumbing"
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/sourcegraph/jsonrpc2"
 	"golang.org/x/crypto/ssh"
 )
@@ -27,13 +27,13 @@ func fakeServe(proto int, version string, sessions *atomic.Int32) func(string, s
 		}
 		n := sessions.Add(1)
 		fmt.Fprintf(ch, "Welcome to the machine!\nLast login: never\n")
-		fmt.Fprintf(ch, "%s %d %s\n", plumbing.ServeMagic, proto, version)
+		fmt.Fprintf(ch, "%s %d %s\n", helperapi.ServeMagic, proto, version)
 		h := jsonrpc2.HandlerWithError(func(ctx context.Context, c *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
-			if req.Method == plumbing.MethodImages {
+			if req.Method == helperapi.MethodImages {
 				<-gone // never answers
 			}
-			if req.Method == plumbing.MethodFacts {
-				return plumbing.Facts{Uplink: fmt.Sprintf("session%d", n)}, nil
+			if req.Method == helperapi.MethodFacts {
+				return helperapi.Facts{Uplink: fmt.Sprintf("session%d", n)}, nil
 			}
 			return nil, &jsonrpc2.Error{Code: jsonrpc2.CodeMethodNotFound, Message: "no"}
 		})
@@ -50,7 +50,7 @@ func fakeServe(proto int, version string, sessions *atomic.Int32) func(string, s
 func TestMachineProtocol(t *testing.T) {
 	f := newFixture(t)
 	var sessions atomic.Int32
-	f.srv.handler = fakeServe(plumbing.ServeProtocol, "0123456789abcdef", &sessions)
+	f.srv.handler = fakeServe(helperapi.ServeProtocol, "0123456789abcdef", &sessions)
 	c := f.client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -112,7 +112,7 @@ func TestMachineProtocol(t *testing.T) {
 func TestMachineProtocolMismatch(t *testing.T) {
 	f := newFixture(t)
 	var sessions atomic.Int32
-	f.srv.handler = fakeServe(plumbing.ServeProtocol+1, "0123456789abcdef", &sessions)
+	f.srv.handler = fakeServe(helperapi.ServeProtocol+1, "0123456789abcdef", &sessions)
 	c := f.client(t)
 	_, err := Connect(context.Background(), c, Helper{Path: "/x/butter-0123456789abcdef", Version: "0123456789abcdef"})
 	if !errors.Is(err, ErrHelperMismatch) || !strings.Contains(err.Error(), "reinstall") {
@@ -120,7 +120,7 @@ func TestMachineProtocolMismatch(t *testing.T) {
 	}
 
 	f = newFixture(t)
-	f.srv.handler = fakeServe(plumbing.ServeProtocol, "ffffffffffffffff", &sessions)
+	f.srv.handler = fakeServe(helperapi.ServeProtocol, "ffffffffffffffff", &sessions)
 	c = f.client(t)
 	_, err = Connect(context.Background(), c, Helper{Path: "/x/butter-0123456789abcdef", Version: "0123456789abcdef"})
 	if !errors.Is(err, ErrHelperMismatch) {

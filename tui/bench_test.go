@@ -12,7 +12,7 @@ import (
 )
 
 // BenchmarkDashboard: 100 machines with 20 VMs each, served by fake
-// helpers over the real protocol (plumbing.Serve ↔ plumbing.Client on
+// helpers over the real protocol (plumbing.Serve ↔ helperapi.Client on
 // in-process pipes). It prints the time to the first full dashboard (every
 // machine's status and every VM's state arrived and drawn), the time to
 // render one frame, and the memory in use.

@@ -17,40 +17,39 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
 	"github.com/butter-cloud/butter/plumbing"
-	"github.com/butter-cloud/butter/plumbing/images"
-	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
 // fakeSide is a machine's helper in memory, served over the real JSON-RPC
 // protocol by plumbing.Serve: the dashboard's calls go through the real
-// plumbing.Client.
+// helperapi.Client.
 type fakeSide struct {
 	name string
 	key  string
 	down atomic.Bool // facts do not answer
 
 	mu       sync.Mutex
-	spec     *plumbing.Spec
-	vms      map[string]vm.Info
-	watchers map[chan vm.Event]bool
+	spec     *helperapi.Spec
+	vms      map[string]helperapi.VMInfo
+	watchers map[chan helperapi.VMEvent]bool
 }
 
 func newFakeSide(name string, i int) *fakeSide {
 	k := make([]byte, 32)
 	k[0], k[1] = byte(i>>8), byte(i)
-	return &fakeSide{name: name, key: base64.StdEncoding.EncodeToString(k), vms: map[string]vm.Info{}, watchers: map[chan vm.Event]bool{}}
+	return &fakeSide{name: name, key: base64.StdEncoding.EncodeToString(k), vms: map[string]helperapi.VMInfo{}, watchers: map[chan helperapi.VMEvent]bool{}}
 }
 
 func (f *fakeSide) PublicKey() (string, error) { return f.key, nil }
-func (f *fakeSide) Apply(ctx context.Context, s plumbing.Spec) (plumbing.Report, error) {
+func (f *fakeSide) Apply(ctx context.Context, s helperapi.Spec) (helperapi.Report, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.spec = &s
-	return plumbing.Report{}, nil
+	return helperapi.Report{}, nil
 }
-func (f *fakeSide) Check(ctx context.Context, s plumbing.Spec) ([]plumbing.Drift, error) {
+func (f *fakeSide) Check(ctx context.Context, s helperapi.Spec) ([]helperapi.Drift, error) {
 	return nil, nil
 }
 func (f *fakeSide) Remove(ctx context.Context) error {
@@ -59,26 +58,26 @@ func (f *fakeSide) Remove(ctx context.Context) error {
 	f.spec = nil
 	return nil
 }
-func (f *fakeSide) Facts(ctx context.Context) (plumbing.Facts, error) {
+func (f *fakeSide) Facts(ctx context.Context) (helperapi.Facts, error) {
 	if f.down.Load() {
 		<-ctx.Done()
-		return plumbing.Facts{}, ctx.Err()
+		return helperapi.Facts{}, ctx.Err()
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fa := plumbing.Facts{Version: "v0.9.0", Addresses: []string{"192.0.2.1"},
-		Load: plumbing.Load{CPUs: 4, Load1: 1, MemTotalMiB: 8192, MemAvailableMiB: 6144}}
+	fa := helperapi.Facts{Version: "v0.9.0", Addresses: []string{"192.0.2.1"},
+		Load: helperapi.Load{CPUs: 4, Load1: 1, MemTotalMiB: 8192, MemAvailableMiB: 6144}}
 	if f.spec != nil {
 		for _, n := range f.spec.Networks {
-			fa.Networks = append(fa.Networks, plumbing.NetworkReport{Name: n.Name, ID: n.ID, MTU: 1370, Tunnel: "vxlan"})
+			fa.Networks = append(fa.Networks, helperapi.NetworkReport{Name: n.Name, ID: n.ID, MTU: 1370, Tunnel: "vxlan"})
 		}
 		for _, p := range f.spec.Peers {
-			fa.Peers = append(fa.Peers, plumbing.PeerFacts{Name: p.Name, PublicKey: p.PublicKey, HandshakeAge: 12})
+			fa.Peers = append(fa.Peers, helperapi.PeerFacts{Name: p.Name, PublicKey: p.PublicKey, HandshakeAge: 12})
 		}
 	}
 	return fa, nil
 }
-func (f *fakeSide) notify(ev vm.Event) {
+func (f *fakeSide) notify(ev helperapi.VMEvent) {
 	for ch := range f.watchers {
 		select {
 		case ch <- ev:
@@ -86,57 +85,57 @@ func (f *fakeSide) notify(ev vm.Event) {
 		}
 	}
 }
-func (f *fakeSide) CreateVM(ctx context.Context, r plumbing.VMRequest, progress func(images.Progress)) (vm.Info, error) {
+func (f *fakeSide) CreateVM(ctx context.Context, r helperapi.VMRequest, progress func(helperapi.Progress)) (helperapi.VMInfo, error) {
 	for i := int64(0); i <= 4; i++ {
-		progress(images.Progress{Name: "debian-12.qcow2", Phase: images.PhaseDownload, Done: i << 20, Total: 4 << 20})
+		progress(helperapi.Progress{Name: "debian-12.qcow2", Phase: helperapi.PhaseDownload, Done: i << 20, Total: 4 << 20})
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.vms[r.Name]; ok {
-		return vm.Info{}, fmt.Errorf("vm %q already exists", r.Name)
+		return helperapi.VMInfo{}, fmt.Errorf("vm %q already exists", r.Name)
 	}
-	info := vm.Info{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24",
+	info := helperapi.VMInfo{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24",
 		CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, Image: r.Image}
 	f.vms[r.Name] = info
-	f.notify(vm.Event{VM: r.Name, Event: "defined", State: "shut off"})
-	f.notify(vm.Event{VM: r.Name, Event: "started", State: "running"})
+	f.notify(helperapi.VMEvent{VM: r.Name, Event: "defined", State: "shut off"})
+	f.notify(helperapi.VMEvent{VM: r.Name, Event: "started", State: "running"})
 	return info, nil
 }
-func (f *fakeSide) ListVMs(ctx context.Context) ([]vm.Info, error) {
+func (f *fakeSide) ListVMs(ctx context.Context) ([]helperapi.VMInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]vm.Info, 0, len(f.vms))
+	out := make([]helperapi.VMInfo, 0, len(f.vms))
 	for _, v := range f.vms {
 		out = append(out, v)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
-func (f *fakeSide) VMAction(ctx context.Context, a plumbing.VMActionRequest) (plumbing.VMActionResult, error) {
+func (f *fakeSide) VMAction(ctx context.Context, a helperapi.VMActionRequest) (helperapi.VMActionResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	v, ok := f.vms[a.Name]
 	if !ok {
-		return plumbing.VMActionResult{}, fmt.Errorf("no vm %q on this machine", a.Name)
+		return helperapi.VMActionResult{}, fmt.Errorf("no vm %q on this machine", a.Name)
 	}
 	switch a.Action {
 	case "remove":
 		delete(f.vms, a.Name)
-		f.notify(vm.Event{VM: a.Name, Event: "undefined", State: "shut off"})
-		return plumbing.VMActionResult{}, nil
+		f.notify(helperapi.VMEvent{VM: a.Name, Event: "undefined", State: "shut off"})
+		return helperapi.VMActionResult{}, nil
 	case "stop":
 		v.State = "shut off"
-		f.notify(vm.Event{VM: a.Name, Event: "stopped", State: v.State})
+		f.notify(helperapi.VMEvent{VM: a.Name, Event: "stopped", State: v.State})
 	case "start", "reboot":
 		v.State = "running"
-		f.notify(vm.Event{VM: a.Name, Event: "started", State: v.State})
+		f.notify(helperapi.VMEvent{VM: a.Name, Event: "started", State: v.State})
 	}
 	f.vms[a.Name] = v
-	return plumbing.VMActionResult{}, nil
+	return helperapi.VMActionResult{}, nil
 }
-func (f *fakeSide) Images(ctx context.Context) ([]images.Image, error) { return nil, nil }
-func (f *fakeSide) WatchVMs(ctx context.Context) (<-chan vm.Event, error) {
-	ch := make(chan vm.Event, 64)
+func (f *fakeSide) Images(ctx context.Context) ([]helperapi.Image, error) { return nil, nil }
+func (f *fakeSide) WatchVMs(ctx context.Context) (<-chan helperapi.VMEvent, error) {
+	ch := make(chan helperapi.VMEvent, 64)
 	f.mu.Lock()
 	f.watchers[ch] = true
 	f.mu.Unlock()
@@ -231,14 +230,14 @@ func (c *fakeCluster) Connect(ctx context.Context, m inventory.Machine, trust cl
 	if steps != nil {
 		steps(cloud.Step{Machine: m.Name, Text: "connected"})
 	}
-	return &fakeLink{client: plumbing.NewClient(c.ctx, conn), addr: m.Address}, nil
+	return &fakeLink{client: helperapi.NewClient(c.ctx, conn), addr: m.Address}, nil
 }
 
 // fakeLink is a cloud.Link to a fake side; Upload is not faked (the
 // embedded nil Link would panic), no test uploads.
 type fakeLink struct {
 	cloud.Link
-	client *plumbing.Client
+	client *helperapi.Client
 	addr   string
 }
 
@@ -280,7 +279,7 @@ func newFakeCluster(t testing.TB, machines, vmsPer int) (*fakeCluster, string) {
 			if j%7 == 0 {
 				state = "shut off"
 			}
-			side.vms[vname] = vm.Info{Name: vname, State: state, Network: "lan", Address: vmAddr.String() + "/16",
+			side.vms[vname] = helperapi.VMInfo{Name: vname, State: state, Network: "lan", Address: vmAddr.String() + "/16",
 				CPUs: 1 + j%2, MemoryMiB: 512 * (1 + j%4), CPUTime: time.Duration(j) * time.Second, Image: "debian-12"}
 			vmAddr = vmAddr.Next()
 		}

@@ -18,7 +18,7 @@ import (
 	"charm.land/huh/v2"
 
 	"github.com/butter-cloud/butter/cloud"
-	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // modalForm is a huh form shown over the dashboard.
@@ -184,7 +184,7 @@ func (m *Model) openAddMachine() tea.Cmd {
 		p, _ := strconv.Atoi(port)
 		nm := cloud.NewMachine{Name: name, Address: strings.TrimSpace(address), Port: p, User: strings.TrimSpace(userName), Identity: identity}
 		cl, ask := m.cl, m.ask
-		return m.startTask("add machine "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(images.Progress)) (string, tea.Msg, error) {
+		return m.startTask("add machine "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
 			trust := cloud.Trust{Ask: func(ctx context.Context, host, fingerprint string) (bool, error) {
 				return ask(ctx, "Trust the machine at "+host+"?",
 					"Its host key fingerprint is\n  "+fingerprint+
@@ -243,7 +243,7 @@ func (m *Model) openCreateNetwork() tea.Cmd {
 		nn := cloud.NewNetwork{Name: name, Machines: chosen, Tunnel: tunnel}
 		nn.Subnet, _ = netip.ParsePrefix(strings.TrimSpace(subnet))
 		cl := m.cl
-		return m.startTask("create network "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(images.Progress)) (string, tea.Msg, error) {
+		return m.startTask("create network "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
 			n, err := cl.CreateNetwork(ctx, nn, steps)
 			if err != nil {
 				return "", nil, err
@@ -310,7 +310,7 @@ func (m *Model) openCreateVM() tea.Cmd {
 	}
 	network = inv.Networks[0].Name
 	var imgOpts []huh.Option[string]
-	for _, c := range images.CatalogNames() {
+	for _, c := range helperapi.CatalogNames() {
 		imgOpts = append(imgOpts, huh.NewOption(c, c))
 	}
 	if m.opts.Images != nil {
@@ -335,7 +335,7 @@ func (m *Model) openCreateVM() tea.Cmd {
 		nv := cloud.NewVM{Name: name, Machine: machine, Network: network, Image: src,
 			CPUs: s.cpus, MemoryMiB: s.mem, DiskGiB: s.disk, SSHKeys: publicKeys(sshDir(m.opts))}
 		cl := m.cl
-		return m.startTask("create VM "+name, false, func(ctx context.Context, steps func(cloud.Step), progress func(images.Progress)) (string, tea.Msg, error) {
+		return m.startTask("create VM "+name, false, func(ctx context.Context, steps func(cloud.Step), progress func(helperapi.Progress)) (string, tea.Msg, error) {
 			v, err := cl.CreateVM(ctx, nv, progress, steps)
 			if err != nil {
 				return "", nil, err
@@ -374,7 +374,7 @@ func (m *Model) openCreateVM() tea.Cmd {
 		huh.NewGroup(
 			huh.NewInput().Title("Image URL").Description("https://…, optionally ,checksum=sha256:…").Value(&url).
 				Validate(func(s string) error {
-					if _, err := images.ParseSource(strings.TrimSpace(s)); err != nil {
+					if _, err := helperapi.ParseSource(strings.TrimSpace(s)); err != nil {
 						return err
 					}
 					return nil
@@ -383,7 +383,7 @@ func (m *Model) openCreateVM() tea.Cmd {
 		huh.NewGroup(
 			huh.NewInput().Title("Image file").Description("a disk image, or kernel=PATH,initrd=PATH").Value(&file).
 				Validate(func(s string) error {
-					_, err := images.ParseSource(strings.TrimSpace(s))
+					_, err := helperapi.ParseSource(strings.TrimSpace(s))
 					return err
 				}),
 		).WithHideFunc(func() bool { return image != "file" }),
@@ -416,7 +416,7 @@ func (m *Model) confirmRemoveMachine(name string) tea.Cmd {
 		if !yes {
 			return nil
 		}
-		return m.startTask("remove machine "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(images.Progress)) (string, tea.Msg, error) {
+		return m.startTask("remove machine "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
 			if err := cl.RemoveMachine(ctx, name, steps); err != nil {
 				return "", nil, err
 			}
@@ -435,7 +435,7 @@ func (m *Model) confirmRemoveNetwork(name string) tea.Cmd {
 		if !yes {
 			return nil
 		}
-		return m.startTask("remove network "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(images.Progress)) (string, tea.Msg, error) {
+		return m.startTask("remove network "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
 			if err := cl.RemoveNetwork(ctx, name, steps); err != nil {
 				return "", nil, err
 			}

@@ -11,8 +11,8 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
-	"github.com/butter-cloud/butter/plumbing/images"
 )
 
 // task is one long operation: its step log, its transfer's progress and
@@ -22,7 +22,7 @@ type task struct {
 	id       int
 	title    string
 	lines    []string
-	progress *images.Progress
+	progress *helperapi.Progress
 	running  bool
 	result   string
 	err      error
@@ -38,7 +38,7 @@ type (
 	}
 	progressMsg struct {
 		task int
-		p    images.Progress
+		p    helperapi.Progress
 	}
 	taskDoneMsg struct {
 		task   int
@@ -53,7 +53,7 @@ type (
 )
 
 // opFunc does a task's work; steps and progress feed its log.
-type opFunc func(ctx context.Context, steps func(cloud.Step), progress func(images.Progress)) (result string, follow tea.Msg, err error)
+type opFunc func(ctx context.Context, steps func(cloud.Step), progress func(helperapi.Progress)) (result string, follow tea.Msg, err error)
 
 // startTask runs fn as a new task, shown at once unless quiet.
 func (m *Model) startTask(title string, quiet bool, fn opFunc) tea.Cmd {
@@ -79,7 +79,7 @@ func (m *Model) startTask(title string, quiet bool, fn opFunc) tea.Cmd {
 		var last time.Time
 		result, follow, err := fn(ctx,
 			func(s cloud.Step) { send(stepMsg{id, s}) },
-			func(p images.Progress) {
+			func(p helperapi.Progress) {
 				// The UI needs a few updates a second, not every block.
 				if time.Since(last) >= 100*time.Millisecond || p.Done == p.Total {
 					last = time.Now()
@@ -204,7 +204,7 @@ func (m *Model) taskView(t *task) string {
 }
 
 // progressLine is a transfer's bar with what moves and how much.
-func progressLine(p images.Progress, w int) string {
+func progressLine(p helperapi.Progress, w int) string {
 	label := fmt.Sprintf("%s %s ", p.Phase, p.Name)
 	if p.Total <= 0 {
 		return pad(label+fmt.Sprintf("%d MiB", p.Done>>20), w)
@@ -252,7 +252,7 @@ func (m *Model) logView() string {
 func (m *Model) vmAction(name, action string) tea.Cmd {
 	verb := map[string]string{"start": "starting", "stop": "stopping", "reboot": "rebooting", "remove": "removing"}[action]
 	cl := m.cl
-	return m.startTask(verb+" "+name, action != "remove", func(ctx context.Context, steps func(cloud.Step), _ func(images.Progress)) (string, tea.Msg, error) {
+	return m.startTask(verb+" "+name, action != "remove", func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
 		res, err := cl.VMAction(ctx, name, action, 30*time.Second)
 		if err != nil {
 			return "", nil, err

@@ -17,8 +17,8 @@ import (
 	"github.com/charmbracelet/x/exp/teatest/v2"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
-	"github.com/butter-cloud/butter/plumbing"
 )
 
 var at = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -40,23 +40,23 @@ func fixture(t *testing.T, w, h int, dark bool) *Model {
 		{Name: "green", ID: 2, Subnet: netip.MustParsePrefix("10.21.0.0/24"), Tunnel: "vxlan", Machines: []string{"alpha", "bravo"}},
 	}
 	inv.VMs = []inventory.VM{{Name: "db", Machine: "charlie", Network: "blue", Address: netip.MustParseAddr("10.20.0.13")}}
-	peers := func(ages map[string]float64) []plumbing.PeerFacts {
-		var ps []plumbing.PeerFacts
+	peers := func(ages map[string]float64) []helperapi.PeerFacts {
+		var ps []helperapi.PeerFacts
 		for _, n := range []string{"alpha", "bravo", "charlie"} {
 			if a, ok := ages[n]; ok {
-				ps = append(ps, plumbing.PeerFacts{Name: n, HandshakeAge: a})
+				ps = append(ps, helperapi.PeerFacts{Name: n, HandshakeAge: a})
 			}
 		}
 		return ps
 	}
-	nets := []plumbing.NetworkReport{{Name: "blue", MTU: 1370, Tunnel: "vxlan"}, {Name: "green", MTU: 1370, Tunnel: "vxlan"}}
+	nets := []helperapi.NetworkReport{{Name: "blue", MTU: 1370, Tunnel: "vxlan"}, {Name: "green", MTU: 1370, Tunnel: "vxlan"}}
 	evs := []cloud.Event{
 		{At: at, Inventory: inv},
 		{At: at, Machine: &cloud.MachineStatus{Name: "alpha", Status: "online", HelperVersion: "v0.9.0", MeshIP: "10.99.0.1",
-			Facts: plumbing.Facts{Peers: peers(map[string]float64{"bravo": 8, "charlie": 400}), Networks: nets,
-				Load: plumbing.Load{CPUs: 8, Load1: 2, MemTotalMiB: 16384, MemAvailableMiB: 4096}}}},
+			Facts: helperapi.Facts{Peers: peers(map[string]float64{"bravo": 8, "charlie": 400}), Networks: nets,
+				Load: helperapi.Load{CPUs: 8, Load1: 2, MemTotalMiB: 16384, MemAvailableMiB: 4096}}}},
 		{At: at, Machine: &cloud.MachineStatus{Name: "bravo", Status: "degraded", HelperVersion: "v0.9.0", MeshIP: "10.99.0.2",
-			Problem: "no recent WireGuard handshake with charlie", Facts: plumbing.Facts{Peers: peers(map[string]float64{"alpha": 8, "charlie": -1}), Networks: nets}}},
+			Problem: "no recent WireGuard handshake with charlie", Facts: helperapi.Facts{Peers: peers(map[string]float64{"alpha": 8, "charlie": -1}), Networks: nets}}},
 		{At: at, Machine: &cloud.MachineStatus{Name: "charlie", Status: "offline", MeshIP: "10.99.0.3",
 			Problem: "dial tcp 192.0.2.3:22: i/o timeout"}},
 		{At: at, VMsOf: "alpha", VMs: []cloud.VMStatus{

@@ -9,7 +9,7 @@ import (
 	"charm.land/lipgloss/v2"
 
 	"github.com/butter-cloud/butter/cloud"
-	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // welcomeItem is a choice on the first-run screen; why, when set, says why
@@ -92,7 +92,7 @@ func (m *Model) welcomeView() string {
 // startLab runs the lead's StartLab and opens the inventory it made.
 func (m *Model) startLab() tea.Cmd {
 	start := m.opts.StartLab
-	return m.startTask("start a lab", false, func(ctx context.Context, steps func(cloud.Step), _ func(images.Progress)) (string, tea.Msg, error) {
+	return m.startTask("start a lab", false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
 		path, err := start(ctx, steps)
 		if err != nil {
 			return "", nil, err

@@ -6,12 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-)
 
-// Kinds of blob PutBlob keeps for direct kernel boot.
-const (
-	BlobKernel = "kernel"
-	BlobInitrd = "initrd"
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // PutBlob keeps one file of a kernel boot image, uploaded on its own (the
@@ -19,44 +15,44 @@ const (
 // stored as <kind>-<sha256>, checked against f's size and sha256, and
 // found by the kernel boot Ensure that names it later. Content the store
 // has already is not read again.
-func (s *Store) PutBlob(ctx context.Context, kind string, f *File, progress func(Progress)) (Blob, error) {
-	if kind != BlobKernel && kind != BlobInitrd {
-		return Blob{}, fmt.Errorf("blob kind %q: want %s or %s", kind, BlobKernel, BlobInitrd)
+func (s *Store) PutBlob(ctx context.Context, kind string, f *helperapi.File, progress func(helperapi.Progress)) (helperapi.Blob, error) {
+	if kind != helperapi.BlobKernel && kind != helperapi.BlobInitrd {
+		return helperapi.Blob{}, fmt.Errorf("blob kind %q: want %s or %s", kind, helperapi.BlobKernel, helperapi.BlobInitrd)
 	}
 	c := *f
 	c.SHA256 = strings.ToLower(c.SHA256)
-	if _, err := ParseChecksum("sha256:" + c.SHA256); err != nil {
-		return Blob{}, fmt.Errorf("upload %s %s: %w", kind, f.Path, err)
+	if _, err := helperapi.ParseChecksum("sha256:" + c.SHA256); err != nil {
+		return helperapi.Blob{}, fmt.Errorf("upload %s %s: %w", kind, f.Path, err)
 	}
 	if err := s.prepare(); err != nil {
-		return Blob{}, err
+		return helperapi.Blob{}, err
 	}
 	file := kind + "-" + c.SHA256
-	b := Blob{File: file, Path: filepath.Join(s.dir(), file), Size: c.Size, SHA256: c.SHA256}
+	b := helperapi.Blob{File: file, Path: filepath.Join(s.dir(), file), Size: c.Size, SHA256: c.SHA256}
 	if fi, err := os.Stat(b.Path); err == nil && fi.Size() == c.Size {
 		return b, nil
 	}
 	unlock, err := s.lockKey(ctx, "blob:"+file, baseName(c.Path), progress)
 	if err != nil {
-		return Blob{}, err
+		return helperapi.Blob{}, err
 	}
 	defer unlock()
 	if fi, err := os.Stat(b.Path); err == nil && fi.Size() == c.Size {
 		return b, nil
 	}
 	if err := checkUpload(kind, &c); err != nil {
-		return Blob{}, err
+		return helperapi.Blob{}, err
 	}
 	if c.Size == 0 {
-		return Blob{}, fmt.Errorf("upload %s %s: the file is empty", kind, c.Path)
+		return helperapi.Blob{}, fmt.Errorf("upload %s %s: the file is empty", kind, c.Path)
 	}
 	st, err := s.upload(ctx, baseName(c.Path), &c, progress)
 	if err != nil {
-		return Blob{}, err
+		return helperapi.Blob{}, err
 	}
 	if err := st.commit(s.dir(), file); err != nil {
 		st.discard()
-		return Blob{}, err
+		return helperapi.Blob{}, err
 	}
 	return b, nil
 }

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"slices"
 	"strings"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // catalogImage is an official cloud image: a folder, the image's file name
@@ -36,23 +37,13 @@ var catalog = map[string]catalogImage{
 	},
 }
 
-// CatalogNames lists the names a Source's Catalog may take, sorted.
-func CatalogNames() []string {
-	names := make([]string, 0, len(catalog))
-	for n := range catalog {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
-
 // catalogURLs gives where the image and its checksum file are for goarch.
 // With a mirror, https://HOST/PATH becomes MIRROR/HOST/PATH: the layout
 // `wget --mirror` leaves behind.
 func catalogURLs(name, goarch, mirror string) (image, sums, file string, err error) {
 	c, ok := catalog[name]
 	if !ok {
-		return "", "", "", fmt.Errorf("unknown catalog image %q: known are %s", name, strings.Join(CatalogNames(), ", "))
+		return "", "", "", fmt.Errorf("unknown catalog image %q: known are %s", name, strings.Join(helperapi.CatalogNames(), ", "))
 	}
 	arch, ok := c.arches[goarch]
 	if !ok {
@@ -115,7 +106,7 @@ func findSum(r io.Reader, algo, file string) (string, error) {
 		if strings.TrimPrefix(name, "./") != file {
 			continue
 		}
-		c, err := ParseChecksum(algo + ":" + digest)
+		c, err := helperapi.ParseChecksum(algo + ":" + digest)
 		if err != nil {
 			return "", fmt.Errorf("line for %s: %w", file, err)
 		}

@@ -4,15 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-)
 
-// Format is a disk image's on-disk format, as libvirt names it.
-type Format string
-
-// Formats a cached disk image can have.
-const (
-	FormatQCOW2 Format = "qcow2"
-	FormatRaw   Format = "raw"
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // sniffSize is how much of the start of a file detectFormat looks at: the
@@ -27,7 +20,7 @@ const qcow2ExternalData = 1 << 2
 // sniffSize). It refuses what a VM cannot use as a base image as it is, and
 // qcow2 images that point at other files: a backing file or external data
 // file named inside an image would let its author read files of the host.
-func detectFormat(head []byte, size int64) (Format, error) {
+func detectFormat(head []byte, size int64) (helperapi.Format, error) {
 	magic := func(off int, m string) bool {
 		return len(head) >= off+len(m) && string(head[off:off+len(m)]) == m
 	}
@@ -35,7 +28,7 @@ func detectFormat(head []byte, size int64) (Format, error) {
 	case size == 0:
 		return "", fmt.Errorf("the file is empty")
 	case magic(0, "QFI\xfb"):
-		return FormatQCOW2, checkQCOW2(head)
+		return helperapi.FormatQCOW2, checkQCOW2(head)
 	case magic(0x8001, "CD001"):
 		return "", fmt.Errorf("this is an ISO 9660 installer image, not a disk image; use a cloud image (qcow2 or raw)")
 	case magic(0, "\x1f\x8b"):
@@ -55,7 +48,7 @@ func detectFormat(head []byte, size int64) (Format, error) {
 	case magic(0x40, "\x7f\x10\xda\xbe"):
 		return "", fmt.Errorf("this is a VirtualBox VDI image; convert it: qemu-img convert -O qcow2 IN OUT")
 	}
-	return FormatRaw, nil
+	return helperapi.FormatRaw, nil
 }
 
 func checkQCOW2(h []byte) error {

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"strings"
 	"testing"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // qcow2Header builds the first bytes of a qcow2 image.
@@ -30,12 +32,12 @@ func TestDetectFormat(t *testing.T) {
 	tests := []struct {
 		name    string
 		head    []byte
-		want    Format
+		want    helperapi.Format
 		wantErr string
 	}{
-		{"qcow2 v3", qcow2Header(3, "", 0), FormatQCOW2, ""},
-		{"qcow2 v2", qcow2Header(2, "", 0), FormatQCOW2, ""},
-		{"raw", []byte("\xeb\x63\x90 boot sector and more"), FormatRaw, ""},
+		{"qcow2 v3", qcow2Header(3, "", 0), helperapi.FormatQCOW2, ""},
+		{"qcow2 v2", qcow2Header(2, "", 0), helperapi.FormatQCOW2, ""},
+		{"raw", []byte("\xeb\x63\x90 boot sector and more"), helperapi.FormatRaw, ""},
 		{"empty", nil, "", "the file is empty"},
 		{"iso", iso(), "", "ISO 9660 installer image"},
 		{"gzip", []byte("\x1f\x8b\x08\x00rest"), "", "gunzip"},

@@ -31,6 +31,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // DefaultDir is where the helper keeps images unless told otherwise.
@@ -113,20 +115,20 @@ func (s *Store) prepare() error {
 // later ones wait (reporting PhaseWait) and then find it cached. progress,
 // if not nil, is called from the calling goroutine and should return
 // quickly. If ctx ends, the fetch stops and leaves nothing behind.
-func (s *Store) Ensure(ctx context.Context, src Source, progress func(Progress)) (Image, error) {
+func (s *Store) Ensure(ctx context.Context, src helperapi.Source, progress func(helperapi.Progress)) (helperapi.Image, error) {
 	if err := src.Validate(); err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	if err := s.prepare(); err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	plan, err := s.plan(src)
 	if err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	img, err := s.ensure(ctx, plan, progress)
 	if err != nil {
-		return Image{}, fmt.Errorf("image %s: %w", src, err)
+		return helperapi.Image{}, fmt.Errorf("image %s: %w", src, err)
 	}
 	return img, nil
 }
@@ -134,16 +136,16 @@ func (s *Store) Ensure(ctx context.Context, src Source, progress func(Progress))
 // Lookup returns the cached image for src without fetching anything; the
 // transport can use it to skip an upload. An upload's SHA256 must be set,
 // its Body need not be.
-func (s *Store) Lookup(ctx context.Context, src Source) (Image, bool, error) {
+func (s *Store) Lookup(ctx context.Context, src helperapi.Source) (helperapi.Image, bool, error) {
 	if err := src.Validate(); err != nil {
-		return Image{}, false, err
+		return helperapi.Image{}, false, err
 	}
 	if err := s.prepare(); err != nil {
-		return Image{}, false, err
+		return helperapi.Image{}, false, err
 	}
 	plan, err := s.plan(src)
 	if err != nil {
-		return Image{}, false, err
+		return helperapi.Image{}, false, err
 	}
 	return s.lookup(ctx, plan.match)
 }
@@ -152,19 +154,19 @@ func (s *Store) Lookup(ctx context.Context, src Source) (Image, bool, error) {
 type plan struct {
 	key   string // names the source, for locks and the index
 	name  string
-	match func(Image) bool
-	fetch func(ctx context.Context, progress func(Progress)) (Image, error)
+	match func(helperapi.Image) bool
+	fetch func(ctx context.Context, progress func(helperapi.Progress)) (helperapi.Image, error)
 }
 
-func (s *Store) plan(src Source) (plan, error) {
+func (s *Store) plan(src helperapi.Source) (plan, error) {
 	switch {
 	case src.Catalog != "":
 		key := src.Catalog + "/" + s.arch()
 		return plan{
 			key:   key,
 			name:  src.Catalog,
-			match: func(img Image) bool { return slices.Contains(img.Sources, key) },
-			fetch: func(ctx context.Context, progress func(Progress)) (Image, error) {
+			match: func(img helperapi.Image) bool { return slices.Contains(img.Sources, key) },
+			fetch: func(ctx context.Context, progress func(helperapi.Progress)) (helperapi.Image, error) {
 				return s.fetchCatalog(ctx, src.Catalog, key, progress)
 			},
 		}, nil
@@ -173,60 +175,60 @@ func (s *Store) plan(src Source) (plan, error) {
 		sum := src.Checksum
 		return plan{
 			key:  key,
-			name: src.name(),
-			match: func(img Image) bool {
+			name: sourceName(src),
+			match: func(img helperapi.Image) bool {
 				return slices.Contains(img.Sources, key) ||
 					sum.Algo == "sha256" && img.Disk != nil && img.Disk.SHA256 == sum.Hex
 			},
-			fetch: func(ctx context.Context, progress func(Progress)) (Image, error) {
+			fetch: func(ctx context.Context, progress func(helperapi.Progress)) (helperapi.Image, error) {
 				return s.fetchURL(ctx, src, key, progress)
 			},
 		}, nil
 	case src.File != nil:
 		f := *src.File
 		f.SHA256 = strings.ToLower(f.SHA256)
-		if _, err := ParseChecksum("sha256:" + f.SHA256); err != nil {
+		if _, err := helperapi.ParseChecksum("sha256:" + f.SHA256); err != nil {
 			return plan{}, fmt.Errorf("upload image %s: %w", f.Path, err)
 		}
 		return plan{
 			key:   "sha256:" + f.SHA256,
-			name:  src.name(),
-			match: func(img Image) bool { return img.Disk != nil && img.Disk.SHA256 == f.SHA256 },
-			fetch: func(ctx context.Context, progress func(Progress)) (Image, error) {
+			name:  sourceName(src),
+			match: func(img helperapi.Image) bool { return img.Disk != nil && img.Disk.SHA256 == f.SHA256 },
+			fetch: func(ctx context.Context, progress func(helperapi.Progress)) (helperapi.Image, error) {
 				return s.fetchUpload(ctx, &f, progress)
 			},
 		}, nil
 	}
-	var files [2]*File
-	for i, f := range []*File{src.Kernel, src.Initrd} {
+	var files [2]*helperapi.File
+	for i, f := range []*helperapi.File{src.Kernel, src.Initrd} {
 		if f == nil {
 			continue
 		}
 		c := *f
 		c.SHA256 = strings.ToLower(c.SHA256)
-		if _, err := ParseChecksum("sha256:" + c.SHA256); err != nil {
+		if _, err := helperapi.ParseChecksum("sha256:" + c.SHA256); err != nil {
 			return plan{}, fmt.Errorf("upload %s %s: %w", []string{"kernel", "initrd"}[i], f.Path, err)
 		}
 		files[i] = &c
 	}
 	id := kernelID(files[0], files[1], src.Cmdline)
 	// Operators' paths differ; the sources record only the files' names.
-	shown := Source{Kernel: &File{Path: baseName(files[0].Path)}, Cmdline: src.Cmdline}
+	shown := helperapi.Source{Kernel: &helperapi.File{Path: baseName(files[0].Path)}, Cmdline: src.Cmdline}
 	if files[1] != nil {
-		shown.Initrd = &File{Path: baseName(files[1].Path)}
+		shown.Initrd = &helperapi.File{Path: baseName(files[1].Path)}
 	}
 	return plan{
 		key:   "kernel:" + id,
-		name:  src.name(),
-		match: func(img Image) bool { return img.ID == id },
-		fetch: func(ctx context.Context, progress func(Progress)) (Image, error) {
+		name:  sourceName(src),
+		match: func(img helperapi.Image) bool { return img.ID == id },
+		fetch: func(ctx context.Context, progress func(helperapi.Progress)) (helperapi.Image, error) {
 			return s.fetchKernel(ctx, id, shown.String(), files[0], files[1], src.Cmdline, progress)
 		},
 	}, nil
 }
 
 // kernelID names a kernel boot image by what it is made of.
-func kernelID(kernel, initrd *File, cmdline string) string {
+func kernelID(kernel, initrd *helperapi.File, cmdline string) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "kernel %s\n", kernel.SHA256)
 	if initrd != nil {
@@ -236,13 +238,13 @@ func kernelID(kernel, initrd *File, cmdline string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func (s *Store) ensure(ctx context.Context, p plan, progress func(Progress)) (Image, error) {
+func (s *Store) ensure(ctx context.Context, p plan, progress func(helperapi.Progress)) (helperapi.Image, error) {
 	if img, ok, err := s.lookup(ctx, p.match); err != nil || ok {
 		return img, err
 	}
 	unlock, err := s.lockKey(ctx, p.key, p.name, progress)
 	if err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	defer unlock()
 	// Whoever held the lock may have fetched it meanwhile.
@@ -251,7 +253,7 @@ func (s *Store) ensure(ctx context.Context, p plan, progress func(Progress)) (Im
 	}
 	img, err := p.fetch(ctx, progress)
 	if err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	// The files are in place: record them even if ctx has just ended.
 	err = s.withIndex(context.WithoutCancel(ctx), func(ix *index) (bool, error) {
@@ -259,12 +261,12 @@ func (s *Store) ensure(ctx context.Context, p plan, progress func(Progress)) (Im
 		return true, nil
 	})
 	if err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	return s.withPaths(img), nil
 }
 
-func (s *Store) lookup(ctx context.Context, match func(Image) bool) (img Image, ok bool, err error) {
+func (s *Store) lookup(ctx context.Context, match func(helperapi.Image) bool) (img helperapi.Image, ok bool, err error) {
 	err = s.withIndex(ctx, func(ix *index) (bool, error) {
 		img, ok = s.find(ix, match)
 		return false, nil
@@ -274,7 +276,7 @@ func (s *Store) lookup(ctx context.Context, match func(Image) bool) (img Image, 
 
 // lockKey serializes fetches of one source: within the process through a
 // channel, across processes through a lock file.
-func (s *Store) lockKey(ctx context.Context, key, name string, progress func(Progress)) (unlock func(), err error) {
+func (s *Store) lockKey(ctx context.Context, key, name string, progress func(helperapi.Progress)) (unlock func(), err error) {
 	s.mu.Lock()
 	if s.keys == nil {
 		s.keys = make(map[string]chan struct{})
@@ -289,7 +291,7 @@ func (s *Store) lockKey(ctx context.Context, key, name string, progress func(Pro
 	select {
 	case ch <- struct{}{}:
 	default:
-		newReporter(progress, name, PhaseWait, -1)
+		newReporter(progress, name, helperapi.PhaseWait, -1)
 		select {
 		case ch <- struct{}{}:
 		case <-ctx.Done():
@@ -308,82 +310,82 @@ func (s *Store) lockKey(ctx context.Context, key, name string, progress func(Pro
 	}, nil
 }
 
-func (s *Store) fetchCatalog(ctx context.Context, name, key string, progress func(Progress)) (Image, error) {
+func (s *Store) fetchCatalog(ctx context.Context, name, key string, progress func(helperapi.Progress)) (helperapi.Image, error) {
 	imageURL, sumsURL, file, err := catalogURLs(name, s.arch(), s.Mirror)
 	if err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	sums, err := s.getSmall(ctx, sumsURL)
 	if err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	algo := catalog[name].algo
 	digest, err := findSum(strings.NewReader(string(sums)), algo, file)
 	if err != nil {
-		return Image{}, fmt.Errorf("checksum file %s: %w", sumsURL, err)
+		return helperapi.Image{}, fmt.Errorf("checksum file %s: %w", sumsURL, err)
 	}
-	want := expect{size: -1, sum: Checksum{Algo: algo, Hex: digest}, from: "listed in " + sumsURL}
+	want := expect{size: -1, sum: helperapi.Checksum{Algo: algo, Hex: digest}, from: "listed in " + sumsURL}
 	st, err := s.download(ctx, imageURL, file, want, true, progress)
 	if err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	return s.commitDisk(st, name, key, want.sum.String()+" "+want.from)
 }
 
-func (s *Store) fetchURL(ctx context.Context, src Source, key string, progress func(Progress)) (Image, error) {
+func (s *Store) fetchURL(ctx context.Context, src helperapi.Source, key string, progress func(helperapi.Progress)) (helperapi.Image, error) {
 	want := expect{size: -1, sum: src.Checksum, from: "given with the URL"}
-	st, err := s.download(ctx, src.URL, src.name(), want, src.Checksum.IsZero(), progress)
+	st, err := s.download(ctx, src.URL, sourceName(src), want, src.Checksum.IsZero(), progress)
 	if err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	verified := ""
 	if !src.Checksum.IsZero() {
 		verified = src.Checksum.String() + " " + want.from
 	}
-	return s.commitDisk(st, src.name(), key, verified)
+	return s.commitDisk(st, sourceName(src), key, verified)
 }
 
-func (s *Store) fetchUpload(ctx context.Context, f *File, progress func(Progress)) (Image, error) {
+func (s *Store) fetchUpload(ctx context.Context, f *helperapi.File, progress func(helperapi.Progress)) (helperapi.Image, error) {
 	if err := checkUpload("image", f); err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	name := baseName(f.Path)
 	st, err := s.upload(ctx, name, f, progress)
 	if err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
 	return s.commitDisk(st, name, "file="+name, "sha256:"+f.SHA256+" computed by the operator")
 }
 
-func (s *Store) upload(ctx context.Context, name string, f *File, progress func(Progress)) (*staged, error) {
-	want := expect{size: f.Size, sum: Checksum{Algo: "sha256", Hex: f.SHA256}, from: "computed by the operator"}
-	return stage(ctx, s.dir(), f.Body, name, PhaseUpload, f.Size, want, progress)
+func (s *Store) upload(ctx context.Context, name string, f *helperapi.File, progress func(helperapi.Progress)) (*staged, error) {
+	want := expect{size: f.Size, sum: helperapi.Checksum{Algo: "sha256", Hex: f.SHA256}, from: "computed by the operator"}
+	return stage(ctx, s.dir(), f.Body, name, helperapi.PhaseUpload, f.Size, want, progress)
 }
 
 // commitDisk checks a staged disk image's format and moves it into place.
-func (s *Store) commitDisk(st *staged, name, source, verified string) (Image, error) {
+func (s *Store) commitDisk(st *staged, name, source, verified string) (helperapi.Image, error) {
 	format, err := detectFormat(st.head, st.size)
 	if err != nil {
 		st.discard()
-		return Image{}, fmt.Errorf("%w; nothing was cached", err)
+		return helperapi.Image{}, fmt.Errorf("%w; nothing was cached", err)
 	}
 	file := "base-" + st.sha256 + "." + string(format)
 	if err := st.commit(s.dir(), file); err != nil {
-		return Image{}, err
+		return helperapi.Image{}, err
 	}
-	return Image{
+	return helperapi.Image{
 		ID:       st.sha256,
 		Name:     name,
 		Sources:  []string{source},
 		Format:   format,
-		Disk:     &Blob{File: file, Size: st.size, SHA256: st.sha256},
+		Disk:     &helperapi.Blob{File: file, Size: st.size, SHA256: st.sha256},
 		Verified: verified,
 		Fetched:  time.Now().UTC(),
 	}, nil
 }
 
-func (s *Store) fetchKernel(ctx context.Context, id, source string, kernel, initrd *File, cmdline string, progress func(Progress)) (_ Image, err error) {
-	img := Image{
+func (s *Store) fetchKernel(ctx context.Context, id, source string, kernel, initrd *helperapi.File, cmdline string, progress func(helperapi.Progress)) (_ helperapi.Image, err error) {
+	img := helperapi.Image{
 		ID:       id,
 		Name:     baseName(kernel.Path),
 		Cmdline:  cmdline,
@@ -401,34 +403,34 @@ func (s *Store) fetchKernel(ctx context.Context, id, source string, kernel, init
 	var commits []func() error
 	for _, part := range []struct {
 		what string
-		f    *File
-		blob **Blob
+		f    *helperapi.File
+		blob **helperapi.Blob
 	}{{"kernel", kernel, &img.Kernel}, {"initrd", initrd, &img.Initrd}} {
 		if part.f == nil {
 			continue
 		}
 		file := part.what + "-" + part.f.SHA256
-		b := &Blob{File: file, Size: part.f.Size, SHA256: part.f.SHA256}
+		b := &helperapi.Blob{File: file, Size: part.f.Size, SHA256: part.f.SHA256}
 		*part.blob = b
 		if fi, err := os.Stat(filepath.Join(s.dir(), file)); err == nil && fi.Size() == part.f.Size {
 			continue // the same content came with another image
 		}
 		if err := checkUpload(part.what, part.f); err != nil {
-			return Image{}, err
+			return helperapi.Image{}, err
 		}
 		if part.f.Size == 0 {
-			return Image{}, fmt.Errorf("upload %s %s: the file is empty", part.what, part.f.Path)
+			return helperapi.Image{}, fmt.Errorf("upload %s %s: the file is empty", part.what, part.f.Path)
 		}
 		st, err := s.upload(ctx, baseName(part.f.Path), part.f, progress)
 		if err != nil {
-			return Image{}, err
+			return helperapi.Image{}, err
 		}
 		pending = append(pending, st)
 		commits = append(commits, func() error { return st.commit(s.dir(), file) })
 	}
 	for _, c := range commits {
 		if err := c(); err != nil {
-			return Image{}, err
+			return helperapi.Image{}, err
 		}
 	}
 	img.Sources = []string{source}
@@ -437,7 +439,7 @@ func (s *Store) fetchKernel(ctx context.Context, id, source string, kernel, init
 
 // download streams url into a staged file. tlsOnly refuses redirects away
 // from https, for content nothing else vouches for.
-func (s *Store) download(ctx context.Context, url, name string, want expect, tlsOnly bool, progress func(Progress)) (*staged, error) {
+func (s *Store) download(ctx context.Context, url, name string, want expect, tlsOnly bool, progress func(helperapi.Progress)) (*staged, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stall := s.stallTimeout()
@@ -450,7 +452,7 @@ func (s *Store) download(ctx context.Context, url, name string, want expect, tls
 	}
 	defer resp.Body.Close()
 	body := &stallReader{r: resp.Body, timer: timer, d: stall}
-	return stage(ctx, s.dir(), body, name, PhaseDownload, resp.ContentLength, want, progress)
+	return stage(ctx, s.dir(), body, name, helperapi.PhaseDownload, resp.ContentLength, want, progress)
 }
 
 // getSmall fetches a small file (a checksum file) over https.
@@ -537,11 +539,11 @@ func (r *stallReader) Read(p []byte) (int, error) {
 }
 
 // List returns the cached images whose files are in place, by name.
-func (s *Store) List(ctx context.Context) ([]Image, error) {
+func (s *Store) List(ctx context.Context) ([]helperapi.Image, error) {
 	if err := s.prepare(); err != nil {
 		return nil, err
 	}
-	var imgs []Image
+	var imgs []helperapi.Image
 	err := s.withIndex(ctx, func(ix *index) (bool, error) {
 		for _, img := range ix.Images {
 			if s.present(img) {
@@ -550,7 +552,7 @@ func (s *Store) List(ctx context.Context) ([]Image, error) {
 		}
 		return false, nil
 	})
-	slices.SortFunc(imgs, func(a, b Image) int {
+	slices.SortFunc(imgs, func(a, b helperapi.Image) int {
 		if c := strings.Compare(a.Name, b.Name); c != 0 {
 			return c
 		}
@@ -581,11 +583,11 @@ func (s *Store) Remove(ctx context.Context, id string) error {
 		ix.Images = slices.Delete(ix.Images, i, i+1)
 		used := map[string]bool{}
 		for _, img := range ix.Images {
-			for _, b := range img.blobs() {
+			for _, b := range blobsOf(img) {
 				used[b.File] = true
 			}
 		}
-		for _, b := range gone.blobs() {
+		for _, b := range blobsOf(gone) {
 			if !used[b.File] {
 				orphans = append(orphans, b.File)
 			}

@@ -9,51 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"time"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
-// Image is one cached image: a disk image, or a kernel (with an initrd and
-// a command line) for direct kernel boot.
-type Image struct {
-	// ID names the image: the sha256 of a disk image's content, or for
-	// kernel boot the sha256 of the kernel's and initrd's digests and the
-	// command line.
-	ID string `json:"id"`
-	// Name is for people: the catalog name or the file's name.
-	Name string `json:"name"`
-	// Sources are the sources that resolved to this image, in the form
-	// ParseSource reads (a catalog name followed by /ARCH).
-	Sources []string `json:"sources"`
-	// Format is a disk image's format; empty for kernel boot.
-	Format Format `json:"format,omitempty"`
-	// Disk is the base image file; nil for kernel boot.
-	Disk *Blob `json:"disk,omitempty"`
-	// Kernel, Initrd and Cmdline are for kernel boot; Initrd may be nil.
-	Kernel  *Blob  `json:"kernel,omitempty"`
-	Initrd  *Blob  `json:"initrd,omitempty"`
-	Cmdline string `json:"cmdline,omitempty"`
-	// Verified says what the content was checked against when fetched
-	// ("sha512:… from SHA512SUMS at …"); empty when nothing was given (an
-	// https URL without a checksum).
-	Verified string `json:"verified,omitempty"`
-	// Fetched is when the content was first cached.
-	Fetched time.Time `json:"fetched"`
-}
-
-// Blob is one cached file.
-type Blob struct {
-	// File is the name inside the store's folder, which is also the
-	// volume's name in the libvirt pool over that folder.
-	File string `json:"file"`
-	// Path is the file's absolute path (filled in by the store).
-	Path   string `json:"-"`
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
-}
-
-func (img Image) blobs() []*Blob {
-	var bs []*Blob
-	for _, b := range []*Blob{img.Disk, img.Kernel, img.Initrd} {
+func blobsOf(img helperapi.Image) []*helperapi.Blob {
+	var bs []*helperapi.Blob
+	for _, b := range []*helperapi.Blob{img.Disk, img.Kernel, img.Initrd} {
 		if b != nil {
 			bs = append(bs, b)
 		}
@@ -65,8 +27,8 @@ func (img Image) blobs() []*Blob {
 const indexFile = "index.json"
 
 type index struct {
-	Version int     `json:"version"`
-	Images  []Image `json:"images"`
+	Version int               `json:"version"`
+	Images  []helperapi.Image `json:"images"`
 }
 
 // withIndex runs fn on the index under the index lock, and saves the index
@@ -140,18 +102,18 @@ func (s *Store) writeIndex(ix *index) error {
 
 // find returns the first image for which match holds and whose files are
 // all in place.
-func (s *Store) find(ix *index, match func(Image) bool) (Image, bool) {
+func (s *Store) find(ix *index, match func(helperapi.Image) bool) (helperapi.Image, bool) {
 	for _, img := range ix.Images {
 		if match(img) && s.present(img) {
 			return s.withPaths(img), true
 		}
 	}
-	return Image{}, false
+	return helperapi.Image{}, false
 }
 
 // present checks that an image's files are there with the right size.
-func (s *Store) present(img Image) bool {
-	for _, b := range img.blobs() {
+func (s *Store) present(img helperapi.Image) bool {
+	for _, b := range blobsOf(img) {
 		fi, err := os.Stat(filepath.Join(s.dir(), b.File))
 		if err != nil || !fi.Mode().IsRegular() || fi.Size() != b.Size {
 			return false
@@ -161,9 +123,9 @@ func (s *Store) present(img Image) bool {
 }
 
 // withPaths returns a deep copy of img with the blobs' paths filled in.
-func (s *Store) withPaths(img Image) Image {
+func (s *Store) withPaths(img helperapi.Image) helperapi.Image {
 	img.Sources = slices.Clone(img.Sources)
-	for _, b := range []**Blob{&img.Disk, &img.Kernel, &img.Initrd} {
+	for _, b := range []**helperapi.Blob{&img.Disk, &img.Kernel, &img.Initrd} {
 		if *b != nil {
 			c := **b
 			c.Path = filepath.Join(s.dir(), c.File)
@@ -175,7 +137,7 @@ func (s *Store) withPaths(img Image) Image {
 
 // put adds img to the index, or adds its sources to the entry with the
 // same ID. It returns the entry as stored.
-func (ix *index) put(img Image) Image {
+func (ix *index) put(img helperapi.Image) helperapi.Image {
 	// A source names one image: a catalog name that now resolves to new
 	// content stops naming the old one.
 	for i := range ix.Images {

@@ -12,42 +12,20 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
-
-// Phase is what an Ensure call is doing.
-type Phase string
-
-// Phases reported through Progress.
-const (
-	PhaseWait     Phase = "wait"     // another call is fetching the same source
-	PhaseDownload Phase = "download" // the machine downloads from the web
-	PhaseUpload   Phase = "upload"   // the operator's file streams in
-	PhaseVerify   Phase = "verify"   // flushing to disk and comparing checksums
-)
-
-// Progress is one report of an Ensure call. Within one Name and Phase, Done
-// never goes down. Reports come at most every 100 ms, plus the first and
-// the last of each phase.
-type Progress struct {
-	// Name is the file being moved: the image's name, or the kernel's or
-	// initrd's for kernel boot.
-	Name  string
-	Phase Phase
-	Done  int64
-	// Total is the expected size, or -1 when the server did not say.
-	Total int64
-}
 
 const progressEvery = 100 * time.Millisecond
 
 type reporter struct {
-	fn   func(Progress)
-	p    Progress
+	fn   func(helperapi.Progress)
+	p    helperapi.Progress
 	last time.Time
 }
 
-func newReporter(fn func(Progress), name string, phase Phase, total int64) *reporter {
-	r := &reporter{fn: fn, p: Progress{Name: name, Phase: phase, Total: total}}
+func newReporter(fn func(helperapi.Progress), name string, phase helperapi.Phase, total int64) *reporter {
+	r := &reporter{fn: fn, p: helperapi.Progress{Name: name, Phase: phase, Total: total}}
 	r.report(0, true)
 	return r
 }
@@ -79,15 +57,15 @@ type staged struct {
 
 // expect is what a staged file must match. Zero fields are not checked.
 type expect struct {
-	size int64    // -1: any
-	sum  Checksum // the digest given by the operator or the publisher
-	from string   // where sum comes from, for errors
+	size int64              // -1: any
+	sum  helperapi.Checksum // the digest given by the operator or the publisher
+	from string             // where sum comes from, for errors
 }
 
 // stage streams r into a temporary file in dir, hashing as it writes,
 // then syncs it and checks it against want. On any failure the temporary
 // file is gone and nothing is left behind.
-func stage(ctx context.Context, dir string, r io.Reader, name string, phase Phase, total int64, want expect, progress func(Progress)) (_ *staged, err error) {
+func stage(ctx context.Context, dir string, r io.Reader, name string, phase helperapi.Phase, total int64, want expect, progress func(helperapi.Progress)) (_ *staged, err error) {
 	f, err := os.CreateTemp(dir, partialPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("create temporary file in %s: %w", dir, err)
@@ -145,7 +123,7 @@ func stage(ctx context.Context, dir string, r io.Reader, name string, phase Phas
 	}
 	rep.report(n, true)
 
-	v := newReporter(progress, name, PhaseVerify, n)
+	v := newReporter(progress, name, helperapi.PhaseVerify, n)
 	if err := f.Sync(); err != nil {
 		return nil, fmt.Errorf("sync %s: %w", f.Name(), err)
 	}

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -174,10 +175,10 @@ func leftovers(t *testing.T, dir string) []string {
 // recorder collects progress reports and checks them.
 type recorder struct {
 	mu sync.Mutex
-	ps []Progress
+	ps []helperapi.Progress
 }
 
-func (r *recorder) add(p Progress) {
+func (r *recorder) add(p helperapi.Progress) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ps = append(r.ps, p)
@@ -186,15 +187,15 @@ func (r *recorder) add(p Progress) {
 // check asserts that reports were made for each phase in want, that Done
 // never went down within a name and phase nor passed a known Total, and
 // that each phase in want ended at its Total.
-func (r *recorder) check(t *testing.T, want ...Phase) {
+func (r *recorder) check(t *testing.T, want ...helperapi.Phase) {
 	t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	type key struct {
 		name  string
-		phase Phase
+		phase helperapi.Phase
 	}
-	last := map[key]Progress{}
+	last := map[key]helperapi.Progress{}
 	for _, p := range r.ps {
 		k := key{p.Name, p.Phase}
 		if prev, ok := last[k]; ok && p.Done < prev.Done {
@@ -225,12 +226,12 @@ func TestEnsureCatalog(t *testing.T) {
 	tests := []struct {
 		name, arch string
 		content    []byte
-		format     Format
+		format     helperapi.Format
 	}{
-		{"ubuntu-24.04", "amd64", fakeQCOW2(700 * 1024), FormatQCOW2},
-		{"ubuntu-24.04", "arm64", fakeQCOW2(300 * 1024), FormatQCOW2},
-		{"debian-12", "amd64", fakeQCOW2(500 * 1024), FormatQCOW2},
-		{"debian-12", "arm64", fakeRaw(200 * 1024), FormatRaw},
+		{"ubuntu-24.04", "amd64", fakeQCOW2(700 * 1024), helperapi.FormatQCOW2},
+		{"ubuntu-24.04", "arm64", fakeQCOW2(300 * 1024), helperapi.FormatQCOW2},
+		{"debian-12", "amd64", fakeQCOW2(500 * 1024), helperapi.FormatQCOW2},
+		{"debian-12", "arm64", fakeRaw(200 * 1024), helperapi.FormatRaw},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"/"+tt.arch, func(t *testing.T) {
@@ -240,17 +241,17 @@ func TestEnsureCatalog(t *testing.T) {
 			s := newStore(t, f, "")
 			s.Arch = tt.arch
 			var rec recorder
-			img, err := s.Ensure(t.Context(), Source{Catalog: tt.name}, rec.add)
+			img, err := s.Ensure(t.Context(), helperapi.Source{Catalog: tt.name}, rec.add)
 			if err != nil {
 				t.Fatalf("Ensure: %v", err)
 			}
 			sum := sha256Hex(tt.content)
-			want := Image{
+			want := helperapi.Image{
 				ID:      sum,
 				Name:    tt.name,
 				Sources: []string{tt.name + "/" + tt.arch},
 				Format:  tt.format,
-				Disk: &Blob{
+				Disk: &helperapi.Blob{
 					File:   "base-" + sum + "." + string(tt.format),
 					Path:   filepath.Join(s.Dir, "base-"+sum+"."+string(tt.format)),
 					Size:   int64(len(tt.content)),
@@ -270,10 +271,10 @@ func TestEnsureCatalog(t *testing.T) {
 			if n := f.hitsOn(imagePath); n != 1 {
 				t.Errorf("image downloaded %d times, want 1", n)
 			}
-			rec.check(t, PhaseDownload, PhaseVerify)
+			rec.check(t, helperapi.PhaseDownload, helperapi.PhaseVerify)
 
 			// Cached: the server is not asked again.
-			if _, err := s.Ensure(t.Context(), Source{Catalog: tt.name}, nil); err != nil {
+			if _, err := s.Ensure(t.Context(), helperapi.Source{Catalog: tt.name}, nil); err != nil {
 				t.Fatal(err)
 			}
 			if n := f.hitsOn(imagePath) + f.hitsOn(sumsPath); n != 2 {
@@ -296,7 +297,7 @@ func TestCatalogResolvesOffline(t *testing.T) {
 	content := fakeQCOW2(100 * 1024)
 	f.addCatalog(t, "ubuntu-24.04", "amd64", content, content)
 	s := newStore(t, f, "")
-	first, err := s.Ensure(t.Context(), Source{Catalog: "ubuntu-24.04"}, nil)
+	first, err := s.Ensure(t.Context(), helperapi.Source{Catalog: "ubuntu-24.04"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,18 +307,18 @@ func TestCatalogResolvesOffline(t *testing.T) {
 	// to reach any server.
 	s2 := newStore(t, nil, s.Dir)
 	s2.Mirror = "https://127.0.0.1:1"
-	again, err := s2.Ensure(t.Context(), Source{Catalog: "ubuntu-24.04"}, nil)
+	again, err := s2.Ensure(t.Context(), helperapi.Source{Catalog: "ubuntu-24.04"}, nil)
 	if err != nil {
 		t.Fatalf("Ensure with the server gone: %v", err)
 	}
 	if diff := cmp.Diff(first, again); diff != "" {
 		t.Errorf("offline Ensure (-online +offline):\n%s", diff)
 	}
-	img, ok, err := s2.Lookup(t.Context(), Source{Catalog: "ubuntu-24.04"})
+	img, ok, err := s2.Lookup(t.Context(), helperapi.Source{Catalog: "ubuntu-24.04"})
 	if err != nil || !ok || img.ID != first.ID {
 		t.Errorf("Lookup = %v, %v, %v; want the cached image", img.ID, ok, err)
 	}
-	if _, ok, err := s2.Lookup(t.Context(), Source{Catalog: "debian-12"}); err != nil || ok {
+	if _, ok, err := s2.Lookup(t.Context(), helperapi.Source{Catalog: "debian-12"}); err != nil || ok {
 		t.Errorf("Lookup(debian-12) = %v, %v; want not cached", ok, err)
 	}
 }
@@ -327,7 +328,7 @@ func TestCatalogRefetchesLostFile(t *testing.T) {
 	content := fakeQCOW2(100 * 1024)
 	imagePath, _ := f.addCatalog(t, "debian-12", "amd64", content, content)
 	s := newStore(t, f, "")
-	img, err := s.Ensure(t.Context(), Source{Catalog: "debian-12"}, nil)
+	img, err := s.Ensure(t.Context(), helperapi.Source{Catalog: "debian-12"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +338,7 @@ func TestCatalogRefetchesLostFile(t *testing.T) {
 	if imgs, err := s.List(t.Context()); err != nil || len(imgs) != 0 {
 		t.Errorf("List with the file gone = %v, %v; want nothing", imgs, err)
 	}
-	if _, err := s.Ensure(t.Context(), Source{Catalog: "debian-12"}, nil); err != nil {
+	if _, err := s.Ensure(t.Context(), helperapi.Source{Catalog: "debian-12"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.hitsOn(imagePath); n != 2 {
@@ -350,7 +351,7 @@ func TestCatalogFailures(t *testing.T) {
 	tests := []struct {
 		name    string
 		setup   func(t *testing.T, f *fakeServer)
-		src     Source
+		src     helperapi.Source
 		wantErr []string
 	}{
 		{
@@ -358,7 +359,7 @@ func TestCatalogFailures(t *testing.T) {
 			setup: func(t *testing.T, f *fakeServer) {
 				f.addCatalog(t, "ubuntu-24.04", "amd64", good, []byte("what the publisher signed"))
 			},
-			src: Source{Catalog: "ubuntu-24.04"},
+			src: helperapi.Source{Catalog: "ubuntu-24.04"},
 			wantErr: []string{
 				"sha256 mismatch for ubuntu-24.04-server-cloudimg-amd64.img",
 				"expected " + sha256Hex([]byte("what the publisher signed")),
@@ -372,7 +373,7 @@ func TestCatalogFailures(t *testing.T) {
 			setup: func(t *testing.T, f *fakeServer) {
 				f.addCatalog(t, "debian-12", "amd64", good, []byte("other"))
 			},
-			src: Source{Catalog: "debian-12"},
+			src: helperapi.Source{Catalog: "debian-12"},
 			wantErr: []string{
 				"sha512 mismatch",
 				fmt.Sprintf("expected %x", sha512.Sum512([]byte("other"))),
@@ -385,7 +386,7 @@ func TestCatalogFailures(t *testing.T) {
 				_, sums := f.addCatalog(t, "debian-12", "amd64", good, good)
 				delete(f.files, sums)
 			},
-			src:     Source{Catalog: "debian-12"},
+			src:     helperapi.Source{Catalog: "debian-12"},
 			wantErr: []string{"SHA512SUMS: server answered 404"},
 		},
 		{
@@ -394,7 +395,7 @@ func TestCatalogFailures(t *testing.T) {
 				_, sums := f.addCatalog(t, "debian-12", "amd64", good, good)
 				f.put(sums, []byte(hex128+"  something-else.qcow2\n"))
 			},
-			src:     Source{Catalog: "debian-12"},
+			src:     helperapi.Source{Catalog: "debian-12"},
 			wantErr: []string{"no line for debian-12-generic-amd64.qcow2"},
 		},
 		{
@@ -402,13 +403,13 @@ func TestCatalogFailures(t *testing.T) {
 			setup: func(t *testing.T, f *fakeServer) {
 				f.addCatalog(t, "debian-12", "amd64", iso(), iso())
 			},
-			src:     Source{Catalog: "debian-12"},
+			src:     helperapi.Source{Catalog: "debian-12"},
 			wantErr: []string{"ISO 9660", "nothing was cached"},
 		},
 		{
 			name:    "unknown name",
 			setup:   func(t *testing.T, f *fakeServer) {},
-			src:     Source{Catalog: "fedora-40"},
+			src:     helperapi.Source{Catalog: "fedora-40"},
 			wantErr: []string{`unknown catalog image "fedora-40": known are debian-12, ubuntu-24.04`},
 		},
 	}
@@ -438,14 +439,14 @@ func TestCatalogFailures(t *testing.T) {
 
 func TestEnsureURL(t *testing.T) {
 	content := fakeRaw(150 * 1024)
-	sum256 := Checksum{Algo: "sha256", Hex: sha256Hex(content)}
+	sum256 := helperapi.Checksum{Algo: "sha256", Hex: sha256Hex(content)}
 	s512 := sha512.Sum512(content)
-	sum512 := Checksum{Algo: "sha512", Hex: hex.EncodeToString(s512[:])}
-	bad := Checksum{Algo: "sha256", Hex: hex64}
+	sum512 := helperapi.Checksum{Algo: "sha512", Hex: hex.EncodeToString(s512[:])}
+	bad := helperapi.Checksum{Algo: "sha256", Hex: hex64}
 	tests := []struct {
 		name    string
 		path    string
-		sum     Checksum
+		sum     helperapi.Checksum
 		plain   bool // serve over http
 		wantErr []string
 	}{
@@ -468,7 +469,7 @@ func TestEnsureURL(t *testing.T) {
 			}
 			s := newStore(t, nil, "")
 			s.Client = client
-			src := Source{URL: base + tt.path, Checksum: tt.sum}
+			src := helperapi.Source{URL: base + tt.path, Checksum: tt.sum}
 			var rec recorder
 			img, err := s.Ensure(t.Context(), src, rec.add)
 			if len(tt.wantErr) > 0 {
@@ -488,7 +489,7 @@ func TestEnsureURL(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Ensure: %v", err)
 			}
-			if img.ID != sum256.Hex || img.Format != FormatRaw || img.Name != "disk.img" || img.Disk.File != "base-"+sum256.Hex+".raw" {
+			if img.ID != sum256.Hex || img.Format != helperapi.FormatRaw || img.Name != "disk.img" || img.Disk.File != "base-"+sum256.Hex+".raw" {
 				t.Errorf("Ensure = %+v, want a raw disk.img with ID %s", img, sum256.Hex)
 			}
 			if !slices.Equal(img.Sources, []string{src.String()}) {
@@ -497,14 +498,14 @@ func TestEnsureURL(t *testing.T) {
 			if tt.sum.IsZero() != (img.Verified == "") {
 				t.Errorf("Verified = %q with checksum %q", img.Verified, tt.sum)
 			}
-			rec.check(t, PhaseDownload, PhaseVerify)
+			rec.check(t, helperapi.PhaseDownload, helperapi.PhaseVerify)
 		})
 	}
 }
 
 func TestHTTPWithoutChecksumRefused(t *testing.T) {
 	s := newStore(t, nil, "")
-	_, err := s.Ensure(t.Context(), Source{URL: "http://127.0.0.1:1/disk.img"}, nil)
+	_, err := s.Ensure(t.Context(), helperapi.Source{URL: "http://127.0.0.1:1/disk.img"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "plain http is refused without a checksum") {
 		t.Fatalf("Ensure error = %v, want plain http refused", err)
 	}
@@ -518,12 +519,12 @@ func TestRedirectAwayFromHTTPS(t *testing.T) {
 	f.Config.Handler = http.RedirectHandler(plain.URL+"/disk.img", http.StatusFound)
 
 	s := newStore(t, f, "")
-	_, err := s.Ensure(t.Context(), Source{URL: f.URL + "/disk.img"}, nil)
+	_, err := s.Ensure(t.Context(), helperapi.Source{URL: f.URL + "/disk.img"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "leaves https and no checksum vouches for the content") {
 		t.Fatalf("Ensure error = %v, want the redirect refused", err)
 	}
 	// With a checksum the content is vouched for wherever it comes from.
-	_, err = s.Ensure(t.Context(), Source{URL: f.URL + "/disk.img", Checksum: Checksum{Algo: "sha256", Hex: sha256Hex(content)}}, nil)
+	_, err = s.Ensure(t.Context(), helperapi.Source{URL: f.URL + "/disk.img", Checksum: helperapi.Checksum{Algo: "sha256", Hex: sha256Hex(content)}}, nil)
 	if err != nil {
 		t.Fatalf("Ensure with checksum: %v", err)
 	}
@@ -537,47 +538,47 @@ func (r errReader) Read([]byte) (int, error) {
 	return 0, errors.New("must not be read")
 }
 
-func upload(path string, content []byte) *File {
-	return &File{Path: path, Size: int64(len(content)), SHA256: sha256Hex(content), Body: bytes.NewReader(content)}
+func upload(path string, content []byte) *helperapi.File {
+	return &helperapi.File{Path: path, Size: int64(len(content)), SHA256: sha256Hex(content), Body: bytes.NewReader(content)}
 }
 
 func TestUpload(t *testing.T) {
 	content := fakeQCOW2(400 * 1024)
 	tests := []struct {
 		name    string
-		file    *File
+		file    *helperapi.File
 		wantErr []string
 	}{
 		{name: "ok", file: upload("/home/op/disk.qcow2", content)},
-		{name: "upper-case sha", file: func() *File {
+		{name: "upper-case sha", file: func() *helperapi.File {
 			f := upload("disk.qcow2", content)
 			f.SHA256 = strings.ToUpper(f.SHA256)
 			return f
 		}()},
-		{name: "wrong sha", file: func() *File {
+		{name: "wrong sha", file: func() *helperapi.File {
 			f := upload("disk.qcow2", content)
 			f.SHA256 = hex64
 			return f
 		}(), wantErr: []string{"sha256 mismatch for disk.qcow2", "expected " + hex64, "got " + sha256Hex(content), "computed by the operator"}},
-		{name: "short", file: func() *File {
+		{name: "short", file: func() *helperapi.File {
 			f := upload("disk.qcow2", content)
 			f.Body = bytes.NewReader(content[:1000])
 			return f
 		}(), wantErr: []string{fmt.Sprintf("expected %d bytes, got 1000", len(content))}},
-		{name: "long", file: func() *File {
+		{name: "long", file: func() *helperapi.File {
 			f := upload("disk.qcow2", content)
 			f.Size = 1000
 			return f
 		}(), wantErr: []string{"expected 1000 bytes, got 1001 or more"}},
-		{name: "no body", file: &File{Path: "disk.qcow2", Size: 1, SHA256: hex64}, wantErr: []string{"no data attached"}},
-		{name: "bad sha", file: &File{Path: "disk.qcow2", Size: 1, SHA256: "xyz", Body: strings.NewReader("x")}, wantErr: []string{"upload image disk.qcow2", "sha256 needs 64 hex digits"}},
+		{name: "no body", file: &helperapi.File{Path: "disk.qcow2", Size: 1, SHA256: hex64}, wantErr: []string{"no data attached"}},
+		{name: "bad sha", file: &helperapi.File{Path: "disk.qcow2", Size: 1, SHA256: "xyz", Body: strings.NewReader("x")}, wantErr: []string{"upload image disk.qcow2", "sha256 needs 64 hex digits"}},
 		{name: "backing file", file: upload("evil.qcow2", qcow2Header(3, "/dev/sda", 0)), wantErr: []string{`backing file "/dev/sda"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newStore(t, nil, "")
 			var rec recorder
-			img, err := s.Ensure(t.Context(), Source{File: tt.file}, rec.add)
+			img, err := s.Ensure(t.Context(), helperapi.Source{File: tt.file}, rec.add)
 			if len(tt.wantErr) > 0 {
 				if err == nil {
 					t.Fatal("Ensure succeeded; want an error")
@@ -595,19 +596,19 @@ func TestUpload(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Ensure: %v", err)
 			}
-			if img.ID != sha256Hex(content) || img.Format != FormatQCOW2 || img.Name != "disk.qcow2" {
+			if img.ID != sha256Hex(content) || img.Format != helperapi.FormatQCOW2 || img.Name != "disk.qcow2" {
 				t.Errorf("Ensure = %+v", img)
 			}
-			rec.check(t, PhaseUpload, PhaseVerify)
+			rec.check(t, helperapi.PhaseUpload, helperapi.PhaseVerify)
 
 			// Again, from another operator's path: cached by content, the
 			// body is not read.
-			again := &File{Path: "other.qcow2", Size: tt.file.Size, SHA256: tt.file.SHA256, Body: errReader{t}}
-			if img2, err := s.Ensure(t.Context(), Source{File: again}, nil); err != nil || img2.ID != img.ID {
+			again := &helperapi.File{Path: "other.qcow2", Size: tt.file.Size, SHA256: tt.file.SHA256, Body: errReader{t}}
+			if img2, err := s.Ensure(t.Context(), helperapi.Source{File: again}, nil); err != nil || img2.ID != img.ID {
 				t.Errorf("second Ensure = %v, %v; want the cached image", img2.ID, err)
 			}
 			again.Body = nil
-			if _, ok, err := s.Lookup(t.Context(), Source{File: again}); err != nil || !ok {
+			if _, ok, err := s.Lookup(t.Context(), helperapi.Source{File: again}); err != nil || !ok {
 				t.Errorf("Lookup = %v, %v; want cached", ok, err)
 			}
 		})
@@ -617,7 +618,7 @@ func TestUpload(t *testing.T) {
 func TestKernelBoot(t *testing.T) {
 	kernel, initrd := []byte("MZ fake kernel"), []byte("070701 fake initramfs")
 	s := newStore(t, nil, "")
-	src, err := ParseSource("kernel=/build/vmlinuz,initrd=/build/initrd.img,cmdline=console=ttyS0,115200 quiet")
+	src, err := helperapi.ParseSource("kernel=/build/vmlinuz,initrd=/build/initrd.img,cmdline=console=ttyS0,115200 quiet")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -627,29 +628,29 @@ func TestKernelBoot(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Ensure: %v", err)
 	}
-	want := Image{
+	want := helperapi.Image{
 		ID:      kernelID(src.Kernel, src.Initrd, "console=ttyS0,115200 quiet"),
 		Name:    "vmlinuz",
 		Sources: []string{"kernel=vmlinuz,initrd=initrd.img,cmdline=console=ttyS0,115200 quiet"},
-		Kernel: &Blob{File: "kernel-" + sha256Hex(kernel), Path: filepath.Join(s.Dir, "kernel-"+sha256Hex(kernel)),
+		Kernel: &helperapi.Blob{File: "kernel-" + sha256Hex(kernel), Path: filepath.Join(s.Dir, "kernel-"+sha256Hex(kernel)),
 			Size: int64(len(kernel)), SHA256: sha256Hex(kernel)},
-		Initrd: &Blob{File: "initrd-" + sha256Hex(initrd), Path: filepath.Join(s.Dir, "initrd-"+sha256Hex(initrd)),
+		Initrd: &helperapi.Blob{File: "initrd-" + sha256Hex(initrd), Path: filepath.Join(s.Dir, "initrd-"+sha256Hex(initrd)),
 			Size: int64(len(initrd)), SHA256: sha256Hex(initrd)},
 		Cmdline: "console=ttyS0,115200 quiet",
 	}
 	if diff := cmp.Diff(want, img, cmpIgnore...); diff != "" {
 		t.Errorf("Ensure (-want +got):\n%s", diff)
 	}
-	for _, b := range []*Blob{img.Kernel, img.Initrd} {
+	for _, b := range []*helperapi.Blob{img.Kernel, img.Initrd} {
 		if got, err := os.ReadFile(b.Path); err != nil || sha256Hex(got) != b.SHA256 {
 			t.Errorf("%s: %v", b.File, err)
 		}
 	}
-	rec.check(t, PhaseUpload, PhaseVerify)
+	rec.check(t, helperapi.PhaseUpload, helperapi.PhaseVerify)
 
 	// The same files with another command line: a new image, no upload.
-	other := Source{Kernel: &File{Path: "vmlinuz", Size: int64(len(kernel)), SHA256: sha256Hex(kernel), Body: errReader{t}},
-		Initrd:  &File{Path: "initrd.img", Size: int64(len(initrd)), SHA256: sha256Hex(initrd), Body: errReader{t}},
+	other := helperapi.Source{Kernel: &helperapi.File{Path: "vmlinuz", Size: int64(len(kernel)), SHA256: sha256Hex(kernel), Body: errReader{t}},
+		Initrd:  &helperapi.File{Path: "initrd.img", Size: int64(len(initrd)), SHA256: sha256Hex(initrd), Body: errReader{t}},
 		Cmdline: "console=ttyS0"}
 	img2, err := s.Ensure(t.Context(), other, nil)
 	if err != nil {
@@ -679,7 +680,7 @@ func TestKernelUploadFailureCachesNothing(t *testing.T) {
 	kernel := []byte("MZ kernel")
 	bad := upload("initrd.img", []byte("initrd"))
 	bad.SHA256 = hex64
-	_, err := s.Ensure(t.Context(), Source{Kernel: upload("vmlinuz", kernel), Initrd: bad}, nil)
+	_, err := s.Ensure(t.Context(), helperapi.Source{Kernel: upload("vmlinuz", kernel), Initrd: bad}, nil)
 	if err == nil || !strings.Contains(err.Error(), "sha256 mismatch for initrd.img") {
 		t.Fatalf("Ensure error = %v, want the initrd mismatch", err)
 	}
@@ -709,7 +710,7 @@ func TestConcurrentEnsureDownloadsOnce(t *testing.T) {
 			s = s2
 		}
 		wg.Go(func() {
-			img, err := s.Ensure(t.Context(), Source{Catalog: "ubuntu-24.04"}, recs[i].add)
+			img, err := s.Ensure(t.Context(), helperapi.Source{Catalog: "ubuntu-24.04"}, recs[i].add)
 			ids[i], errs[i] = img.ID, err
 		})
 	}
@@ -729,7 +730,7 @@ func TestConcurrentEnsureDownloadsOnce(t *testing.T) {
 	for i := range recs {
 		recs[i].check(t)
 		for _, p := range recs[i].ps {
-			if p.Phase == PhaseWait {
+			if p.Phase == helperapi.PhaseWait {
 				waited++
 				break
 			}
@@ -753,9 +754,9 @@ func TestCancelCleansUp(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
 		var once sync.Once
-		_, err := s.Ensure(ctx, Source{Catalog: "debian-12"}, func(p Progress) {
+		_, err := s.Ensure(ctx, helperapi.Source{Catalog: "debian-12"}, func(p helperapi.Progress) {
 			// The server sends a chunk and stops: cancel mid-download.
-			if p.Phase == PhaseDownload {
+			if p.Phase == helperapi.PhaseDownload {
 				once.Do(func() { time.AfterFunc(100*time.Millisecond, cancel) })
 			}
 		})
@@ -775,8 +776,8 @@ func TestCancelCleansUp(t *testing.T) {
 		s := newStore(t, nil, "")
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
-		endless := &File{Path: "big.img", Size: 1 << 40, SHA256: hex64, Body: zeros{}}
-		_, err := s.Ensure(ctx, Source{File: endless}, func(p Progress) {
+		endless := &helperapi.File{Path: "big.img", Size: 1 << 40, SHA256: hex64, Body: zeros{}}
+		_, err := s.Ensure(ctx, helperapi.Source{File: endless}, func(p helperapi.Progress) {
 			if p.Done > 0 {
 				cancel()
 			}
@@ -806,7 +807,7 @@ func TestStalledDownload(t *testing.T) {
 	f.addCatalog(t, "debian-12", "amd64", content, content)
 	s := newStore(t, f, "")
 	s.StallTimeout = 300 * time.Millisecond
-	_, err := s.Ensure(t.Context(), Source{Catalog: "debian-12"}, nil)
+	_, err := s.Ensure(t.Context(), helperapi.Source{Catalog: "debian-12"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "no data from the server for 300ms") {
 		t.Fatalf("Ensure error = %v, want a stall", err)
 	}
@@ -821,7 +822,7 @@ func TestListRemove(t *testing.T) {
 	f.addCatalog(t, "ubuntu-24.04", "amd64", ubuntu, ubuntu)
 	f.addCatalog(t, "debian-12", "amd64", debian, debian)
 	s := newStore(t, f, "")
-	for _, src := range []Source{{Catalog: "ubuntu-24.04"}, {Catalog: "debian-12"}, {File: upload("./my.img", disk)}} {
+	for _, src := range []helperapi.Source{{Catalog: "ubuntu-24.04"}, {Catalog: "debian-12"}, {File: upload("./my.img", disk)}} {
 		if _, err := s.Ensure(t.Context(), src, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -876,7 +877,7 @@ func TestListRemove(t *testing.T) {
 }
 
 func TestRemoveAmbiguousPrefix(t *testing.T) {
-	ix := &index{Version: 1, Images: []Image{{ID: "abcdef01" + hex64[8:]}, {ID: "abcdef02" + hex64[8:]}}}
+	ix := &index{Version: 1, Images: []helperapi.Image{{ID: "abcdef01" + hex64[8:]}, {ID: "abcdef02" + hex64[8:]}}}
 	_, err := ix.resolve("abcdef")
 	if err == nil || !strings.Contains(err.Error(), `"abcdef" matches 2 cached images`) {
 		t.Fatalf("resolve error = %v, want ambiguous", err)

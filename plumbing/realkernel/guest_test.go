@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/plumbing"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -318,7 +319,7 @@ func (g *guest) runBoot(ctx context.Context) error {
 	return nil
 }
 
-func (g *guest) checkCapabilities(f plumbing.Facts) {
+func (g *guest) checkCapabilities(f helperapi.Facts) {
 	if f.KernelWireGuard && f.Gretap {
 		g.pass("facts", "kernel_wireguard=true gretap=true")
 	} else {
@@ -345,7 +346,7 @@ func (g *guest) runMesh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	spec, err := plumbing.ParseSpec([]byte(line))
+	spec, err := helperapi.ParseSpec([]byte(line))
 	if err != nil {
 		return fmt.Errorf("spec from the host: %w", err)
 	}
@@ -436,7 +437,7 @@ func (g *guest) runMesh(ctx context.Context) error {
 // checkReport compares Apply's report with what this setup must give:
 // kernel WireGuard at 1420 on a 1500 uplink, gretap networks at 1378, one
 // port per peer.
-func (g *guest) checkReport(spec plumbing.Spec, rep plumbing.Report) {
+func (g *guest) checkReport(spec helperapi.Spec, rep helperapi.Report) {
 	var errs []error
 	if rep.WireGuard.Userspace {
 		errs = append(errs, errors.New("wireguard is userspace, want the kernel's"))
@@ -451,7 +452,7 @@ func (g *guest) checkReport(spec plumbing.Spec, rep plumbing.Report) {
 		if i < len(spec.Networks) && n.ID != spec.Networks[i].ID {
 			errs = append(errs, fmt.Errorf("network %d reported as id %d", spec.Networks[i].ID, n.ID))
 		}
-		if n.Tunnel != plumbing.TunnelGretap || n.MTU != wantNetworkMTU {
+		if n.Tunnel != helperapi.TunnelGretap || n.MTU != wantNetworkMTU {
 			errs = append(errs, fmt.Errorf("network %d: %s at MTU %d, want gretap at %d", n.ID, n.Tunnel, n.MTU, wantNetworkMTU))
 		}
 		if n.Bridge != plumbing.BridgeName(n.ID) {
@@ -468,7 +469,7 @@ func (g *guest) checkReport(spec plumbing.Spec, rep plumbing.Report) {
 // checkPorts reads the bridge of a network back from the kernel: every
 // port carries the network MTU (a smaller one drops big frames silently)
 // and every tunnel port is isolated (otherwise three machines make a loop).
-func (g *guest) checkPorts(n plumbing.NetworkReport) {
+func (g *guest) checkPorts(n helperapi.NetworkReport) {
 	check := fmt.Sprintf("ports-net%d", n.ID)
 	br, err := netlink.LinkByName(n.Bridge)
 	if err != nil {
@@ -519,7 +520,7 @@ func (g *guest) checkPorts(n plumbing.NetworkReport) {
 // WireGuard. Only one side of a pair starts: when both do at once, each
 // takes the other's initiation as the responder, drops the response to its
 // own, and the pair waits out WireGuard's 5 s REKEY_TIMEOUT.
-func (g *guest) waitHandshakes(ctx context.Context, spec plumbing.Spec) error {
+func (g *guest) waitHandshakes(ctx context.Context, spec helperapi.Spec) error {
 	t0 := time.Now()
 	deadline := t0.Add(25 * time.Second)
 	for i := 0; ; i++ {
@@ -652,7 +653,7 @@ func fragCounters() (frags, error) {
 // runThree: one broadcast from machine 1's probe arrives exactly once at
 // every other probe and never comes back. Then, as a control, with the
 // tunnel ports' isolation turned off, the same broadcast loops.
-func (g *guest) runThree(ctx context.Context, spec plumbing.Spec, probes map[int]*probe) error {
+func (g *guest) runThree(ctx context.Context, spec helperapi.Spec, probes map[int]*probe) error {
 	if len(probes) != 1 {
 		return fmt.Errorf("scenario three wants 1 network, have %d", len(probes))
 	}

@@ -39,7 +39,7 @@ const (
 
 // Lines the host writes to a guest's serial input.
 const (
-	msgSpec = "SPEC" // SPEC <plumbing.Spec as JSON, one line>
+	msgSpec = "SPEC" // SPEC <helperapi.Spec as JSON, one line>
 	msgGo   = "GO"   // GO <barrier>
 )
 

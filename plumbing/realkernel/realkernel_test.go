@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/lab"
-	"github.com/butter-cloud/butter/plumbing"
 )
 
 func TestMain(m *testing.M) {
@@ -181,21 +181,21 @@ type scenario struct {
 	timeout  time.Duration
 	// spec builds machine i's spec from everyone's public keys; nil for a
 	// scenario without plumbing.
-	spec func(i int, pubs []string) plumbing.Spec
+	spec func(i int, pubs []string) helperapi.Spec
 	// want are the checks every machine must pass.
 	want []string
 }
 
 // meshSpec is machine i's part of a full mesh of n machines carrying the
 // given networks, all gretap, all over every peer.
-func meshSpec(i int, pubs []string, networkIDs ...int) plumbing.Spec {
-	s := plumbing.Spec{Mesh: plumbing.Mesh{Address: meshAddr(i), ListenPort: listenPort}}
+func meshSpec(i int, pubs []string, networkIDs ...int) helperapi.Spec {
+	s := helperapi.Spec{Mesh: helperapi.Mesh{Address: meshAddr(i), ListenPort: listenPort}}
 	var names []string
 	for j, pub := range pubs {
 		if j == i {
 			continue
 		}
-		s.Peers = append(s.Peers, plumbing.Peer{
+		s.Peers = append(s.Peers, helperapi.Peer{
 			Name:      machineName(j),
 			PublicKey: pub,
 			Endpoint:  netip.AddrPortFrom(underlayAddr(j).Addr(), listenPort).String(),
@@ -204,8 +204,8 @@ func meshSpec(i int, pubs []string, networkIDs ...int) plumbing.Spec {
 		names = append(names, machineName(j))
 	}
 	for _, id := range networkIDs {
-		s.Networks = append(s.Networks, plumbing.Network{
-			Name: fmt.Sprintf("net%d", id), ID: id, Tunnel: plumbing.TunnelGretap, Peers: names,
+		s.Networks = append(s.Networks, helperapi.Network{
+			Name: fmt.Sprintf("net%d", id), ID: id, Tunnel: helperapi.TunnelGretap, Peers: names,
 		})
 	}
 	return s
@@ -223,7 +223,7 @@ func TestTwoMachines(t *testing.T) {
 	img := needImage(t)
 	run(t, img, scenario{
 		name: scenarioTwo, machines: 2, memory: 128, timeout: 90 * time.Second,
-		spec: func(i int, pubs []string) plumbing.Spec { return meshSpec(i, pubs, 1, 2) },
+		spec: func(i int, pubs []string) helperapi.Spec { return meshSpec(i, pubs, 1, 2) },
 		want: []string{"modules", "apply", "report", "check-clean", "reapply", "handshake", "facts", "facts-device",
 			"ports-net1", "ports-net2", "reach-net1", "reach-net2", "isolation", "mtu-fits", "mtu-exceeds", "remove"},
 	})
@@ -233,7 +233,7 @@ func TestThreeMachinesNoLoop(t *testing.T) {
 	img := needImage(t)
 	run(t, img, scenario{
 		name: scenarioThree, machines: 3, memory: 128, timeout: 120 * time.Second,
-		spec: func(i int, pubs []string) plumbing.Spec { return meshSpec(i, pubs, 1) },
+		spec: func(i int, pubs []string) helperapi.Spec { return meshSpec(i, pubs, 1) },
 		want: []string{"modules", "apply", "report", "check-clean", "reapply", "handshake", "facts", "facts-device",
 			"ports-net1", "reach-net1", "loop-once", "loop-control", "loop-restored", "remove"},
 	})

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/digitalocean/go-libvirt"
 )
 
@@ -94,12 +95,12 @@ func lastLines(path string, n int) ([]byte, error) {
 }
 
 // Events streams VM lifecycle events until ctx ends or libvirtd hangs up.
-func (m *Manager) Events(ctx context.Context) (<-chan Event, error) {
+func (m *Manager) Events(ctx context.Context) (<-chan helperapi.VMEvent, error) {
 	ch, err := m.l.LifecycleEvents(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to vm events: %w", err)
 	}
-	out := make(chan Event)
+	out := make(chan helperapi.VMEvent)
 	go func() {
 		defer close(out)
 		// go-libvirt's sender blocks on ch until it sees ctx end: take
@@ -109,7 +110,7 @@ func (m *Manager) Events(ctx context.Context) (<-chan Event, error) {
 			}
 		}()
 		for e := range ch {
-			ev := Event{VM: e.Dom.Name, Event: eventName(libvirt.DomainEventType(e.Event))}
+			ev := helperapi.VMEvent{VM: e.Dom.Name, Event: eventName(libvirt.DomainEventType(e.Event))}
 			if st, _, err := m.l.DomainGetState(e.Dom, 0); err == nil {
 				ev.State = stateName(libvirt.DomainState(st))
 			}

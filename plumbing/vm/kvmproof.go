@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/digitalocean/go-libvirt"
 )
 
@@ -34,7 +35,7 @@ func (m *Manager) kvmVerdict() string {
 }
 
 func (m *Manager) kvmUnproven() bool {
-	return m.o.Accel == AccelAuto && m.kvmVerdict() == kvmUnknown
+	return m.o.Accel == helperapi.AccelAuto && m.kvmVerdict() == kvmUnknown
 }
 
 // proveKVM watches the first guest started under KVM: paused (KVM's

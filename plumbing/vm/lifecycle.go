@@ -13,27 +13,28 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/assets"
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/digitalocean/go-libvirt"
 )
 
 // Create defines the VM's domain with its disk and first-boot
 // configuration, marks it to autostart, and starts it. On failure it
 // leaves nothing behind.
-func (m *Manager) Create(ctx context.Context, s Spec) (_ Info, err error) {
+func (m *Manager) Create(ctx context.Context, s Spec) (_ helperapi.VMInfo, err error) {
 	if s.Hostname == "" {
 		s.Hostname = s.Name
 	}
 	if err := s.validate(); err != nil {
-		return Info{}, err
+		return helperapi.VMInfo{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.checkFree(s); err != nil {
-		return Info{}, err
+		return helperapi.VMInfo{}, err
 	}
 	mac, err := randomMAC()
 	if err != nil {
-		return Info{}, err
+		return helperapi.VMInfo{}, err
 	}
 
 	var undo []func()
@@ -53,7 +54,7 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ Info, err error) {
 	}
 	if s.Disk != nil || s.DiskGiB > 0 {
 		if err := m.makeDisk(s); err != nil {
-			return Info{}, err
+			return helperapi.VMInfo{}, err
 		}
 		undo = append(undo, func() { m.deleteVolume(s.Name + ".qcow2") })
 		d.Disk = m.diskPath(s.Name)
@@ -63,7 +64,7 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ Info, err error) {
 		d.Cmdline = kernelCmdline(s, mac)
 	} else {
 		if err := m.writeSeed(s, mac); err != nil {
-			return Info{}, err
+			return helperapi.VMInfo{}, err
 		}
 		undo = append(undo, func() { os.Remove(m.seedPath(s.Name)) })
 		d.Seed = m.seedPath(s.Name)
@@ -72,21 +73,21 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ Info, err error) {
 
 	x, err := d.Render()
 	if err != nil {
-		return Info{}, err
+		return helperapi.VMInfo{}, err
 	}
 	dom, err := m.l.DomainDefineXMLFlags(x, 0)
 	if err != nil {
-		return Info{}, fmt.Errorf("define vm %q: %w", s.Name, err)
+		return helperapi.VMInfo{}, fmt.Errorf("define vm %q: %w", s.Name, err)
 	}
 	undo = append(undo, func() {
 		_ = m.l.DomainDestroy(dom)
 		_ = m.l.DomainUndefineFlags(dom, libvirt.DomainUndefineManagedSave|libvirt.DomainUndefineNvram)
 	})
 	if err := m.l.DomainSetAutostart(dom, 1); err != nil {
-		return Info{}, fmt.Errorf("autostart vm %q: %w", s.Name, err)
+		return helperapi.VMInfo{}, fmt.Errorf("autostart vm %q: %w", s.Name, err)
 	}
 	if err := m.l.DomainCreate(dom); err != nil {
-		return Info{}, fmt.Errorf("start vm %q: %w", s.Name, err)
+		return helperapi.VMInfo{}, fmt.Errorf("start vm %q: %w", s.Name, err)
 	}
 	if d.Type == "kvm" && m.kvmUnproven() {
 		if ok := m.proveKVM(ctx, dom, s.Name); !ok {
@@ -94,22 +95,22 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ Info, err error) {
 			// every later one, under TCG.
 			_ = m.l.DomainDestroy(dom)
 			if err := m.l.DomainUndefineFlags(dom, libvirt.DomainUndefineManagedSave|libvirt.DomainUndefineNvram); err != nil {
-				return Info{}, fmt.Errorf("redefine vm %q for TCG: %w", s.Name, err)
+				return helperapi.VMInfo{}, fmt.Errorf("redefine vm %q for TCG: %w", s.Name, err)
 			}
 			d.Type = "qemu"
 			x, err := d.Render()
 			if err != nil {
-				return Info{}, err
+				return helperapi.VMInfo{}, err
 			}
 			os.Remove(m.logPath(s.Name))
 			if dom, err = m.l.DomainDefineXMLFlags(x, 0); err != nil {
-				return Info{}, fmt.Errorf("define vm %q for TCG: %w", s.Name, err)
+				return helperapi.VMInfo{}, fmt.Errorf("define vm %q for TCG: %w", s.Name, err)
 			}
 			if err := m.l.DomainSetAutostart(dom, 1); err != nil {
-				return Info{}, fmt.Errorf("autostart vm %q: %w", s.Name, err)
+				return helperapi.VMInfo{}, fmt.Errorf("autostart vm %q: %w", s.Name, err)
 			}
 			if err := m.l.DomainCreate(dom); err != nil {
-				return Info{}, fmt.Errorf("start vm %q under TCG: %w", s.Name, err)
+				return helperapi.VMInfo{}, fmt.Errorf("start vm %q under TCG: %w", s.Name, err)
 			}
 		}
 	}

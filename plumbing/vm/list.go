@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/assets"
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/digitalocean/go-libvirt"
 )
 
@@ -44,12 +45,12 @@ func (m *Manager) metadata(dom libvirt.Domain) (metadata, bool, error) {
 }
 
 // List returns butter's VMs on this machine, by name.
-func (m *Manager) List(ctx context.Context) ([]Info, error) {
+func (m *Manager) List(ctx context.Context) ([]helperapi.VMInfo, error) {
 	doms, _, err := m.l.ConnectListAllDomains(1, 0)
 	if err != nil {
 		return nil, fmt.Errorf("list domains: %w", err)
 	}
-	var out []Info
+	var out []helperapi.VMInfo
 	for _, d := range doms {
 		info, err := m.info(d)
 		if err != nil {
@@ -63,20 +64,20 @@ func (m *Manager) List(ctx context.Context) ([]Info, error) {
 		}
 		out = append(out, info)
 	}
-	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b helperapi.VMInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
 // Get returns one VM.
-func (m *Manager) Get(ctx context.Context, name string) (Info, error) {
+func (m *Manager) Get(ctx context.Context, name string) (helperapi.VMInfo, error) {
 	dom, _, err := m.lookup(name)
 	if err != nil {
-		return Info{}, err
+		return helperapi.VMInfo{}, err
 	}
 	return m.info(dom)
 }
 
-// domainXML is the part of a domain's XML that Info needs.
+// domainXML is the part of a domain's XML that VMInfo needs.
 type domainXML struct {
 	Interfaces []struct {
 		MAC struct {
@@ -85,17 +86,17 @@ type domainXML struct {
 	} `xml:"devices>interface"`
 }
 
-// info describes dom; a zero Info for a domain that is not butter's.
-func (m *Manager) info(dom libvirt.Domain) (Info, error) {
+// info describes dom; a zero VMInfo for a domain that is not butter's.
+func (m *Manager) info(dom libvirt.Domain) (helperapi.VMInfo, error) {
 	md, ok, err := m.metadata(dom)
 	if err != nil || !ok {
-		return Info{}, err
+		return helperapi.VMInfo{}, err
 	}
 	state, maxMem, _, ncpu, cpuTime, err := m.l.DomainGetInfo(dom)
 	if err != nil {
-		return Info{}, fmt.Errorf("read vm %q: %w", dom.Name, err)
+		return helperapi.VMInfo{}, fmt.Errorf("read vm %q: %w", dom.Name, err)
 	}
-	info := Info{
+	info := helperapi.VMInfo{
 		Name: dom.Name, State: stateName(libvirt.DomainState(state)), CPUs: int(ncpu),
 		MemoryMiB: int(maxMem / 1024), CPUTime: time.Duration(cpuTime),
 		Network: md.Network, Address: md.Address, Image: md.Image, Creator: md.Creator,

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/digitalocean/go-libvirt"
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 )
@@ -30,13 +31,6 @@ const (
 const (
 	ImagesPool = "butter-images"
 	VMsPool    = "butter-vms"
-)
-
-// Accelerators a machine can be told to use.
-const (
-	AccelAuto = "auto" // KVM where /dev/kvm answers, TCG otherwise
-	AccelKVM  = "kvm"
-	AccelTCG  = "tcg"
 )
 
 // Options configure a Manager.
@@ -64,7 +58,7 @@ func (o Options) withDefaults() Options {
 		o.LogDir = DefaultLogDir
 	}
 	if o.Accel == "" {
-		o.Accel = AccelAuto
+		o.Accel = helperapi.AccelAuto
 	}
 	return o
 }
@@ -86,11 +80,11 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	o = o.withDefaults()
 	m := &Manager{o: o}
 	switch o.Accel {
-	case AccelKVM:
+	case helperapi.AccelKVM:
 		m.domType = "kvm"
-	case AccelTCG:
+	case helperapi.AccelTCG:
 		m.domType = "qemu"
-	case AccelAuto:
+	case helperapi.AccelAuto:
 		m.domType = "qemu"
 		switch m.kvmVerdict() {
 		case kvmBroken:
@@ -102,7 +96,7 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 			}
 		}
 	default:
-		return nil, fmt.Errorf("accelerator %q: choose %s, %s or %s", o.Accel, AccelAuto, AccelKVM, AccelTCG)
+		return nil, helperapi.CheckAccel(o.Accel)
 	}
 	switch runtime.GOARCH {
 	case "amd64":

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
-	"time"
 )
 
 // Spec describes a VM to create.
@@ -59,29 +58,6 @@ type NIC struct {
 	Subnet  netip.Prefix // its subnet
 	Address netip.Prefix // the VM's address, inside Subnet
 	Gateway netip.Addr   // optional
-}
-
-// Info is a VM as libvirt knows it.
-type Info struct {
-	Name      string        `json:"name"`
-	State     string        `json:"state"` // running, shut off, paused, …
-	CPUs      int           `json:"cpus"`
-	MemoryMiB int           `json:"memory_mib"`
-	CPUTime   time.Duration `json:"cpu_time_ns"`
-	Network   string        `json:"network"`
-	Address   string        `json:"address"`
-	Image     string        `json:"image"`
-	Creator   string        `json:"creator"`
-	Created   time.Time     `json:"created,omitzero"`
-	MAC       string        `json:"mac"`
-	Autostart bool          `json:"autostart"`
-}
-
-// Event is a change in a VM's life.
-type Event struct {
-	VM    string `json:"vm"`
-	Event string `json:"event"` // defined, started, stopped, …
-	State string `json:"state"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)

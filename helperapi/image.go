@@ -1,4 +1,4 @@
-package images
+package helperapi
 
 import (
 	"encoding/hex"
@@ -7,8 +7,9 @@ import (
 	"io"
 	"net/url"
 	"path"
-	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 )
 
 // Source says where an image comes from. Exactly one of Catalog, URL, File
@@ -189,7 +190,7 @@ func (s Source) Validate() error {
 	case !s.Checksum.IsZero() && s.URL == "":
 		return fmt.Errorf("image source %s: a checksum goes only with a URL", s)
 	case s.Catalog != "":
-		if _, ok := catalog[s.Catalog]; !ok {
+		if !slices.Contains(CatalogNames(), s.Catalog) {
 			return fmt.Errorf("unknown catalog image %q: known are %s (for a file in this folder write ./%s)",
 				s.Catalog, strings.Join(CatalogNames(), ", "), s.Catalog)
 		}
@@ -278,42 +279,84 @@ func (s Source) String() string {
 	return strings.Join(parts, ",")
 }
 
-// name is how an image from s is shown.
-func (s Source) name() string {
-	switch {
-	case s.Catalog != "":
-		return s.Catalog
-	case s.URL != "":
-		u, err := url.Parse(s.URL)
-		if err != nil {
-			return s.URL
-		}
-		return path.Base(u.Path)
-	case s.File != nil:
-		return baseName(s.File.Path)
-	case s.Kernel != nil:
-		return baseName(s.Kernel.Path)
-	}
-	return ""
+// CatalogNames lists the names a Source's Catalog may take, sorted: the
+// official cloud images every helper knows where to fetch.
+func CatalogNames() []string { return []string{"debian-12", "ubuntu-24.04"} }
+
+// Kinds of blob a kernel boot image is uploaded as.
+const (
+	BlobKernel = "kernel"
+	BlobInitrd = "initrd"
+)
+
+// Format is a disk image's on-disk format, as libvirt names it.
+type Format string
+
+// Formats a cached disk image can have.
+const (
+	FormatQCOW2 Format = "qcow2"
+	FormatRaw   Format = "raw"
+)
+
+// Phase is what an image transfer is doing.
+type Phase string
+
+// Phases reported through Progress.
+const (
+	PhaseWait     Phase = "wait"     // another call is fetching the same source
+	PhaseDownload Phase = "download" // the machine downloads from the web
+	PhaseUpload   Phase = "upload"   // the operator's file streams in
+	PhaseVerify   Phase = "verify"   // flushing to disk and comparing checksums
+)
+
+// Progress is one report of an image transfer. Within one Name and Phase,
+// Done never goes down. Reports come at most every 100 ms, plus the first
+// and the last of each phase.
+type Progress struct {
+	// Name is the file being moved: the image's name, or the kernel's or
+	// initrd's for kernel boot.
+	Name  string
+	Phase Phase
+	Done  int64
+	// Total is the expected size, or -1 when the server did not say.
+	Total int64
 }
 
-// baseName takes the last element of an operator-side path, whichever
-// separator the operator's system uses.
-func baseName(p string) string {
-	p = filepath.ToSlash(strings.ReplaceAll(p, `\`, "/"))
-	return path.Base(p)
+// Image is one cached image: a disk image, or a kernel (with an initrd and
+// a command line) for direct kernel boot.
+type Image struct {
+	// ID names the image: the sha256 of a disk image's content, or for
+	// kernel boot the sha256 of the kernel's and initrd's digests and the
+	// command line.
+	ID string `json:"id"`
+	// Name is for people: the catalog name or the file's name.
+	Name string `json:"name"`
+	// Sources are the sources that resolved to this image, in the form
+	// ParseSource reads (a catalog name followed by /ARCH).
+	Sources []string `json:"sources"`
+	// Format is a disk image's format; empty for kernel boot.
+	Format Format `json:"format,omitempty"`
+	// Disk is the base image file; nil for kernel boot.
+	Disk *Blob `json:"disk,omitempty"`
+	// Kernel, Initrd and Cmdline are for kernel boot; Initrd may be nil.
+	Kernel  *Blob  `json:"kernel,omitempty"`
+	Initrd  *Blob  `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
+	// Verified says what the content was checked against when fetched
+	// ("sha512:… from SHA512SUMS at …"); empty when nothing was given (an
+	// https URL without a checksum).
+	Verified string `json:"verified,omitempty"`
+	// Fetched is when the content was first cached.
+	Fetched time.Time `json:"fetched"`
 }
 
-// checkUpload checks that the transport filled f.
-func checkUpload(what string, f *File) error {
-	switch {
-	case f.Body == nil:
-		return fmt.Errorf("upload %s %s: no data attached (the transport sets Body, Size and SHA256)", what, f.Path)
-	case f.Size < 0:
-		return fmt.Errorf("upload %s %s: size %d is negative", what, f.Path, f.Size)
-	}
-	if _, err := ParseChecksum("sha256:" + f.SHA256); err != nil {
-		return fmt.Errorf("upload %s %s: %w", what, f.Path, err)
-	}
-	return nil
+// Blob is one cached file.
+type Blob struct {
+	// File is the name inside the store's folder, which is also the
+	// volume's name in the libvirt pool over that folder.
+	File string `json:"file"`
+	// Path is the file's absolute path (filled in by the store).
+	Path   string `json:"-"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
 }

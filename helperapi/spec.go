@@ -1,14 +1,13 @@
-// Package plumbing is the helper's side of a private network: it turns a
-// machine's Spec into the chain of links that carries each private network
-// between machines (bridge → gretap or VXLAN → WireGuard) and keeps it so.
-package plumbing
+package helperapi
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
-	"regexp"
 	"strconv"
 )
 
@@ -22,6 +21,9 @@ const (
 // MaxNetworkID bounds a network's ID: it is the GRE key and the VXLAN VNI
 // (24 bits), and it must fit in interface names.
 const MaxNetworkID = 65535
+
+// DefaultListenPort is WireGuard's port when a spec gives none.
+const DefaultListenPort = 51820
 
 // Spec is everything one machine needs to know to build its part of the
 // private networks. The operator sends it; the helper applies it.
@@ -89,7 +91,7 @@ type Network struct {
 // validates it.
 func ParseSpec(data []byte) (Spec, error) {
 	var s Spec
-	dec := json.NewDecoder(bytesReader(data))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
 		return Spec{}, fmt.Errorf("decode spec: %w", err)
@@ -99,8 +101,6 @@ func ParseSpec(data []byte) (Spec, error) {
 	}
 	return s, nil
 }
-
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
 
 // Validate reports every problem of the spec at once.
 func (s Spec) Validate() error {
@@ -125,8 +125,8 @@ func (s Spec) Validate() error {
 	hosts := map[int]string{}
 	for i, p := range s.Peers {
 		what := fmt.Sprintf("peer %q", p.Name)
-		if !nameRE.MatchString(p.Name) {
-			bad("peer %d name %q: use 1 to 32 lower-case letters, digits and dashes", i+1, p.Name)
+		if err := CheckName("peer", p.Name); err != nil {
+			bad("peer %d: %v", i+1, err)
 		}
 		if _, dup := peers[p.Name]; dup {
 			bad("%s: listed twice; give each peer one entry", what)
@@ -134,7 +134,7 @@ func (s Spec) Validate() error {
 		peers[p.Name] = p
 		if p.Via != "" && p.PublicKey == "" {
 			// reached through Via; checked below
-		} else if _, err := parseKey(p.PublicKey); err != nil {
+		} else if err := CheckKey(p.PublicKey); err != nil {
 			bad("%s public key: %v", what, err)
 		} else if other, dup := keys[p.PublicKey]; dup {
 			bad("%s public key: same as peer %q's; each machine has its own key", what, other)
@@ -198,8 +198,8 @@ func (s Spec) Validate() error {
 	var subnets []Network
 	for i, n := range s.Networks {
 		what := fmt.Sprintf("network %q", n.Name)
-		if !nameRE.MatchString(n.Name) {
-			bad("network %d name %q: use 1 to 32 lower-case letters, digits and dashes", i+1, n.Name)
+		if err := CheckName("network", n.Name); err != nil {
+			bad("network %d: %v", i+1, err)
 		}
 		if names[n.Name] {
 			bad("%s: listed twice; give each network one entry", what)
@@ -241,43 +241,39 @@ func (s Spec) Validate() error {
 			}
 			seen[pn] = true
 		}
-		for _, name := range []string{BridgeName(n.ID), VXLANName(n.ID)} {
-			if len(name) > maxIfName {
-				bad("%s: interface name %q is over %d characters", what, name, maxIfName)
-			}
-		}
-		for _, pn := range n.Peers {
-			if p, ok := peers[pn]; ok && p.MeshIP.IsValid() {
-				if name := GretapName(n.ID, p.MeshIP); len(name) > maxIfName {
-					bad("%s: interface name %q is over %d characters", what, name, maxIfName)
-				}
-			}
-		}
 	}
 	return errors.Join(errs...)
 }
 
-// notSelf refuses a spec that lists this machine, known by its public key,
-// as one of its own peers.
-func notSelf(s Spec, publicKey string) error {
-	for _, p := range s.Peers {
-		if p.PublicKey == publicKey {
-			return fmt.Errorf("peer %q has this machine's own public key; a machine is not its own peer", p.Name)
-		}
-	}
-	return nil
-}
-
-// listenPort is the WireGuard port, defaulted.
-func (m Mesh) listenPort() int {
+// Port is the WireGuard port, defaulted.
+func (m Mesh) Port() int {
 	if m.ListenPort == 0 {
-		return 51820
+		return DefaultListenPort
 	}
 	return m.ListenPort
 }
 
+// CheckKey checks a WireGuard public key: 32 bytes in standard base64.
+func CheckKey(s string) error {
+	if s == "" {
+		return fmt.Errorf("missing; give the peer's WireGuard public key (base64)")
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != 32 {
+		return fmt.Errorf("not a WireGuard key (want 44 characters of base64 for 32 bytes)")
+	}
+	return nil
+}
+
+// hostNumber is the last two bytes of a mesh address: the helper names a
+// peer's tunnels by it, so it is unique within a mesh.
+func hostNumber(a netip.Addr) int {
+	b := a.As4()
+	return int(b[2])<<8 | int(b[3])
+}
+
 func checkHostPort(s string) error {
-	host, port, err := splitHostPort(s)
+	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		return fmt.Errorf("want host:port, e.g. 192.0.2.7:51820")
 	}

@@ -1,0 +1,85 @@
+package helperapi
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// The operator's butter reaches the daemon through `butter helper serve`,
+// run over one long-lived SSH session: serve writes a hello line, then
+// relays bytes between its standard input and output and the daemon's
+// socket. The hello line comes first so that whatever a login script
+// prints before it is never taken for data (mutagen's agent handshake
+// does the same).
+const (
+	// ServeMagic starts the hello line: "BUTTER-HELPER <protocol> <version>\n".
+	ServeMagic = "BUTTER-HELPER"
+	// ServeProtocol is the version of what flows after the hello line:
+	// JSON-RPC 2.0 objects with the methods in client.go. Bump it when a
+	// method changes incompatibly; the operator then reinstalls the helper.
+	ServeProtocol = 1
+
+	// DefaultSupervisePIDFile is where `butter helper supervise` records
+	// its process ID.
+	DefaultSupervisePIDFile = "/run/butter/supervise.pid"
+)
+
+// ServeHello is the line serve writes first, newline included.
+func ServeHello(version string) string {
+	return fmt.Sprintf("%s %d %s\n", ServeMagic, ServeProtocol, version)
+}
+
+// ParseServeHello reads a hello line (without its newline): ok is false if
+// line is not one.
+func ParseServeHello(line string) (protocol int, version string, ok bool) {
+	f := strings.Fields(line)
+	if len(f) != 3 || f[0] != ServeMagic {
+		return 0, "", false
+	}
+	p, err := strconv.Atoi(f[1])
+	if err != nil {
+		return 0, "", false
+	}
+	return p, f[2], true
+}
+
+// VersionOf is the helper version of a butter binary: the first 16 hex
+// digits of its sha256. The operator computes it over the binary it
+// uploads, the helper over its own executable, so both agree without a
+// version number to keep in step.
+func VersionOf(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// ReadServeHello reads r up to and including a hello line, skipping
+// anything before it (at most about limit bytes, returned as skipped), and
+// leaves r just after it. It is the operator's side of the helper's serve hello.
+func ReadServeHello(r *bufio.Reader, limit int) (protocol int, version string, skipped string, err error) {
+	var junk strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		if p, v, ok := ParseServeHello(strings.TrimRight(line, "\r\n")); ok && strings.HasSuffix(line, "\n") {
+			return p, v, junk.String(), nil
+		}
+		junk.WriteString(line)
+		if err != nil {
+			return 0, "", junk.String(), err
+		}
+		if junk.Len() > limit {
+			return 0, "", junk.String(), fmt.Errorf("no %s hello line in the first %d bytes", ServeMagic, limit)
+		}
+	}
+}
+
+// DefaultStateDir holds the helper's key, applied spec and binaries on a
+// machine.
+const DefaultStateDir = "/var/lib/butter"

@@ -1,0 +1,29 @@
+package helperapi
+
+import (
+	"fmt"
+	"regexp"
+)
+
+// MaxNameLength bounds every name butter gives out: machines, networks
+// and VMs. 32 fits in a hostname label and in the names derived from it.
+const MaxNameLength = 32
+
+// nameRE is the one name rule: lower-case letters, digits and dashes, not
+// starting or ending with a dash (so it is a valid hostname label).
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+
+// ValidName reports whether name passes the name rule.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
+
+// CheckName checks a name of kind ("machine", "network", "vm") against the
+// name rule, with an error that says how to fix it.
+func CheckName(kind, name string) error {
+	if ValidName(name) {
+		return nil
+	}
+	if name == "" {
+		return fmt.Errorf("%s name is empty: give 1 to %d lower-case letters, digits and dashes", kind, MaxNameLength)
+	}
+	return fmt.Errorf("%s name %q: use 1 to %d lower-case letters, digits and dashes, not starting or ending with a dash", kind, name, MaxNameLength)
+}

@@ -1,0 +1,83 @@
+package helperapi
+
+import "time"
+
+// Report is what Apply built.
+type Report struct {
+	WireGuard WireGuardReport `json:"wireguard"`
+	Networks  []NetworkReport `json:"networks"`
+	// Changes lists what this Apply changed, one line each; empty when the
+	// machine already matched the spec.
+	Changes []string `json:"changes"`
+}
+
+// WireGuardReport describes the machine's WireGuard device.
+type WireGuardReport struct {
+	Name       string `json:"name"`
+	MTU        int    `json:"mtu"`
+	Userspace  bool   `json:"userspace"`
+	PublicKey  string `json:"public_key"`
+	ListenPort int    `json:"listen_port"`
+}
+
+// NetworkReport describes one private network's chain on this machine.
+type NetworkReport struct {
+	Name   string   `json:"name"`
+	ID     int      `json:"id"`
+	Tunnel string   `json:"tunnel"` // gretap or vxlan, as resolved
+	MTU    int      `json:"mtu"`
+	Bridge string   `json:"bridge"`
+	Ports  []string `json:"ports"` // tunnel ports on the bridge
+}
+
+// Drift is one difference between the spec and the machine.
+type Drift struct {
+	Link    string `json:"link"`
+	Problem string `json:"problem"`
+}
+
+// Facts are what the machine can do and how its mesh is doing.
+type Facts struct {
+	KernelWireGuard bool             `json:"kernel_wireguard"`
+	Gretap          bool             `json:"gretap"`
+	Uplink          string           `json:"uplink"`
+	UplinkMTU       int              `json:"uplink_mtu"`
+	WireGuard       *WireGuardReport `json:"wireguard,omitempty"`
+	Peers           []PeerFacts      `json:"peers"`
+	// Addresses are the machine's global unicast addresses outside the
+	// mesh, so the operator can tell whether it reaches the machine
+	// directly or through NAT.
+	Addresses []string `json:"addresses"`
+	// Networks are the applied spec's networks as built here.
+	Networks []NetworkReport `json:"networks"`
+	// Version is the helper binary's version.
+	Version string `json:"version"`
+	// Load is the machine's use: CPUs, the one-minute load average, and
+	// memory in MiB.
+	Load Load `json:"load"`
+}
+
+// Load is how busy a machine is.
+type Load struct {
+	CPUs            int     `json:"cpus"`
+	Load1           float64 `json:"load1"`
+	MemTotalMiB     int     `json:"mem_total_mib"`
+	MemAvailableMiB int     `json:"mem_available_mib"`
+}
+
+// PeerFacts is the live state of one WireGuard peer.
+type PeerFacts struct {
+	Name          string    `json:"name"`
+	PublicKey     string    `json:"public_key"`
+	Endpoint      string    `json:"endpoint,omitempty"`
+	LastHandshake time.Time `json:"last_handshake,omitzero"`
+	// HandshakeAge is seconds since the last handshake, -1 if none yet.
+	HandshakeAge float64 `json:"handshake_age_seconds"`
+	RxBytes      int64   `json:"rx_bytes"`
+	TxBytes      int64   `json:"tx_bytes"`
+}
+
+// CheckResult is what MethodCheck returns.
+type CheckResult struct {
+	Drift []Drift `json:"drift"`
+}

@@ -1,0 +1,93 @@
+package helperapi
+
+import (
+	"fmt"
+	"time"
+)
+
+// The defaults of a new VM, in one place: the CLI, the dashboard and the
+// helper all take them from here.
+const (
+	DefaultCPUs      = 1
+	DefaultMemoryMiB = 512
+)
+
+// Accelerators a machine can be told to use for its VMs.
+const (
+	AccelAuto = "auto" // KVM where /dev/kvm answers (and proves itself), TCG otherwise
+	AccelKVM  = "kvm"
+	AccelTCG  = "tcg"
+)
+
+// CheckAccel checks an accelerator's name ("" means AccelAuto).
+func CheckAccel(a string) error {
+	switch a {
+	case "", AccelAuto, AccelKVM, AccelTCG:
+		return nil
+	}
+	return fmt.Errorf("accelerator %q: choose %s, %s or %s", a, AccelAuto, AccelKVM, AccelTCG)
+}
+
+// DefaultStopTimeout is how long a stop waits for the guest to shut down
+// before pulling the plug.
+const DefaultStopTimeout = 30 * time.Second
+
+// VMRequest asks the helper for a VM.
+type VMRequest struct {
+	Name      string `json:"name"`
+	CPUs      int    `json:"cpus,omitempty"`
+	MemoryMiB int    `json:"memory_mib,omitempty"`
+	DiskGiB   int    `json:"disk_gib,omitempty"`
+	// Image is a source as ParseSource reads it: a catalog name, an
+	// URL, a file, or kernel=PATH,initrd=PATH[,cmdline=ARGS].
+	Image string `json:"image"`
+	// Network names a network of the applied spec.
+	Network string `json:"network"`
+	// Address is the VM's address on the network: 10.0.0.5 or 10.0.0.5/24.
+	Address  string   `json:"address"`
+	Gateway  string   `json:"gateway,omitempty"`
+	Hostname string   `json:"hostname,omitempty"`
+	SSHKeys  []string `json:"ssh_keys,omitempty"`
+	// Cmdline is added to a kernel-boot VM's command line.
+	Cmdline string `json:"cmdline,omitempty"`
+	Creator string `json:"creator,omitempty"`
+}
+
+// VMActionRequest asks for a lifecycle action on a VM.
+type VMActionRequest struct {
+	Name   string `json:"name"`
+	Action string `json:"action"` // start, stop, reboot, remove
+	// TimeoutSeconds bounds a graceful stop (DefaultStopTimeout if 0).
+	TimeoutSeconds float64 `json:"timeout_seconds,omitempty"`
+	// Force resets instead of asking the guest to reboot.
+	Force bool `json:"force,omitempty"`
+}
+
+// VMActionResult is what an action did.
+type VMActionResult struct {
+	// Forced is true when a stop had to pull the plug.
+	Forced bool `json:"forced"`
+}
+
+// VMInfo is a VM as the machine's libvirt knows it.
+type VMInfo struct {
+	Name      string        `json:"name"`
+	State     string        `json:"state"` // running, shut off, paused, …
+	CPUs      int           `json:"cpus"`
+	MemoryMiB int           `json:"memory_mib"`
+	CPUTime   time.Duration `json:"cpu_time_ns"`
+	Network   string        `json:"network"`
+	Address   string        `json:"address"`
+	Image     string        `json:"image"`
+	Creator   string        `json:"creator"`
+	Created   time.Time     `json:"created,omitzero"`
+	MAC       string        `json:"mac"`
+	Autostart bool          `json:"autostart"`
+}
+
+// VMEvent is a change in a VM's life.
+type VMEvent struct {
+	VM    string `json:"vm"`
+	Event string `json:"event"` // defined, started, stopped, …
+	State string `json:"state"`
+}
