@@ -46,7 +46,19 @@ type VMStatus struct {
 // CreateVM allocates the VM's address, uploads its image files if they are
 // the operator's, and creates it on its machine. The allocation is kept
 // only if the VM was made.
+//
+// Every value is checked before anything moves: a bad name, size or image
+// reserves nothing and uploads nothing.
 func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.Progress), steps func(Step)) (VMStatus, error) {
+	req := helperapi.VMRequest{Name: nv.Name, CPUs: nv.CPUs, MemoryMiB: nv.MemoryMiB, DiskGiB: nv.DiskGiB,
+		Image: nv.Image, Network: nv.Network}.WithDefaults()
+	if err := req.Check(); err != nil {
+		return VMStatus{}, err
+	}
+	nv.CPUs, nv.MemoryMiB = req.CPUs, req.MemoryMiB
+	if err := helperapi.CheckName("machine", nv.Machine); err != nil {
+		return VMStatus{}, err
+	}
 	src, err := helperapi.ParseSource(nv.Image)
 	if err != nil {
 		return VMStatus{}, fmt.Errorf("vm %q: %w", nv.Name, err)

@@ -13,6 +13,9 @@ const MaxNameLength = 32
 // starting or ending with a dash (so it is a valid hostname label).
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
+// NameRule says what a name must look like, for error messages.
+const NameRule = "use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash"
+
 // ValidName reports whether name passes the name rule.
 func ValidName(name string) bool { return nameRE.MatchString(name) }
 
@@ -23,7 +26,7 @@ func CheckName(kind, name string) error {
 		return nil
 	}
 	if name == "" {
-		return fmt.Errorf("%s name is empty: give 1 to %d lower-case letters, digits and dashes", kind, MaxNameLength)
+		return fmt.Errorf("%s name is empty: %s", kind, NameRule)
 	}
-	return fmt.Errorf("%s name %q: use 1 to %d lower-case letters, digits and dashes, not starting or ending with a dash", kind, name, MaxNameLength)
+	return fmt.Errorf("%s name %q: %s", kind, name, NameRule)
 }

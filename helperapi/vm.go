@@ -1,6 +1,7 @@
 package helperapi
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -90,4 +91,57 @@ type VMEvent struct {
 	VM    string `json:"vm"`
 	Event string `json:"event"` // defined, started, stopped, …
 	State string `json:"state"`
+}
+
+// The bounds of a VM's size.
+const (
+	MaxCPUs      = 64
+	MinMemoryMiB = 64
+	MaxDiskGiB   = 16384
+)
+
+// WithDefaults fills in what the request leaves out.
+func (r VMRequest) WithDefaults() VMRequest {
+	if r.CPUs == 0 {
+		r.CPUs = DefaultCPUs
+	}
+	if r.MemoryMiB == 0 {
+		r.MemoryMiB = DefaultMemoryMiB
+	}
+	return r
+}
+
+// Check reports, all at once, every problem of the request that can be
+// seen without the machine: the VM's name and size, the network's name,
+// the image source. It is called before anything moves (no address is
+// reserved, no image uploaded); the helper checks again, and checks what
+// needs the machine (the network is there, the address is free).
+func (r VMRequest) Check() error {
+	errs := CheckVM(r.Name, r.CPUs, r.MemoryMiB, r.DiskGiB)
+	if err := CheckName("network", r.Network); err != nil {
+		errs = append(errs, fmt.Errorf("vm %q: %w", r.Name, err))
+	}
+	if _, err := ParseSource(r.Image); err != nil {
+		errs = append(errs, fmt.Errorf("vm %q: %w", r.Name, err))
+	}
+	return errors.Join(errs...)
+}
+
+// CheckVM lists what is wrong with a VM's name and size.
+func CheckVM(name string, cpus, memoryMiB, diskGiB int) []error {
+	var errs []error
+	if err := CheckName("vm", name); err != nil {
+		errs = append(errs, err)
+	}
+	what := fmt.Sprintf("vm %q", name)
+	if cpus < 1 || cpus > MaxCPUs {
+		errs = append(errs, fmt.Errorf("%s: %d CPUs: want 1 to %d", what, cpus, MaxCPUs))
+	}
+	if memoryMiB < MinMemoryMiB {
+		errs = append(errs, fmt.Errorf("%s: %d MiB of memory: want at least %d", what, memoryMiB, MinMemoryMiB))
+	}
+	if diskGiB < 0 || diskGiB > MaxDiskGiB {
+		errs = append(errs, fmt.Errorf("%s: disk of %d GiB: want 0 to %d", what, diskGiB, MaxDiskGiB))
+	}
+	return errs
 }

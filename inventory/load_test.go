@@ -138,7 +138,7 @@ func TestHostileFiles(t *testing.T) {
 		{"garbage.bin", []Problem{{1, `not UTF-8 text: this is not an inventory file`}}},
 		{"nul.yaml", []Problem{{3, `a NUL byte: this is not an inventory file`}}},
 		{"invalid.yaml", []Problem{
-			{9, `machine "Beta": bad name; use 1 to 32 lower-case letters, digits and dashes, starting with a letter or digit`},
+			{9, `machine "Beta": bad name; use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash`},
 			{10, `machine "Beta" address "root@192.0.2.11": put the user in "user", not in the address`},
 			{11, `machine "Beta" mesh IP 10.99.0.1: already machine "alpha"'s`},
 			{12, `machine "Beta" endpoint "192.0.2.11": want host:port, e.g. 192.0.2.7:51820 or [2001:db8::7]:51820`},

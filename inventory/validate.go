@@ -8,13 +8,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
-// nameRE is what machine, network and VM names look like: they end up in
-// host names, interface-adjacent names and command lines.
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
-
-const nameRule = "use 1 to 32 lower-case letters, digits and dashes, starting with a letter or digit"
+// nameRule is what machine, network and VM names look like (the one rule
+// every side checks): they end up in host names and command lines.
+const nameRule = helperapi.NameRule
 
 var (
 	// hostRE is an SSH host: a DNS name or an ~/.ssh/config alias.
@@ -69,7 +69,7 @@ func (inv *Inventory) validate() []problem {
 		case m.Name == "":
 			what = fmt.Sprintf("machine %d", i+1)
 			bad(at+".name", "%s: no name; %s", what, nameRule)
-		case !nameRE.MatchString(m.Name):
+		case !helperapi.ValidName(m.Name):
 			bad(at+".name", "%s: bad name; %s", what, nameRule)
 		case machines[m.Name] != nil:
 			bad(at+".name", "%s: listed twice; give each machine one entry", what)
@@ -135,7 +135,7 @@ func (inv *Inventory) validate() []problem {
 		case n.Name == "":
 			what = fmt.Sprintf("network %d", i+1)
 			bad(at+".name", "%s: no name; %s", what, nameRule)
-		case !nameRE.MatchString(n.Name):
+		case !helperapi.ValidName(n.Name):
 			bad(at+".name", "%s: bad name; %s", what, nameRule)
 		case networks[n.Name] != nil:
 			bad(at+".name", "%s: listed twice; give each network one entry", what)
@@ -197,7 +197,7 @@ func (inv *Inventory) validate() []problem {
 		case v.Name == "":
 			what = fmt.Sprintf("VM %d", i+1)
 			bad(at+".name", "%s: no name; %s", what, nameRule)
-		case !nameRE.MatchString(v.Name):
+		case !helperapi.ValidName(v.Name):
 			bad(at+".name", "%s: bad name; %s", what, nameRule)
 		case vms[v.Name]:
 			bad(at+".name", "%s: listed twice; give each VM one entry", what)

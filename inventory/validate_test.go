@@ -90,7 +90,7 @@ func TestValidate(t *testing.T) {
 			inv.Networks[0].Machines = inv.Networks[0].Machines[:1]
 			inv.VMs = inv.VMs[:1]
 		},
-			want: []string{`machine 2: no name; use 1 to 32 lower-case letters, digits and dashes, starting with a letter or digit`}},
+			want: []string{`machine 2: no name; use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash`}},
 		{name: "machine bad names", change: func(inv *Inventory) {
 			inv.Machines = append(inv.Machines,
 				Machine{Name: "Gamma", Address: "192.0.2.12", Port: 22},
@@ -99,10 +99,10 @@ func TestValidate(t *testing.T) {
 				Machine{Name: "e_f", Address: "192.0.2.15", Port: 22})
 		},
 			want: []string{
-				`machine "Gamma": bad name; use 1 to 32 lower-case letters, digits and dashes, starting with a letter or digit`,
-				`machine "-delta": bad name; use 1 to 32 lower-case letters, digits and dashes, starting with a letter or digit`,
-				`machine "a23456789012345678901234567890123": bad name; use 1 to 32 lower-case letters, digits and dashes, starting with a letter or digit`,
-				`machine "e_f": bad name; use 1 to 32 lower-case letters, digits and dashes, starting with a letter or digit`,
+				`machine "Gamma": bad name; use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash`,
+				`machine "-delta": bad name; use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash`,
+				`machine "a23456789012345678901234567890123": bad name; use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash`,
+				`machine "e_f": bad name; use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash`,
 			}},
 		{name: "machine twice", change: func(inv *Inventory) {
 			inv.Machines = append(inv.Machines, Machine{Name: "alpha", Address: "192.0.2.99", Port: 22})
@@ -190,8 +190,8 @@ func TestValidate(t *testing.T) {
 				Network{Name: "blue", Subnet: prefix("10.100.4.0/24"), ID: 5, Tunnel: "auto"})
 		},
 			want: []string{
-				`network 3: no name; use 1 to 32 lower-case letters, digits and dashes, starting with a letter or digit`,
-				`network "Red": bad name; use 1 to 32 lower-case letters, digits and dashes, starting with a letter or digit`,
+				`network 3: no name; use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash`,
+				`network "Red": bad name; use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash`,
 				`network "blue": listed twice; give each network one entry`,
 			}},
 		{name: "subnets", change: func(inv *Inventory) {
@@ -248,8 +248,8 @@ func TestValidate(t *testing.T) {
 				VM{Name: "web", Machine: "alpha", Network: "blue", Address: addr("10.100.0.12")})
 		},
 			want: []string{
-				`VM 4: no name; use 1 to 32 lower-case letters, digits and dashes, starting with a letter or digit`,
-				`VM "Web": bad name; use 1 to 32 lower-case letters, digits and dashes, starting with a letter or digit`,
+				`VM 4: no name; use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash`,
+				`VM "Web": bad name; use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash`,
 				`VM "web": listed twice; give each VM one entry`,
 			}},
 		{name: "VM places", change: func(inv *Inventory) {

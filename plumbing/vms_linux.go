@@ -54,6 +54,10 @@ func (h *Helper) imageStore() *images.Store {
 // creates the VM on the named network with the requested address. Bad
 // input is refused before any image moves.
 func (h *Helper) CreateVM(ctx context.Context, req helperapi.VMRequest, progress func(helperapi.Progress)) (helperapi.VMInfo, error) {
+	req = req.WithDefaults()
+	if err := req.Check(); err != nil {
+		return helperapi.VMInfo{}, err
+	}
 	src, err := helperapi.ParseSource(req.Image)
 	if err != nil {
 		return helperapi.VMInfo{}, fmt.Errorf("vm %q: %w", req.Name, err)
@@ -69,12 +73,6 @@ func (h *Helper) CreateVM(ctx context.Context, req helperapi.VMRequest, progress
 	spec := vm.Spec{
 		Name: req.Name, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB,
 		NIC: nic, SSHKeys: req.SSHKeys, Creator: req.Creator, Hostname: req.Hostname,
-	}
-	if spec.CPUs == 0 {
-		spec.CPUs = 1
-	}
-	if spec.MemoryMiB == 0 {
-		spec.MemoryMiB = 512
 	}
 	if err := m.Check(ctx, spec); err != nil {
 		return helperapi.VMInfo{}, err

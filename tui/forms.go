@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,11 +36,9 @@ func (f *modalForm) view(st styles) string {
 	return st.title.Render(f.title) + "\n\n" + f.form.View()
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
-
 func validName(s string) error {
-	if !nameRE.MatchString(s) {
-		return errors.New("1 to 32 lower-case letters, digits and dashes")
+	if !helperapi.ValidName(s) {
+		return errors.New(helperapi.NameRule)
 	}
 	return nil
 }
@@ -290,7 +287,8 @@ var vmSizes = []struct {
 	label           string
 	cpus, mem, disk int
 }{
-	{"tiny: 1 vCPU, 512 MiB, the image's disk", 1, 512, 0},
+	{fmt.Sprintf("tiny: %d vCPU, %d MiB, the image's disk", helperapi.DefaultCPUs, helperapi.DefaultMemoryMiB),
+		helperapi.DefaultCPUs, helperapi.DefaultMemoryMiB, 0},
 	{"small: 1 vCPU, 1 GiB, 10 GiB disk", 1, 1024, 10},
 	{"medium: 2 vCPU, 2 GiB, 20 GiB disk", 2, 2048, 20},
 	{"large: 4 vCPU, 8 GiB, 40 GiB disk", 4, 8192, 40},

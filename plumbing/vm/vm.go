@@ -8,7 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // Spec describes a VM to create.
@@ -60,8 +61,6 @@ type NIC struct {
 	Gateway netip.Addr   // optional
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // validate reports every problem with s at once.
 func (s Spec) validate() error {
 	errs := s.problems()
@@ -81,19 +80,8 @@ func (s Spec) validate() error {
 func (s Spec) problems() []error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if !nameRE.MatchString(s.Name) {
-		bad("vm name %q: use 1 to 63 lower-case letters, digits and dashes, not starting or ending with a dash", s.Name)
-	}
+	errs = append(errs, helperapi.CheckVM(s.Name, s.CPUs, s.MemoryMiB, s.DiskGiB)...)
 	what := fmt.Sprintf("vm %q", s.Name)
-	if s.CPUs < 1 || s.CPUs > 64 {
-		bad("%s: %d CPUs: want 1 to 64", what, s.CPUs)
-	}
-	if s.MemoryMiB < 64 {
-		bad("%s: %d MiB of memory: want at least 64", what, s.MemoryMiB)
-	}
-	if s.DiskGiB < 0 || s.DiskGiB > 16384 {
-		bad("%s: disk of %d GiB: want 0 to 16384", what, s.DiskGiB)
-	}
 	n := s.NIC
 	if n.Bridge == "" || n.Network == "" {
 		bad("%s: the NIC needs a network and its bridge", what)
