@@ -133,9 +133,9 @@ func (s *store) machineRows() []row {
 		if version == "" {
 			version = "—"
 		}
-		hs := "—"
+		hs := cell{text: "—"}
 		if word != "connecting" && word != cloud.StatusOffline {
-			hs = handshake(st)
+			hs = handshakeCell(st)
 		}
 		detail := fmt.Sprintf("%s at %s", m.Name, m.Address)
 		if m.NAT {
@@ -149,7 +149,7 @@ func (s *store) machineRows() []row {
 			{text: word, style: word},
 			{text: version},
 			{text: m.MeshIP.String()},
-			{text: hs, style: hsStyle(hs)},
+			hs,
 			{text: cpuUse(st)},
 			{text: memUse(st)},
 			{text: fmt.Sprint(a.vms)},
@@ -177,37 +177,41 @@ func memUse(st cloud.MachineStatus) string {
 	return fmt.Sprintf("%d%%", 100*(l.MemTotalMiB-l.MemAvailableMiB)/l.MemTotalMiB)
 }
 
-// handshake is the oldest of a machine's WireGuard handshakes: the one
-// that matters.
-func handshake(st cloud.MachineStatus) string {
+// oldestHandshake is the age of the oldest of a machine's WireGuard
+// handshakes, the one that matters, in the whole seconds its cell shows;
+// negative when a peer never shook hands, and peers is false without any.
+func oldestHandshake(st cloud.MachineStatus) (d time.Duration, peers bool) {
 	if len(st.Facts.Peers) == 0 {
-		return "no peers"
+		return 0, false
 	}
 	worst := 0.0
 	for _, p := range st.Facts.Peers {
 		if p.HandshakeAge < 0 {
-			return "never"
+			return -1, true
 		}
 		worst = max(worst, p.HandshakeAge)
 	}
-	return age(worst)
+	return time.Duration(worst) * time.Second, true
 }
 
-func hsStyle(s string) string {
-	switch s {
-	case "never":
-		return "down"
-	case "—", "no peers":
-		return ""
+// handshakeCell shows the oldest handshake, coloured by its age as a
+// number (never by parsing the text back).
+func handshakeCell(st cloud.MachineStatus) cell {
+	d, peers := oldestHandshake(st)
+	switch {
+	case !peers:
+		return cell{text: "no peers"}
+	case d < 0:
+		return cell{text: "never", style: "down"}
+	case d > cloud.StaleHandshake:
+		return cell{text: age(d), style: "stale"}
 	}
-	if d, err := time.ParseDuration(strings.TrimSuffix(s, " ago")); err == nil && d > cloud.StaleHandshake {
-		return "stale"
-	}
-	return "ok"
+	return cell{text: age(d), style: "ok"}
 }
 
-func age(seconds float64) string {
-	d := time.Duration(seconds) * time.Second
+// age says how long ago d was: seconds under a minute, minutes and
+// seconds under an hour, then hours and minutes.
+func age(d time.Duration) string {
 	switch {
 	case d < time.Minute:
 		return fmt.Sprintf("%ds ago", int(d.Seconds()))
