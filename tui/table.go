@@ -6,24 +6,6 @@ import (
 	"github.com/charmbracelet/x/ansi"
 )
 
-// pane identifies one of the dashboard's three lists.
-type pane int
-
-const (
-	paneMachines pane = iota
-	paneNetworks
-	paneVMs
-	paneCount
-)
-
-func (p pane) String() string {
-	return [...]string{"Machines", "Networks", "VMs"}[p]
-}
-
-type paneSet [paneCount]bool
-
-var allPanes = paneSet{true, true, true}
-
 type column struct {
 	title string
 	max   int  // widest it grows to
