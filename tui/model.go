@@ -67,17 +67,9 @@ func New(o Options) *Model {
 	m.help.Styles = help.DefaultStyles(true)
 	m.ask = m.askUser
 	m.open(o.Inventory)
-	m.tables[paneMachines] = newTable(
-		column{title: "NAME", max: 24}, column{title: "STATUS", max: 10}, column{title: "HELPER", max: 12},
-		column{title: "MESH IP", max: 15}, column{title: "HANDSHAKE", max: 12}, column{title: "CPU", max: 5, right: true},
-		column{title: "MEM", max: 5, right: true}, column{title: "VMS", max: 4, right: true})
-	m.tables[paneNetworks] = newTable(
-		column{title: "NAME", max: 20}, column{title: "SUBNET", max: 18}, column{title: "MACHINES", max: 28},
-		column{title: "MTU", max: 5, right: true}, column{title: "TUNNEL", max: 7}, column{title: "LINKS", max: 14})
-	m.tables[paneVMs] = newTable(
-		column{title: "NAME", max: 24}, column{title: "STATE", max: 10}, column{title: "MACHINE", max: 16},
-		column{title: "NETWORK", max: 14}, column{title: "ADDRESS", max: 15}, column{title: "CPU", max: 5, right: true},
-		column{title: "MEM", max: 6, right: true})
+	for p := range paneCount {
+		m.tables[p] = newTable(paneDefs[p].cols...)
+	}
 	m.resize(80, 24)
 	return m
 }

@@ -24,9 +24,40 @@ func (p pane) String() string {
 	return [...]string{"Machines", "Networks", "VMs"}[p]
 }
 
+// paneSet says which panes need their rows rebuilt.
 type paneSet [paneCount]bool
 
 var allPanes = paneSet{true, true, true}
+
+// paneDef is what makes a pane: its columns, and its rows out of what the
+// dashboard knows.
+type paneDef struct {
+	cols []column
+	rows func(*store) []row
+}
+
+var paneDefs = [paneCount]paneDef{
+	paneMachines: {
+		cols: []column{
+			{title: "NAME", max: 24}, {title: "STATUS", max: 10}, {title: "HELPER", max: 12},
+			{title: "MESH IP", max: 15}, {title: "HANDSHAKE", max: 12}, {title: "CPU", max: 5, right: true},
+			{title: "MEM", max: 5, right: true}, {title: "VMS", max: 4, right: true}},
+		rows: (*store).machineRows,
+	},
+	paneNetworks: {
+		cols: []column{
+			{title: "NAME", max: 20}, {title: "SUBNET", max: 18}, {title: "MACHINES", max: 28},
+			{title: "MTU", max: 5, right: true}, {title: "TUNNEL", max: 7}, {title: "LINKS", max: 14}},
+		rows: (*store).networkRows,
+	},
+	paneVMs: {
+		cols: []column{
+			{title: "NAME", max: 24}, {title: "STATE", max: 10}, {title: "MACHINE", max: 16},
+			{title: "NETWORK", max: 14}, {title: "ADDRESS", max: 15}, {title: "CPU", max: 5, right: true},
+			{title: "MEM", max: 6, right: true}},
+		rows: (*store).vmRows,
+	},
+}
 
 func (s *store) machineRows() []row {
 	if s.inv == nil {

@@ -103,13 +103,6 @@ func (m *Model) rebuild() {
 			continue
 		}
 		m.dirty[p] = false
-		switch p {
-		case paneMachines:
-			m.tables[p].SetRows(m.data.machineRows())
-		case paneNetworks:
-			m.tables[p].SetRows(m.data.networkRows())
-		case paneVMs:
-			m.tables[p].SetRows(m.data.vmRows())
-		}
+		m.tables[p].SetRows(paneDefs[p].rows(m.data))
 	}
 }
