@@ -238,26 +238,14 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 	if m.welcoming() {
 		return m.welcomeKey(msg)
 	}
-	t := m.tables[m.focus]
+	// The dashboard's own: which pane, its filter.
 	switch {
 	case key.Matches(msg, k.Escape):
 		if m.filters[m.focus] != "" {
 			m.filters[m.focus] = ""
-			t.SetFilter("")
+			m.tables[m.focus].SetFilter("")
 		}
 		m.setStatus("", false)
-	case key.Matches(msg, k.Up):
-		t.Move(-1)
-	case key.Matches(msg, k.Down):
-		t.Move(1)
-	case key.Matches(msg, k.PageUp):
-		t.Move(-t.Page())
-	case key.Matches(msg, k.PageDown):
-		t.Move(t.Page())
-	case key.Matches(msg, k.Top):
-		t.Top()
-	case key.Matches(msg, k.Bottom):
-		t.Bottom()
 	case key.Matches(msg, k.NextTab):
 		m.focus = (m.focus + 1) % paneCount
 	case key.Matches(msg, k.PrevTab):
@@ -271,6 +259,10 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Filter):
 		m.filtering = true
 	default:
+		// Then only the focused pane: its cursor, then its verbs.
+		if m.tables[m.focus].Update(msg, k) {
+			return nil
+		}
 		return m.action(msg)
 	}
 	return nil

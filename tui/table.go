@@ -3,6 +3,8 @@ package tui
 import (
 	"strings"
 
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 )
 
@@ -144,6 +146,28 @@ func (t *table) clamp() {
 func (t *table) Move(n int) {
 	t.cursor += n
 	t.clamp()
+}
+
+// Update moves the cursor for a navigation key and says whether msg was
+// one; the pane's verbs are the model's.
+func (t *table) Update(msg tea.KeyPressMsg, k keyMap) bool {
+	switch {
+	case key.Matches(msg, k.Up):
+		t.Move(-1)
+	case key.Matches(msg, k.Down):
+		t.Move(1)
+	case key.Matches(msg, k.PageUp):
+		t.Move(-t.Page())
+	case key.Matches(msg, k.PageDown):
+		t.Move(t.Page())
+	case key.Matches(msg, k.Top):
+		t.Top()
+	case key.Matches(msg, k.Bottom):
+		t.Bottom()
+	default:
+		return false
+	}
+	return true
 }
 
 func (t *table) Top()    { t.cursor = 0; t.clamp() }
