@@ -14,6 +14,11 @@ import (
 // Model is the dashboard's root: it owns the layout, the focus and the
 // modals, routes keys (global bindings first, then the focused pane) and
 // hands async results to whoever asked for them.
+//
+// Here are the model and its routing; layout.go draws it, watch.go feeds
+// it the cloud's events, panes.go and table.go are the panes, actions.go
+// their verbs, forms.go and modal.go the forms over them, ops.go the
+// tasks the verbs start.
 type Model struct {
 	opts Options
 	run  runnerFunc
@@ -105,6 +110,7 @@ func (m *Model) Init() tea.Cmd {
 	return tea.Batch(tea.RequestBackgroundColor, m.startWatch(), m.listenInbox())
 }
 
+// resize gives every pane (and the open form) the room it has.
 func (m *Model) resize(w, h int) {
 	m.width, m.height = w, h
 	m.help.SetWidth(w)
@@ -125,6 +131,9 @@ func (m *Model) welcoming() bool {
 	return m.data.inv != nil && len(m.data.inv.Machines) == 0
 }
 
+// Update routes msg: a resize to every pane and the open form, the
+// watch's events to the store, a task's messages to its task, a key
+// through key, anything else to the open form.
 func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
