@@ -3,14 +3,10 @@ package tui
 import (
 	"context"
 	"fmt"
-	"runtime"
-	"strings"
-	"sync"
 
 	"charm.land/bubbles/v2/help"
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
-	"charm.land/lipgloss/v2"
 
 	"github.com/butter-cloud/butter/cloud"
 )
@@ -18,6 +14,11 @@ import (
 // Model is the dashboard's root: it owns the layout, the focus and the
 // modals, routes keys (global bindings first, then the focused pane) and
 // hands async results to whoever asked for them.
+//
+// Here are the model and its routing; layout.go draws it, watch.go feeds
+// it the cloud's events, panes.go and table.go are the panes, actions.go
+// their verbs, forms.go and modal.go the forms over them, ops.go the
+// tasks the verbs start.
 type Model struct {
 	opts Options
 	run  runnerFunc
@@ -71,17 +72,9 @@ func New(o Options) *Model {
 	m.help.Styles = help.DefaultStyles(true)
 	m.ask = m.askUser
 	m.open(o.Inventory)
-	m.tables[paneMachines] = newTable(
-		column{title: "NAME", max: 24}, column{title: "STATUS", max: 10}, column{title: "HELPER", max: 12},
-		column{title: "MESH IP", max: 15}, column{title: "HANDSHAKE", max: 12}, column{title: "CPU", max: 5, right: true},
-		column{title: "MEM", max: 5, right: true}, column{title: "VMS", max: 4, right: true})
-	m.tables[paneNetworks] = newTable(
-		column{title: "NAME", max: 20}, column{title: "SUBNET", max: 18}, column{title: "MACHINES", max: 28},
-		column{title: "MTU", max: 5, right: true}, column{title: "TUNNEL", max: 7}, column{title: "LINKS", max: 14})
-	m.tables[paneVMs] = newTable(
-		column{title: "NAME", max: 24}, column{title: "STATE", max: 10}, column{title: "MACHINE", max: 16},
-		column{title: "NETWORK", max: 14}, column{title: "ADDRESS", max: 15}, column{title: "CPU", max: 5, right: true},
-		column{title: "MEM", max: 6, right: true})
+	for p := range paneCount {
+		m.tables[p] = newTable(paneDefs[p].cols...)
+	}
 	m.resize(80, 24)
 	return m
 }
@@ -107,118 +100,17 @@ func (m *Model) Close() error {
 	return m.cl.Close()
 }
 
-// Messages.
-type (
-	eventsMsg struct {
-		gen    int
-		events []cloud.Event
-	}
-	watchEndedMsg struct{ gen int }
-	statusMsg     struct {
-		text string
-		err  bool
-	}
-)
+// statusMsg puts text on the status line.
+type statusMsg struct {
+	text string
+	err  bool
+}
 
 func (m *Model) Init() tea.Cmd {
 	return tea.Batch(tea.RequestBackgroundColor, m.startWatch(), m.listenInbox())
 }
 
-// startWatch (re)starts the stream of the cloud's events.
-func (m *Model) startWatch() tea.Cmd {
-	if m.stopWatch != nil {
-		m.stopWatch()
-	}
-	m.gen++
-	gen, cl, every := m.gen, m.cl, m.opts.Interval
-	ch := make(chan cloud.Event, 4096)
-	stop := make(chan struct{})
-	m.events = ch
-	m.stopWatch = sync.OnceFunc(func() { close(stop) })
-	start := m.run(func(ctx context.Context) tea.Msg {
-		wctx, cancel := context.WithCancel(ctx)
-		go func() {
-			select {
-			case <-stop:
-			case <-wctx.Done():
-			}
-			cancel()
-		}()
-		go func() {
-			defer close(ch)
-			_ = cl.Watch(wctx, every, func(ev cloud.Event) {
-				select {
-				case ch <- ev:
-				case <-wctx.Done():
-				}
-			})
-		}()
-		return nil
-	})
-	return tea.Batch(start, nextEvents(gen, ch))
-}
-
-// nextEvents waits for the next events and takes every one already
-// waiting with it, so 2,000 VMs arriving at once are one update.
-func nextEvents(gen int, ch <-chan cloud.Event) tea.Cmd {
-	return func() tea.Msg {
-		ev, ok := <-ch
-		if !ok {
-			return watchEndedMsg{gen}
-		}
-		batch := []cloud.Event{ev}
-		for {
-			select {
-			case ev, ok := <-ch:
-				if !ok {
-					return eventsMsg{gen, batch}
-				}
-				batch = append(batch, ev)
-			default:
-				return eventsMsg{gen, batch}
-			}
-		}
-	}
-}
-
-// inboxMsg is whatever a task sent: steps, progress, questions, results.
-type inboxMsg struct{ msg tea.Msg }
-
-// listenInbox waits for the next message from the tasks; Update re-arms
-// it after each one.
-func (m *Model) listenInbox() tea.Cmd {
-	ch := m.inbox
-	return func() tea.Msg { return inboxMsg{<-ch} }
-}
-
-// applyEvents takes a batch into the store and rebuilds what changed.
-func (m *Model) applyEvents(evs []cloud.Event) {
-	for _, ev := range evs {
-		ch := m.data.apply(ev)
-		for p := range ch {
-			m.dirty[p] = m.dirty[p] || ch[p]
-		}
-	}
-	m.rebuild()
-}
-
-func (m *Model) rebuild() {
-	for p := range paneCount {
-		if !m.dirty[p] {
-			continue
-		}
-		m.dirty[p] = false
-		switch p {
-		case paneMachines:
-			m.tables[p].SetRows(m.data.machineRows())
-		case paneNetworks:
-			m.tables[p].SetRows(m.data.networkRows())
-		case paneVMs:
-			m.tables[p].SetRows(m.data.vmRows())
-		}
-	}
-}
-
+// resize gives every pane (and the open form) the room it has.
 func (m *Model) resize(w, h int) {
 	m.width, m.height = w, h
 	m.help.SetWidth(w)
@@ -239,6 +131,9 @@ func (m *Model) welcoming() bool {
 	return m.data.inv != nil && len(m.data.inv.Machines) == 0
 }
 
+// Update routes msg: a resize to every pane and the open form, the
+// watch's events to the store, a task's messages to its task, a key
+// through key, anything else to the open form.
 func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
@@ -352,26 +247,14 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 	if m.welcoming() {
 		return m.welcomeKey(msg)
 	}
-	t := m.tables[m.focus]
+	// The dashboard's own: which pane, its filter.
 	switch {
 	case key.Matches(msg, k.Escape):
 		if m.filters[m.focus] != "" {
 			m.filters[m.focus] = ""
-			t.SetFilter("")
+			m.tables[m.focus].SetFilter("")
 		}
 		m.setStatus("", false)
-	case key.Matches(msg, k.Up):
-		t.Move(-1)
-	case key.Matches(msg, k.Down):
-		t.Move(1)
-	case key.Matches(msg, k.PageUp):
-		t.Move(-t.Page())
-	case key.Matches(msg, k.PageDown):
-		t.Move(t.Page())
-	case key.Matches(msg, k.Top):
-		t.Top()
-	case key.Matches(msg, k.Bottom):
-		t.Bottom()
 	case key.Matches(msg, k.NextTab):
 		m.focus = (m.focus + 1) % paneCount
 	case key.Matches(msg, k.PrevTab):
@@ -385,6 +268,10 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Filter):
 		m.filtering = true
 	default:
+		// Then only the focused pane: its cursor, then its verbs.
+		if m.tables[m.focus].Update(msg, k) {
+			return nil
+		}
 		return m.action(msg)
 	}
 	return nil
@@ -419,280 +306,3 @@ func (m *Model) filterKey(msg tea.KeyPressMsg) tea.Cmd {
 	m.tables[m.focus].SetFilter(f)
 	return nil
 }
-
-// action runs the focused pane's verbs; a verb that does not apply says
-// why instead of doing nothing.
-func (m *Model) action(msg tea.KeyPressMsg) tea.Cmd {
-	k := m.keys
-	sel, ok := m.tables[m.focus].Selected()
-	need := func(what string) bool {
-		if !ok {
-			m.setStatus("select a "+what+" first", true)
-		}
-		return ok
-	}
-	switch m.focus {
-	case paneMachines:
-		switch {
-		case key.Matches(msg, k.Add):
-			return m.openAddMachine()
-		case key.Matches(msg, k.Remove):
-			if need("machine") {
-				return m.confirmRemoveMachine(sel.id)
-			}
-			return nil
-		}
-	case paneNetworks:
-		switch {
-		case key.Matches(msg, k.Add):
-			return m.openCreateNetwork()
-		case key.Matches(msg, k.Remove):
-			if need("network") {
-				return m.confirmRemoveNetwork(sel.id)
-			}
-			return nil
-		}
-	case paneVMs:
-		switch {
-		case key.Matches(msg, k.Add):
-			return m.openCreateVM()
-		case key.Matches(msg, k.Start):
-			if need("VM") {
-				return m.vmAction(sel.id, "start")
-			}
-			return nil
-		case key.Matches(msg, k.Stop):
-			if need("VM") {
-				return m.vmAction(sel.id, "stop")
-			}
-			return nil
-		case key.Matches(msg, k.Reboot):
-			if need("VM") {
-				return m.vmAction(sel.id, "reboot")
-			}
-			return nil
-		case key.Matches(msg, k.Remove):
-			if need("VM") {
-				return m.confirmRemoveVM(sel.id)
-			}
-			return nil
-		case key.Matches(msg, k.Console):
-			if need("VM") {
-				return m.console(sel.id)
-			}
-			return nil
-		}
-	}
-	if why := m.disabledReason(msg); why != "" {
-		m.setStatus(why, true)
-	}
-	return nil
-}
-
-// disabledReason says why a key does nothing here.
-func (m *Model) disabledReason(msg tea.KeyPressMsg) string {
-	k := m.keys
-	switch {
-	case key.Matches(msg, k.Console):
-		return "console: only a VM has one; press 3 for the VMs"
-	case key.Matches(msg, k.Start, k.Stop, k.Reboot):
-		return msg.String() + ": starts, stops and reboots are for VMs; press 3 for the VMs"
-	}
-	return ""
-}
-
-// paneKeys are the keys that work in the focused pane, for the footer.
-func (m *Model) paneKeys() []key.Binding {
-	k := m.keys
-	add := func(help string) key.Binding {
-		b := k.Add
-		b.SetHelp("a", help)
-		return b
-	}
-	var ks []key.Binding
-	switch m.focus {
-	case paneMachines:
-		ks = []key.Binding{add("add machine"), k.Remove}
-	case paneNetworks:
-		ks = []key.Binding{add("new network"), k.Remove}
-	case paneVMs:
-		ks = []key.Binding{add("new VM"), k.Console, k.Start, k.Stop, k.Reboot, k.Remove}
-	}
-	return append(ks, k.NextTab, k.Filter, k.Help, k.Quit)
-}
-
-// ShortHelp and FullHelp make the model a help.KeyMap.
-func (m *Model) ShortHelp() []key.Binding { return m.paneKeys() }
-
-func (m *Model) FullHelp() [][]key.Binding {
-	k := m.keys
-	return [][]key.Binding{
-		{k.Up, k.Down, k.PageUp, k.PageDown, k.Top, k.Bottom},
-		{k.NextTab, k.PrevTab, k.Machines, k.Networks, k.VMs, k.Filter},
-		{k.Add, k.Remove, k.Start, k.Stop, k.Reboot, k.Console},
-		{k.Log, k.Help, k.Escape, k.Quit},
-	}
-}
-
-func (m *Model) View() tea.View {
-	v := tea.NewView(m.render())
-	v.AltScreen = true
-	v.WindowTitle = "butter"
-	return v
-}
-
-// render draws the whole screen: the dashboard (or the welcome) with at
-// most one modal over it.
-func (m *Model) render() string {
-	var base string
-	if m.welcoming() {
-		base = m.welcomeView()
-	} else {
-		base = m.dashboardView()
-	}
-	var modal string
-	switch {
-	case m.form != nil:
-		modal = m.form.view(m.st)
-	case m.showHelp:
-		modal = m.helpView()
-	case m.showLog:
-		modal = m.logView()
-	case m.shown != nil:
-		modal = m.taskView(m.shown)
-	}
-	if modal == "" {
-		return base
-	}
-	return overlay(base, m.st.modal.Render(modal), m.width, m.height)
-}
-
-// overlay centres box over base.
-func overlay(base, box string, w, h int) string {
-	bw, bh := lipgloss.Width(box), lipgloss.Height(box)
-	x, y := max(0, (w-bw)/2), max(0, (h-bh)/2)
-	c := lipgloss.NewCanvas(w, h)
-	c.Compose(lipgloss.NewCompositor(lipgloss.NewLayer(base), lipgloss.NewLayer(box).X(x).Y(y).Z(1)))
-	return c.Render()
-}
-
-func (m *Model) header() string {
-	machines, online, degraded, offline, vms, running := m.data.summary()
-	parts := []string{m.st.title.Render("butter")}
-	if m.data.inv != nil {
-		s := fmt.Sprintf("%d machines", machines)
-		var sub []string
-		if online > 0 {
-			sub = append(sub, m.st.ok.Render(fmt.Sprintf("%d online", online)))
-		}
-		if degraded > 0 {
-			sub = append(sub, m.st.warn.Render(fmt.Sprintf("%d degraded", degraded)))
-		}
-		if offline > 0 {
-			sub = append(sub, m.st.bad.Render(fmt.Sprintf("%d offline", offline)))
-		}
-		if len(sub) > 0 {
-			s += " (" + strings.Join(sub, ", ") + ")"
-		}
-		parts = append(parts, s, fmt.Sprintf("%d networks", len(m.data.inv.Networks)),
-			fmt.Sprintf("%d VMs (%d running)", vms, running))
-	} else {
-		parts = append(parts, m.st.dim.Render("loading "+m.opts.Inventory+"…"))
-	}
-	if n := m.runningTasks(); n > 0 {
-		parts = append(parts, m.st.info.Render(fmt.Sprintf("%d running", n)))
-	}
-	return pad(" "+strings.Join(parts, m.st.dim.Render(" · ")), m.width)
-}
-
-func (m *Model) tabs() string {
-	var b strings.Builder
-	b.WriteByte(' ')
-	for p := range paneCount {
-		label := fmt.Sprintf("%d %s (%d)", p+1, p, m.tables[p].Len())
-		if p == m.focus {
-			label = "▸" + label
-		}
-		if m.filters[p] != "" {
-			label += " /" + m.filters[p]
-		}
-		if p == m.focus {
-			b.WriteString(m.st.tabOn.Render(label))
-		} else {
-			b.WriteString(m.st.tabOff.Render(label))
-		}
-		if p < paneCount-1 {
-			b.WriteString(m.st.dim.Render(" │ "))
-		}
-	}
-	return pad(b.String(), m.width)
-}
-
-func (m *Model) dashboardView() string {
-	t := m.tables[m.focus]
-	lines := []string{m.header(), m.tabs(), t.View(m.st, true)}
-	detail := ""
-	if r, ok := t.Selected(); ok {
-		detail = r.detail
-	}
-	if m.data.invErr != nil {
-		lines = append(lines, m.st.errBox.Render(pad(" inventory: "+oneLine(m.data.invErr.Error()), m.width)))
-	} else {
-		lines = append(lines, m.st.dim.Render(pad(" "+detail, m.width)))
-	}
-	lines = append(lines, m.statusLine(), m.footer())
-	return strings.Join(lines, "\n")
-}
-
-func (m *Model) statusLine() string {
-	if m.status == "" {
-		return strings.Repeat(" ", m.width)
-	}
-	if m.statusErr {
-		return m.st.errBox.Render(pad(" ✗ "+oneLine(m.status), m.width))
-	}
-	return m.st.info.Render(pad(" "+oneLine(m.status), m.width))
-}
-
-func (m *Model) footer() string {
-	if m.filtering {
-		return pad(" "+m.st.footerKey.Render("/")+m.filters[m.focus]+"█  "+m.st.dim.Render("enter keep · esc clear"), m.width)
-	}
-	// The pane's own keys first; ? and q always; the rest while they fit.
-	ks := m.paneKeys()
-	tail := ks[len(ks)-2:]
-	ks = ks[:len(ks)-2]
-	render := func(b key.Binding) string {
-		h := b.Help()
-		return m.st.footerKey.Render(h.Key) + " " + m.st.footerDesc.Render(h.Desc)
-	}
-	end := render(tail[0]) + "  " + render(tail[1])
-	room := m.width - 1 - lipgloss.Width(end)
-	var parts []string
-	for _, b := range ks {
-		p := render(b)
-		if lipgloss.Width(p)+2 > room {
-			break
-		}
-		parts = append(parts, p)
-		room -= lipgloss.Width(p) + 2
-	}
-	parts = append(parts, end)
-	return pad(" "+strings.Join(parts, "  "), m.width)
-}
-
-func (m *Model) helpView() string {
-	w := min(m.width-6, 90)
-	h := m.help
-	h.SetWidth(w)
-	return m.st.title.Render("Keys") + "\n\n" + h.FullHelpView(m.FullHelp()) + "\n\n" +
-		m.st.dim.Render("In a console: Ctrl+] or ~. at the start of a line returns here.") + "\n" +
-		m.st.dim.Render("Forms: ↑/↓ choose · space toggles · enter next · shift+tab back · esc cancel") + "\n" +
-		m.st.dim.Render("? or esc closes")
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
-
-func isLinux() bool { return runtime.GOOS == "linux" }

@@ -3,26 +3,10 @@ package tui
 import (
 	"strings"
 
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 )
-
-// pane identifies one of the dashboard's three lists.
-type pane int
-
-const (
-	paneMachines pane = iota
-	paneNetworks
-	paneVMs
-	paneCount
-)
-
-func (p pane) String() string {
-	return [...]string{"Machines", "Networks", "VMs"}[p]
-}
-
-type paneSet [paneCount]bool
-
-var allPanes = paneSet{true, true, true}
 
 type column struct {
 	title string
@@ -162,6 +146,28 @@ func (t *table) clamp() {
 func (t *table) Move(n int) {
 	t.cursor += n
 	t.clamp()
+}
+
+// Update moves the cursor for a navigation key and says whether msg was
+// one; the pane's verbs are the model's.
+func (t *table) Update(msg tea.KeyPressMsg, k keyMap) bool {
+	switch {
+	case key.Matches(msg, k.Up):
+		t.Move(-1)
+	case key.Matches(msg, k.Down):
+		t.Move(1)
+	case key.Matches(msg, k.PageUp):
+		t.Move(-t.Page())
+	case key.Matches(msg, k.PageDown):
+		t.Move(t.Page())
+	case key.Matches(msg, k.Top):
+		t.Top()
+	case key.Matches(msg, k.Bottom):
+		t.Bottom()
+	default:
+		return false
+	}
+	return true
 }
 
 func (t *table) Top()    { t.cursor = 0; t.clamp() }

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"runtime"
 	"strings"
 
 	"charm.land/bubbles/v2/key"
@@ -100,3 +101,6 @@ func (m *Model) startLab() tea.Cmd {
 		return "lab started; its inventory is " + path, labMsg{path: path}, nil
 	})
 }
+
+// isLinux: labs need Linux, so the welcome offers one only there.
+func isLinux() bool { return runtime.GOOS == "linux" }
