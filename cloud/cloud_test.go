@@ -2,11 +2,13 @@ package cloud
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -330,5 +332,68 @@ func TestMachineStatus(t *testing.T) {
 	}
 	if ms[0].Status != StatusOnline || ms[1].Status != StatusOffline || !strings.Contains(ms[1].Problem, "refused") {
 		t.Errorf("status = %+v", ms)
+	}
+}
+
+// A bad value is refused before anything moves: the inventory and its
+// .bak stay byte-identical, and no VM reaches a machine.
+func TestCreateVMRefusesBadInputFirst(t *testing.T) {
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, 2)
+	addAll(t, c, 2)
+	if _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue", Machines: []string{"m1", "m2"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	sums := func() string {
+		var out string
+		for _, p := range []string{c.path, c.path + ".bak"} {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out += fmt.Sprintf("%x ", sha256.Sum256(b))
+		}
+		return out
+	}
+	before := sums()
+	ok := NewVM{Name: "web", Machine: "m1", Network: "blue", Image: "debian-12"}
+	for _, tt := range []struct {
+		name   string
+		change func(*NewVM)
+		want   string
+	}{
+		{"trailing dash", func(v *NewVM) { v.Name = "web-" }, `vm name "web-"`},
+		{"upper case", func(v *NewVM) { v.Name = "Web" }, `vm name "Web"`},
+		{"path", func(v *NewVM) { v.Name = "../x" }, `vm name "../x"`},
+		{"too little memory", func(v *NewVM) { v.MemoryMiB = 10 }, "10 MiB of memory: want at least 64"},
+		{"too many CPUs", func(v *NewVM) { v.CPUs = 65 }, "65 CPUs: want 1 to 64"},
+		{"unknown image", func(v *NewVM) { v.Image = "debian-99" }, `unknown catalog image "debian-99"`},
+		{"bad network name", func(v *NewVM) { v.Network = "Blue" }, `network name "Blue"`},
+		{"bad machine name", func(v *NewVM) { v.Machine = "m1-" }, `machine name "m1-"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			nv := ok
+			tt.change(&nv)
+			_, err := c.CreateVM(ctx, nv, nil, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("CreateVM = %v, want an error saying %q", err, tt.want)
+			}
+			if after := sums(); after != before {
+				t.Fatal("the refused VM changed the inventory or its .bak")
+			}
+			for _, m := range fc.machines {
+				if len(m.vms) != 0 {
+					t.Fatalf("a refused VM reached machine %s: %v", m.name, m.vms)
+				}
+			}
+		})
+	}
+	// The control: the good values make the VM, and the checks above
+	// would have seen that.
+	if _, err := c.CreateVM(ctx, ok, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if sums() == before || len(fc.machines["192.0.2.1"].vms) != 1 {
+		t.Fatal("a VM made no change the checks above could see")
 	}
 }
