@@ -80,7 +80,7 @@ func TestParseSource(t *testing.T) {
 	}
 }
 
-func TestValidate(t *testing.T) {
+func TestSourceValidate(t *testing.T) {
 	tests := []struct {
 		name    string
 		src     Source
