@@ -146,6 +146,11 @@ func TestConvergeFromAnyState(t *testing.T) {
 			helperapi.Network{Name: "red", ID: 2, Peers: []string{"m3"}}),
 		testSpec(helperapi.Network{Name: "green", ID: 300, Tunnel: helperapi.TunnelGretap, Peers: []string{"m3"}}),
 	}
+	// The same network after the machine's mesh address moved: every
+	// tunnel's local end changes, so its links are replaced.
+	moved := testSpec(helperapi.Network{Name: "blue", ID: 1, Peers: []string{"m2", "m3"}})
+	moved.Mesh.Address = netip.MustParsePrefix("10.99.0.9/16")
+	specs = append(specs, moved)
 	machines := []machine{{UplinkMTU: 1500, Gretap: true}, {UplinkMTU: 1500}, {UplinkMTU: 9000, Gretap: true}}
 	fresh := func(s helperapi.Spec, m machine) string {
 		f := newFakeTable()
@@ -156,9 +161,16 @@ func TestConvergeFromAnyState(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	f := newFakeTable(Link{Name: "eth0", Kind: "veth", MTU: 1500, Up: true})
+	ops := map[Op]int{}
+	damages := map[string]int{}
 	for i := 0; i < 300; i++ {
-		damage(rng, f)
+		damages[damage(rng, f)]++
 		s, m := specs[rng.IntN(len(specs))], machines[rng.IntN(len(machines))]
+		// What Check would report before the apply: every replace is a
+		// "wrong kind or tunnel ends" drift.
+		for _, c := range diff(makePlan(s, m).Links, mustLinks(t, f)) {
+			ops[c.Op]++
+		}
 		if _, err := converge(context.Background(), f, makePlan(s, m).Links); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
@@ -170,33 +182,80 @@ func TestConvergeFromAnyState(t *testing.T) {
 			t.Fatalf("step %d: the helper deleted eth0, which is not its own", i)
 		}
 	}
+	// The walk must have covered every kind of damage and every kind of
+	// change, the replace path included; otherwise it claims more than it
+	// tests.
+	for _, d := range damageKinds {
+		if damages[d] == 0 {
+			t.Errorf("no step did damage %q; the walk does not cover it", d)
+		}
+	}
+	for _, op := range []Op{OpAdd, OpSet, OpReplace, OpDelete} {
+		if ops[op] < 3 {
+			t.Errorf("only %d %s changes in the walk; want the path exercised", ops[op], op)
+		}
+	}
+	t.Logf("damage: %v; changes planned: %v", damages, ops)
 }
 
-// damage does to the table what a person or a reboot might.
-func damage(rng *rand.Rand, f *fakeTable) {
+func mustLinks(t *testing.T, f *fakeTable) []Link {
+	t.Helper()
+	ls, err := f.Links(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ls
+}
+
+// damageKinds are what damage can do, by name.
+var damageKinds = []string{"delete", "mtu", "unbridge", "down", "fdb", "stale", "key", "local", "remote", "kind", "mesh address"}
+
+// damage does to the table what a person or a reboot might, and says
+// which of damageKinds it did ("" when it found nothing of the helper's).
+func damage(rng *rand.Rand, f *fakeTable) string {
 	ls, _ := f.Links(context.Background())
-	if len(ls) == 0 {
-		return
+	var mine []Link
+	for _, l := range ls {
+		if ours(l.Name) {
+			mine = append(mine, l)
+		}
 	}
-	l := ls[rng.IntN(len(ls))]
-	if !ours(l.Name) {
-		return
+	if len(mine) == 0 {
+		return ""
 	}
-	switch rng.IntN(6) {
-	case 0:
+	l := mine[rng.IntN(len(mine))]
+	what := damageKinds[rng.IntN(len(damageKinds))]
+	switch what {
+	case "delete":
 		_ = f.Delete(context.Background(), l)
-	case 1:
+	case "mtu":
 		l.MTU = 1500
-	case 2:
+	case "unbridge":
 		l.Master, l.Isolated = "", false
-	case 3:
+	case "down":
 		l.Up = false
-	case 4:
+	case "fdb":
 		l.FDB = nil
-	case 5:
+	case "stale":
 		f.links["btstale9"] = Link{Name: "btstale9", Kind: KindBridge, MTU: 1500}
+	case "key":
+		l.Key++
+	case "local":
+		l.Local = netip.MustParseAddr("10.99.7.7")
+	case "remote":
+		l.Remote = netip.MustParseAddr("10.99.8.8")
+	case "kind":
+		// Someone made a device of another kind under the helper's name.
+		if l.Kind == KindBridge {
+			l.Kind = KindVXLAN
+		} else {
+			l.Kind = KindBridge
+		}
+	case "mesh address":
+		l.Addrs = []netip.Prefix{netip.MustParsePrefix("10.99.6.6/16")}
 	}
 	if _, ok := f.links[l.Name]; ok {
 		f.links[l.Name] = l
 	}
+	return what
 }
