@@ -24,6 +24,44 @@ const (
 // must stay running and write to its serial console.
 var kvmProofTime = 20 * time.Second
 
+// domainType decides a machine's libvirt domain type ("kvm" or "qemu",
+// which is TCG) from the accelerator asked for and the verdict recorded by
+// an earlier proof. With AccelAuto and no verdict yet, KVM is tried where
+// /dev/kvm answers, and the first guest proves it (see proveKVM).
+func domainType(accel, verdict string, kvmAnswers func() bool) (string, error) {
+	switch accel {
+	case helperapi.AccelKVM:
+		return "kvm", nil
+	case helperapi.AccelTCG:
+		return "qemu", nil
+	case helperapi.AccelAuto:
+		switch verdict {
+		case kvmBroken:
+			return "qemu", nil
+		case kvmWorks:
+			return "kvm", nil
+		}
+		if kvmAnswers() {
+			return "kvm", nil
+		}
+		return "qemu", nil
+	}
+	return "", helperapi.CheckAccel(accel)
+}
+
+// proofVerdict reads one look at the guest under proof: a guest that is
+// not running has failed; one that wrote to its console has passed;
+// otherwise there is no verdict yet.
+func proofVerdict(running bool, consoleBytes int64) (verdict string, done bool) {
+	switch {
+	case !running:
+		return kvmBroken, true
+	case consoleBytes > 0:
+		return kvmWorks, true
+	}
+	return kvmUnknown, false
+}
+
 func (m *Manager) verdictPath() string { return filepath.Join(m.o.VMsDir, ".kvm-verdict") }
 
 func (m *Manager) kvmVerdict() string {
@@ -43,15 +81,17 @@ func (m *Manager) kvmUnproven() bool {
 // kvmProofTime means KVM does not work here. It records the verdict, and
 // on a broken KVM switches the manager to TCG.
 func (m *Manager) proveKVM(ctx context.Context, dom libvirt.Domain, name string) bool {
-	works := false
+	verdict := kvmBroken // silent until the deadline
 	deadline := time.Now().Add(kvmProofTime)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		st, _, err := m.l.DomainGetState(dom, 0)
-		if err != nil || libvirt.DomainState(st) != libvirt.DomainRunning {
-			break
+		var size int64
+		if fi, err := os.Stat(m.logPath(name)); err == nil {
+			size = fi.Size()
 		}
-		if fi, err := os.Stat(m.logPath(name)); err == nil && fi.Size() > 0 {
-			works = true
+		v, done := proofVerdict(err == nil && libvirt.DomainState(st) == libvirt.DomainRunning, size)
+		if done {
+			verdict = v
 			break
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -59,10 +99,8 @@ func (m *Manager) proveKVM(ctx context.Context, dom libvirt.Domain, name string)
 	if ctx.Err() != nil {
 		return true // no verdict: the caller gave up
 	}
-	verdict := kvmBroken
-	if works {
-		verdict = kvmWorks
-	} else {
+	works := verdict == kvmWorks
+	if !works {
 		m.domType = "qemu"
 	}
 	_ = os.WriteFile(m.verdictPath(), []byte(verdict), 0o644)

@@ -79,24 +79,9 @@ type Manager struct {
 func Open(ctx context.Context, o Options) (*Manager, error) {
 	o = o.withDefaults()
 	m := &Manager{o: o}
-	switch o.Accel {
-	case helperapi.AccelKVM:
-		m.domType = "kvm"
-	case helperapi.AccelTCG:
-		m.domType = "qemu"
-	case helperapi.AccelAuto:
-		m.domType = "qemu"
-		switch m.kvmVerdict() {
-		case kvmBroken:
-		case kvmWorks:
-			m.domType = "kvm"
-		default:
-			if kvmAnswers() {
-				m.domType = "kvm" // proven by the first guest; see proveKVM
-			}
-		}
-	default:
-		return nil, helperapi.CheckAccel(o.Accel)
+	var err error
+	if m.domType, err = domainType(o.Accel, m.kvmVerdict(), kvmAnswers); err != nil {
+		return nil, err
 	}
 	switch runtime.GOARCH {
 	case "amd64":
