@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -11,22 +11,22 @@ import (
 )
 
 // dashboard opens the TUI on the inventory.
-func (c *cli) dashboard() error {
-	path, err := c.inventoryPath()
+func (s *session) dashboard(ctx context.Context) error {
+	path, err := s.inventoryPath()
 	if err != nil {
 		return err
 	}
-	return tui.Run(c.ctx, tui.Options{
+	return tui.Run(ctx, tui.Options{
 		Inventory: path,
 		Connector: func(path string, ask tui.Ask) cloud.Connector {
-			conn := c.connectorFor(path)
-			if s, ok := conn.(cloud.SSH); ok && s.InstallPrerequisites != nil && !c.yes {
+			conn := s.connectorFor(path)
+			if ssh, ok := conn.(cloud.SSH); ok && ssh.InstallPrerequisites != nil && !s.yes {
 				// Ask in the dashboard, not on a terminal it owns.
-				s.InstallPrerequisites = func(ctx context.Context, machine, missing, command string) (bool, error) {
+				ssh.InstallPrerequisites = func(ctx context.Context, machine, missing, command string) (bool, error) {
 					return ask(ctx, fmt.Sprintf("%s lacks %s. Install it?", machine, missing),
 						"butter will run there, as root:\n  "+command)
 				}
-				conn = s
+				conn = ssh
 			}
 			return conn
 		},

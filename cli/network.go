@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/butter-cloud/butter/cloud"
+)
+
+func (s *session) networkCommand() *cobra.Command {
+	remove := &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove a network from every machine",
+		Args:  oneName("network"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return s.withCloud(func(cl *cloud.Cloud) error { return cl.RemoveNetwork(cmd.Context(), args[0], s.steps) })
+		},
+	}
+	return noun("network", "Create, list and remove private networks", s.networkCreateCommand(), s.networkListCommand(), remove)
+}
+
+func (s *session) networkCreateCommand() *cobra.Command {
+	var subnet, machines, tunnel string
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a private network across machines",
+		Args:  oneName("network"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nn := cloud.NewNetwork{Name: args[0], Tunnel: tunnel}
+			if subnet != "" {
+				var err error
+				if nn.Subnet, err = netip.ParsePrefix(subnet); err != nil {
+					return usageErrorf("--subnet %q: want a range such as 10.20.0.0/24", subnet)
+				}
+			}
+			if machines != "" {
+				nn.Machines = strings.Split(machines, ",")
+			}
+			return s.withCloud(func(cl *cloud.Cloud) error {
+				n, err := cl.CreateNetwork(cmd.Context(), nn, s.steps)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(s.stdout, "network %s created: %s on %s\n", n.Name, n.Subnet, strings.Join(n.Machines, ", "))
+				return nil
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&subnet, "subnet", "", "the network's IPv4 range, e.g. 10.20.0.0/24 (default: a free /24)")
+	f.StringVar(&machines, "machines", "", "member machines, comma-separated: `A,B,...` (default: all)")
+	f.StringVar(&tunnel, "tunnel", "", "tunnel kind: auto (default), gretap or vxlan")
+	return cmd
+}
+
+func (s *session) networkListCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the networks",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return s.withCloud(func(cl *cloud.Cloud) error { return s.networkList(cmd.Context(), cl, asJSON) })
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
+	return cmd
+}
+
+func (s *session) networkList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {
+	inv, err := cl.Inventory()
+	if err != nil {
+		return err
+	}
+	ms, _ := cl.Machines(ctx, listTimeout)
+	ns := cloud.Networks(inv, ms)
+	if asJSON {
+		if ns == nil {
+			ns = []cloud.NetworkStatus{}
+		}
+		return s.printJSON(ns)
+	}
+	var text [][]string
+	for _, n := range ns {
+		text = append(text, []string{n.Name, n.Subnet, fmt.Sprint(n.MTU), n.Tunnel, strings.Join(n.Machines, ",")})
+	}
+	return s.table("NAME\tSUBNET\tMTU\tTUNNEL\tMACHINES", text)
+}

@@ -1,0 +1,110 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+
+	"github.com/butter-cloud/butter/helperapi"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// Version is butter's semantic version.
+const Version = "0.2.0-dev"
+
+// Options are what main gives the command line beside its streams.
+type Options struct {
+	// Commands are more verbs for the root, such as main's `helper`.
+	Commands []*cobra.Command
+}
+
+// Run runs `butter ARGS...` and returns the exit code: 0, 1 when the work
+// failed, 2 for a usage error. An error goes to stderr once, as
+// "butter: ...", and a usage error's with a hint to the verb's help.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, o Options) int {
+	s := &session{stdin: stdin, stdout: stdout, stderr: stderr}
+	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		s.interactive = true
+	}
+	root := s.root()
+	root.AddCommand(o.Commands...)
+	walk(root, func(c *cobra.Command) {
+		markFailures(c)
+		c.Flags().SortFlags = false // help lists flags as defined: required first
+		c.SuggestionsMinimumDistance = 2
+	})
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if cmd == nil {
+		cmd = root
+	}
+	return report(stderr, cmd, err)
+}
+
+// root is `butter`: with no verb, the dashboard.
+func (s *session) root() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "butter",
+		Short: "One private cloud from ordinary Linux machines",
+		Long: `butter turns ordinary Linux machines into one private cloud: private networks
+and virtual machines across them. With no verb, it opens the dashboard.
+
+The inventory is --inventory, else $BUTTER_INVENTORY, else
+~/.config/butter/inventory.yaml (while none of those exists, a lab's).`,
+		Args:    verbs,
+		Version: Version,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !s.interactive {
+				return fmt.Errorf("the dashboard needs a terminal, and standard input is not one; give a verb:\n\n%s", cmd.UsageString())
+			}
+			return s.dashboard(cmd.Context())
+		},
+		// Run prints errors and usage, once.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// Flags before a verb belong to its parents, so that `helper` gets
+		// exactly the arguments after its name.
+		TraverseChildren: true,
+	}
+	root.SetVersionTemplate(versionText(helperapi.ServeProtocol))
+	root.SetUsageFunc(usage)
+	root.PersistentFlags().StringVar(&s.inventory, "inventory", "", "the inventory `FILE` (default: $BUTTER_INVENTORY, else ~/.config/butter/inventory.yaml)")
+	root.AddCommand(s.machineCommand(), s.networkCommand(), s.vmCommand(), s.labCommand())
+	return root
+}
+
+// walk calls fn on c and every command under it.
+func walk(c *cobra.Command, fn func(*cobra.Command)) {
+	fn(c)
+	for _, sub := range c.Commands() {
+		walk(sub, fn)
+	}
+}
+
+// versionText is what --version prints: the version, the commit and its
+// date when the build recorded them, and the helper protocol.
+func versionText(helperProtocol int) string {
+	commit, date, modified := "unknown", "unknown", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, kv := range bi.Settings {
+			switch kv.Key {
+			case "vcs.revision":
+				commit = kv.Value
+			case "vcs.time":
+				date = kv.Value
+			case "vcs.modified":
+				if kv.Value == "true" {
+					modified = " (modified)"
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("butter %s\ncommit:          %s%s\ndate:            %s\nhelper protocol: %d\n",
+		Version, commit, modified, date, helperProtocol)
+}

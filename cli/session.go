@@ -1,0 +1,140 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/inventory"
+	"github.com/butter-cloud/butter/lab"
+)
+
+// session is one run of `butter`: its streams and global flags.
+type session struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	inventory      string // --inventory
+	interactive    bool   // a person at a terminal can answer questions
+	yes            bool   // install prerequisites without asking
+}
+
+// open opens the cloud in the inventory.
+func (s *session) open() (*cloud.Cloud, error) {
+	path, err := s.inventoryPath()
+	if err != nil {
+		return nil, err
+	}
+	return cloud.New(path, s.connectorFor(path), nil), nil
+}
+
+// withCloud opens the cloud for one verb and closes it after.
+func (s *session) withCloud(fn func(*cloud.Cloud) error) error {
+	cl, err := s.open()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return fn(cl)
+}
+
+// inventoryPath is the inventory to use: --inventory, $BUTTER_INVENTORY,
+// the default file, or, while none of those exists, the lab's.
+func (s *session) inventoryPath() (string, error) {
+	if s.inventory != "" {
+		return s.inventory, nil
+	}
+	path, err := inventory.Path()
+	if err != nil {
+		return "", err
+	}
+	if os.Getenv("BUTTER_INVENTORY") == "" {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			if lc, ok := lab.FindCloud(""); ok {
+				return lc.Inventory, nil
+			}
+		}
+	}
+	return path, nil
+}
+
+// connectorFor is how to reach the machines of the inventory at path: a
+// lab's own key and known_hosts for a lab's inventory, SSH as the user has
+// it otherwise.
+func (s *session) connectorFor(path string) cloud.Connector {
+	if lc, ok := labOf(path); ok {
+		self, _ := os.Executable()
+		return lc.Connector(self)
+	}
+	return s.sshConnector()
+}
+
+// sshConnector reaches the user's machines: their ~/.ssh/config and agent,
+// butter's known_hosts, and missing packages installed with consent.
+func (s *session) sshConnector() cloud.Connector {
+	return cloud.SSH{InstallPrerequisites: func(ctx context.Context, machine, missing, command string) (bool, error) {
+		if s.yes {
+			return true, nil
+		}
+		return s.ask(fmt.Sprintf("%s lacks %s. Run `%s` there?", machine, missing, command))
+	}}
+}
+
+// labOf finds the lab whose inventory is at path.
+func labOf(path string) (lab.CloudLab, bool) {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(path), "lab.json"))
+	if err != nil {
+		return lab.CloudLab{}, false
+	}
+	var lc lab.CloudLab
+	if json.Unmarshal(b, &lc) != nil || lc.Inventory != path {
+		return lab.CloudLab{}, false
+	}
+	return lab.FindCloud(lc.Name)
+}
+
+func (s *session) printJSON(v any) error {
+	enc := json.NewEncoder(s.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (s *session) table(header string, rows [][]string) error {
+	w := tabwriter.NewWriter(s.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, header)
+	for _, r := range rows {
+		fmt.Fprintln(w, strings.Join(r, "\t"))
+	}
+	return w.Flush()
+}
+
+// steps prints a long operation's steps to stderr.
+func (s *session) steps(st cloud.Step) {
+	if st.Machine != "" {
+		fmt.Fprintf(s.stderr, "%s: %s\n", st.Machine, st.Text)
+	} else {
+		fmt.Fprintln(s.stderr, st.Text)
+	}
+}
+
+// ask asks a yes/no question on the terminal; without one the answer is
+// no, and the caller's error says which flag to give instead.
+func (s *session) ask(question string) (bool, error) {
+	if !s.interactive {
+		return false, nil
+	}
+	fmt.Fprintf(s.stderr, "%s [y/N] ", question)
+	line, err := bufio.NewReader(s.stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	answer := strings.ToLower(strings.TrimSpace(line))
+	return answer == "y" || answer == "yes", nil
+}

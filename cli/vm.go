@@ -1,0 +1,97 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/butter-cloud/butter/cloud"
+)
+
+func (s *session) vmCommand() *cobra.Command {
+	c := noun("vm", "Create, list, run and remove virtual machines, and reach their consoles",
+		s.vmCreateCommand(), s.vmListCommand(), s.vmConsoleCommand())
+	for _, a := range []struct{ action, short string }{
+		{"start", "Start a VM"},
+		{"stop", "Shut a VM down, pulling the plug if it does not stop in time"},
+		{"reboot", "Reboot a VM"},
+		{"remove", "Remove a VM and its disk"},
+	} {
+		c.AddCommand(s.vmActionCommand(a.action, a.short))
+	}
+	return c
+}
+
+func (s *session) vmListCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the VMs on every machine",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return s.withCloud(func(cl *cloud.Cloud) error { return s.vmList(cmd.Context(), cl, asJSON) })
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
+	return cmd
+}
+
+func (s *session) vmList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {
+	vms, err := cl.VMs(ctx, listTimeout)
+	if err != nil {
+		fmt.Fprintln(s.stderr, "butter:", err)
+	}
+	if asJSON {
+		if vms == nil {
+			vms = []cloud.VMStatus{}
+		}
+		return s.printJSON(vms)
+	}
+	var text [][]string
+	for _, v := range vms {
+		text = append(text, []string{v.Name, v.Machine, v.Network, v.IP, v.State, fmt.Sprint(v.CPUs), fmt.Sprintf("%d MiB", v.MemoryMiB)})
+	}
+	return s.table("NAME\tMACHINE\tNETWORK\tIP\tSTATE\tCPUS\tMEMORY", text)
+}
+
+// vmActionCommand is `vm start|stop|reboot|remove NAME`.
+func (s *session) vmActionCommand(action, short string) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   action + " NAME",
+		Short: short,
+		Args:  oneName("VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return s.withCloud(func(cl *cloud.Cloud) error {
+				res, err := cl.VMAction(cmd.Context(), args[0], action, timeout)
+				if err == nil && res.Forced {
+					fmt.Fprintf(s.stderr, "vm %s did not shut down within %s: pulled the plug\n", args[0], timeout)
+				}
+				return err
+			})
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long the guest gets to shut down before the plug is pulled")
+	if action != "stop" {
+		_ = cmd.Flags().MarkHidden("timeout") // accepted, as it always was, but only stop uses it
+	}
+	return cmd
+}
+
+func (s *session) vmConsoleCommand() *cobra.Command {
+	var idle time.Duration
+	cmd := &cobra.Command{
+		Use:   "console NAME",
+		Short: "Attach to a VM's serial console (Ctrl+] or ~. detaches)",
+		Args:  oneName("VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return s.withCloud(func(cl *cloud.Cloud) error {
+				return attachConsole(cmd.Context(), cl, args[0], idle, s.stdin, s.stdout, s.stderr)
+			})
+		},
+	}
+	cmd.Flags().DurationVar(&idle, "idle", 2*time.Second, "when standard input ends (a script), detach once the console has been quiet this long")
+	return cmd
+}
