@@ -124,6 +124,18 @@ func TestTmuxAgainstLab(t *testing.T) {
 		}
 	}
 
+	// selectItem moves a menu's cursor down to item, a bounded number of
+	// times: a menu without it fails the test, naming what it waited for.
+	selectItem := func(item, menu string) {
+		for range 20 {
+			if s := screen(); strings.Contains(s, "> "+item) || strings.Contains(s, "› "+item) {
+				return
+			}
+			keys("Down")
+		}
+		t.Fatalf("no %q in %s after 20 moves down:\n%s", item, menu, screen())
+	}
+
 	// First run: the welcome; add a machine through the form.
 	wait("Welcome to butter", time.Minute)
 	keys("Enter")
@@ -133,10 +145,7 @@ func TestTmuxAgainstLab(t *testing.T) {
 	typ("10.253.0.1")
 	keys("Enter", "Enter", "Enter") // address; user (root) and port (22) as proposed
 	wait("SSH key", 10*time.Second)
-	for !strings.Contains(screen(), "> "+filepath.Join(home, ".ssh", "id_ed25519")) &&
-		!strings.Contains(screen(), "› "+filepath.Join(home, ".ssh", "id_ed25519")) {
-		keys("Down")
-	}
+	selectItem(filepath.Join(home, ".ssh", "id_ed25519"), "the SSH key menu")
 	keys("Enter", "Enter")
 	wait("machine m1 added", 3*time.Minute)
 	wait("1 online", time.Minute)
@@ -150,12 +159,7 @@ func TestTmuxAgainstLab(t *testing.T) {
 	typ("tvm")
 	keys("Enter", "Enter", "Enter") // name, network, machine
 	// The image menu: the catalog, then the lab's tiny guest.
-	for !strings.Contains(screen(), "> tiny guest") && !strings.Contains(screen(), "› tiny guest") {
-		keys("Down")
-		if strings.Contains(screen(), "an https URL") && strings.Contains(screen(), "> an https URL") {
-			t.Fatalf("no tiny guest in the image menu:\n%s", screen())
-		}
-	}
+	selectItem("tiny guest", "the image menu")
 	keys("Enter", "Enter") // image, size
 	wait("vm tvm is running", 5*time.Minute)
 	keys("Escape")
