@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
 )
 
@@ -31,7 +32,7 @@ func (c *Cloud) CreateNetwork(ctx context.Context, nn NewNetwork, steps func(Ste
 	}
 	n := inventory.Network{Name: nn.Name, Subnet: nn.Subnet, Tunnel: nn.Tunnel, Machines: slices.Clone(nn.Machines)}
 	if n.Tunnel == "" {
-		n.Tunnel = inventory.TunnelAuto
+		n.Tunnel = helperapi.TunnelAuto
 	}
 	if !n.Subnet.IsValid() {
 		if n.Subnet, err = prev.SuggestSubnet(); err != nil {

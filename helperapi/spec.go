@@ -2,6 +2,7 @@ package helperapi
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -212,10 +213,8 @@ func (s Spec) Validate() error {
 		} else {
 			ids[n.ID] = n.Name
 		}
-		switch n.Tunnel {
-		case "", TunnelAuto, TunnelGretap, TunnelVXLAN:
-		default:
-			bad("%s tunnel %q: choose %q, %q or %q", what, n.Tunnel, TunnelAuto, TunnelGretap, TunnelVXLAN)
+		if err := CheckTunnel(cmp.Or(n.Tunnel, TunnelAuto)); err != nil {
+			bad("%s %v", what, err)
 		}
 		if n.Subnet.IsValid() {
 			if n.Subnet != n.Subnet.Masked() {
@@ -243,6 +242,15 @@ func (s Spec) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// CheckTunnel checks a network's tunnel kind.
+func CheckTunnel(t string) error {
+	switch t {
+	case TunnelAuto, TunnelGretap, TunnelVXLAN:
+		return nil
+	}
+	return fmt.Errorf("tunnel %q: choose %q, %q or %q", t, TunnelAuto, TunnelGretap, TunnelVXLAN)
 }
 
 // Port is the WireGuard port, defaulted.

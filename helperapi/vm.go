@@ -26,7 +26,7 @@ func CheckAccel(a string) error {
 	case "", AccelAuto, AccelKVM, AccelTCG:
 		return nil
 	}
-	return fmt.Errorf("accelerator %q: choose %s, %s or %s", a, AccelAuto, AccelKVM, AccelTCG)
+	return fmt.Errorf("accel %q: choose %q, %q or %q", a, AccelAuto, AccelKVM, AccelTCG)
 }
 
 // DefaultStopTimeout is how long a stop waits for the guest to shut down

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -221,7 +222,7 @@ func TestAllocationsValidate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		inv.Networks = append(inv.Networks, Network{Name: name, Subnet: subnet, ID: id, Tunnel: TunnelAuto, Machines: []string{"alpha", "beta", "gamma"}})
+		inv.Networks = append(inv.Networks, Network{Name: name, Subnet: subnet, ID: id, Tunnel: helperapi.TunnelAuto, Machines: []string{"alpha", "beta", "gamma"}})
 	}
 	for i := range 10 {
 		network := []string{"blue", "green"}[i%2]

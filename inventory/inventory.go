@@ -61,25 +61,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // Version is the only inventory format this package reads and writes.
 const Version = 1
-
-// Tunnel kinds a network can ask for (the helper's plumbing.Tunnel*).
-const (
-	TunnelAuto   = "auto"   // gretap where the kernel has it, VXLAN otherwise
-	TunnelGretap = "gretap" // one gretap per network and peer
-	TunnelVXLAN  = "vxlan"  // one VXLAN device per network
-)
-
-// Accelerators a machine's VMs can use (the helper's vm.Accel*). The empty
-// string leaves the choice to the helper, like AccelAuto.
-const (
-	AccelAuto = "auto"
-	AccelKVM  = "kvm"
-	AccelTCG  = "tcg"
-)
 
 // Defaults for fields a file or a caller leaves out.
 var (
@@ -87,7 +74,7 @@ var (
 )
 
 const (
-	DefaultMeshPort = 51820 // WireGuard's usual port
+	DefaultMeshPort = helperapi.DefaultListenPort // WireGuard's usual port
 	DefaultSSHPort  = 22
 )
 
@@ -210,7 +197,7 @@ func (m *Machine) fillDefaults() {
 
 func (n *Network) fillDefaults() {
 	if n.Tunnel == "" {
-		n.Tunnel = TunnelAuto
+		n.Tunnel = helperapi.TunnelAuto
 	}
 }
 

@@ -117,10 +117,8 @@ func (inv *Inventory) validate() []problem {
 				keys[m.PublicKey] = m.Name
 			}
 		}
-		switch m.Accel {
-		case "", AccelAuto, AccelKVM, AccelTCG:
-		default:
-			bad(at+".accel", "%s accel %q: choose %q, %q or %q", what, m.Accel, AccelAuto, AccelKVM, AccelTCG)
+		if err := helperapi.CheckAccel(m.Accel); err != nil {
+			bad(at+".accel", "%s %v", what, err)
 		}
 	}
 
@@ -169,10 +167,8 @@ func (inv *Inventory) validate() []problem {
 		} else {
 			ids[n.ID] = n.Name
 		}
-		switch n.Tunnel {
-		case TunnelAuto, TunnelGretap, TunnelVXLAN:
-		default:
-			bad(at+".tunnel", "%s tunnel %q: choose %q, %q or %q", what, n.Tunnel, TunnelAuto, TunnelGretap, TunnelVXLAN)
+		if err := helperapi.CheckTunnel(n.Tunnel); err != nil {
+			bad(at+".tunnel", "%s %v", what, err)
 		}
 		seen := map[string]bool{}
 		for j, name := range n.Machines {

@@ -262,7 +262,7 @@ func newFakeCluster(t testing.TB, machines, vmsPer int) (*fakeCluster, string) {
 	c := &fakeCluster{sides: map[string]*fakeSide{}, listeners: map[string]*pipeListener{}, ctx: ctx}
 	path := filepath.Join(t.TempDir(), "inventory.yaml")
 	inv := inventory.New()
-	net := inventory.Network{Name: "lan", ID: 1, Subnet: netip.MustParsePrefix("10.64.0.0/16"), Tunnel: inventory.TunnelAuto}
+	net := inventory.Network{Name: "lan", ID: 1, Subnet: netip.MustParsePrefix("10.64.0.0/16"), Tunnel: helperapi.TunnelAuto}
 	vmAddr := netip.MustParseAddr("10.64.0.10")
 	for i := 1; i <= machines; i++ {
 		name := fmt.Sprintf("node%03d", i)

@@ -19,7 +19,7 @@ func TestDomainType(t *testing.T) {
 		{"auto", kvmUnknown, no, "qemu", ""},
 		{"auto", kvmBroken, yes, "qemu", ""}, // remembered: this CI's /dev/kvm
 		{"auto", kvmWorks, no, "kvm", ""},
-		{"hvf", kvmUnknown, yes, "", `accelerator "hvf"`},
+		{"hvf", kvmUnknown, yes, "", `accel "hvf": choose`},
 	} {
 		got, err := domainType(tt.accel, tt.verdict, tt.answers)
 		if tt.wantErr != "" {
