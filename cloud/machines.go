@@ -208,26 +208,31 @@ func (c *Cloud) Machines(ctx context.Context, timeout time.Duration) ([]MachineS
 	out := make([]MachineStatus, len(inv.Machines))
 	_ = each(machineNames(inv), func(name string) error {
 		i := slices.IndexFunc(inv.Machines, func(m inventory.Machine) bool { return m.Name == name })
-		m := inv.Machines[i]
-		st := MachineStatus{Name: m.Name, Address: m.Address, MeshIP: m.MeshIP.String(), NAT: m.NAT}
-		defer func() { out[i] = st }()
-		cctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		h, err := c.helper(cctx, m)
-		if err == nil {
-			st.Facts, err = h.Facts(cctx)
-		}
-		if err != nil {
-			st.Status, st.Problem = StatusOffline, err.Error()
-			return nil
-		}
-		st.Status, st.HelperVersion = StatusOnline, st.Facts.Version
-		if p := degraded(st.Facts); p != "" {
-			st.Status, st.Problem = StatusDegraded, p
-		}
+		out[i], _ = c.probe(ctx, inv.Machines[i], timeout)
 		return nil
 	})
 	return out, nil
+}
+
+// probe asks one machine for its facts and tells its status; h is its
+// helper when it answered.
+func (c *Cloud) probe(ctx context.Context, m inventory.Machine, timeout time.Duration) (MachineStatus, Helper) {
+	st := MachineStatus{Name: m.Name, Address: m.Address, MeshIP: m.MeshIP.String(), NAT: m.NAT}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	h, err := c.helper(cctx, m)
+	if err == nil {
+		st.Facts, err = h.Facts(cctx)
+	}
+	if err != nil {
+		st.Status, st.Problem = StatusOffline, err.Error()
+		return st, nil
+	}
+	st.Status, st.HelperVersion = StatusOnline, st.Facts.Version
+	if p := degraded(st.Facts); p != "" {
+		st.Status, st.Problem = StatusDegraded, p
+	}
+	return st, h
 }
 
 // degraded names what is wrong with an answering machine: a peer it has

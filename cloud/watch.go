@@ -162,7 +162,7 @@ func (c *Cloud) watchMachine(ctx context.Context, m inventory.Machine, inv func(
 		wg.Wait()
 	}()
 	for {
-		st, h := c.probe(ctx, m, inv(), interval)
+		st, h := c.probe(ctx, m, interval)
 		if ctx.Err() != nil {
 			return
 		}
@@ -215,25 +215,4 @@ func (c *Cloud) watchMachine(ctx context.Context, m inventory.Machine, inv func(
 			goto wait
 		}
 	}
-}
-
-// probe asks one machine for its facts and tells its status; h is its
-// helper when it answered.
-func (c *Cloud) probe(ctx context.Context, m inventory.Machine, inv *inventory.Inventory, timeout time.Duration) (MachineStatus, Helper) {
-	st := MachineStatus{Name: m.Name, Address: m.Address, MeshIP: m.MeshIP.String(), NAT: m.NAT}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	h, err := c.helper(cctx, m)
-	if err == nil {
-		st.Facts, err = h.Facts(cctx)
-	}
-	if err != nil {
-		st.Status, st.Problem = StatusOffline, err.Error()
-		return st, nil
-	}
-	st.Status, st.HelperVersion = StatusOnline, st.Facts.Version
-	if p := degraded(st.Facts); p != "" {
-		st.Status, st.Problem = StatusDegraded, p
-	}
-	return st, h
 }
