@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,10 +18,6 @@ import (
 // DefaultMesh is the mesh prefix Specs uses when Mesh.Prefix is unset.
 var DefaultMesh = netip.MustParsePrefix("10.99.0.0/16")
 
-// NATKeepalive is the persistent keepalive, in seconds, that a machine
-// behind NAT keeps with peers outside its LAN when Mesh.Keepalive is 0.
-const NATKeepalive = 25
-
 // Mesh plans a full WireGuard mesh over a lab's machines.
 type Mesh struct {
 	// Prefix is the mesh; machine i gets host number i. Default
@@ -30,7 +25,8 @@ type Mesh struct {
 	Prefix netip.Prefix
 	// Port is WireGuard's listen port on every machine (51820 if zero).
 	Port int
-	// Keepalive is every peer's persistent keepalive in seconds (0: off).
+	// Keepalive is every peer's persistent keepalive in seconds (0: off;
+	// a machine behind NAT keeps helperapi.NATKeepalive).
 	Keepalive int
 	// Networks are the private networks. A network with no Peers spans
 	// every machine; otherwise Peers names the machines it spans.
@@ -44,72 +40,42 @@ func (mesh Mesh) prefix() netip.Prefix {
 	return DefaultMesh
 }
 
-func (mesh Mesh) port() int {
-	if mesh.Port == 0 {
-		return 51820
-	}
-	return mesh.Port
-}
-
 // Addr is machine m's mesh address, with the mesh's prefix length.
 func (mesh Mesh) Addr(m *Machine) netip.Prefix { return hostAddr(mesh.prefix(), m.Index) }
 
 // Specs returns every machine's spec, by machine name, given every
-// machine's WireGuard public key by machine name. Peers are named after
-// machines and reached at their underlay address; a machine behind NAT has
-// no endpoint (it reaches out, with a keepalive) except for machines on its
-// own LAN.
+// machine's WireGuard public key by machine name: helperapi.Plan over the
+// lab's machines, each reached at its underlay address; the machines
+// behind NAT reach each other through the first machine on the underlay.
 func (l *Lab) Specs(mesh Mesh, keys map[string]string) (map[string]helperapi.Spec, error) {
-	var errs []error
+	plan := helperapi.MeshPlan{Prefix: mesh.prefix(), Port: mesh.Port, Keepalive: mesh.Keepalive}
+	port := mesh.Port
+	if port == 0 {
+		port = helperapi.DefaultListenPort
+	}
+	var all []string
 	for _, m := range l.Machines {
-		if keys[m.Name] == "" {
-			errs = append(errs, fmt.Errorf("lab %q mesh: no public key for %s", l.Name, m.Name))
-		}
+		plan.Members = append(plan.Members, helperapi.Member{
+			Name:      m.Name,
+			PublicKey: keys[m.Name],
+			MeshIP:    mesh.Addr(m).Addr(),
+			Endpoint:  netip.AddrPortFrom(m.Addr.Addr(), uint16(port)).String(),
+			NAT:       m.Router != nil,
+		})
+		all = append(all, m.Name)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	for _, n := range mesh.Networks {
+		machines := n.Peers
+		if len(machines) == 0 {
+			machines = all
+		}
+		plan.Networks = append(plan.Networks, helperapi.PlanNetwork{Network: n, Machines: machines})
 	}
-	specs := map[string]helperapi.Spec{}
-	for _, m := range l.Machines {
-		s := helperapi.Spec{Mesh: helperapi.Mesh{Address: mesh.Addr(m), ListenPort: mesh.port()}}
-		var others []string
-		for _, o := range l.Machines {
-			if o == m {
-				continue
-			}
-			others = append(others, o.Name)
-			peer := helperapi.Peer{
-				Name:      o.Name,
-				PublicKey: keys[o.Name],
-				MeshIP:    mesh.Addr(o).Addr(),
-				Keepalive: mesh.Keepalive,
-			}
-			// A peer behind NAT has no endpoint, unless it sits on the
-			// same LAN; a machine behind NAT keeps its mapping alive.
-			if o.Router == nil || o.Router == m.Router {
-				peer.Endpoint = netip.AddrPortFrom(o.Addr.Addr(), uint16(mesh.port())).String()
-			}
-			if m.Router != nil && o.Router != m.Router && peer.Keepalive == 0 {
-				peer.Keepalive = NATKeepalive
-			}
-			s.Peers = append(s.Peers, peer)
-		}
-		for _, n := range mesh.Networks {
-			if len(n.Peers) == 0 {
-				n.Peers = others
-			} else if !slices.Contains(n.Peers, m.Name) {
-				continue // not on this machine
-			} else {
-				n.Peers = slices.DeleteFunc(slices.Clone(n.Peers), func(p string) bool { return p == m.Name })
-			}
-			s.Networks = append(s.Networks, n)
-		}
-		if err := s.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("lab %q spec for %s: %w", l.Name, m.Name, err))
-		}
-		specs[m.Name] = s
+	specs, err := helperapi.Plan(plan)
+	if err != nil {
+		return nil, fmt.Errorf("lab %q mesh: %w", l.Name, err)
 	}
-	return specs, errors.Join(errs...)
+	return specs, nil
 }
 
 // Helper runs `butter helper ARGS` on the machine, with stdin as standard

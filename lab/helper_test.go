@@ -64,7 +64,7 @@ func TestSpecs(t *testing.T) {
 func TestSpecsMissingKey(t *testing.T) {
 	l := fakeLab(2)
 	_, err := l.Specs(Mesh{}, map[string]string{"m1": newKey(t)})
-	if err == nil || !strings.Contains(err.Error(), "no public key for m2") {
+	if err == nil || !strings.Contains(err.Error(), `machine "m2": no public key`) {
 		t.Errorf("Specs without m2's key: %v, want an error naming m2", err)
 	}
 }
@@ -83,11 +83,12 @@ func TestSpecsNAT(t *testing.T) {
 	type peerView struct {
 		Endpoint  string
 		Keepalive int
+		Via       string
 	}
 	view := func(s helperapi.Spec) map[string]peerView {
 		v := map[string]peerView{}
 		for _, p := range s.Peers {
-			v[p.Name] = peerView{p.Endpoint, p.Keepalive}
+			v[p.Name] = peerView{p.Endpoint, p.Keepalive, p.Via}
 		}
 		return v
 	}
@@ -97,15 +98,18 @@ func TestSpecsNAT(t *testing.T) {
 	}{
 		// The public machine cannot reach into the LAN: no endpoints.
 		{"m1", map[string]peerView{"m2": {}, "m3": {}}},
-		// Behind NAT: the public machine with a keepalive, the LAN
-		// neighbour at its LAN address.
-		{"m2", map[string]peerView{"m1": {"10.250.0.1:51820", NATKeepalive}, "m3": {"192.168.100.3:51820", 0}}},
-		{"m3", map[string]peerView{"m1": {"10.250.0.1:51820", NATKeepalive}, "m2": {"192.168.100.2:51820", 0}}},
+		// Behind NAT: the public machine with a keepalive, the other
+		// machine behind NAT through it.
+		{"m2", map[string]peerView{"m1": {"10.250.0.1:51820", helperapi.NATKeepalive, ""}, "m3": {"", 0, "m1"}}},
+		{"m3", map[string]peerView{"m1": {"10.250.0.1:51820", helperapi.NATKeepalive, ""}, "m2": {"", 0, "m1"}}},
 	}
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.want, view(specs[tt.machine])); diff != "" {
 			t.Errorf("%s's peers mismatch (-want +got):\n%s", tt.machine, diff)
 		}
+	}
+	if !specs["m1"].Mesh.Relay {
+		t.Error("m1 does not relay between the machines behind NAT")
 	}
 	if got := specs["m3"].Mesh.Address.String(); got != "10.99.0.3/16" {
 		t.Errorf("m3's mesh address = %s, want 10.99.0.3/16", got)
