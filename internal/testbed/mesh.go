@@ -1,4 +1,4 @@
-package lab
+package testbed
 
 import (
 	"bytes"
@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/lab/sim"
 )
 
-// DefaultMesh is the mesh prefix Specs uses when Mesh.Prefix is unset.
+// DefaultMesh is the mesh prefix when Mesh.Prefix is unset.
 var DefaultMesh = netip.MustParsePrefix("10.99.0.0/16")
 
-// Mesh plans a full WireGuard mesh over a lab's machines.
+// Mesh is a full WireGuard mesh over a lab's machines, as a test wants it.
 type Mesh struct {
 	// Prefix is the mesh; machine i gets host number i. Default
 	// DefaultMesh.
@@ -41,13 +42,13 @@ func (mesh Mesh) prefix() netip.Prefix {
 }
 
 // Addr is machine m's mesh address, with the mesh's prefix length.
-func (mesh Mesh) Addr(m *Machine) netip.Prefix { return hostAddr(mesh.prefix(), m.Index) }
+func (mesh Mesh) Addr(m *sim.Machine) netip.Prefix { return sim.HostAddr(mesh.prefix(), m.Index) }
 
 // Specs returns every machine's spec, by machine name, given every
 // machine's WireGuard public key by machine name: helperapi.Plan over the
 // lab's machines, each reached at its underlay address; the machines
 // behind NAT reach each other through the first machine on the underlay.
-func (l *Lab) Specs(mesh Mesh, keys map[string]string) (map[string]helperapi.Spec, error) {
+func Specs(l *sim.Lab, mesh Mesh, keys map[string]string) (map[string]helperapi.Spec, error) {
 	plan := helperapi.MeshPlan{Prefix: mesh.prefix(), Port: mesh.Port, Keepalive: mesh.Keepalive}
 	port := mesh.Port
 	if port == 0 {
@@ -78,43 +79,51 @@ func (l *Lab) Specs(mesh Mesh, keys map[string]string) (map[string]helperapi.Spe
 	return specs, nil
 }
 
-// Helper runs `butter helper ARGS` on the machine, with stdin as standard
-// input (may be nil), and returns its standard output. butter is the path
-// of the butter binary as the machine sees it (the host's files, less the
-// machine's own folders).
-func (m *Machine) Helper(ctx context.Context, butter string, stdin []byte, args ...string) ([]byte, error) {
-	cmd := m.Command(ctx, butter, append([]string{"helper"}, args...)...)
+// Butter is the butter binary a lab's machines run as their helper.
+type Butter struct {
+	// Path is the binary as the machines see it (the host's files, less
+	// the machines' own folders).
+	Path string
+	// DaemonArgs are added to every `butter helper daemon` StartHelper
+	// starts, e.g. --accel tcg where /dev/kvm hangs guests.
+	DaemonArgs []string
+}
+
+// Helper runs `butter helper ARGS` on machine m, with stdin as standard
+// input (may be nil), and returns its standard output.
+func (b Butter) Helper(ctx context.Context, m *sim.Machine, stdin []byte, args ...string) ([]byte, error) {
+	cmd := m.Command(ctx, b.Path, append([]string{"helper"}, args...)...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
-	out, err := output(cmd)
+	out, err := sim.Output(cmd)
 	if err != nil {
 		return out, fmt.Errorf("on %s: %w", m.Name, err)
 	}
 	return out, nil
 }
 
-// StartHelper starts `butter helper daemon` on the machine with its
-// default state folder and socket (the machine's own) and waits until it
-// answers. out receives its log.
-func (m *Machine) StartHelper(ctx context.Context, butter string, out io.Writer) (*Process, error) {
-	p, err := m.Start(ctx, out, butter, append([]string{"helper", "daemon"}, m.lab.helperArgs...)...)
+// StartHelper starts `butter helper daemon` on m with its default state
+// folder and socket (the machine's own) and waits until it answers. out
+// receives its log.
+func (b Butter) StartHelper(ctx context.Context, m *sim.Machine, out io.Writer) (*sim.Process, error) {
+	p, err := m.Start(ctx, out, b.Path, append([]string{"helper", "daemon"}, b.DaemonArgs...)...)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.WaitHelper(ctx, butter, p); err != nil {
+	if err := b.WaitHelper(ctx, m, p); err != nil {
 		_ = p.Kill()
 		return nil, err
 	}
 	return p, nil
 }
 
-// WaitHelper waits until the helper daemon on the machine answers facts,
-// or p (if not nil) exits, or ctx ends.
-func (m *Machine) WaitHelper(ctx context.Context, butter string, p *Process) error {
+// WaitHelper waits until the helper daemon on m answers facts, or p (if
+// not nil) exits, or ctx ends.
+func (b Butter) WaitHelper(ctx context.Context, m *sim.Machine, p *sim.Process) error {
 	var last error
 	for {
-		if _, err := m.Facts(ctx, butter); err == nil {
+		if _, err := b.Facts(ctx, m); err == nil {
 			return nil
 		} else {
 			last = err
@@ -133,37 +142,37 @@ func (m *Machine) WaitHelper(ctx context.Context, butter string, p *Process) err
 	}
 }
 
-// PublicKey returns the machine's WireGuard public key.
-func (m *Machine) PublicKey(ctx context.Context, butter string) (string, error) {
-	out, err := m.Helper(ctx, butter, nil, "pubkey")
+// PublicKey returns m's WireGuard public key.
+func (b Butter) PublicKey(ctx context.Context, m *sim.Machine) (string, error) {
+	out, err := b.Helper(ctx, m, nil, "pubkey")
 	if err != nil {
 		return "", err
 	}
 	return strings.TrimSpace(string(out)), nil
 }
 
-// Apply sends spec to the machine's helper daemon and returns its report.
-func (m *Machine) Apply(ctx context.Context, butter string, spec helperapi.Spec) (helperapi.Report, error) {
+// Apply sends spec to m's helper daemon and returns its report.
+func (b Butter) Apply(ctx context.Context, m *sim.Machine, spec helperapi.Spec) (helperapi.Report, error) {
 	var rep helperapi.Report
-	err := m.helperJSON(ctx, butter, spec, &rep, "apply", "-")
+	err := b.helperJSON(ctx, m, spec, &rep, "apply", "-")
 	return rep, err
 }
 
-// Check returns how the machine differs from spec.
-func (m *Machine) Check(ctx context.Context, butter string, spec helperapi.Spec) ([]helperapi.Drift, error) {
+// Check returns how m differs from spec.
+func (b Butter) Check(ctx context.Context, m *sim.Machine, spec helperapi.Spec) ([]helperapi.Drift, error) {
 	var res helperapi.CheckResult
-	err := m.helperJSON(ctx, butter, spec, &res, "check", "-")
+	err := b.helperJSON(ctx, m, spec, &res, "check", "-")
 	return res.Drift, err
 }
 
-// Facts returns the machine's helper facts.
-func (m *Machine) Facts(ctx context.Context, butter string) (helperapi.Facts, error) {
+// Facts returns m's helper facts.
+func (b Butter) Facts(ctx context.Context, m *sim.Machine) (helperapi.Facts, error) {
 	var f helperapi.Facts
-	err := m.helperJSON(ctx, butter, nil, &f, "facts")
+	err := b.helperJSON(ctx, m, nil, &f, "facts")
 	return f, err
 }
 
-func (m *Machine) helperJSON(ctx context.Context, butter string, in, out any, args ...string) error {
+func (b Butter) helperJSON(ctx context.Context, m *sim.Machine, in, out any, args ...string) error {
 	var stdin []byte
 	if in != nil {
 		var err error
@@ -171,7 +180,7 @@ func (m *Machine) helperJSON(ctx context.Context, butter string, in, out any, ar
 			return fmt.Errorf("helper %s on %s: %w", args[0], m.Name, err)
 		}
 	}
-	data, err := m.Helper(ctx, butter, stdin, args...)
+	data, err := b.Helper(ctx, m, stdin, args...)
 	if err != nil {
 		return err
 	}
@@ -181,26 +190,23 @@ func (m *Machine) helperJSON(ctx context.Context, butter string, in, out any, ar
 	return nil
 }
 
-// Helpers is the butter helper running on every machine of a lab.
+// Helpers are the helper daemons running on every machine of a lab.
 type Helpers struct {
-	// Butter is the butter binary the machines run.
-	Butter string
 	// Specs and Reports are each machine's spec and its first report, by
 	// machine name.
 	Specs   map[string]helperapi.Spec
 	Reports map[string]helperapi.Report
 	// Daemons are the helper daemons, by machine name.
-	Daemons map[string]*Process
+	Daemons map[string]*sim.Process
 }
 
-// StartMesh starts the helper daemon on every machine (logging to
+// StartMesh starts the helper daemon on every machine of l (logging to
 // logs(m), which may be nil), collects the public keys, applies each
 // machine's spec for mesh, and waits until the mesh is up (WaitMesh).
-func (l *Lab) StartMesh(ctx context.Context, butter string, mesh Mesh, logs func(*Machine) io.Writer) (*Helpers, error) {
+func (b Butter) StartMesh(ctx context.Context, l *sim.Lab, mesh Mesh, logs func(*sim.Machine) io.Writer) (*Helpers, error) {
 	h := &Helpers{
-		Butter:  butter,
 		Reports: map[string]helperapi.Report{},
-		Daemons: map[string]*Process{},
+		Daemons: map[string]*sim.Process{},
 	}
 	keys := map[string]string{}
 	var mu sync.Mutex
@@ -212,12 +218,12 @@ func (l *Lab) StartMesh(ctx context.Context, butter string, mesh Mesh, logs func
 			if logs != nil {
 				out = logs(m)
 			}
-			p, err := m.StartHelper(ctx, butter, out)
+			p, err := b.StartHelper(ctx, m, out)
 			if err != nil {
 				errs[i] = err
 				return
 			}
-			key, err := m.PublicKey(ctx, butter)
+			key, err := b.PublicKey(ctx, m)
 			mu.Lock()
 			defer mu.Unlock()
 			h.Daemons[m.Name] = p
@@ -229,7 +235,7 @@ func (l *Lab) StartMesh(ctx context.Context, butter string, mesh Mesh, logs func
 	if err := errors.Join(errs...); err != nil {
 		return h, err
 	}
-	specs, err := l.Specs(mesh, keys)
+	specs, err := Specs(l, mesh, keys)
 	if err != nil {
 		return h, err
 	}
@@ -238,7 +244,7 @@ func (l *Lab) StartMesh(ctx context.Context, butter string, mesh Mesh, logs func
 	// handshake waits out WireGuard's 5 s retry.
 	for i, m := range l.Machines {
 		wg.Go(func() {
-			rep, err := m.Apply(ctx, butter, specs[m.Name])
+			rep, err := b.Apply(ctx, m, specs[m.Name])
 			mu.Lock()
 			defer mu.Unlock()
 			h.Reports[m.Name] = rep
@@ -249,14 +255,15 @@ func (l *Lab) StartMesh(ctx context.Context, butter string, mesh Mesh, logs func
 	if err := errors.Join(errs...); err != nil {
 		return h, err
 	}
-	return h, l.WaitMesh(ctx, butter, mesh)
+	return h, b.WaitMesh(ctx, l, specs)
 }
 
-// WaitMesh waits until every machine reaches every other machine's mesh
-// address (ping drives the WireGuard handshakes) and the helper's facts
-// show a handshake with every peer.
-func (l *Lab) WaitMesh(ctx context.Context, butter string, mesh Mesh) error {
-	ping, err := lookPath("ping")
+// WaitMesh waits until every machine of l reaches every other machine's
+// mesh address (ping drives the WireGuard handshakes) and the helper's
+// facts show a handshake with every peer it reaches directly. specs are
+// the machines' specs, by machine name.
+func (b Butter) WaitMesh(ctx context.Context, l *sim.Lab, specs map[string]helperapi.Spec) error {
+	ping, err := sim.LookPath("ping")
 	if err != nil {
 		return fmt.Errorf("lab %q: wait for the mesh: %w", l.Name, err)
 	}
@@ -264,12 +271,12 @@ func (l *Lab) WaitMesh(ctx context.Context, butter string, mesh Mesh) error {
 	var mu sync.Mutex
 	var errs []error
 	for _, a := range l.Machines {
-		for _, b := range l.Machines {
-			if a == b {
+		for _, o := range l.Machines {
+			if a == o {
 				continue
 			}
 			wg.Go(func() {
-				to := mesh.Addr(b).Addr().String()
+				to := specs[o.Name].Mesh.Address.Addr().String()
 				for {
 					_, err := a.Run(ctx, ping, "-n", "-q", "-c", "1", "-W", "1", to)
 					if err == nil {
@@ -278,7 +285,7 @@ func (l *Lab) WaitMesh(ctx context.Context, butter string, mesh Mesh) error {
 					select {
 					case <-ctx.Done():
 						mu.Lock()
-						errs = append(errs, fmt.Errorf("%s cannot reach %s over the mesh: %v", a.Name, b.Name, err))
+						errs = append(errs, fmt.Errorf("%s cannot reach %s over the mesh: %v", a.Name, o.Name, err))
 						mu.Unlock()
 						return
 					case <-time.After(50 * time.Millisecond):
@@ -292,7 +299,7 @@ func (l *Lab) WaitMesh(ctx context.Context, butter string, mesh Mesh) error {
 		return fmt.Errorf("lab %q: wait for the mesh: %w", l.Name, err)
 	}
 	for _, m := range l.Machines {
-		f, err := m.Facts(ctx, butter)
+		f, err := b.Facts(ctx, m)
 		if err != nil {
 			return fmt.Errorf("lab %q: wait for the mesh: %w", l.Name, err)
 		}
@@ -301,8 +308,14 @@ func (l *Lab) WaitMesh(ctx context.Context, butter string, mesh Mesh) error {
 				errs = append(errs, fmt.Errorf("%s has no handshake with %s", m.Name, p.Name))
 			}
 		}
-		if len(f.Peers) != len(l.Machines)-1 {
-			errs = append(errs, fmt.Errorf("%s has %d peers, want %d", m.Name, len(f.Peers), len(l.Machines)-1))
+		direct := 0
+		for _, p := range specs[m.Name].Peers {
+			if p.Via == "" {
+				direct++
+			}
+		}
+		if len(f.Peers) != direct {
+			errs = append(errs, fmt.Errorf("%s has %d WireGuard peers, want %d", m.Name, len(f.Peers), direct))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

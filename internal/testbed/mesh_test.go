@@ -1,4 +1,4 @@
-package lab
+package testbed
 
 import (
 	"net/netip"
@@ -6,14 +6,15 @@ import (
 	"testing"
 
 	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-func fakeLab(n int) *Lab {
-	l := &Lab{Name: "t", Underlay: DefaultUnderlay}
+func fakeLab(n int) *sim.Lab {
+	l := &sim.Lab{Name: "t", Underlay: sim.DefaultUnderlay}
 	for i := 1; i <= n; i++ {
-		l.Machines = append(l.Machines, &Machine{Name: "m" + string(rune('0'+i)), Index: i, Addr: hostAddr(DefaultUnderlay, i), lab: l})
+		l.Machines = append(l.Machines, &sim.Machine{Name: "m" + string(rune('0'+i)), Index: i, Addr: sim.HostAddr(sim.DefaultUnderlay, i)})
 	}
 	return l
 }
@@ -34,7 +35,7 @@ func TestSpecs(t *testing.T) {
 		{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelVXLAN},
 		{Name: "green", ID: 2, Tunnel: helperapi.TunnelAuto, Peers: []string{"m1", "m3"}},
 	}}
-	specs, err := l.Specs(mesh, keys)
+	specs, err := Specs(l, mesh, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func TestSpecs(t *testing.T) {
 
 func TestSpecsMissingKey(t *testing.T) {
 	l := fakeLab(2)
-	_, err := l.Specs(Mesh{}, map[string]string{"m1": newKey(t)})
+	_, err := Specs(l, Mesh{}, map[string]string{"m1": newKey(t)})
 	if err == nil || !strings.Contains(err.Error(), `machine "m2": no public key`) {
 		t.Errorf("Specs without m2's key: %v, want an error naming m2", err)
 	}
@@ -71,12 +72,12 @@ func TestSpecsMissingKey(t *testing.T) {
 
 func TestSpecsNAT(t *testing.T) {
 	l := fakeLab(1)
-	r := &Router{Name: "r1", Addr: hostAddr(DefaultUnderlay, 254), LAN: hostAddr(DefaultLAN, 1), lab: l}
+	r := &sim.Router{Name: "r1", Addr: sim.HostAddr(sim.DefaultUnderlay, 254), LAN: sim.HostAddr(sim.DefaultLAN, 1)}
 	for j := 1; j <= 2; j++ {
-		l.Machines = append(l.Machines, &Machine{Name: "m" + string(rune('1'+j)), Index: 1 + j, Addr: hostAddr(DefaultLAN, 1+j), Router: r, lab: l})
+		l.Machines = append(l.Machines, &sim.Machine{Name: "m" + string(rune('1'+j)), Index: 1 + j, Addr: sim.HostAddr(sim.DefaultLAN, 1+j), Router: r})
 	}
 	keys := map[string]string{"m1": newKey(t), "m2": newKey(t), "m3": newKey(t)}
-	specs, err := l.Specs(Mesh{}, keys)
+	specs, err := Specs(l, Mesh{}, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
