@@ -17,7 +17,9 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/lab/sim"
 )
 
 // The operator side end to end: the real butter binary, driven through
@@ -26,25 +28,8 @@ import (
 
 func needE2E(t *testing.T) {
 	t.Helper()
-	var why []string
-	if os.Geteuid() != 0 {
-		why = append(why, "needs root to make a lab")
-	}
-	for _, bin := range []string{"/usr/sbin/sshd", "/usr/sbin/libvirtd", "/usr/bin/qemu-system-x86_64", "/usr/sbin/iptables"} {
-		if _, err := os.Stat(bin); err != nil {
-			why = append(why, "needs "+bin)
-		}
-	}
-	if _, err := exec.LookPath("go"); err != nil {
-		why = append(why, "needs the go command")
-	}
-	if len(why) == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true but the end-to-end test cannot run: %s", strings.Join(why, "; "))
-	}
-	t.Skip(strings.Join(why, "; "))
+	testbed.NeedLab(t)
+	testbed.NeedPrograms(t, "/usr/sbin/sshd", "/usr/sbin/libvirtd", "/usr/bin/qemu-system-x86_64", "/usr/sbin/iptables", "go")
 }
 
 type e2e struct {
@@ -83,7 +68,7 @@ func (e *e2e) must(args ...string) string {
 func (e *e2e) onMachine(m string, args ...string) string {
 	e.t.Helper()
 	ns := e.lab.Name + "-" + m
-	full := append([]string{"--net=/run/netns/" + ns, "--mount=" + filepath.Join(lab.StateRoot, e.lab.Name, "ns", m), "--"}, args...)
+	full := append([]string{"--net=/run/netns/" + ns, "--mount=" + filepath.Join(sim.StateRoot, e.lab.Name, "ns", m), "--"}, args...)
 	out, err := exec.CommandContext(e.ctx, "nsenter", full...).CombinedOutput()
 	if err != nil {
 		e.t.Fatalf("on %s: %s: %v: %s", m, strings.Join(args, " "), err, out)
@@ -104,7 +89,11 @@ func TestEndToEnd(t *testing.T) {
 	e := &e2e{t: t, ctx: ctx, butter: bin,
 		env: append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
 			"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=")}
-	const name = "e2e"
+	// A name and an underlay of its own: the host link routes the
+	// underlay in the root namespace.
+	name := testbed.ClaimLab(t, "e2e")
+	underlay := testbed.Underlay(name)
+	addr := func(host int) string { return sim.HostAddr(underlay, host).Addr().String() }
 	t.Cleanup(func() {
 		var cancel context.CancelFunc
 		e.ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
@@ -119,7 +108,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 	start := time.Now()
-	e.must("lab", "up", "--name", name, "--underlay", "10.251.0.0/24", "--machines", "2", "--nat", "1", "--add=false", "--open=false")
+	e.must("lab", "up", "--name", name, "--underlay", underlay.String(), "--machines", "2", "--nat", "1", "--add=false", "--open=false")
 	t.Logf("lab up in %s", time.Since(start))
 	b, err := os.ReadFile(filepath.Join(home, ".config", "butter", "lab-"+name, "lab.json"))
 	if err != nil {
@@ -138,7 +127,7 @@ func TestEndToEnd(t *testing.T) {
 	var m2fp string
 	var kept []string
 	for _, line := range strings.Split(strings.TrimSpace(string(known)), "\n") {
-		if strings.HasPrefix(line, "10.251.0.2 ") {
+		if strings.HasPrefix(line, addr(2)+" ") {
 			_, _, key, _, _, err := ssh.ParseKnownHosts([]byte(line))
 			if err != nil {
 				t.Fatal(err)
@@ -160,21 +149,21 @@ func TestEndToEnd(t *testing.T) {
 		return err
 	}
 	start = time.Now()
-	if err := add("m1", "10.251.0.1", "22"); err != nil {
+	if err := add("m1", addr(1), "22"); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("machine add (fresh, helper upload included) in %s", time.Since(start))
-	err = add("m2", "10.251.0.2", "22")
+	err = add("m2", addr(2), "22")
 	if err == nil || !strings.Contains(err.Error(), "--accept-new-host-key") || !strings.Contains(err.Error(), m2fp) {
 		t.Fatalf("an unknown host key without a terminal: %v, want a refusal showing %s and the flags", err, m2fp)
 	}
-	if err := add("m2", "10.251.0.2", "22", "--host-key", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); err == nil {
+	if err := add("m2", addr(2), "22", "--host-key", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"); err == nil {
 		t.Fatal("a wrong pinned host key was accepted")
 	}
-	if err := add("m2", "10.251.0.2", "22", "--host-key", m2fp); err != nil {
+	if err := add("m2", addr(2), "22", "--host-key", m2fp); err != nil {
 		t.Fatal(err)
 	}
-	if err := add("m3", "10.251.0.254", "2203"); err != nil { // behind the NAT router's port forward
+	if err := add("m3", addr(254), "2203"); err != nil { // behind the NAT router's port forward
 		t.Fatal(err)
 	}
 	var machines []struct {
@@ -250,7 +239,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("console of a1 lacks %s; it showed:\n%s", want, out)
 		}
 	}
-	if !regexp.MustCompile(lab.TinyGuestReady + ` host=a1 addr=10\.61\.0\.11/24 mtu=1370`).MatchString(out) {
+	if !regexp.MustCompile(sim.TinyGuestReady + ` host=a1 addr=10\.61\.0\.11/24 mtu=1370`).MatchString(out) {
 		t.Errorf("the console did not replay a1's boot line; it showed:\n%s", out)
 	}
 

@@ -19,7 +19,8 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
-	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing"
 )
 
@@ -41,40 +42,22 @@ const seconds = 4
 // wireguard-go handles them one MTU-sized packet at a time, like wg0 with
 // its offloads off. Run it once: -benchtime 1x (bench/chain.sh does).
 func BenchmarkChain(b *testing.B) {
-	var why []string
-	if os.Geteuid() != 0 {
-		why = append(why, "needs root to make a lab")
-	}
-	for _, bin := range []string{iperf3Bin, "/usr/bin/ping"} {
-		if _, err := os.Stat(bin); err != nil {
-			why = append(why, "needs "+bin)
-		}
-	}
-	if len(why) > 0 {
-		b.Skip(why)
-	}
+	testbed.NeedLab(b)
+	testbed.NeedPrograms(b, iperf3Bin, "/usr/bin/ping")
 	ctx, cancel := context.WithTimeout(b.Context(), 3*time.Minute)
 	defer cancel()
 
 	dir := b.TempDir()
-	butter := buildButter(b, ctx, dir)
-	l, err := lab.Up(ctx, lab.Config{Name: fmt.Sprintf("bn%04x", os.Getpid()&0xffff), Machines: 3})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := l.Down(context.Background()); err != nil {
-			b.Errorf("lab down: %v", err)
-		}
-	})
+	butter := testbed.Butter{Path: buildButter(b, ctx, dir)}
+	l := testbed.NewLab(b, "bn", sim.Config{Machines: 3})
 	net := helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelAuto}
-	mesh := lab.Mesh{Networks: []helperapi.Network{net}}
+	mesh := testbed.Mesh{Networks: []helperapi.Network{net}}
 	logs, err := os.Create(filepath.Join(dir, "helpers.log"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer logs.Close()
-	h, err := l.StartMesh(ctx, butter, mesh, func(*lab.Machine) io.Writer { return logs })
+	h, err := butter.StartMesh(ctx, l, mesh, func(*sim.Machine) io.Writer { return logs })
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -157,7 +140,7 @@ const ethtoolBin = "/usr/sbin/ethtool"
 
 // setOffloads turns segmentation and receive offloads of the WireGuard
 // device on or off on the machines.
-func setOffloads(b *testing.B, ctx context.Context, onOff string, ms ...*lab.Machine) {
+func setOffloads(b *testing.B, ctx context.Context, onOff string, ms ...*sim.Machine) {
 	b.Helper()
 	for _, m := range ms {
 		if out, err := m.Run(ctx, ethtoolBin, "-K", plumbing.WireGuardName, "tso", onOff, "gso", onOff, "gro", onOff); err != nil {
@@ -169,7 +152,7 @@ func setOffloads(b *testing.B, ctx context.Context, onOff string, ms ...*lab.Mac
 // place is a machine or a probe.
 type place interface {
 	Run(ctx context.Context, name string, args ...string) ([]byte, error)
-	Start(ctx context.Context, out io.Writer, name string, args ...string) (*lab.Process, error)
+	Start(ctx context.Context, out io.Writer, name string, args ...string) (*sim.Process, error)
 }
 
 // result is one iperf3 run: the receiver's bit rate and, when the run
@@ -190,7 +173,7 @@ func (r result) efficiency() float64 { return r.bps / 1e6 / max(r.cpu/r.wall, 1e
 // the bits per second the receiver saw; if via is not nil (the run crosses
 // WireGuard from it), also what via's WireGuard device sent and the CPU
 // time the daemons d1 and d2 spent during the run.
-func measure(b *testing.B, ctx context.Context, what string, client, server place, from, to netip.Addr, via *lab.Machine, d1, d2 int) result {
+func measure(b *testing.B, ctx context.Context, what string, client, server place, from, to netip.Addr, via *sim.Machine, d1, d2 int) result {
 	b.Helper()
 	out := &readyBuffer{ready: make(chan struct{}), marker: []byte("Server listening")}
 	srv, err := server.Start(ctx, out, iperf3Bin, "-s", "-1", "--forceflush", "-B", to.String())
@@ -246,7 +229,7 @@ func measure(b *testing.B, ctx context.Context, what string, client, server plac
 
 // txCounters reads the packets and bytes the machine's WireGuard device
 // has sent: each is one read of wireguard-go from the tun device.
-func txCounters(b *testing.B, ctx context.Context, m *lab.Machine) (pkts, bytes uint64) {
+func txCounters(b *testing.B, ctx context.Context, m *sim.Machine) (pkts, bytes uint64) {
 	b.Helper()
 	dir := "/sys/class/net/" + plumbing.WireGuardName + "/statistics/"
 	out, err := m.Run(ctx, "/bin/cat", dir+"tx_packets", dir+"tx_bytes")

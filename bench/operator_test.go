@@ -16,21 +16,23 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing"
 )
 
-// The operator benchmark's lab: its own name and underlay, so that it
-// never meets another lab (`butter lab up`, a test's) on this box.
 const (
-	opLab    = "opb"
 	opRounds = 5
 	// opNetworkGoal is the issue's goal for a network across three
 	// machines.
 	opNetworkGoal = 2 * time.Second
 )
 
-var opUnderlay = netip.MustParsePrefix("10.254.0.0/24")
+// opLab is the operator benchmark's lab, with a name and an underlay of
+// its own (testbed.ClaimLab, testbed.Underlay), so that it never meets
+// another lab (`butter lab up`, a test's) on this box.
+var opLab string
 
 // BenchmarkOperator times the operator's verbs through the core (package
 // cloud) against a lab cloud of three simulated machines reached over
@@ -71,7 +73,8 @@ func BenchmarkOperator(b *testing.B) {
 	b.Setenv("HOME", home)
 	b.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
 
-	lc, err := lab.StartCloud(ctx, lab.CloudOptions{Name: opLab, Underlay: opUnderlay, Machines: 3, NoAdd: true,
+	opLab = testbed.ClaimLab(b, "opb")
+	lc, err := lab.StartCloud(ctx, lab.CloudOptions{Name: opLab, Underlay: testbed.Underlay(opLab), Machines: 3, NoAdd: true,
 		Butter: butter, Accel: "tcg"}, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -83,7 +86,7 @@ func BenchmarkOperator(b *testing.B) {
 	})
 	conn := lc.Connector(butter)
 	machine := func(name string) cloud.NewMachine {
-		return cloud.NewMachine{Name: name, Address: machineAddr(b, ctx, name).String(), Port: lab.SSHPort,
+		return cloud.NewMachine{Name: name, Address: machineAddr(b, ctx, name).String(), Port: sim.SSHPort,
 			User: "root", Identity: lc.Key, Accel: "tcg"}
 	}
 	m1 := machine("m1")
@@ -304,7 +307,7 @@ func (s *stepTimes) texts() []string {
 // listens.
 func machineAddr(b *testing.B, ctx context.Context, name string) netip.Addr {
 	b.Helper()
-	out, err := exec.CommandContext(ctx, "ip", "-n", opLab+"-"+name, "-4", "-o", "addr", "show", "dev", lab.MachineUplink).Output()
+	out, err := exec.CommandContext(ctx, "ip", "-n", opLab+"-"+name, "-4", "-o", "addr", "show", "dev", sim.MachineUplink).Output()
 	if err != nil {
 		b.Fatalf("address of %s: %v", name, err)
 	}
@@ -326,8 +329,8 @@ func machineAddr(b *testing.B, ctx context.Context, name string) netip.Addr {
 // binaries, so the next add uploads and starts the helper from scratch.
 func freshen(b *testing.B, ctx context.Context, name string) {
 	b.Helper()
-	netns := filepath.Join(lab.NetnsDir, opLab+"-"+name)
-	mntns := filepath.Join(lab.StateRoot, opLab, "ns", name)
+	netns := filepath.Join(sim.NetnsDir, opLab+"-"+name)
+	mntns := filepath.Join(sim.StateRoot, opLab, "ns", name)
 	want, err := os.Stat(netns)
 	if err != nil {
 		b.Fatal(err)

@@ -14,7 +14,8 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
-	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
@@ -36,21 +37,12 @@ func BenchmarkVMCreate(b *testing.B) {
 	defer cancel()
 
 	dir := b.TempDir()
-	butter := buildButter(b, ctx, dir)
-	kernel, initrd, err := lab.TinyGuest(ctx, lab.DefaultCacheDir)
+	butter := testbed.Butter{Path: buildButter(b, ctx, dir), DaemonArgs: []string{"--accel", "tcg"}}
+	kernel, initrd, err := sim.TinyGuest(ctx, sim.DefaultCacheDir)
 	if err != nil {
 		b.Fatal(err)
 	}
-	l, err := lab.Up(ctx, lab.Config{Name: fmt.Sprintf("bv%04x", os.Getpid()&0xffff), Machines: 1,
-		HelperArgs: []string{"--accel", "tcg"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := l.Down(context.Background()); err != nil {
-			b.Errorf("lab down: %v", err)
-		}
-	})
+	l := testbed.NewLab(b, "bv", sim.Config{Machines: 1})
 	m := l.Machines[0]
 	logs, err := os.Create(filepath.Join(dir, "machine.log"))
 	if err != nil {
@@ -61,7 +53,7 @@ func BenchmarkVMCreate(b *testing.B) {
 		b.Fatal(err)
 	}
 	net := helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelVXLAN}
-	h, err := l.StartMesh(ctx, butter, lab.Mesh{Networks: []helperapi.Network{net}}, func(*lab.Machine) io.Writer { return logs })
+	h, err := butter.StartMesh(ctx, l, testbed.Mesh{Networks: []helperapi.Network{net}}, func(*sim.Machine) io.Writer { return logs })
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -112,7 +104,7 @@ func BenchmarkVMCreate(b *testing.B) {
 			b.Fatal(err)
 		}
 		firstLine = append(firstLine, first)
-		up, err := waitLine(ctx, log, lab.TinyGuestReady, begin)
+		up, err := waitLine(ctx, log, sim.TinyGuestReady, begin)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -140,7 +132,7 @@ func BenchmarkVMCreate(b *testing.B) {
 	}
 	row("create -> running (the call returns)", running)
 	row("create -> first console line", firstLine)
-	row("create -> "+lab.TinyGuestReady, ready)
+	row("create -> "+sim.TinyGuestReady, ready)
 	fmt.Fprintf(&out, "  first console line / running: %.1fx; goal of 1 s or less to running: %s\n", mf.Seconds()/mr.Seconds(), goal)
 	b.Log("\n" + out.String())
 }
@@ -178,19 +170,8 @@ func median(ds []time.Duration) time.Duration {
 // root, the programs named, and Debian's kernel.
 func needLab(b *testing.B, programs ...string) {
 	b.Helper()
-	var why []string
-	if os.Geteuid() != 0 {
-		why = append(why, "needs root to make a lab")
-	}
-	for _, bin := range programs {
-		if _, err := os.Stat(bin); err != nil {
-			why = append(why, "needs "+bin)
-		}
-	}
-	if _, err := lab.FindKernel("/"); err != nil {
-		why = append(why, "needs Debian's kernel (linux-image-amd64)")
-	}
-	if len(why) > 0 {
-		b.Skip(why)
-	}
+	testbed.NeedLab(b)
+	testbed.NeedPrograms(b, programs...)
+	_, err := sim.FindKernel("/")
+	testbed.Require(b, err == nil, "needs Debian's kernel (linux-image-amd64)")
 }

@@ -1,9 +1,7 @@
 package cloud
 
 import (
-	"fmt"
 	"net"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,7 +22,7 @@ const Keepalive = 25
 // A machine behind NAT has no endpoint: it peers outwards with a
 // keepalive. Two machines behind NAT cannot reach each other, so they
 // reach each other through a relay: the first reachable machine by name,
-// whose WireGuard device then forwards.
+// whose WireGuard device then forwards. helperapi.Plan does the planning.
 func Specs(inv *inventory.Inventory) (map[string]helperapi.Spec, error) {
 	var joined []inventory.Machine
 	for _, m := range inv.Machines {
@@ -33,65 +31,25 @@ func Specs(inv *inventory.Inventory) (map[string]helperapi.Spec, error) {
 		}
 	}
 	slices.SortFunc(joined, func(a, b inventory.Machine) int { return strings.Compare(a.Name, b.Name) })
-	var relay *inventory.Machine
-	nat := 0
-	for i, m := range joined {
-		if m.NAT {
-			nat++
-		} else if relay == nil {
-			relay = &joined[i]
-		}
-	}
-	if nat >= 2 && relay == nil {
-		return nil, fmt.Errorf("machines behind NAT need a reachable machine to relay between them; add one with a public address or an --endpoint")
-	}
 	port := inv.Mesh.Port
 	if port == 0 {
 		port = inventory.DefaultMeshPort
 	}
-	specs := map[string]helperapi.Spec{}
+	plan := helperapi.MeshPlan{Prefix: inv.Mesh.Prefix, Port: port, Keepalive: Keepalive}
 	for _, m := range joined {
-		s := helperapi.Spec{Mesh: helperapi.Mesh{
-			Address:    netip.PrefixFrom(m.MeshIP, inv.Mesh.Prefix.Bits()),
-			ListenPort: port,
-			Relay:      relay != nil && relay.Name == m.Name && nat >= 2,
-		}}
-		for _, o := range joined {
-			if o.Name == m.Name {
-				continue
-			}
-			p := helperapi.Peer{Name: o.Name, PublicKey: o.PublicKey, MeshIP: o.MeshIP}
-			switch {
-			case m.NAT && o.NAT:
-				p = helperapi.Peer{Name: o.Name, MeshIP: o.MeshIP, Via: relay.Name}
-			case o.NAT:
-				// It reaches out to us; we learn its endpoint from its
-				// handshakes.
-				p.Keepalive = Keepalive
-			default:
-				p.Endpoint = endpoint(o, port)
-				p.Keepalive = Keepalive
-			}
-			s.Peers = append(s.Peers, p)
+		member := helperapi.Member{Name: m.Name, PublicKey: m.PublicKey, MeshIP: m.MeshIP, NAT: m.NAT}
+		if !m.NAT {
+			member.Endpoint = endpoint(m, port)
 		}
-		for _, n := range inv.Networks {
-			if !slices.Contains(n.Machines, m.Name) {
-				continue
-			}
-			pn := helperapi.Network{Name: n.Name, ID: n.ID, Subnet: n.Subnet, Tunnel: n.Tunnel}
-			for _, other := range n.Machines {
-				if other != m.Name && slices.ContainsFunc(joined, func(j inventory.Machine) bool { return j.Name == other }) {
-					pn.Peers = append(pn.Peers, other)
-				}
-			}
-			s.Networks = append(s.Networks, pn)
-		}
-		if err := s.Validate(); err != nil {
-			return nil, fmt.Errorf("spec of machine %q: %w", m.Name, err)
-		}
-		specs[m.Name] = s
+		plan.Members = append(plan.Members, member)
 	}
-	return specs, nil
+	for _, n := range inv.Networks {
+		plan.Networks = append(plan.Networks, helperapi.PlanNetwork{
+			Network:  helperapi.Network{Name: n.Name, ID: n.ID, Subnet: n.Subnet, Tunnel: n.Tunnel},
+			Machines: n.Machines,
+		})
+	}
+	return helperapi.Plan(plan)
 }
 
 // endpoint is where peers reach a machine's WireGuard: its --endpoint, or

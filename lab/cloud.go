@@ -22,11 +22,15 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/remote"
 )
 
 // CloudName is the lab `butter lab up` makes by default.
 const CloudName = "butter"
+
+// DefaultUnderlay is the underlay prefix of a lab cloud unless told.
+var DefaultUnderlay = sim.DefaultUnderlay
 
 // CloudOptions describe a lab cloud.
 type CloudOptions struct {
@@ -97,7 +101,7 @@ func FindCloud(name string) (CloudLab, bool) {
 	if json.Unmarshal(b, &c) != nil {
 		return CloudLab{}, false
 	}
-	if _, err := os.Stat(filepath.Join(StateRoot, c.Name)); err != nil {
+	if _, err := os.Stat(filepath.Join(sim.StateRoot, c.Name)); err != nil {
 		return CloudLab{}, false
 	}
 	return c, true
@@ -116,7 +120,7 @@ func StartCloud(ctx context.Context, o CloudOptions, steps func(cloud.Step)) (_ 
 	if o.Name == "" {
 		o.Name = CloudName
 	}
-	if err := checkName(o.Name); err != nil {
+	if err := sim.CheckName(o.Name); err != nil {
 		return CloudLab{}, err
 	}
 	o.Dir = CloudDir(o.Name)
@@ -133,13 +137,16 @@ func StartCloud(ctx context.Context, o CloudOptions, steps func(cloud.Step)) (_ 
 			steps(cloud.Step{Machine: machine, Text: text})
 		}
 	}
+	if runtime.GOOS != "linux" {
+		return CloudLab{}, errors.New("butter lab simulates machines with Linux network namespaces: run it on Linux")
+	}
 	if os.Geteuid() != 0 {
 		return CloudLab{}, errors.New("butter lab makes network namespaces and runs daemons: run it as root (sudo)")
 	}
 	if _, ok := FindCloud(o.Name); ok {
 		return CloudLab{}, fmt.Errorf("lab %q is up already (%s); `butter lab down` first", o.Name, o.Dir)
 	}
-	_ = Clean(ctx, o.Name) // leftovers of a crashed lab
+	_ = sim.Clean(ctx, o.Name) // leftovers of a crashed lab
 	if err := os.RemoveAll(o.Dir); err != nil {
 		return CloudLab{}, err
 	}
@@ -150,7 +157,7 @@ func StartCloud(ctx context.Context, o CloudOptions, steps func(cloud.Step)) (_ 
 		KnownHosts: filepath.Join(o.Dir, "known_hosts"), Key: filepath.Join(o.Dir, "id_ed25519")}
 
 	say("", fmt.Sprintf("building %d machines (%d behind NAT)", o.Machines+o.NAT, o.NAT))
-	l, err := Up(ctx, Config{Name: o.Name, Machines: o.Machines, NAT: o.NAT, Underlay: o.Underlay})
+	l, err := sim.Up(ctx, sim.Config{Name: o.Name, Machines: o.Machines, NAT: o.NAT, Underlay: o.Underlay})
 	if err != nil {
 		return CloudLab{}, err
 	}
@@ -211,7 +218,7 @@ func StartCloud(ctx context.Context, o CloudOptions, steps func(cloud.Step)) (_ 
 	}
 	say("", "machines up; host link "+host.Addr.String())
 
-	kernel, initrd, err := TinyGuest(ctx, DefaultCacheDir)
+	kernel, initrd, err := sim.TinyGuest(ctx, sim.DefaultCacheDir)
 	if err != nil {
 		return CloudLab{}, err
 	}
@@ -253,15 +260,15 @@ func StopCloud(ctx context.Context, name string) error {
 	if name == "" {
 		name = CloudName
 	}
-	if err := checkName(name); err != nil {
+	if err := sim.CheckName(name); err != nil {
 		return err
 	}
-	err := Clean(ctx, name)
+	err := sim.Clean(ctx, name)
 	// The kernel tears a network namespace down in the background: wait
 	// for the host link to go with it, so that a new lab can take its
 	// name at once.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if _, lerr := net.InterfaceByName(HostLinkName(name)); lerr != nil {
+		if _, lerr := net.InterfaceByName(sim.HostLinkName(name)); lerr != nil {
 			break
 		}
 	}

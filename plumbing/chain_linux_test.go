@@ -20,7 +20,8 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
-	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing"
 )
 
@@ -37,25 +38,10 @@ const (
 // go); with CI=true it fails instead.
 func needChainLab(t *testing.T) {
 	t.Helper()
-	var why []string
-	if os.Geteuid() != 0 {
-		why = append(why, "needs root to make network and mount namespaces")
-	}
-	for _, bin := range []string{pingBin, tcpdumpBin} {
-		if _, err := os.Stat(bin); err != nil {
-			why = append(why, fmt.Sprintf("needs %s (packages iputils-ping, tcpdump)", bin))
-		}
-	}
-	if _, err := goBin(); err != nil {
-		why = append(why, err.Error())
-	}
-	if len(why) == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true but the chain test cannot run: %s", strings.Join(why, "; "))
-	}
-	t.Skip(strings.Join(why, "; "))
+	testbed.NeedLab(t)
+	testbed.NeedPrograms(t, pingBin, tcpdumpBin)
+	_, err := goBin()
+	testbed.Require(t, err == nil, fmt.Sprint(err))
 }
 
 func goBin() (string, error) {
@@ -88,13 +74,13 @@ func buildButter(t *testing.T, ctx context.Context, dir string) string {
 
 // chain is the lab under test.
 type chain struct {
-	lab     *lab.Lab
-	butter  string
-	mesh    lab.Mesh
-	helpers *lab.Helpers
+	lab     *sim.Lab
+	butter  testbed.Butter
+	mesh    testbed.Mesh
+	helpers *testbed.Helpers
 	logs    map[string]*os.File
 	// probes[netIndex][machineIndex], both from 0.
-	probes [][]*lab.Probe
+	probes [][]*sim.Probe
 	mtu    []int // by network index
 }
 
@@ -113,36 +99,21 @@ func probeAddr(n, i int) netip.Prefix {
 
 func TestChain(t *testing.T) {
 	needChainLab(t)
-	begin := time.Now()
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 
 	dir := t.TempDir() // first, so that it goes last
-	c := &chain{butter: buildButter(t, ctx, dir), logs: map[string]*os.File{}}
-	c.mesh = lab.Mesh{Networks: chainNetworks}
+	c := &chain{butter: testbed.Butter{Path: buildButter(t, ctx, dir)}, logs: map[string]*os.File{}}
+	c.mesh = testbed.Mesh{Networks: chainNetworks}
 
-	name := fmt.Sprintf("ch%04x", os.Getpid()&0xffff)
-	start := time.Now()
-	l, err := lab.Up(ctx, lab.Config{Name: name, Machines: 3})
-	if err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
+	l := testbed.NewLab(t, "ch", sim.Config{Machines: 3})
 	c.lab = l
-	t.Cleanup(func() {
-		start := time.Now()
-		if err := l.Down(context.Background()); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-		t.Logf("lab down: %v; whole test %v", time.Since(start).Round(time.Millisecond), time.Since(begin).Round(time.Millisecond))
-	})
 	t.Cleanup(func() {
 		if t.Failed() {
 			c.dumpLogs(t)
 		}
 	})
-	t.Logf("lab up: %v", time.Since(start).Round(time.Millisecond))
-
-	start = time.Now()
+	start := time.Now()
 	for _, m := range l.Machines {
 		f, err := os.Create(filepath.Join(dir, m.Name+".log"))
 		if err != nil {
@@ -151,7 +122,8 @@ func TestChain(t *testing.T) {
 		t.Cleanup(func() { f.Close() })
 		c.logs[m.Name] = f
 	}
-	c.helpers, err = l.StartMesh(ctx, c.butter, c.mesh, func(m *lab.Machine) io.Writer { return c.logs[m.Name] })
+	var err error
+	c.helpers, err = c.butter.StartMesh(ctx, l, c.mesh, func(m *sim.Machine) io.Writer { return c.logs[m.Name] })
 	if err != nil {
 		t.Fatalf("start the mesh: %v", err)
 	}
@@ -163,7 +135,7 @@ func TestChain(t *testing.T) {
 	}
 
 	for n := range chainNetworks {
-		var row []*lab.Probe
+		var row []*sim.Probe
 		for i, m := range l.Machines {
 			p, err := l.AddProbe(ctx, m, plumbing.BridgeName(chainNetworks[n].ID), probeAddr(n, i), c.mtu[n])
 			if err != nil {
@@ -230,7 +202,7 @@ func (c *chain) checkReports(t *testing.T) {
 			c.mtu[n] = nr.MTU
 		}
 	}
-	f, err := c.lab.Machines[0].Facts(context.Background(), c.butter)
+	f, err := c.butter.Facts(context.Background(), c.lab.Machines[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,14 +226,14 @@ func (c *chain) dumpLogs(t *testing.T) {
 }
 
 // ping sends one ping and reports whether a reply came.
-func ping(ctx context.Context, p *lab.Probe, to netip.Addr, args ...string) error {
+func ping(ctx context.Context, p *sim.Probe, to netip.Addr, args ...string) error {
 	argv := append([]string{"-n", "-c", "1", "-W", "1"}, args...)
 	_, err := p.Run(ctx, pingBin, append(argv, to.String())...)
 	return err
 }
 
 // waitPing pings until a reply comes or the deadline passes.
-func waitPing(ctx context.Context, p *lab.Probe, to netip.Addr, within time.Duration) error {
+func waitPing(ctx context.Context, p *sim.Probe, to netip.Addr, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for {
@@ -312,7 +284,7 @@ func (c *chain) testPairs(t *testing.T, ctx context.Context) {
 
 func (c *chain) testIsolation(t *testing.T, ctx context.Context) {
 	// Positive control first: within one network the same /16 works.
-	for _, pair := range [][2]*lab.Probe{{c.probes[0][0], c.probes[0][1]}, {c.probes[1][0], c.probes[1][1]}} {
+	for _, pair := range [][2]*sim.Probe{{c.probes[0][0], c.probes[0][1]}, {c.probes[1][0], c.probes[1][1]}} {
 		if err := waitPing(ctx, pair[0], pair[1].Addr.Addr(), 5*time.Second); err != nil {
 			t.Fatalf("control: %s cannot ping %s on its own network: %v", pair[0].Name, pair[1].Name, err)
 		}
@@ -364,7 +336,7 @@ func (c *chain) testDF(t *testing.T, ctx context.Context) {
 	var wg sync.WaitGroup
 	for n, row := range c.probes {
 		payload := c.mtu[n] - 28 // IPv4 20 + ICMP 8
-		for _, pair := range [][2]*lab.Probe{{row[0], row[1]}, {row[2], row[0]}} {
+		for _, pair := range [][2]*sim.Probe{{row[0], row[1]}, {row[2], row[0]}} {
 			a, b := pair[0], pair[1]
 			wg.Go(func() {
 				if err := ping(ctx, a, b.Addr.Addr(), "-M", "do", "-s", strconv.Itoa(payload)); err != nil {
@@ -386,12 +358,12 @@ func (c *chain) testDF(t *testing.T, ctx context.Context) {
 
 // capture is tcpdump running in the background.
 type capture struct {
-	proc  *lab.Process
+	proc  *sim.Process
 	out   *lineBuffer
 	where string
 }
 
-type starter func(ctx context.Context, out io.Writer, name string, args ...string) (*lab.Process, error)
+type starter func(ctx context.Context, out io.Writer, name string, args ...string) (*sim.Process, error)
 
 // startCapture starts tcpdump on iface and waits until it listens.
 func startCapture(ctx context.Context, where string, start starter, iface, filter string) (*capture, error) {
@@ -462,7 +434,7 @@ func (b *lineBuffer) String() string {
 func (c *chain) testBroadcast(t *testing.T, ctx context.Context) {
 	sender := c.probes[0][0]
 	var caps []*capture
-	var receivers []*lab.Probe
+	var receivers []*sim.Probe
 	for _, row := range c.probes {
 		for _, p := range row {
 			if p == sender {
@@ -502,13 +474,13 @@ func (c *chain) testBroadcast(t *testing.T, ctx context.Context) {
 var wireGuardLine = regexp.MustCompile(`^\d+\.\d+ IP 10\.250\.0\.\d+\.51820 > 10\.250\.0\.\d+\.51820: UDP, length \d+$`)
 
 func (c *chain) testUnderlay(t *testing.T, ctx context.Context) {
-	cp, err := startCapture(ctx, "underlay", c.lab.UnderlayStart, lab.UnderlayBridge, "")
+	cp, err := startCapture(ctx, "underlay", c.lab.UnderlayStart, sim.UnderlayBridge, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Probes talk on both networks, at full size too, and broadcast.
 	for n, row := range c.probes {
-		for _, pair := range [][2]*lab.Probe{{row[0], row[1]}, {row[1], row[2]}, {row[2], row[0]}} {
+		for _, pair := range [][2]*sim.Probe{{row[0], row[1]}, {row[1], row[2]}, {row[2], row[0]}} {
 			if err := ping(ctx, pair[0], pair[1].Addr.Addr(), "-M", "do", "-s", strconv.Itoa(c.mtu[n]-28)); err != nil {
 				t.Errorf("%s -> %s: %v", pair[0].Name, pair[1].Name, err)
 			}
@@ -603,7 +575,7 @@ func (c *chain) testNoFragments(t *testing.T, ctx context.Context) {
 func (c *chain) testIdempotent(t *testing.T, ctx context.Context) {
 	for _, m := range c.lab.Machines {
 		for i := range 10 {
-			rep, err := m.Apply(ctx, c.butter, c.helpers.Specs[m.Name])
+			rep, err := c.butter.Apply(ctx, m, c.helpers.Specs[m.Name])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -611,7 +583,7 @@ func (c *chain) testIdempotent(t *testing.T, ctx context.Context) {
 				t.Errorf("%s: apply #%d of the same spec changed %q", m.Name, i+2, rep.Changes)
 			}
 		}
-		drift, err := m.Check(ctx, c.butter, c.helpers.Specs[m.Name])
+		drift, err := c.butter.Check(ctx, m, c.helpers.Specs[m.Name])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -623,9 +595,9 @@ func (c *chain) testIdempotent(t *testing.T, ctx context.Context) {
 
 func (c *chain) testDrift(t *testing.T, ctx context.Context) {
 	cases := []struct {
-		machine *lab.Machine
+		machine *sim.Machine
 		link    string
-		probe   *lab.Probe // to plug back in when the bridge was made anew
+		probe   *sim.Probe // to plug back in when the bridge was made anew
 	}{
 		{c.lab.Machines[1], plumbing.VXLANName(chainNetworks[0].ID), nil},
 		{c.lab.Machines[2], plumbing.BridgeName(chainNetworks[1].ID), c.probes[1][2]},
@@ -636,7 +608,7 @@ func (c *chain) testDrift(t *testing.T, ctx context.Context) {
 		if _, err := m.Run(ctx, "/usr/sbin/ip", "link", "del", tc.link); err != nil {
 			t.Fatal(err)
 		}
-		drift, err := m.Check(ctx, c.butter, spec)
+		drift, err := c.butter.Check(ctx, m, spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -649,7 +621,7 @@ func (c *chain) testDrift(t *testing.T, ctx context.Context) {
 		if !found {
 			t.Errorf("%s: after deleting %s, check reports %+v, want drift on %s", m.Name, tc.link, drift, tc.link)
 		}
-		rep, err := m.Apply(ctx, c.butter, spec)
+		rep, err := c.butter.Apply(ctx, m, spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -660,7 +632,7 @@ func (c *chain) testDrift(t *testing.T, ctx context.Context) {
 		if _, err := m.Run(ctx, "/usr/sbin/ip", "link", "show", tc.link); err != nil {
 			t.Errorf("%s: %s did not come back: %v", m.Name, tc.link, err)
 		}
-		if drift, err := m.Check(ctx, c.butter, spec); err != nil {
+		if drift, err := c.butter.Check(ctx, m, spec); err != nil {
 			t.Fatal(err)
 		} else if len(drift) != 0 {
 			t.Errorf("%s: check after the repair reports %+v", m.Name, drift)
@@ -704,17 +676,17 @@ func (c *chain) testKilledDaemon(t *testing.T, ctx context.Context) {
 	if _, err := m.Run(ctx, "/usr/sbin/ip", "link", "show", plumbing.WireGuardName); err == nil {
 		t.Logf("%s: %s survived the daemon's death", m.Name, plumbing.WireGuardName)
 	}
-	p, err := m.Start(ctx, c.logs[m.Name], c.butter, "helper", "daemon")
+	p, err := m.Start(ctx, c.logs[m.Name], c.butter.Path, "helper", "daemon")
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.helpers.Daemons[m.Name] = p
-	if err := m.WaitHelper(ctx, c.butter, p); err != nil {
+	if err := c.butter.WaitHelper(ctx, m, p); err != nil {
 		t.Fatal(err)
 	}
 	c.probesPlugged(t, ctx)
 	c.pingAll(t, ctx, 15*time.Second)
-	if drift, err := m.Check(ctx, c.butter, c.helpers.Specs[m.Name]); err != nil {
+	if drift, err := c.butter.Check(ctx, m, c.helpers.Specs[m.Name]); err != nil {
 		t.Fatal(err)
 	} else if len(drift) != 0 {
 		t.Errorf("%s: after the restart check reports %+v", m.Name, drift)
@@ -724,7 +696,7 @@ func (c *chain) testKilledDaemon(t *testing.T, ctx context.Context) {
 func (c *chain) testRestartAll(t *testing.T, ctx context.Context) {
 	var wg sync.WaitGroup
 	errs := make([]error, len(c.lab.Machines))
-	procs := make([]*lab.Process, len(c.lab.Machines))
+	procs := make([]*sim.Process, len(c.lab.Machines))
 	for i, m := range c.lab.Machines {
 		wg.Go(func() {
 			stopCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -733,7 +705,7 @@ func (c *chain) testRestartAll(t *testing.T, ctx context.Context) {
 				errs[i] = err
 				return
 			}
-			procs[i], errs[i] = m.StartHelper(ctx, c.butter, c.logs[m.Name])
+			procs[i], errs[i] = c.butter.StartHelper(ctx, m, c.logs[m.Name])
 		})
 	}
 	wg.Wait()
@@ -745,7 +717,7 @@ func (c *chain) testRestartAll(t *testing.T, ctx context.Context) {
 	}
 	c.probesPlugged(t, ctx)
 	c.pingAll(t, ctx, 15*time.Second)
-	if err := c.lab.WaitMesh(ctx, c.butter, c.mesh); err != nil {
+	if err := c.butter.WaitMesh(ctx, c.lab, c.helpers.Specs); err != nil {
 		t.Error(err)
 	}
 }

@@ -32,7 +32,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/butter-cloud/butter/helperapi"
-	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
@@ -54,18 +55,13 @@ func TestCloudVM(t *testing.T) {
 		t.Skip("boots Debian with cloud-init through libvirt under TCG (~2 min warm, ~5 min cold); not in -short")
 	}
 	needVMLab(t)
-	if missing := lab.CloudImageTools(); len(missing) > 0 {
-		why := "missing " + strings.Join(missing, ", ") + " (see .ci/deps)"
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but the cloud VM test cannot run: %s", why)
-		}
-		t.Skip(why)
-	}
+	missing := testbed.CloudImageTools()
+	testbed.Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	begin := time.Now()
 
-	img, err := lab.BuildCloudImage(ctx, "", cloudVMLog{t, "image: "})
+	img, err := testbed.BuildCloudImage(ctx, "", cloudVMLog{t, "image: "})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,28 +69,21 @@ func TestCloudVM(t *testing.T) {
 
 	dir := t.TempDir()
 	butter := buildButter(t, ctx, dir)
-	l, err := lab.Up(ctx, lab.Config{Name: "cvm", Machines: 1, HelperArgs: []string{"--accel", "tcg"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := testbed.NewLab(t, "cvm", sim.Config{Machines: 1})
 	var logs bytes.Buffer
 	logW := &lockedWriter{mu: new(sync.Mutex), w: &logs}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- libvirtd and helper logs:\n%s", logs.String())
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := l.Down(ctx); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
 	})
 	m := l.Machines[0]
 	if _, err := m.StartLibvirt(ctx, logW); err != nil {
 		t.Fatal(err)
 	}
-	helpers, err := l.StartMesh(ctx, butter, lab.Mesh{Networks: []helperapi.Network{cloudVMNetwork}},
-		func(*lab.Machine) io.Writer { return logW })
+	bin := testbed.Butter{Path: butter, DaemonArgs: []string{"--accel", "tcg"}}
+	helpers, err := bin.StartMesh(ctx, l, testbed.Mesh{Networks: []helperapi.Network{cloudVMNetwork}},
+		func(*sim.Machine) io.Writer { return logW })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +154,7 @@ func TestCloudVM(t *testing.T) {
 	for _, c := range boot.complaints {
 		t.Errorf("cloud-init complained on the console: %s", c)
 	}
-	hostKey, err := lab.GuestHostKey(boot.log)
+	hostKey, err := testbed.GuestHostKey(boot.log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,15 +173,15 @@ func TestCloudVM(t *testing.T) {
 		HostKeyAlgorithms: []string{hostKey.Type()},
 		Timeout:           20 * time.Second,
 	}
-	nsPath := filepath.Join(lab.NetnsDir, probe.Netns())
+	nsPath := filepath.Join(sim.NetnsDir, probe.Netns())
 	target := net.JoinHostPort(address.String(), "22")
-	client, err := lab.DialGuestSSH(ctx, nsPath, target, config, 90*time.Second)
+	client, err := testbed.DialGuestSSH(ctx, nsPath, target, config, 90*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer client.Close()
 
-	guest, err := lab.RunSSH(ctx, client, strings.Join([]string{
+	guest, err := testbed.RunSSH(ctx, client, strings.Join([]string{
 		"hostname", "hostname --fqdn", "id -un",
 		"ip -o -4 addr show dev eth0",
 		"cat /sys/class/net/eth0/mtu",
@@ -260,7 +249,7 @@ type cloudBoot struct {
 
 // waitCloudInit waits until the VM's console log shows cloud-init's
 // "Cloud-init v. … finished" line, and fails early on a kernel panic.
-func waitCloudInit(ctx context.Context, m *lab.Machine, name string, within time.Duration) (cloudBoot, error) {
+func waitCloudInit(ctx context.Context, m *sim.Machine, name string, within time.Duration) (cloudBoot, error) {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	path := filepath.Join(vm.DefaultLogDir, name+".console.log")

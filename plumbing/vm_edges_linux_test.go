@@ -29,7 +29,7 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
-	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing/vm"
 	"golang.org/x/sys/unix"
 )
@@ -117,7 +117,7 @@ func TestVMEdges(t *testing.T) {
 
 	t.Run("events", func(t *testing.T) {
 		// Once its init runs, the tiny guest powers off on the ACPI button.
-		if _, err := v.waitConsoleLog(ctx, m, "keep", lab.TinyGuestReady, 90*time.Second); err != nil {
+		if _, err := v.waitConsoleLog(ctx, m, "keep", sim.TinyGuestReady, 90*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		ev := v.events(t, ctx, m)
@@ -232,7 +232,7 @@ func testCert(t *testing.T) (tls.Certificate, string) {
 
 // listenIn listens on 127.0.0.1 inside m's network namespace: a socket
 // stays in the namespace it was made in.
-func listenIn(t *testing.T, m *lab.Machine) net.Listener {
+func listenIn(t *testing.T, m *sim.Machine) net.Listener {
 	t.Helper()
 	runtime.LockOSThread()
 	self, err := os.Open("/proc/thread-self/ns/net")
@@ -240,7 +240,7 @@ func listenIn(t *testing.T, m *lab.Machine) net.Listener {
 		t.Fatal(err)
 	}
 	defer self.Close()
-	ns, err := os.Open(filepath.Join(lab.NetnsDir, m.Netns()))
+	ns, err := os.Open(filepath.Join(sim.NetnsDir, m.Netns()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func listenIn(t *testing.T, m *lab.Machine) net.Listener {
 
 // leftovers describes what the machine has of VMs: domains, their files,
 // console logs and cached images (with sizes), so that two calls compare.
-func (v *vmLab) leftovers(t *testing.T, ctx context.Context, m *lab.Machine) string {
+func (v *vmLab) leftovers(t *testing.T, ctx context.Context, m *sim.Machine) string {
 	t.Helper()
 	var b strings.Builder
 	for name, i := range v.list(t, ctx, m) {
@@ -291,7 +291,7 @@ type eventStream struct {
 	seen   []helperapi.VMEvent
 }
 
-func (v *vmLab) events(t *testing.T, ctx context.Context, m *lab.Machine) *eventStream {
+func (v *vmLab) events(t *testing.T, ctx context.Context, m *sim.Machine) *eventStream {
 	t.Helper()
 	cmd := m.Command(ctx, v.butter, "helper", "vm", "events")
 	out, err := cmd.StdoutPipe()
@@ -375,7 +375,7 @@ type chainImage struct {
 	FullBackingFilename string `json:"full-backing-filename"`
 }
 
-func backingChain(t *testing.T, ctx context.Context, m *lab.Machine, disk string) []chainImage {
+func backingChain(t *testing.T, ctx context.Context, m *sim.Machine, disk string) []chainImage {
 	t.Helper()
 	// -U: qemu holds the running VM's disk locked.
 	out, err := m.Run(ctx, "/usr/bin/qemu-img", "info", "-U", "--backing-chain", "--output=json", disk)

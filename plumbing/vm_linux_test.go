@@ -17,7 +17,8 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
-	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
@@ -31,45 +32,31 @@ var vmNetwork = helperapi.Network{Name: "blue", ID: 7, Tunnel: helperapi.TunnelV
 func needVMLab(t *testing.T) {
 	t.Helper()
 	needChainLab(t)
-	var why []string
-	for _, bin := range []string{"/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64", "/usr/bin/qemu-img"} {
-		if _, err := os.Stat(bin); err != nil {
-			why = append(why, "needs "+bin+" (packages libvirt-daemon-system, qemu-system-x86, qemu-utils)")
-		}
-	}
-	if _, err := lab.FindKernel("/"); err != nil {
-		why = append(why, "needs Debian's kernel (linux-image-amd64): "+err.Error())
-	}
-	if len(why) == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true but the VM test cannot run: %s", strings.Join(why, "; "))
-	}
-	t.Skip(strings.Join(why, "; "))
+	testbed.NeedPrograms(t, "/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/qemu-system-x86_64", "/usr/bin/qemu-img")
+	_, err := sim.FindKernel("/")
+	testbed.Require(t, err == nil, fmt.Sprintf("needs Debian's kernel (linux-image-amd64): %v", err))
 }
 
 type vmLab struct {
-	*lab.Lab
+	*sim.Lab
 	butter  string
-	helpers *lab.Helpers
+	bin     testbed.Butter // butter, as the helpers run it
+	helpers *testbed.Helpers
 	kernel  string
 	initrd  string
 	logs    map[string]*bytes.Buffer
 	logMu   sync.Mutex
 }
 
-func newVMLab(t *testing.T, ctx context.Context, name string, machines int) *vmLab {
+func newVMLab(t *testing.T, ctx context.Context, prefix string, machines int) *vmLab {
 	dir := t.TempDir()
 	v := &vmLab{butter: buildButter(t, ctx, dir), logs: map[string]*bytes.Buffer{}}
+	v.bin = testbed.Butter{Path: v.butter, DaemonArgs: []string{"--accel", "tcg"}}
 	var err error
-	if v.kernel, v.initrd, err = lab.TinyGuest(ctx, lab.DefaultCacheDir); err != nil {
+	if v.kernel, v.initrd, err = sim.TinyGuest(ctx, sim.DefaultCacheDir); err != nil {
 		t.Fatal(err)
 	}
-	l, err := lab.Up(ctx, lab.Config{Name: name, Machines: machines, HelperArgs: []string{"--accel", "tcg"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := testbed.NewLab(t, prefix, sim.Config{Machines: machines})
 	v.Lab = l
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -79,13 +66,8 @@ func newVMLab(t *testing.T, ctx context.Context, name string, machines int) *vmL
 			}
 			v.logMu.Unlock()
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := l.Down(ctx); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
 	})
-	logOf := func(m *lab.Machine) io.Writer {
+	logOf := func(m *sim.Machine) io.Writer {
 		v.logMu.Lock()
 		defer v.logMu.Unlock()
 		b := &bytes.Buffer{}
@@ -105,7 +87,7 @@ func newVMLab(t *testing.T, ctx context.Context, name string, machines int) *vmL
 			t.Fatal(err)
 		}
 	}
-	v.helpers, err = l.StartMesh(ctx, v.butter, lab.Mesh{Networks: []helperapi.Network{vmNetwork}}, nil)
+	v.helpers, err = v.bin.StartMesh(ctx, l, testbed.Mesh{Networks: []helperapi.Network{vmNetwork}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,11 +106,11 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 }
 
 // helper runs `butter helper ARGS` on machine m.
-func (v *vmLab) helper(ctx context.Context, m *lab.Machine, args ...string) ([]byte, error) {
+func (v *vmLab) helper(ctx context.Context, m *sim.Machine, args ...string) ([]byte, error) {
 	return m.Run(ctx, v.butter, append([]string{"helper"}, args...)...)
 }
 
-func (v *vmLab) createTiny(ctx context.Context, m *lab.Machine, name, addr string, extra ...string) (helperapi.VMInfo, error) {
+func (v *vmLab) createTiny(ctx context.Context, m *sim.Machine, name, addr string, extra ...string) (helperapi.VMInfo, error) {
 	args := append([]string{"vm", "create", name, "--network", vmNetwork.Name, "--address", addr,
 		"--image", "kernel=" + v.kernel + ",initrd=" + v.initrd, "--memory-mib", "128"}, extra...)
 	out, err := v.helper(ctx, m, args...)
@@ -139,7 +121,7 @@ func (v *vmLab) createTiny(ctx context.Context, m *lab.Machine, name, addr strin
 	return info, json.Unmarshal(out, &info)
 }
 
-func (v *vmLab) list(t *testing.T, ctx context.Context, m *lab.Machine) map[string]helperapi.VMInfo {
+func (v *vmLab) list(t *testing.T, ctx context.Context, m *sim.Machine) map[string]helperapi.VMInfo {
 	t.Helper()
 	out, err := v.helper(ctx, m, "vm", "list")
 	if err != nil {
@@ -158,7 +140,7 @@ func (v *vmLab) list(t *testing.T, ctx context.Context, m *lab.Machine) map[stri
 
 // waitConsoleLog waits until the VM's console log has a line containing
 // want, and returns that line.
-func (v *vmLab) waitConsoleLog(ctx context.Context, m *lab.Machine, name, want string, within time.Duration) (string, error) {
+func (v *vmLab) waitConsoleLog(ctx context.Context, m *sim.Machine, name, want string, within time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	path := filepath.Join(vm.DefaultLogDir, name+".console.log")
@@ -178,7 +160,7 @@ func (v *vmLab) waitConsoleLog(ctx context.Context, m *lab.Machine, name, want s
 }
 
 // vmFiles lists the files of VMs on m: disks, seeds and console logs.
-func vmFiles(ctx context.Context, m *lab.Machine) ([]string, error) {
+func vmFiles(ctx context.Context, m *sim.Machine) ([]string, error) {
 	out, err := m.Run(ctx, "/usr/bin/find", vm.DefaultVMsDir, vm.DefaultLogDir, "-type", "f")
 	if err != nil {
 		return nil, err
@@ -195,7 +177,7 @@ type consoleSession struct {
 	done  chan error
 }
 
-func (v *vmLab) attach(ctx context.Context, m *lab.Machine, name string) (*consoleSession, error) {
+func (v *vmLab) attach(ctx context.Context, m *sim.Machine, name string) (*consoleSession, error) {
 	cmd := m.Command(ctx, v.butter, "helper", "vm", "console", name, "--replay", "20")
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -262,15 +244,15 @@ func TestVMs(t *testing.T) {
 		t.Fatalf("create web2: %v", err)
 	}
 	for _, c := range []struct {
-		m    *lab.Machine
+		m    *sim.Machine
 		name string
 		addr string
 	}{{m1, "web1", "10.20.0.11/24"}, {m2, "web2", "10.20.0.12/24"}} {
-		line, err := v.waitConsoleLog(ctx, c.m, c.name, lab.TinyGuestReady, 90*time.Second)
+		line, err := v.waitConsoleLog(ctx, c.m, c.name, sim.TinyGuestReady, 90*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := fmt.Sprintf("%s host=%s addr=%s mtu=1370", lab.TinyGuestReady, c.name, c.addr)
+		want := fmt.Sprintf("%s host=%s addr=%s mtu=1370", sim.TinyGuestReady, c.name, c.addr)
 		if line != want {
 			t.Errorf("%s says %q, want %q: the ip= argument (address, hostname, MTU) did not arrive", c.name, line, want)
 		}
@@ -283,7 +265,7 @@ func TestVMs(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.cmd.Process.Kill()
-		if _, err := s.expect(lab.TinyGuestReady, 10*time.Second); err != nil {
+		if _, err := s.expect(sim.TinyGuestReady, 10*time.Second); err != nil {
 			t.Fatalf("replay of earlier boot lines: %v", err)
 		}
 		// A command across the private network, to the VM on the other
@@ -331,7 +313,7 @@ func TestVMs(t *testing.T) {
 			t.Fatal(err)
 		}
 		v.helpers.Daemons[m1.Name] = nd
-		if err := m1.WaitHelper(ctx, v.butter, nd); err != nil {
+		if err := v.bin.WaitHelper(ctx, m1, nd); err != nil {
 			t.Fatal(err)
 		}
 		got := v.list(t, ctx, m1)["web1"]
@@ -366,7 +348,7 @@ func TestVMs(t *testing.T) {
 
 	t.Run("remove leaves nothing", func(t *testing.T) {
 		for _, c := range []struct {
-			m    *lab.Machine
+			m    *sim.Machine
 			name string
 		}{{m1, "web1"}, {m2, "web2"}} {
 			if out, err := v.helper(ctx, c.m, "vm", "remove", c.name); err != nil {

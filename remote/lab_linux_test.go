@@ -1,16 +1,13 @@
-package remote_test
+package remote
 
 import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,30 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/butter-cloud/butter/lab"
-	. "github.com/butter-cloud/butter/remote"
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
-
-// needRoot skips a test that needs root unless it runs as root; with
-// CI=true it fails instead, so the real-sshd test never silently vanishes.
-func needRoot(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root to build a lab (network and mount namespaces)"
-	} else if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
-		why = "needs OpenSSH's sshd (package openssh-server)"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true but this test cannot run: %s", why)
-	}
-	t.Skip(why)
-}
 
 // buildButter builds butter, or takes $BUTTER_TEST_BINARY (a butter built
 // elsewhere, for running this test while the main package is mid-change).
@@ -70,25 +48,17 @@ func buildButter(t *testing.T, ctx context.Context) string {
 // systemd), call Facts over the serve session, reconnect after the SSH
 // connection drops, run a console session, and import an image.
 func TestRealSSHD(t *testing.T) {
-	needRoot(t)
+	testbed.NeedLab(t)
+	testbed.NeedPrograms(t, "/usr/sbin/sshd")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	butter := buildButter(t, ctx) // before isolate: it moves HOME
 	home := t.TempDir()
 	t.Setenv("HOME", home)
 	t.Setenv("SSH_AUTH_SOCK", "")
-	name := fmt.Sprintf("rs%04x", os.Getpid()&0xffff)
 	// An underlay of its own: the host link routes it in the root namespace.
-	underlay := netip.MustParsePrefix(fmt.Sprintf("10.252.%d.0/24", os.Getpid()&0xff))
-	l, err := lab.Up(ctx, lab.Config{Name: name, Machines: 1, Underlay: underlay})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.Down(context.Background()); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
+	name := testbed.ClaimLab(t, "rs")
+	l := testbed.UpLab(t, sim.Config{Name: name, Machines: 1, Underlay: testbed.Underlay(name)})
 	if _, err := l.AddHostLink(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +127,7 @@ func TestRealSSHD(t *testing.T) {
 
 	mode, err := c.StartDaemon(ctx, h, DaemonOptions{})
 	if err != nil {
-		log, _ := m.Run(ctx, "/bin/cat", SupervisedLog)
+		log, _ := m.Run(ctx, "/bin/cat", supervisedLog)
 		t.Fatalf("start daemon: %v\nlog:\n%s", err, log)
 	}
 	if mode != DaemonSupervised {
@@ -178,12 +148,14 @@ func TestRealSSHD(t *testing.T) {
 		t.Fatal(err)
 	}
 	facts, err := cl.Facts(ctx)
-	if err != nil || facts.Uplink != lab.MachineUplink {
+	if err != nil || facts.Uplink != sim.MachineUplink {
 		t.Fatalf("facts: %+v, %v", facts, err)
 	}
 
 	// The SSH connection drops: the next call dials again.
-	DropConnection(mc)
+	mc.mu.Lock()
+	mc.ssh.conn.Close() // as a network failure would
+	mc.mu.Unlock()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		cl, err := mc.Client(ctx)
@@ -233,9 +205,4 @@ func TestRealSSHD(t *testing.T) {
 		t.Fatal("an image with a wrong checksum was imported")
 	}
 	t.Logf("wrong checksum: %v", err)
-}
-
-func sum(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }

@@ -2,7 +2,7 @@ package tui
 
 import (
 	"context"
-	"net"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
 )
 
 // TestTmuxAgainstLab drives the built binary in a real terminal (tmux)
@@ -21,10 +24,7 @@ import (
 func TestTmuxAgainstLab(t *testing.T) {
 	skip := func(format string, a ...any) {
 		t.Helper()
-		if os.Getenv("CI") == "true" {
-			t.Fatalf(format, a...)
-		}
-		t.Skipf(format, a...)
+		testbed.Require(t, false, fmt.Sprintf(format, a...))
 	}
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 		skip("needs Linux and root for `butter lab up`")
@@ -38,10 +38,8 @@ func TestTmuxAgainstLab(t *testing.T) {
 	// A lab of its own (name and underlay), so it never meets the user's
 	// lab or another test's; its machines are left out of the inventory,
 	// to be added through the form.
-	const labName = "tui"
-	if _, err := net.InterfaceByName("blab-" + labName); err == nil {
-		skip("lab %q is already up on this computer; this test needs its own", labName)
-	}
+	labName := testbed.ClaimLab(t, "tui")
+	underlay := testbed.Underlay(labName)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "butter")
 	build := exec.Command("go", "build", "-o", bin, ".")
@@ -54,7 +52,7 @@ func TestTmuxAgainstLab(t *testing.T) {
 	env := append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+config, "BUTTER_INVENTORY=", "SSH_AUTH_SOCK=")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	up := exec.CommandContext(ctx, bin, "lab", "up", "--name", labName, "--underlay", "10.253.0.0/24",
+	up := exec.CommandContext(ctx, bin, "lab", "up", "--name", labName, "--underlay", underlay.String(),
 		"--machines", "2", "--add=false", "--demo=false", "--open=false")
 	up.Env = env
 	if out, err := up.CombinedOutput(); err != nil {
@@ -142,7 +140,7 @@ func TestTmuxAgainstLab(t *testing.T) {
 	wait("Add a machine", 10*time.Second)
 	typ("m1")
 	keys("Enter")
-	typ("10.253.0.1")
+	typ(sim.HostAddr(underlay, 1).Addr().String())
 	keys("Enter", "Enter", "Enter") // address; user (root) and port (22) as proposed
 	wait("SSH key", 10*time.Second)
 	selectItem(filepath.Join(home, ".ssh", "id_ed25519"), "the SSH key menu")

@@ -13,7 +13,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -29,7 +28,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing/cloudinit"
 )
 
@@ -41,43 +41,24 @@ const (
 	bootTimeout = 5 * time.Minute
 )
 
-// requireOrSkip skips the test, or fails it in CI (CI=true), where the
-// requirement is part of the setup.
-func requireOrSkip(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI: %s", why)
-	}
-	t.Skip(why)
-}
-
 func TestBootCloudInit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a Debian guest under qemu TCG (~1.5 min warm, ~4.5 min cold); not in -short")
 	}
-	if os.Geteuid() != 0 {
-		requireOrSkip(t, "needs root: debootstrap, network namespaces, tap devices")
-	}
-	var missing []string
-	for _, p := range []string{"qemu-system-x86_64", "qemu-img", "ip", "nsenter"} {
-		if _, err := lookPath(p); err != nil {
-			missing = append(missing, p)
-		}
-	}
-	missing = append(missing, lab.CloudImageTools()...)
+	testbed.NeedRoot(t) // debootstrap, network namespaces, tap devices
+	testbed.NeedPrograms(t, "qemu-system-x86_64", "qemu-img", "ip", "nsenter")
+	missing := testbed.CloudImageTools()
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		missing = append(missing, "/dev/net/tun")
 	}
-	if len(missing) > 0 {
-		requireOrSkip(t, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
-	}
+	testbed.Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
 
 	start := time.Now()
-	img, err := lab.BuildCloudImage(ctx, "", logWriter{t, "build: "})
+	img, err := testbed.BuildCloudImage(ctx, "", logWriter{t, "build: "})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +156,7 @@ func TestBootCloudInit(t *testing.T) {
 		}
 	}
 
-	hostKey, err := lab.GuestHostKey(console.String())
+	hostKey, err := testbed.GuestHostKey(console.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +176,7 @@ func TestBootCloudInit(t *testing.T) {
 	}
 	guest := net.JoinHostPort(seed.NIC.Address.Addr().String(), "22")
 	sshStart := time.Now()
-	client, err := lab.DialGuestSSH(ctx, "/run/netns/"+netns, guest, config, 90*time.Second)
+	client, err := testbed.DialGuestSSH(ctx, "/run/netns/"+netns, guest, config, 90*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +184,7 @@ func TestBootCloudInit(t *testing.T) {
 	t.Logf("ssh %s@%s: logged in after %s", seed.User, guest, time.Since(sshStart).Round(100*time.Millisecond))
 
 	iface := seed.NIC.Name
-	out, err := lab.RunSSH(ctx, client, strings.Join([]string{
+	out, err := testbed.RunSSH(ctx, client, strings.Join([]string{
 		"hostname", "hostname --fqdn", "id -un",
 		"ip -o -4 addr show dev " + iface,
 		"cat /sys/class/net/" + iface + "/mtu",
@@ -261,8 +242,8 @@ type guest struct {
 // test ends.
 func startGuest(ctx context.Context, t *testing.T, netns string, args []string) *guest {
 	t.Helper()
-	nsenter, _ := lookPath("nsenter")
-	qemu, _ := lookPath("qemu-system-x86_64")
+	nsenter, _ := sim.LookPath("nsenter")
+	qemu, _ := sim.LookPath("qemu-system-x86_64")
 	cmd := exec.Command(nsenter, append([]string{"--net=/run/netns/" + netns, "--", qemu}, args...)...)
 	cmd.WaitDelay = 2 * time.Second
 	pr, pw := io.Pipe()
@@ -319,27 +300,13 @@ func startGuest(ctx context.Context, t *testing.T, netns string, args []string) 
 // run runs a command and fails the test if it fails.
 func run(ctx context.Context, t *testing.T, name string, args ...string) {
 	t.Helper()
-	prog, err := lookPath(name)
+	prog, err := sim.LookPath(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.CommandContext(ctx, prog, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
 	}
-}
-
-// lookPath finds name on PATH or in the system folders a root shell has
-// but a test's environment may lack.
-func lookPath(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
-		if p, err := exec.LookPath(filepath.Join(dir, name)); err == nil {
-			return p, nil
-		}
-	}
-	return "", errors.New(name + ": not found")
 }
 
 func randomHex(t *testing.T, n int) string {

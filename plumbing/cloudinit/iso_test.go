@@ -15,6 +15,9 @@ import (
 	"time"
 	"unicode/utf16"
 
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
+
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
 	"github.com/google/go-cmp/cmp"
 )
@@ -164,13 +167,8 @@ func readISOTree(img []byte, sector int) (map[string][]byte, error) {
 // TestISOBlkid asks util-linux's blkid (what cloud-init asks) for the label
 // of the image file.
 func TestISOBlkid(t *testing.T) {
-	blkid, err := exec.LookPath("blkid")
-	if err != nil {
-		blkid = "/usr/sbin/blkid"
-	}
-	if _, err := os.Stat(blkid); err != nil {
-		requireOrSkip(t, "blkid (util-linux) not found")
-	}
+	testbed.NeedPrograms(t, "blkid")
+	blkid, _ := sim.LookPath("blkid")
 	_, _, img := seedISO(t)
 	path := filepath.Join(t.TempDir(), "cidata.iso")
 	if err := os.WriteFile(path, img, 0o644); err != nil {
@@ -195,9 +193,7 @@ func TestISOBlkid(t *testing.T) {
 // CI; the real cloud-init tier (boot_linux_test.go) mounts the seed with
 // Debian's kernel instead.
 func TestISOMount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		requireOrSkip(t, "mounting needs root")
-	}
+	testbed.NeedRoot(t)
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skip("no /dev/loop-control: loop devices are unavailable here")
 	}
@@ -273,14 +269,4 @@ func stringMap(m map[string][]byte) map[string]string {
 		out[k] = string(v)
 	}
 	return out
-}
-
-// requireOrSkip skips the test, or fails it in CI (CI=true), where the
-// requirement is part of the setup.
-func requireOrSkip(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI: %s", why)
-	}
-	t.Skip(why)
 }

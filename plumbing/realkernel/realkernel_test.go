@@ -20,7 +20,8 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
-	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
 )
 
 func TestMain(m *testing.M) {
@@ -62,12 +63,7 @@ func needImage(t *testing.T) image {
 			t.Logf("guest image ready in %.1fs: %s + %s", time.Since(start).Seconds(), imageVal.vmlinux, imageVal.initrd)
 		}
 	})
-	if imageSkip != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true, and the real-kernel tier cannot run: %s", imageSkip)
-		}
-		t.Skipf("real-kernel tier: %s", imageSkip)
-	}
+	testbed.Require(t, imageSkip == "", "real-kernel tier: "+imageSkip)
 	if imageErr != nil {
 		t.Fatalf("guest image: %v", imageErr)
 	}
@@ -84,11 +80,11 @@ func buildImage(ctx context.Context) (image, string, error) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		missing = append(missing, "qemu-system-x86_64 (apt-get install qemu-system-x86)")
 	}
-	k, err := lab.FindKernel("/")
+	k, err := sim.FindKernel("/")
 	if err != nil {
 		missing = append(missing, "Debian's kernel (apt-get install linux-image-amd64): "+err.Error())
 	}
-	var mods []lab.Module
+	var mods []sim.Module
 	if err == nil {
 		if mods, err = k.Modules(guestModules...); err != nil {
 			missing = append(missing, "the kernel's modules: "+err.Error())
@@ -98,7 +94,7 @@ func buildImage(ctx context.Context) (image, string, error) {
 		return image{}, "needs " + strings.Join(missing, "; "), nil
 	}
 
-	vmlinux, err := k.Vmlinux(ctx, lab.DefaultCacheDir)
+	vmlinux, err := k.Vmlinux(ctx, sim.DefaultCacheDir)
 	if err != nil {
 		return image{}, "", err
 	}
@@ -106,7 +102,7 @@ func buildImage(ctx context.Context) (image, string, error) {
 	if err != nil {
 		return image{}, "", err
 	}
-	var r lab.Initramfs
+	var r sim.Initramfs
 	var order []string
 	errs := []error{
 		r.AddCharDevice("dev/console", 5, 1, 0o600),
@@ -120,7 +116,7 @@ func buildImage(ctx context.Context) (image, string, error) {
 	if err := errors.Join(errs...); err != nil {
 		return image{}, "", err
 	}
-	initrd, err := r.Cached(ctx, lab.DefaultCacheDir, 4)
+	initrd, err := r.Cached(ctx, sim.DefaultCacheDir, 4)
 	if err != nil {
 		return image{}, "", err
 	}
@@ -242,7 +238,7 @@ func TestThreeMachinesNoLoop(t *testing.T) {
 // machine is the host's view of one guest.
 type machine struct {
 	name     string
-	guest    *lab.Guest
+	guest    *testbed.Guest
 	pub      string
 	firstAt  time.Duration // first line from /init
 	pubAt    time.Duration
@@ -254,7 +250,7 @@ type machine struct {
 
 type event struct {
 	i      int
-	line   lab.SerialLine
+	line   testbed.SerialLine
 	closed bool
 }
 
@@ -265,7 +261,7 @@ func run(t *testing.T, img image, sc scenario) {
 	ctx, cancel := context.WithTimeout(t.Context(), sc.timeout)
 	defer cancel()
 	port := 20000 + rand.IntN(40000)
-	hub := &lab.SocketNetwork{Port: port}
+	hub := &testbed.SocketNetwork{Port: port}
 
 	ms := make([]*machine, sc.machines)
 	events := make(chan event)
@@ -273,7 +269,7 @@ func run(t *testing.T, img image, sc scenario) {
 	for i := range ms {
 		m := &machine{name: machineName(i), passed: map[string]string{}, failed: map[string]string{}}
 		ms[i] = m
-		g, err := lab.StartGuest(ctx, lab.GuestOptions{
+		g, err := testbed.StartGuest(ctx, testbed.GuestOptions{
 			Name:   m.name,
 			Kernel: img.vmlinux,
 			Initrd: img.initrd,

@@ -1,4 +1,4 @@
-package lab
+package sim
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ var lookTools = sync.OnceValues(func() (tools, error) {
 		{&t.umount, "umount", "mount"},
 		{&t.sh, "sh", "dash"},
 	} {
-		path, err := lookPath(p.name)
+		path, err := LookPath(p.name)
 		if err != nil {
 			missing = append(missing, fmt.Sprintf("%s (package %s)", p.name, p.pkg))
 			continue
@@ -45,9 +45,9 @@ var lookTools = sync.OnceValues(func() (tools, error) {
 	return t, nil
 })
 
-// lookPath finds name on PATH or in the system folders that a root shell
+// LookPath finds name on PATH or in the system folders that a root shell
 // has but a test's environment may lack.
-func lookPath(name string) (string, error) {
+func LookPath(name string) (string, error) {
 	if p, err := exec.LookPath(name); err == nil {
 		return filepath.Abs(p)
 	}
@@ -72,9 +72,9 @@ func absProgram(name string) string {
 	return name
 }
 
-// output runs cmd and returns its standard output; the error names the
+// Output runs cmd and returns its standard output; the error names the
 // command line and carries what it printed on standard error.
-func output(cmd *exec.Cmd) ([]byte, error) {
+func Output(cmd *exec.Cmd) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	if cmd.Stdout == nil {
 		cmd.Stdout = &stdout
@@ -97,7 +97,7 @@ func output(cmd *exec.Cmd) ([]byte, error) {
 
 // ip runs one iproute2 command from the root namespace.
 func (t tools) runIP(ctx context.Context, args ...string) error {
-	_, err := output(exec.CommandContext(ctx, t.ip, args...))
+	_, err := Output(exec.CommandContext(ctx, t.ip, args...))
 	return err
 }
 
@@ -115,4 +115,11 @@ func (t tools) nsCommand(ctx context.Context, netns, mntns, name string, args ..
 		nsenter = "nsenter" // lookTools failed; the error shows when it runs
 	}
 	return exec.CommandContext(ctx, nsenter, argv...)
+}
+
+// CheckTools reports the programs Up needs that this machine lacks, with
+// the packages that have them.
+func CheckTools() error {
+	_, err := lookTools()
+	return err
 }

@@ -1,4 +1,4 @@
-package lab
+package sim
 
 import (
 	"net/netip"
@@ -112,9 +112,9 @@ func TestHostAddr(t *testing.T) {
 		{"192.168.7.8/29", 3, "192.168.7.11/29"},
 	}
 	for _, tt := range tests {
-		got := hostAddr(netip.MustParsePrefix(tt.prefix), tt.n)
+		got := HostAddr(netip.MustParsePrefix(tt.prefix), tt.n)
 		if got.String() != tt.want {
-			t.Errorf("hostAddr(%s, %d) = %s, want %s", tt.prefix, tt.n, got, tt.want)
+			t.Errorf("HostAddr(%s, %d) = %s, want %s", tt.prefix, tt.n, got, tt.want)
 		}
 	}
 }
@@ -146,8 +146,8 @@ func TestMountPoints(t *testing.T) {
 42 22 0:51 / /mnt/with\040space rw - tmpfs tmpfs rw
 `
 	want := []string{"/", "/proc", "/run/netns", "/run/netns/x-m1", "/mnt/with space"}
-	if diff := cmp.Diff(want, mountPoints(info)); diff != "" {
-		t.Errorf("mountPoints() mismatch (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, MountPoints(info)); diff != "" {
+		t.Errorf("MountPoints() mismatch (-want +got):\n%s", diff)
 	}
 }
 

@@ -1,4 +1,4 @@
-package lab
+package sim_test
 
 import (
 	"context"
@@ -6,58 +6,23 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
 )
 
-// needRoot skips a test that makes namespaces unless it runs as root; in
-// CI (CI=true) it fails instead, so that a lab test never silently
-// vanishes there.
-func needRoot(t *testing.T) {
+func upLab(t *testing.T, prefix string, cfg sim.Config) *sim.Lab {
 	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "needs root to make network and mount namespaces"
-	} else if _, err := lookTools(); err != nil {
-		why = err.Error()
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true but the lab cannot run: %s", why)
-	}
-	t.Skip(why)
-}
-
-// testName makes a lab name unique to this run.
-func testName(prefix string) string {
-	return fmt.Sprintf("%s%04x", prefix, os.Getpid()&0xffff)
-}
-
-func upLab(t *testing.T, cfg Config) *Lab {
-	t.Helper()
-	start := time.Now()
-	l, err := Up(t.Context(), cfg)
-	if err != nil {
-		t.Fatalf("Up: %v", err)
-	}
-	t.Logf("Up %d machines: %v", cfg.Machines, time.Since(start).Round(time.Millisecond))
-	t.Cleanup(func() {
-		start := time.Now()
-		if err := l.Down(context.Background()); err != nil {
-			t.Errorf("Down: %v", err)
-		}
-		t.Logf("Down: %v", time.Since(start).Round(time.Millisecond))
-	})
-	return l
+	return testbed.NewLab(t, prefix, cfg)
 }
 
 func TestLabMachines(t *testing.T) {
-	needRoot(t)
 	ctx := t.Context()
-	l := upLab(t, Config{Name: testName("lm"), Machines: 3})
+	l := upLab(t, "lm", sim.Config{Machines: 3})
 
 	// Underlay: every machine reaches every other.
 	for _, a := range l.Machines {
@@ -120,21 +85,20 @@ func TestLabMachines(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range out {
-		if e.Name() == UnderlayBridge || strings.HasPrefix(e.Name(), "prb") {
+		if e.Name() == sim.UnderlayBridge || strings.HasPrefix(e.Name(), "prb") {
 			t.Errorf("lab link %s is in the root namespace", e.Name())
 		}
 	}
 }
 
 func TestLabProbes(t *testing.T) {
-	needRoot(t)
 	ctx := t.Context()
-	l := upLab(t, Config{Name: testName("lp"), Machines: 2})
+	l := upLab(t, "lp", sim.Config{Machines: 2})
 	m1, m2 := l.Machine("m1"), l.Machine("m2")
 
 	// A bridge on each machine, joined over the underlay by a VXLAN, with
 	// two probes on m1 and one on m2: a stand-in for the helper's chain.
-	for _, m := range []*Machine{m1, m2} {
+	for _, m := range []*sim.Machine{m1, m2} {
 		other := m2
 		if m == m2 {
 			other = m1
@@ -162,7 +126,7 @@ func TestLabProbes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, pair := range [][2]*Probe{{p1, p2}, {p1, p3}, {p3, p2}} {
+	for _, pair := range [][2]*sim.Probe{{p1, p2}, {p1, p3}, {p3, p2}} {
 		if _, err := pair[0].Run(ctx, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", pair[1].Addr.Addr().String()); err != nil {
 			t.Errorf("probe %s cannot ping %s: %v", pair[0].Name, pair[1].Name, err)
 		}
@@ -188,9 +152,8 @@ func TestLabProbes(t *testing.T) {
 }
 
 func TestLabProcess(t *testing.T) {
-	needRoot(t)
 	ctx := t.Context()
-	l := upLab(t, Config{Name: testName("lq"), Machines: 1})
+	l := upLab(t, "lq", sim.Config{Machines: 1})
 	m := l.Machine("m1")
 
 	p, err := m.Start(ctx, nil, "sleep", "300")
@@ -204,7 +167,7 @@ func TestLabProcess(t *testing.T) {
 	if got := strings.TrimSpace(string(comm)); got != "sleep" {
 		t.Errorf("PID %d is %q, want the program itself (sleep)", p.PID(), got)
 	}
-	for _, ns := range []struct{ kind, file string }{{"net", netnsPath(m.Netns())}, {"mnt", m.MountNS}} {
+	for _, ns := range []struct{ kind, file string }{{"net", filepath.Join(sim.NetnsDir, m.Netns())}, {"mnt", m.MountNS}} {
 		a, err := os.Stat(fmt.Sprintf("/proc/%d/ns/%s", p.PID(), ns.kind))
 		if err != nil {
 			t.Fatal(err)
@@ -245,14 +208,14 @@ func TestLabProcess(t *testing.T) {
 }
 
 func TestLabCleanAfterCrash(t *testing.T) {
-	needRoot(t)
+	testbed.NeedLab(t)
 	ctx := t.Context()
-	name := testName("lc")
-	l, err := Up(ctx, Config{Name: name, Machines: 2})
+	name := testbed.ClaimLab(t, "lc")
+	l, err := sim.Up(ctx, sim.Config{Name: name, Machines: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = Clean(context.Background(), name) })
+	t.Cleanup(func() { _ = sim.Clean(context.Background(), name) })
 	if _, err := l.AddProbe(ctx, l.Machine("m1"), "nosuchbr", netip.MustParsePrefix("10.1.0.1/24"), 1500); err == nil {
 		t.Error("AddProbe onto a missing bridge succeeded")
 	}
@@ -260,39 +223,37 @@ func TestLabCleanAfterCrash(t *testing.T) {
 	if _, err := l.Machine("m2").Start(ctx, nil, "sleep", "300"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Up(ctx, Config{Name: name, Machines: 1}); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if _, err := sim.Up(ctx, sim.Config{Name: name, Machines: 1}); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Errorf("Up over a live lab: %v, want an 'already exists' error", err)
 	}
 
-	if err := Clean(ctx, name); err != nil {
+	if err := sim.Clean(ctx, name); err != nil {
 		t.Fatalf("Clean: %v", err)
 	}
-	left, err := leftovers(name)
+	left, err := sim.Leftovers(name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(left) > 0 {
 		t.Errorf("after Clean, left: %v", left)
 	}
-	if mounted(filepath.Join(StateRoot, name)) {
-		t.Errorf("after Clean, %s is still mounted", filepath.Join(StateRoot, name))
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dir := filepath.Join(sim.StateRoot, name); slices.Contains(sim.MountPoints(string(mountinfo)), dir) {
+		t.Errorf("after Clean, %s is still mounted", dir)
 	}
 	// Clean is tolerant of a lab that is already gone.
-	if err := Clean(ctx, name); err != nil {
+	if err := sim.Clean(ctx, name); err != nil {
 		t.Errorf("second Clean: %v", err)
 	}
 }
 
 func TestLabNAT(t *testing.T) {
-	needRoot(t)
-	if _, err := lookPath("iptables"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %v", err)
-		}
-		t.Skip(err)
-	}
+	testbed.NeedPrograms(t, "iptables")
 	ctx := t.Context()
-	l := upLab(t, Config{Name: testName("ln"), Machines: 1, NAT: 2})
+	l := upLab(t, "ln", sim.Config{Machines: 1, NAT: 2})
 	m1, m2, m3 := l.Machine("m1"), l.Machine("m2"), l.Machine("m3")
 	if m2.Router == nil || m3.Router == nil || m1.Router != nil {
 		t.Fatalf("routers: m1 %v, m2 %v, m3 %v; want m2 and m3 behind NAT", m1.Router, m2.Router, m3.Router)

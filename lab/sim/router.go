@@ -1,4 +1,4 @@
-package lab
+package sim
 
 import (
 	"context"
@@ -38,7 +38,7 @@ func (r *Router) Command(ctx context.Context, name string, args ...string) *exec
 
 // Run runs name in the router and returns its standard output.
 func (r *Router) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
-	out, err := output(r.Command(ctx, name, args...))
+	out, err := Output(r.Command(ctx, name, args...))
 	if err != nil {
 		return out, fmt.Errorf("on router %s: %w", r.Name, err)
 	}
@@ -52,7 +52,7 @@ func (r *Router) Start(ctx context.Context, out io.Writer, name string, args ...
 
 func (l *Lab) makeRouter(ctx context.Context, r *Router) error {
 	wrap := func(err error) error { return fmt.Errorf("lab %q router %s: %w", l.Name, r.Name, err) }
-	iptables, err := lookPath("iptables")
+	iptables, err := LookPath("iptables")
 	if err != nil {
 		return wrap(fmt.Errorf("machines behind NAT need iptables (package iptables): %w", err))
 	}
@@ -87,7 +87,7 @@ func (l *Lab) makeRouter(ctx context.Context, r *Router) error {
 // to:toPort on its LAN, as a port forward on a home router does (the lab's
 // operator reaches machines behind NAT over SSH this way).
 func (r *Router) ForwardPort(ctx context.Context, port int, to netip.Addr, toPort int) error {
-	iptables, err := lookPath("iptables")
+	iptables, err := LookPath("iptables")
 	if err != nil {
 		return err
 	}

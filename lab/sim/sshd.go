@@ -1,4 +1,4 @@
-package lab
+package sim
 
 import (
 	"bytes"
@@ -27,7 +27,7 @@ const SSHPort = 22
 // down; its log is /run/butter-lab-sshd/sshd.log inside the machine.
 func (m *Machine) StartSSHD(ctx context.Context, authorizedKeys []byte) (hostKey ssh.PublicKey, port int, err error) {
 	wrap := func(err error) error { return fmt.Errorf("lab %q machine %s: sshd: %w", m.lab.Name, m.Name, err) }
-	sshd, err := lookPath("sshd")
+	sshd, err := LookPath("sshd")
 	if err != nil {
 		return nil, 0, wrap(fmt.Errorf("%w (package openssh-server)", err))
 	}
@@ -72,7 +72,7 @@ LogLevel VERBOSE
 	for _, f := range files {
 		cmd := m.Command(ctx, "/bin/sh", "-c", `umask 077 && cat > "$1"`, "sh", sshdDir+"/"+f.name)
 		cmd.Stdin = bytes.NewReader(f.data)
-		if _, err := output(cmd); err != nil {
+		if _, err := Output(cmd); err != nil {
 			return nil, 0, wrap(err)
 		}
 	}

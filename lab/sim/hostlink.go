@@ -1,4 +1,4 @@
-package lab
+package sim
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func HostLinkName(name string) string { return "blab-" + name }
 // underlay prefix can have one, since the root namespace routes the
 // prefix to it.
 func (l *Lab) AddHostLink(ctx context.Context) (_ *HostLink, err error) {
-	h := &HostLink{Name: HostLinkName(l.Name), Addr: hostAddr(l.Underlay, hostCount(l.Underlay)-1)}
+	h := &HostLink{Name: HostLinkName(l.Name), Addr: HostAddr(l.Underlay, hostCount(l.Underlay)-1)}
 	wrap := func(err error) error { return fmt.Errorf("lab %q: host link %s: %w", l.Name, h.Name, err) }
 	if _, err := net.InterfaceByName(h.Name); err == nil {
 		return nil, wrap(fmt.Errorf("already exists"))

@@ -1,4 +1,4 @@
-package lab
+package testbed
 
 import (
 	"net/netip"
@@ -6,14 +6,15 @@ import (
 	"testing"
 
 	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/google/go-cmp/cmp"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-func fakeLab(n int) *Lab {
-	l := &Lab{Name: "t", Underlay: DefaultUnderlay}
+func fakeLab(n int) *sim.Lab {
+	l := &sim.Lab{Name: "t", Underlay: sim.DefaultUnderlay}
 	for i := 1; i <= n; i++ {
-		l.Machines = append(l.Machines, &Machine{Name: "m" + string(rune('0'+i)), Index: i, Addr: hostAddr(DefaultUnderlay, i), lab: l})
+		l.Machines = append(l.Machines, &sim.Machine{Name: "m" + string(rune('0'+i)), Index: i, Addr: sim.HostAddr(sim.DefaultUnderlay, i)})
 	}
 	return l
 }
@@ -34,7 +35,7 @@ func TestSpecs(t *testing.T) {
 		{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelVXLAN},
 		{Name: "green", ID: 2, Tunnel: helperapi.TunnelAuto, Peers: []string{"m1", "m3"}},
 	}}
-	specs, err := l.Specs(mesh, keys)
+	specs, err := Specs(l, mesh, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,31 +64,32 @@ func TestSpecs(t *testing.T) {
 
 func TestSpecsMissingKey(t *testing.T) {
 	l := fakeLab(2)
-	_, err := l.Specs(Mesh{}, map[string]string{"m1": newKey(t)})
-	if err == nil || !strings.Contains(err.Error(), "no public key for m2") {
+	_, err := Specs(l, Mesh{}, map[string]string{"m1": newKey(t)})
+	if err == nil || !strings.Contains(err.Error(), `machine "m2": no public key`) {
 		t.Errorf("Specs without m2's key: %v, want an error naming m2", err)
 	}
 }
 
 func TestSpecsNAT(t *testing.T) {
 	l := fakeLab(1)
-	r := &Router{Name: "r1", Addr: hostAddr(DefaultUnderlay, 254), LAN: hostAddr(DefaultLAN, 1), lab: l}
+	r := &sim.Router{Name: "r1", Addr: sim.HostAddr(sim.DefaultUnderlay, 254), LAN: sim.HostAddr(sim.DefaultLAN, 1)}
 	for j := 1; j <= 2; j++ {
-		l.Machines = append(l.Machines, &Machine{Name: "m" + string(rune('1'+j)), Index: 1 + j, Addr: hostAddr(DefaultLAN, 1+j), Router: r, lab: l})
+		l.Machines = append(l.Machines, &sim.Machine{Name: "m" + string(rune('1'+j)), Index: 1 + j, Addr: sim.HostAddr(sim.DefaultLAN, 1+j), Router: r})
 	}
 	keys := map[string]string{"m1": newKey(t), "m2": newKey(t), "m3": newKey(t)}
-	specs, err := l.Specs(Mesh{}, keys)
+	specs, err := Specs(l, Mesh{}, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
 	type peerView struct {
 		Endpoint  string
 		Keepalive int
+		Via       string
 	}
 	view := func(s helperapi.Spec) map[string]peerView {
 		v := map[string]peerView{}
 		for _, p := range s.Peers {
-			v[p.Name] = peerView{p.Endpoint, p.Keepalive}
+			v[p.Name] = peerView{p.Endpoint, p.Keepalive, p.Via}
 		}
 		return v
 	}
@@ -97,15 +99,18 @@ func TestSpecsNAT(t *testing.T) {
 	}{
 		// The public machine cannot reach into the LAN: no endpoints.
 		{"m1", map[string]peerView{"m2": {}, "m3": {}}},
-		// Behind NAT: the public machine with a keepalive, the LAN
-		// neighbour at its LAN address.
-		{"m2", map[string]peerView{"m1": {"10.250.0.1:51820", NATKeepalive}, "m3": {"192.168.100.3:51820", 0}}},
-		{"m3", map[string]peerView{"m1": {"10.250.0.1:51820", NATKeepalive}, "m2": {"192.168.100.2:51820", 0}}},
+		// Behind NAT: the public machine with a keepalive, the other
+		// machine behind NAT through it.
+		{"m2", map[string]peerView{"m1": {"10.250.0.1:51820", helperapi.NATKeepalive, ""}, "m3": {"", 0, "m1"}}},
+		{"m3", map[string]peerView{"m1": {"10.250.0.1:51820", helperapi.NATKeepalive, ""}, "m2": {"", 0, "m1"}}},
 	}
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.want, view(specs[tt.machine])); diff != "" {
 			t.Errorf("%s's peers mismatch (-want +got):\n%s", tt.machine, diff)
 		}
+	}
+	if !specs["m1"].Mesh.Relay {
+		t.Error("m1 does not relay between the machines behind NAT")
 	}
 	if got := specs["m3"].Mesh.Address.String(); got != "10.99.0.3/16" {
 		t.Errorf("m3's mesh address = %s, want 10.99.0.3/16", got)

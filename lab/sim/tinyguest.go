@@ -1,4 +1,4 @@
-package lab
+package sim
 
 import (
 	"context"
@@ -69,7 +69,7 @@ func TinyGuest(ctx context.Context, cacheDir string) (kernel, initrd string, err
 	if err != nil {
 		return "", "", fmt.Errorf("tiny guest: %w (install linux-image-amd64)", err)
 	}
-	busybox, err := lookPath("busybox")
+	busybox, err := LookPath("busybox")
 	if err != nil {
 		return "", "", fmt.Errorf("tiny guest: no busybox (install busybox-static): %w", err)
 	}

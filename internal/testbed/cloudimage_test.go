@@ -1,0 +1,55 @@
+package testbed
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCloudImageKey(t *testing.T) {
+	k := CloudImageKey()
+	if k != CloudImageKey() {
+		t.Fatal("CloudImageKey is not stable")
+	}
+	if !strings.HasPrefix(k, "cloud-debian12-") || len(k) != len("cloud-debian12-")+16 {
+		t.Errorf("CloudImageKey = %q, want cloud-debian12-<16 hex digits>", k)
+	}
+}
+
+// TestBuildCloudImage builds (or finds in the cache) the real image. It
+// needs root, debootstrap and the apt mirror: ~2.5 minutes cold.
+func TestBuildCloudImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a Debian image with debootstrap (~2.5 min cold); not in -short")
+	}
+	NeedRoot(t) // debootstrap
+	missing := CloudImageTools()
+	Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", "))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	img, err := BuildCloudImage(ctx, "", testLog{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cloud image %s ready in %s", img.Dir, time.Since(start).Round(100*time.Millisecond))
+	for _, f := range []string{img.Disk, img.Kernel, img.Initrd} {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %d MiB", f, fi.Size()>>20)
+	}
+}
+
+// testLog writes a command's output to the test log, line by line.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Helper()
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
