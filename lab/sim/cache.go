@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/butter-cloud/butter/internal/filelock"
 )
 
 // DefaultCacheDir holds built lab artifacts (extracted kernels, initramfs
@@ -32,11 +34,11 @@ func Cached(ctx context.Context, cacheDir, key, version string, build func(dir s
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("cache %s: %w", key, err)
 	}
-	unlock, err := lockFile(ctx, filepath.Join(cacheDir, key+".lock"))
+	lock, err := filelock.Lock(ctx, filepath.Join(cacheDir, key+".lock"))
 	if err != nil {
 		return "", fmt.Errorf("cache %s: %w", key, err)
 	}
-	defer unlock()
+	defer lock.Unlock()
 	if ok := cacheValid(final, version); ok {
 		return final, nil // built by someone else while we waited
 	}
@@ -66,31 +68,6 @@ func Cached(ctx context.Context, cacheDir, key, version string, build func(dir s
 func cacheValid(dir, version string) bool {
 	b, err := os.ReadFile(filepath.Join(dir, ".version"))
 	return err == nil && strings.TrimSpace(string(b)) == version
-}
-
-// lockFile takes an exclusive flock on path, polling so that ctx can end
-// the wait.
-func lockFile(ctx context.Context, path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // PruneCache removes the oldest folders of cacheDir whose names start with
