@@ -342,18 +342,9 @@ func freshen(b *testing.B, ctx context.Context, name string) {
 	// `helper daemon`, found by their arguments and their network
 	// namespace (the machine's, not another machine's or lab's).
 	helpers := func() []int {
-		entries, _ := os.ReadDir("/proc")
 		var pids []int
-		for _, e := range entries {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == os.Getpid() {
-				continue
-			}
-			fi, err := os.Stat(filepath.Join("/proc", e.Name(), "ns", "net"))
-			if err != nil || !os.SameFile(fi, want) {
-				continue
-			}
-			cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		for _, pid := range sim.PidsIn([]os.FileInfo{want}) {
+			cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 			if err != nil {
 				continue
 			}

@@ -64,16 +64,8 @@ func (inv *Inventory) validate() []problem {
 	for i := range inv.Machines {
 		m := &inv.Machines[i]
 		at := fmt.Sprintf("machines[%d]", i)
-		what := fmt.Sprintf("machine %q", m.Name)
-		switch {
-		case m.Name == "":
-			what = fmt.Sprintf("machine %d", i+1)
-			bad(at+".name", "%s: no name; %s", what, nameRule)
-		case !helperapi.ValidName(m.Name):
-			bad(at+".name", "%s: bad name; %s", what, nameRule)
-		case machines[m.Name] != nil:
-			bad(at+".name", "%s: listed twice; give each machine one entry", what)
-		default:
+		what, named := checkEntryName(bad, at, "machine", i, m.Name, machines[m.Name] != nil)
+		if named {
 			machines[m.Name] = m
 		}
 		if msg := checkHost(m.Address); msg != "" {
@@ -128,16 +120,8 @@ func (inv *Inventory) validate() []problem {
 	for i := range inv.Networks {
 		n := &inv.Networks[i]
 		at := fmt.Sprintf("networks[%d]", i)
-		what := fmt.Sprintf("network %q", n.Name)
-		switch {
-		case n.Name == "":
-			what = fmt.Sprintf("network %d", i+1)
-			bad(at+".name", "%s: no name; %s", what, nameRule)
-		case !helperapi.ValidName(n.Name):
-			bad(at+".name", "%s: bad name; %s", what, nameRule)
-		case networks[n.Name] != nil:
-			bad(at+".name", "%s: listed twice; give each network one entry", what)
-		default:
+		what, named := checkEntryName(bad, at, "network", i, n.Name, networks[n.Name] != nil)
+		if named {
 			networks[n.Name] = n
 		}
 		switch s := n.Subnet; {
@@ -188,16 +172,8 @@ func (inv *Inventory) validate() []problem {
 	for i := range inv.VMs {
 		v := &inv.VMs[i]
 		at := fmt.Sprintf("vms[%d]", i)
-		what := fmt.Sprintf("VM %q", v.Name)
-		switch {
-		case v.Name == "":
-			what = fmt.Sprintf("VM %d", i+1)
-			bad(at+".name", "%s: no name; %s", what, nameRule)
-		case !helperapi.ValidName(v.Name):
-			bad(at+".name", "%s: bad name; %s", what, nameRule)
-		case vms[v.Name]:
-			bad(at+".name", "%s: listed twice; give each VM one entry", what)
-		default:
+		what, named := checkEntryName(bad, at, "VM", i, v.Name, vms[v.Name])
+		if named {
 			vms[v.Name] = true
 		}
 		if machines[v.Machine] == nil {
@@ -300,4 +276,23 @@ func checkIdentity(id string) string {
 		return "want the path of a key file, on one line"
 	}
 	return ""
+}
+
+// checkEntryName checks the name of entry i of a list of kind, at path at:
+// given, by the name rule, and not seen before (dup). It returns how
+// messages name the entry, and whether the name is good and new.
+func checkEntryName(bad func(at, format string, a ...any), at, kind string, i int, name string, dup bool) (what string, ok bool) {
+	what = fmt.Sprintf("%s %q", kind, name)
+	switch {
+	case name == "":
+		what = fmt.Sprintf("%s %d", kind, i+1)
+		bad(at+".name", "%s: no name; %s", what, nameRule)
+	case !helperapi.ValidName(name):
+		bad(at+".name", "%s: bad name; %s", what, nameRule)
+	case dup:
+		bad(at+".name", "%s: listed twice; give each %s one entry", what, kind)
+	default:
+		return what, true
+	}
+	return what, false
 }

@@ -177,7 +177,7 @@ func killIn(ctx context.Context, netns []string) error {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		pids := pidsIn(want)
+		pids := PidsIn(want)
 		if len(pids) == 0 {
 			return nil
 		}
@@ -195,8 +195,9 @@ func killIn(ctx context.Context, netns []string) error {
 	}
 }
 
-// pidsIn lists live processes whose network namespace is one of want.
-func pidsIn(want []os.FileInfo) []int {
+// PidsIn lists live processes (other than this one) whose network
+// namespace is one of want.
+func PidsIn(want []os.FileInfo) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil

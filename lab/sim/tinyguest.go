@@ -73,7 +73,7 @@ func TinyGuest(ctx context.Context, cacheDir string) (kernel, initrd string, err
 	if err != nil {
 		return "", "", fmt.Errorf("tiny guest: no busybox (install busybox-static): %w", err)
 	}
-	if static, err := isStatic(busybox); err != nil || !static {
+	if static, err := IsStatic(busybox); err != nil || !static {
 		return "", "", fmt.Errorf("tiny guest: %s is not a static binary (install busybox-static): %v", busybox, err)
 	}
 	mods, err := k.Modules(tinyGuestModules...)
@@ -106,8 +106,8 @@ func TinyGuest(ctx context.Context, cacheDir string) (kernel, initrd string, err
 	return kernel, initrd, nil
 }
 
-// isStatic tells whether an ELF binary has no program interpreter.
-func isStatic(path string) (bool, error) {
+// IsStatic tells whether an ELF binary has no program interpreter.
+func IsStatic(path string) (bool, error) {
 	f, err := elf.Open(path)
 	if err != nil {
 		return false, err

@@ -4,7 +4,6 @@ package realkernel
 
 import (
 	"context"
-	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,7 +130,7 @@ func staticSelf(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if static, err := isStatic(self); err == nil && static {
+	if static, err := sim.IsStatic(self); err == nil && static {
 		return os.ReadFile(self)
 	}
 	goBin, err := exec.LookPath("go")
@@ -149,24 +148,10 @@ func staticSelf(ctx context.Context) ([]byte, error) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build a static test binary: %w\n%s", err, b)
 	}
-	if static, err := isStatic(out); err != nil || !static {
+	if static, err := sim.IsStatic(out); err != nil || !static {
 		return nil, fmt.Errorf("built %s but it is not static (%v)", out, err)
 	}
 	return os.ReadFile(out)
-}
-
-func isStatic(path string) (bool, error) {
-	f, err := elf.Open(path)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return false, nil
-		}
-	}
-	return true, nil
 }
 
 // scenario is one boot of n machines.
