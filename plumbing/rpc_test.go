@@ -69,16 +69,7 @@ func TestRPCRoundTrip(t *testing.T) {
 		t.Fatalf("socket mode %v (err %v), want 0600", fi.Mode().Perm(), err)
 	}
 	r := &recorder{}
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error)
-	go func() { done <- Serve(sctx, l, r, slog.New(slog.DiscardHandler)) }()
-	t.Cleanup(func() { stop(); <-done })
-
-	c, err := helperapi.Dial(ctx, sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := serveAndDial(t, ctx, l, sock, r)
 	spec := testSpec(helperapi.Network{Name: "blue", ID: 1, Peers: []string{"m2"}})
 	rep, err := c.Apply(ctx, spec)
 	if err != nil || rep.Networks[0].MTU != 1370 || rep.Changes[0] != "add bridge btbr1" {
@@ -141,15 +132,7 @@ func TestRPCWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &recorder{events: make(chan helperapi.VMEvent), watchEnded: make(chan struct{}, 10)}
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error)
-	go func() { done <- Serve(sctx, l, r, slog.New(slog.DiscardHandler)) }()
-	t.Cleanup(func() { stop(); <-done })
-	c, err := helperapi.Dial(ctx, sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := serveAndDial(t, ctx, l, sock, r)
 
 	watch := func(ctx context.Context) (chan helperapi.VMEvent, chan error) {
 		evs, end := make(chan helperapi.VMEvent, 10), make(chan error, 1)
@@ -270,4 +253,20 @@ func TestSpecPersistence(t *testing.T) {
 	if err := s.forgetSpec(); err != nil {
 		t.Fatalf("forgetting twice: %v", err)
 	}
+}
+
+// serveAndDial serves m on l until the test ends, and returns a client
+// connected to it through sock, closed when the test ends.
+func serveAndDial(t *testing.T, ctx context.Context, l net.Listener, sock string, m machineSide) *helperapi.Client {
+	t.Helper()
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- Serve(sctx, l, m, slog.New(slog.DiscardHandler)) }()
+	t.Cleanup(func() { stop(); <-done })
+	c, err := helperapi.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

@@ -419,17 +419,7 @@ func TestCatalogFailures(t *testing.T) {
 			tt.setup(t, f)
 			s := newStore(t, f, "")
 			_, err := s.Ensure(t.Context(), tt.src, nil)
-			if err == nil {
-				t.Fatal("Ensure succeeded; want an error")
-			}
-			for _, w := range tt.wantErr {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not say %q", err, w)
-				}
-			}
-			if left := leftovers(t, s.Dir); len(left) != 0 {
-				t.Errorf("left behind: %v", left)
-			}
+			wantRefused(t, s, err, tt.wantErr)
 			if imgs, err := s.List(t.Context()); err != nil || len(imgs) != 0 {
 				t.Errorf("List = %v, %v; want nothing cached", imgs, err)
 			}
@@ -473,17 +463,7 @@ func TestEnsureURL(t *testing.T) {
 			var rec recorder
 			img, err := s.Ensure(t.Context(), src, rec.add)
 			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatal("Ensure succeeded; want an error")
-				}
-				for _, w := range tt.wantErr {
-					if !strings.Contains(err.Error(), w) {
-						t.Errorf("error %q does not say %q", err, w)
-					}
-				}
-				if left := leftovers(t, s.Dir); len(left) != 0 {
-					t.Errorf("left behind: %v", left)
-				}
+				wantRefused(t, s, err, tt.wantErr)
 				return
 			}
 			if err != nil {
@@ -580,17 +560,7 @@ func TestUpload(t *testing.T) {
 			var rec recorder
 			img, err := s.Ensure(t.Context(), helperapi.Source{File: tt.file}, rec.add)
 			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatal("Ensure succeeded; want an error")
-				}
-				for _, w := range tt.wantErr {
-					if !strings.Contains(err.Error(), w) {
-						t.Errorf("error %q does not say %q", err, w)
-					}
-				}
-				if left := leftovers(t, s.Dir); len(left) != 0 {
-					t.Errorf("left behind: %v", left)
-				}
+				wantRefused(t, s, err, tt.wantErr)
 				return
 			}
 			if err != nil {
@@ -925,3 +895,20 @@ func TestStaleTemporaryFilesRemoved(t *testing.T) {
 }
 
 var _ io.Reader = zeros{}
+
+// wantRefused checks that err says every one of want and that the refused
+// call left nothing behind in the store.
+func wantRefused(t *testing.T, s *Store, err error, want []string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("Ensure succeeded; want an error")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+	if left := leftovers(t, s.Dir); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
