@@ -16,17 +16,7 @@ func TestHelperUnitGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata", HelperUnitName)
-	if *update {
-		os.WriteFile(golden, []byte(got), 0o644)
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != string(want) {
-		t.Errorf("unit differs from %s (go test ./assets -update to accept):\n%s", golden, got)
-	}
+	checkGolden(t, HelperUnitName, got)
 }
 
 func TestHelperUnitRefusesOddPaths(t *testing.T) {
@@ -59,22 +49,28 @@ func TestDomainGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		golden := filepath.Join("testdata", tc.file)
-		if *update {
-			os.WriteFile(golden, []byte(got), 0o644)
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got != string(want) {
-			t.Errorf("%s differs (go test ./assets -update to accept):\n%s", golden, got)
-		}
+		checkGolden(t, tc.file, got)
 		if strings.Contains(got, "<b&b>") {
 			t.Errorf("%s: a creator with markup went into the XML unescaped", tc.file)
 		}
 	}
 	if _, err := (Domain{Name: "x"}).Render(); err == nil {
 		t.Error("an incomplete domain rendered")
+	}
+}
+
+// checkGolden compares got with testdata/name (rewritten with -update).
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	golden := filepath.Join("testdata", name)
+	if *update {
+		os.WriteFile(golden, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs (go test ./assets -update to accept):\n%s", golden, got)
 	}
 }
