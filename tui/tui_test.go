@@ -321,12 +321,7 @@ func TestConsoleSessionDetaches(t *testing.T) {
 func TestFlowAddMachineThroughTheForm(t *testing.T) {
 	fc, path := newFakeCluster(t, 0, 0)
 	fc.add(t, "192.0.2.50", newFakeSide("new", 50))
-	m := New(Options{Inventory: path, SSHDir: t.TempDir(), Interval: 200 * time.Millisecond,
-		Connector: func(string, Ask) cloud.Connector { return fc }})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	m.run = runner(ctx)
-	tm := teatest.NewTestModel(t, probed{m}, teatest.WithInitialTermSize(100, 30))
+	m, tm := flowModel(t, fc, path)
 	waitScreen(t, tm, m, "Welcome to butter")
 	tm.Send(press("enter")) // Add a machine
 	waitScreen(t, tm, m, "Add a machine")
@@ -352,12 +347,7 @@ func TestFlowAddMachineThroughTheForm(t *testing.T) {
 
 func TestFlowNetworkVMActionsAndOutage(t *testing.T) {
 	fc, path := newFakeCluster(t, 3, 2)
-	m := New(Options{Inventory: path, SSHDir: t.TempDir(), Interval: 200 * time.Millisecond,
-		Connector: func(string, Ask) cloud.Connector { return fc }})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	m.run = runner(ctx)
-	tm := teatest.NewTestModel(t, probed{m}, teatest.WithInitialTermSize(100, 30))
+	m, tm := flowModel(t, fc, path)
 	waitScreen(t, tm, m, "3 online")
 
 	// A network through the form: name, the proposed subnet, all machines.
@@ -452,3 +442,15 @@ func (p probed) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 func sprint(v any) string { return fmt.Sprint(v) }
+
+// flowModel is a dashboard on the inventory at path with the fake cluster
+// fc behind it, running in a teatest program of 100×30 until the test ends.
+func flowModel(t *testing.T, fc cloud.Connector, path string) (*Model, *teatest.TestModel) {
+	t.Helper()
+	m := New(Options{Inventory: path, SSHDir: t.TempDir(), Interval: 200 * time.Millisecond,
+		Connector: func(string, Ask) cloud.Connector { return fc }})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	m.run = runner(ctx)
+	return m, teatest.NewTestModel(t, probed{m}, teatest.WithInitialTermSize(100, 30))
+}
