@@ -50,3 +50,14 @@ func NeedLab(t testing.TB) {
 	err := sim.CheckTools()
 	Require(t, err == nil, fmt.Sprint(err))
 }
+
+// Applies skips t with why unless ok, even with CI=true: it is for a case
+// that does not exist on this machine (a test of a broken /dev/kvm where
+// there is no /dev/kvm at all), not for a missing prerequisite, which
+// Require turns into a failure under CI.
+func Applies(t testing.TB, ok bool, why string) {
+	t.Helper()
+	if !ok {
+		t.Skip("does not apply here: " + why)
+	}
+}

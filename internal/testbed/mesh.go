@@ -47,7 +47,8 @@ func (mesh Mesh) Addr(m *sim.Machine) netip.Prefix { return sim.HostAddr(mesh.pr
 // Specs returns every machine's spec, by machine name, given every
 // machine's WireGuard public key by machine name: helperapi.Plan over the
 // lab's machines, each reached at its underlay address; the machines
-// behind NAT reach each other through the first machine on the underlay.
+// behind NAT (behind either router) have no endpoint and reach each other
+// through the first machine on the underlay.
 func Specs(l *sim.Lab, mesh Mesh, keys map[string]string) (map[string]helperapi.Spec, error) {
 	plan := helperapi.MeshPlan{Prefix: mesh.prefix(), Port: mesh.Port, Keepalive: mesh.Keepalive}
 	port := mesh.Port
@@ -56,13 +57,16 @@ func Specs(l *sim.Lab, mesh Mesh, keys map[string]string) (map[string]helperapi.
 	}
 	var all []string
 	for _, m := range l.Machines {
-		plan.Members = append(plan.Members, helperapi.Member{
+		member := helperapi.Member{
 			Name:      m.Name,
 			PublicKey: keys[m.Name],
 			MeshIP:    mesh.Addr(m).Addr(),
-			Endpoint:  netip.AddrPortFrom(m.Addr.Addr(), uint16(port)).String(),
 			NAT:       m.Router != nil,
-		})
+		}
+		if !member.NAT { // nobody reaches a machine behind NAT first
+			member.Endpoint = netip.AddrPortFrom(m.Addr.Addr(), uint16(port)).String()
+		}
+		plan.Members = append(plan.Members, member)
 		all = append(all, m.Name)
 	}
 	for _, n := range mesh.Networks {

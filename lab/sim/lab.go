@@ -35,6 +35,7 @@ const (
 var (
 	DefaultUnderlay = netip.MustParsePrefix("10.250.0.0/24")
 	DefaultLAN      = netip.MustParsePrefix("192.168.100.0/24")
+	DefaultLAN2     = netip.MustParsePrefix("192.168.101.0/24")
 	DefaultMTU      = 1500
 )
 
@@ -64,6 +65,15 @@ type Config struct {
 	// LAN is the private prefix behind the router; the router is host 1,
 	// the machines behind it hosts 2, 3, … Default 192.168.100.0/24.
 	LAN netip.Prefix
+	// NAT2 is how many more machines sit behind a second NAT router, r2,
+	// on a LAN of their own: they reach the underlay's machines, but
+	// neither they nor the machines behind r1 can reach the others first.
+	// r2's eth0 takes the second-to-last host number of Underlay; its
+	// machines are numbered after r1's. It needs NAT > 0.
+	NAT2 int
+	// LAN2 is the private prefix behind r2, numbered as LAN is. Default
+	// 192.168.101.0/24.
+	LAN2 netip.Prefix
 }
 
 var labNameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
@@ -92,6 +102,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.NAT > 0 && !c.LAN.IsValid() {
 		c.LAN = DefaultLAN
 	}
+	if c.NAT2 > 0 && !c.LAN2.IsValid() {
+		c.LAN2 = DefaultLAN2
+	}
 	var errs []error
 	if err := CheckName(c.Name); err != nil {
 		errs = append(errs, err)
@@ -101,6 +114,23 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.NAT < 0 || c.Machines+c.NAT > maxMachines {
 		errs = append(errs, fmt.Errorf("lab %q: %d machines behind NAT: want 0 to %d in all with the others", c.Name, c.NAT, maxMachines))
+	}
+	if c.NAT2 < 0 || c.Machines+c.NAT+c.NAT2 > maxMachines {
+		errs = append(errs, fmt.Errorf("lab %q: %d machines behind the second NAT: want 0 to %d in all with the others", c.Name, c.NAT2, maxMachines))
+	}
+	if c.NAT2 > 0 && c.NAT <= 0 {
+		errs = append(errs, fmt.Errorf("lab %q: %d machines behind a second NAT router but none behind the first: use NAT first", c.Name, c.NAT2))
+	}
+	if c.NAT2 > 0 {
+		if !c.LAN2.Addr().Is4() || c.LAN2 != c.LAN2.Masked() {
+			errs = append(errs, fmt.Errorf("lab %q LAN2 %s: want an IPv4 network prefix such as %s", c.Name, c.LAN2, DefaultLAN2))
+		} else if c.NAT2 > hostCount(c.LAN2)-1 {
+			errs = append(errs, fmt.Errorf("lab %q LAN2 %s: too small for a router and %d machines", c.Name, c.LAN2, c.NAT2))
+		} else if c.Underlay.IsValid() && c.LAN2.Overlaps(c.Underlay) {
+			errs = append(errs, fmt.Errorf("lab %q LAN2 %s: overlaps the underlay %s", c.Name, c.LAN2, c.Underlay))
+		} else if c.LAN.IsValid() && c.LAN2.Overlaps(c.LAN) {
+			errs = append(errs, fmt.Errorf("lab %q LAN2 %s: overlaps the first router's LAN %s", c.Name, c.LAN2, c.LAN))
+		}
 	}
 	if c.NAT > 0 {
 		if !c.LAN.Addr().Is4() || c.LAN != c.LAN.Masked() {
@@ -113,6 +143,8 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if !c.Underlay.Addr().Is4() || c.Underlay != c.Underlay.Masked() {
 		errs = append(errs, fmt.Errorf("lab %q underlay %s: want an IPv4 network prefix such as %s", c.Name, c.Underlay, DefaultUnderlay))
+	} else if c.Machines > 0 && c.NAT2 > 0 && c.Machines > hostCount(c.Underlay)-2 {
+		errs = append(errs, fmt.Errorf("lab %q underlay %s: too small for %d machines and two routers", c.Name, c.Underlay, c.Machines))
 	} else if c.Machines > 0 && c.Machines > hostCount(c.Underlay)-1 {
 		errs = append(errs, fmt.Errorf("lab %q underlay %s: too small for %d machines and a router", c.Name, c.Underlay, c.Machines))
 	}
@@ -149,10 +181,13 @@ type Lab struct {
 	Underlay netip.Prefix
 	MTU      int
 	// Machines are the lab's machines, m1 first; those behind the NAT
-	// router come last.
+	// routers come last, r1's before r2's.
 	Machines []*Machine
-	// Router is the NAT router, if the lab has machines behind NAT.
+	// Router is the (first) NAT router, r1, if the lab has machines
+	// behind NAT.
 	Router *Router
+	// Routers are all the NAT routers: r1, then r2 if Config.NAT2 > 0.
+	Routers []*Router
 
 	tools tools
 
@@ -231,23 +266,36 @@ func Up(ctx context.Context, cfg Config) (_ *Lab, err error) {
 		}
 		l.Machines = append(l.Machines, m)
 	}
-	if cfg.NAT > 0 {
+	// The routers take the underlay's last host numbers, r1 the last.
+	groups := []struct {
+		n   int
+		lan netip.Prefix
+	}{{cfg.NAT, cfg.LAN}, {cfg.NAT2, cfg.LAN2}}
+	next := cfg.Machines + 1
+	for g, grp := range groups {
+		if grp.n <= 0 {
+			continue
+		}
 		r := &Router{
-			Name: "r1",
-			Addr: HostAddr(l.Underlay, hostCount(l.Underlay)),
-			LAN:  HostAddr(cfg.LAN, 1),
+			Name: "r" + strconv.Itoa(g+1),
+			Addr: HostAddr(l.Underlay, hostCount(l.Underlay)-g),
+			LAN:  HostAddr(grp.lan, 1),
 			lab:  l,
 		}
 		if err := l.makeRouter(ctx, r); err != nil {
 			return nil, err
 		}
-		l.Router = r
-		for j := 1; j <= cfg.NAT; j++ {
-			m, err := l.addMachine(ctx, cfg.Machines+j, HostAddr(cfg.LAN, 1+j), r)
+		if l.Router == nil {
+			l.Router = r
+		}
+		l.Routers = append(l.Routers, r)
+		for j := 1; j <= grp.n; j++ {
+			m, err := l.addMachine(ctx, next, HostAddr(grp.lan, 1+j), r)
 			if err != nil {
 				return nil, err
 			}
 			l.Machines = append(l.Machines, m)
+			next++
 		}
 	}
 	return l, nil

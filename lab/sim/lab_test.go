@@ -56,6 +56,31 @@ func TestConfigWithDefaults(t *testing.T) {
 			want: Config{Name: "n", Machines: 1, NAT: 2, Underlay: DefaultUnderlay, MTU: 1500, LAN: DefaultLAN},
 		},
 		{
+			name: "behind two NAT routers",
+			cfg:  Config{Name: "n", Machines: 1, NAT: 1, NAT2: 1},
+			want: Config{Name: "n", Machines: 1, NAT: 1, NAT2: 1, Underlay: DefaultUnderlay, MTU: 1500, LAN: DefaultLAN, LAN2: DefaultLAN2},
+		},
+		{
+			name:    "a second NAT router without the first",
+			cfg:     Config{Name: "n", Machines: 1, NAT2: 1},
+			wantErr: []string{"none behind the first"},
+		},
+		{
+			name:    "the two LANs overlap",
+			cfg:     Config{Name: "n", Machines: 1, NAT: 1, NAT2: 1, LAN2: netip.MustParsePrefix("192.168.100.0/25")},
+			wantErr: []string{"overlaps the first router's LAN"},
+		},
+		{
+			name:    "underlay too small for two routers",
+			cfg:     Config{Name: "a", Machines: 5, NAT: 1, NAT2: 1, Underlay: netip.MustParsePrefix("10.0.0.0/29")},
+			wantErr: []string{"too small for 5 machines and two routers"},
+		},
+		{
+			name:    "too many machines behind the second NAT",
+			cfg:     Config{Name: "n", Machines: 28, NAT: 2, NAT2: 3},
+			wantErr: []string{"3 machines behind the second NAT"},
+		},
+		{
 			name:    "LAN overlaps the underlay",
 			cfg:     Config{Name: "n", Machines: 1, NAT: 1, LAN: netip.MustParsePrefix("10.250.0.0/16")},
 			wantErr: []string{"overlaps the underlay"},

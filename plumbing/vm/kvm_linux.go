@@ -6,9 +6,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// kvmAnswers tells whether /dev/kvm opens and makes a VM. It cannot tell a
-// KVM that hangs guests; such machines set AccelTCG.
-func kvmAnswers() bool {
+// KVMAnswers tells whether /dev/kvm opens and makes a VM: where it does,
+// AccelAuto tries KVM and the first guest proves it. It cannot tell a KVM
+// that hangs guests; that is what the proof is for.
+func KVMAnswers() bool {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
 		return false

@@ -2,4 +2,5 @@
 
 package vm
 
-func kvmAnswers() bool { return false }
+// KVMAnswers is false: KVM is Linux only.
+func KVMAnswers() bool { return false }

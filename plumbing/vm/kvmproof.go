@@ -20,9 +20,16 @@ const (
 	kvmBroken  = "broken"
 )
 
-// kvmProofTime is how long the first KVM guest has to show it runs: it
+// KVMProofTime is how long the first KVM guest has to show it runs: it
 // must stay running and write to its serial console.
-var kvmProofTime = 20 * time.Second
+const KVMProofTime = 20 * time.Second
+
+// kvmProofTime is KVMProofTime; a variable so that unit tests may shorten it.
+var kvmProofTime = KVMProofTime
+
+// VerdictFile is the file, in the VMs folder, that keeps this machine's
+// KVM verdict ("works" or "broken") once the first guest proved it.
+const VerdictFile = ".kvm-verdict"
 
 // domainType decides a machine's libvirt domain type ("kvm" or "qemu",
 // which is TCG) from the accelerator asked for and the verdict recorded by
@@ -62,7 +69,7 @@ func proofVerdict(running bool, consoleBytes int64) (verdict string, done bool) 
 	return kvmUnknown, false
 }
 
-func (m *Manager) verdictPath() string { return filepath.Join(m.o.VMsDir, ".kvm-verdict") }
+func (m *Manager) verdictPath() string { return filepath.Join(m.o.VMsDir, VerdictFile) }
 
 func (m *Manager) kvmVerdict() string {
 	b, err := os.ReadFile(m.verdictPath())

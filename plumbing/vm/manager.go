@@ -80,7 +80,7 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	o = o.withDefaults()
 	m := &Manager{o: o}
 	var err error
-	if m.domType, err = domainType(o.Accel, m.kvmVerdict(), kvmAnswers); err != nil {
+	if m.domType, err = domainType(o.Accel, m.kvmVerdict(), KVMAnswers); err != nil {
 		return nil, err
 	}
 	switch runtime.GOARCH {
