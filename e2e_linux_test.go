@@ -17,9 +17,11 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/lab"
 	"github.com/butter-cloud/butter/lab/sim"
+	"github.com/butter-cloud/butter/plumbing"
 )
 
 // The operator side end to end: the real butter binary, driven through
@@ -67,13 +69,80 @@ func (e *e2e) must(args ...string) string {
 // onMachine runs a command inside lab machine m's namespaces.
 func (e *e2e) onMachine(m string, args ...string) string {
 	e.t.Helper()
-	ns := e.lab.Name + "-" + m
-	full := append([]string{"--net=/run/netns/" + ns, "--mount=" + filepath.Join(sim.StateRoot, e.lab.Name, "ns", m), "--"}, args...)
-	out, err := exec.CommandContext(e.ctx, "nsenter", full...).CombinedOutput()
+	out, err := e.runner(m)(e.ctx, args[0], args[1:]...)
 	if err != nil {
-		e.t.Fatalf("on %s: %s: %v: %s", m, strings.Join(args, " "), err, out)
+		e.t.Fatal(err)
 	}
 	return string(out)
+}
+
+// runner runs commands inside lab machine m's namespaces.
+func (e *e2e) runner(m string) testbed.Runner {
+	return func(ctx context.Context, name string, args ...string) ([]byte, error) {
+		ns := e.lab.Name + "-" + m
+		full := append([]string{"--net=/run/netns/" + ns, "--mount=" + filepath.Join(sim.StateRoot, e.lab.Name, "ns", m), "--", name}, args...)
+		out, err := exec.CommandContext(ctx, "nsenter", full...).CombinedOutput()
+		if err != nil {
+			return out, fmt.Errorf("on %s: %s %s: %v: %s", m, name, strings.Join(args, " "), err, out)
+		}
+		return out, nil
+	}
+}
+
+// chainFacts is what machine m's chains must be built from: its facts as
+// its helper reports them (`butter helper facts` on the machine), with the
+// kernel's gretap and the uplink's MTU checked again on the machine without
+// the helper.
+func (e *e2e) chainFacts(m string) testbed.ChainFacts {
+	e.t.Helper()
+	var f helperapi.Facts
+	out := e.onMachine(m, e.butter, "helper", "facts")
+	if err := json.Unmarshal([]byte(out), &f); err != nil {
+		e.t.Fatalf("%s: butter helper facts: %v: %s", m, err, out)
+	}
+	gretap, err := testbed.KernelGretap(e.ctx, e.runner(m), "/usr/sbin/ip")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if gretap != f.Gretap {
+		e.t.Errorf("%s: facts say gretap=%v, the kernel says %v", m, f.Gretap, gretap)
+	}
+	mtu := strings.TrimSpace(e.onMachine(m, "cat", "/sys/class/net/"+f.Uplink+"/mtu"))
+	if mtu != fmt.Sprint(f.UplinkMTU) {
+		e.t.Errorf("%s: facts say uplink %q has MTU %d, the kernel says %s", m, f.Uplink, f.UplinkMTU, mtu)
+	}
+	cf, err := testbed.FactsForChain(f, 0) // the inventory sets no mesh MTU
+	if err != nil {
+		e.t.Fatalf("%s: %v", m, err)
+	}
+	return cf
+}
+
+// checkKernelChain checks, on machine m, network id's bridge and its
+// tunnel ports as the kernel shows them (no VMs on it yet).
+func (e *e2e) checkKernelChain(m string, id int, kind string, mtu, ports int) {
+	e.t.Helper()
+	var links []struct {
+		Name     string `json:"ifname"`
+		MTU      int    `json:"mtu"`
+		LinkInfo struct {
+			Kind string `json:"info_kind"`
+		} `json:"linkinfo"`
+	}
+	br := plumbing.BridgeName(id)
+	out := e.onMachine(m, "/usr/sbin/ip", "-d", "-j", "link", "show", "master", br)
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		e.t.Fatalf("%s: ip -d -j link show master %s: %v: %s", m, br, err, out)
+	}
+	n := 0
+	for _, l := range links {
+		if l.LinkInfo.Kind == kind && l.MTU == mtu {
+			n++
+		}
+	}
+	if n != ports || len(links) != ports {
+		e.t.Errorf("%s: %s has ports %+v; want %d %s at MTU %d", m, br, links, ports, kind, mtu)
+	}
 }
 
 func TestEndToEnd(t *testing.T) {
@@ -178,17 +247,63 @@ func TestEndToEnd(t *testing.T) {
 	if len(machines) != 3 || !machines[2].NAT || machines[0].NAT {
 		t.Fatalf("machines = %+v, want three with m3 behind NAT", machines)
 	}
+	// What the networks must be, from m1's facts (all three machines
+	// share this kernel, and their uplinks' MTU must agree).
+	facts := map[string]testbed.ChainFacts{}
+	for _, m := range machines {
+		facts[m.Name] = e.chainFacts(m.Name)
+	}
+	for _, m := range machines {
+		if facts[m.Name] != facts["m1"] {
+			t.Fatalf("the machines' chain facts differ: %+v", facts)
+		}
+	}
+	cf := facts["m1"]
+	kind1, mtu1, ports1 := testbed.ExpectedChain(cf, helperapi.TunnelAuto, 2)  // net1: auto, on all three
+	kind2, mtu2, ports2 := testbed.ExpectedChain(cf, helperapi.TunnelVXLAN, 1) // net2: vxlan, on m1 and m3
+	t.Logf("facts: gretap=%v, WireGuard MTU %d: net1 (auto) must be %s at %d, net2 (vxlan) %s at %d", cf.Gretap, cf.WireGuardMTU, kind1, mtu1, kind2, mtu2)
 
 	start = time.Now()
 	e.must(append(inv, "network", "create", "net1", "--subnet", "10.61.0.0/24")...)
 	t.Logf("network create on three machines in %s", time.Since(start))
-	e.must(append(inv, "network", "create", "net2", "--subnet", "10.62.0.0/24", "--machines", "m1,m3")...)
+	e.must(append(inv, "network", "create", "net2", "--subnet", "10.62.0.0/24", "--machines", "m1,m3", "--tunnel", "vxlan")...)
+	// gretap forced: where the kernel has none, every machine refuses it
+	// and the network is not made; where it has, it is made.
+	out, err := e.run(nil, append(inv, "network", "create", "net3", "--subnet", "10.63.0.0/24", "--machines", "m1,m2", "--tunnel", "gretap")...)
+	switch {
+	case !cf.Gretap && err == nil:
+		t.Errorf("network create --tunnel gretap succeeded on a kernel without gretap: %s", out)
+	case !cf.Gretap && !strings.Contains(err.Error(), "gretap"):
+		t.Errorf("network create --tunnel gretap without gretap fails without naming gretap: %v", err)
+	case !cf.Gretap:
+		t.Logf("network create --tunnel gretap refused as it should: %v", err)
+	case err != nil:
+		t.Errorf("network create --tunnel gretap on a kernel with gretap: %v", err)
+	default:
+		e.must(append(inv, "network", "remove", "net3")...)
+	}
 	var nets []cloud.NetworkStatus
 	if err := json.Unmarshal([]byte(e.must(append(inv, "network", "list", "--json")...)), &nets); err != nil {
 		t.Fatal(err)
 	}
-	if len(nets) != 2 || nets[0].MTU != 1370 || nets[0].Tunnel != "vxlan" || len(nets[1].Machines) != 2 {
-		t.Fatalf("networks = %+v", nets)
+	if len(nets) != 2 || len(nets[1].Machines) != 2 {
+		t.Fatalf("networks = %+v, want net1 and net2 (on two machines)", nets)
+	}
+	if nets[0].Tunnel != kind1 || nets[0].MTU != mtu1 {
+		t.Errorf("net1 (auto) is %s at MTU %d, want %s at %d", nets[0].Tunnel, nets[0].MTU, kind1, mtu1)
+	}
+	if nets[1].Tunnel != kind2 || nets[1].MTU != mtu2 {
+		t.Errorf("net2 (--tunnel vxlan) is %s at MTU %d, want %s at %d", nets[1].Tunnel, nets[1].MTU, kind2, mtu2)
+	}
+	e.checkKernelChain("m1", nets[0].ID, kind1, mtu1, ports1)
+	e.checkKernelChain("m1", nets[1].ID, kind2, mtu2, ports2)
+	// Known product bug, logged rather than asserted: a machine whose
+	// apply failed is not rolled back (cloud.converge rolls back only the
+	// machines that succeeded), so net3's half-built bridge stays there.
+	for m, want := range map[string]int{"m1": 2, "m2": 1} {
+		if links := e.onMachine(m, "/usr/sbin/ip", "-o", "link", "show", "type", "bridge"); strings.Count(links, ": btbr") != want {
+			t.Logf("KNOWN BUG: %s keeps more than the %d bridges of its networks after the refused gretap network:\n%s", m, want, links)
+		}
 	}
 
 	vm := func(name, machine, network, ip string) {
@@ -216,17 +331,17 @@ func TestEndToEnd(t *testing.T) {
 	script := strings.Join([]string{
 		"", "sleep 5",
 		"ping -c 3 -W 2 10.61.0.13 && echo REACH-$((40+2))",
-		"ping -c 2 -W 2 -s 1342 10.61.0.13 && echo BIG-$((40+2))",
+		fmt.Sprintf("ping -c 2 -W 2 -s %d 10.61.0.13 && echo BIG-$((40+2))", mtu1-28),
 		fragCreates("FRAGS-"),
 		// One byte over the MTU no longer fits a frame: busybox's ping
 		// cannot set DF, so the guest must fragment it.
-		"ping -c 1 -W 2 -s 1343 10.61.0.13",
+		fmt.Sprintf("ping -c 1 -W 2 -s %d 10.61.0.13", mtu1-27),
 		fragCreates("OVER-"),
 		"ip route add 10.62.0.0/24 dev eth0",
 		"ping -c 2 -W 1 10.62.0.11 >/dev/null || echo ISOLATED-$((40+2))",
 		"",
 	}, "\n")
-	out, err := e.run(strings.NewReader(script), append(inv, "vm", "console", "a1", "--idle", "8s")...)
+	out, err = e.run(strings.NewReader(script), append(inv, "vm", "console", "a1", "--idle", "8s")...)
 	if err != nil {
 		t.Fatalf("console: %v\n%s", err, out)
 	}
@@ -239,7 +354,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("console of a1 lacks %s; it showed:\n%s", want, out)
 		}
 	}
-	if !regexp.MustCompile(sim.TinyGuestReady + ` host=a1 addr=10\.61\.0\.11/24 mtu=1370`).MatchString(out) {
+	if !regexp.MustCompile(sim.TinyGuestReady + ` host=a1 addr=10\.61\.0\.11/24 mtu=` + fmt.Sprint(mtu1) + `\b`).MatchString(out) {
 		t.Errorf("the console did not replay a1's boot line; it showed:\n%s", out)
 	}
 
