@@ -215,8 +215,10 @@ func (c *Cloud) converge(ctx context.Context, prev, next *inventory.Inventory, n
 	if err != nil {
 		return err
 	}
+	// Every machine whose helper got the spec is put back if the change
+	// fails: one that failed part-way may hold half of it.
 	var mu sync.Mutex
-	var applied []string
+	var attempted []string
 	err = each(names, func(name string) error {
 		m, ok := next.Machine(name)
 		if !ok {
@@ -231,12 +233,12 @@ func (c *Cloud) converge(ctx context.Context, prev, next *inventory.Inventory, n
 		if err != nil {
 			return err
 		}
+		mu.Lock()
+		attempted = append(attempted, name)
+		mu.Unlock()
 		if _, err := h.Apply(ctx, spec); err != nil {
 			return err
 		}
-		mu.Lock()
-		applied = append(applied, name)
-		mu.Unlock()
 		say(steps, name, "network configuration applied")
 		return nil
 	})
@@ -249,7 +251,7 @@ func (c *Cloud) converge(ctx context.Context, prev, next *inventory.Inventory, n
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	rerr := each(applied, func(name string) error {
+	rerr := each(attempted, func(name string) error {
 		m, _ := next.Machine(name)
 		h, err := c.linkHelper(rctx, *m, nil)
 		if err != nil {

@@ -30,6 +30,9 @@ type fakeMachine struct {
 	applies int
 	vms     map[string]helperapi.VMInfo
 	failApp error
+	// halfApply makes the next Apply take the spec and then fail, as a
+	// helper does that fails part-way (once).
+	halfApply error
 }
 
 func (f *fakeMachine) PublicKey(ctx context.Context) (string, error) { return f.key, nil }
@@ -44,6 +47,10 @@ func (f *fakeMachine) Apply(ctx context.Context, s helperapi.Spec) (helperapi.Re
 	}
 	f.spec = &s
 	f.applies++
+	if err := f.halfApply; err != nil {
+		f.halfApply = nil
+		return helperapi.Report{}, err
+	}
 	return helperapi.Report{}, nil
 }
 func (f *fakeMachine) Remove(ctx context.Context) error {
@@ -395,5 +402,26 @@ func TestCreateVMRefusesBadInputFirst(t *testing.T) {
 	}
 	if sums() == before || len(fc.machines["192.0.2.1"].vms) != 1 {
 		t.Fatal("a VM made no change the checks above could see")
+	}
+}
+
+// A machine whose apply failed part-way is put back too, not only the
+// ones that succeeded.
+func TestFailedApplyIsRolledBack(t *testing.T) {
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, 2)
+	addAll(t, c, 2)
+	fc.machines["192.0.2.2"].halfApply = errors.New(`add gretap "btgt3-2": operation not supported`)
+	if _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue", Machines: []string{"m1", "m2"}}, nil); err == nil ||
+		!strings.Contains(err.Error(), "operation not supported") {
+		t.Fatalf("CreateNetwork = %v, want m2's error", err)
+	}
+	for addr, m := range fc.machines {
+		if m.spec == nil || len(m.spec.Networks) != 0 {
+			t.Errorf("%s holds %+v after the failed create, want its previous spec (no networks)", addr, m.spec)
+		}
+	}
+	if inv, _ := c.Inventory(); len(inv.Networks) != 0 {
+		t.Errorf("the inventory recorded the failed network: %+v", inv.Networks)
 	}
 }
