@@ -24,8 +24,6 @@ const (
 // must stay running and write to its serial console.
 const KVMProofTime = 20 * time.Second
 
-// kvmProofTime is KVMProofTime; a variable so that unit tests may shorten it.
-var kvmProofTime = KVMProofTime
 
 // VerdictFile is the file, in the VMs folder, that keeps this machine's
 // KVM verdict ("works" or "broken") once the first guest proved it.
@@ -85,11 +83,11 @@ func (m *Manager) kvmUnproven() bool {
 
 // proveKVM watches the first guest started under KVM: paused (KVM's
 // internal errors pause a guest), stopped, or silent on its console for
-// kvmProofTime means KVM does not work here. It records the verdict, and
+// KVMProofTime means KVM does not work here. It records the verdict, and
 // on a broken KVM switches the manager to TCG.
 func (m *Manager) proveKVM(ctx context.Context, dom libvirt.Domain, name string) bool {
 	verdict := kvmBroken // silent until the deadline
-	deadline := time.Now().Add(kvmProofTime)
+	deadline := time.Now().Add(KVMProofTime)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		st, _, err := m.l.DomainGetState(dom, 0)
 		var size int64
