@@ -24,7 +24,6 @@ const (
 // must stay running and write to its serial console.
 const KVMProofTime = 20 * time.Second
 
-
 // VerdictFile is the file, in the VMs folder, that keeps this machine's
 // KVM verdict ("works" or "broken") once the first guest proved it.
 const VerdictFile = ".kvm-verdict"
