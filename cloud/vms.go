@@ -51,11 +51,10 @@ type VMStatus struct {
 // reserves nothing and uploads nothing.
 func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.Progress), steps func(Step)) (VMStatus, error) {
 	req := helperapi.VMRequest{Name: nv.Name, CPUs: nv.CPUs, MemoryMiB: nv.MemoryMiB, DiskGiB: nv.DiskGiB,
-		Image: nv.Image, Network: nv.Network}.WithDefaults()
+		Image: nv.Image, Network: nv.Network, SSHKeys: nv.SSHKeys, Cmdline: nv.Cmdline, Creator: creator()}.WithDefaults()
 	if err := req.Check(); err != nil {
 		return VMStatus{}, err
 	}
-	nv.CPUs, nv.MemoryMiB = req.CPUs, req.MemoryMiB
 	if err := helperapi.CheckName("machine", nv.Machine); err != nil {
 		return VMStatus{}, err
 	}
@@ -104,7 +103,8 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 			return nil
 		})
 	}
-	info, err := c.createOn(ctx, m, nv, src, addr, progress, steps)
+	req.Address = addr.String()
+	info, err := c.createOn(ctx, m, req, src, progress, steps)
 	if err != nil {
 		release()
 		return VMStatus{}, err
@@ -112,7 +112,9 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 	return vmStatus(m.Name, info), nil
 }
 
-func (c *Cloud) createOn(ctx context.Context, m inventory.Machine, nv NewVM, src helperapi.Source, addr netip.Addr, progress func(helperapi.Progress), steps func(Step)) (helperapi.VMInfo, error) {
+// createOn uploads the operator's files of src to machine m and asks its
+// helper for the VM req, whose image becomes what the machine then has.
+func (c *Cloud) createOn(ctx context.Context, m inventory.Machine, req helperapi.VMRequest, src helperapi.Source, progress func(helperapi.Progress), steps func(Step)) (helperapi.VMInfo, error) {
 	l, err := c.link(ctx, m, Trust{}, steps)
 	if err != nil {
 		return helperapi.VMInfo{}, fmt.Errorf("machine %q: %w", m.Name, err)
@@ -126,19 +128,16 @@ func (c *Cloud) createOn(ctx context.Context, m inventory.Machine, nv NewVM, src
 		}
 		say(steps, m.Name, "uploading "+u.f.Path)
 		if err := l.Upload(ctx, u.kind, u.f, progress); err != nil {
-			return helperapi.VMInfo{}, fmt.Errorf("vm %q: upload %s: %w", nv.Name, u.f.Path, err)
+			return helperapi.VMInfo{}, fmt.Errorf("vm %q: upload %s: %w", req.Name, u.f.Path, err)
 		}
 	}
 	h, err := l.Helper(ctx)
 	if err != nil {
 		return helperapi.VMInfo{}, err
 	}
-	say(steps, m.Name, "creating vm "+nv.Name)
-	return h.CreateVM(ctx, helperapi.VMRequest{
-		Name: nv.Name, CPUs: nv.CPUs, MemoryMiB: nv.MemoryMiB, DiskGiB: nv.DiskGiB,
-		Image: sourceOnMachine(src), Network: nv.Network, Address: addr.String(),
-		SSHKeys: nv.SSHKeys, Cmdline: nv.Cmdline, Creator: creator(),
-	}, progress)
+	say(steps, m.Name, "creating vm "+req.Name)
+	req.Image = sourceOnMachine(src)
+	return h.CreateVM(ctx, req, progress)
 }
 
 // sourceOnMachine rewrites an operator's file source to what the machine
