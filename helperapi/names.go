@@ -11,10 +11,10 @@ const MaxNameLength = 32
 
 // nameRE is the one name rule: lower-case letters, digits and dashes, not
 // starting or ending with a dash (so it is a valid hostname label).
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+var nameRE = regexp.MustCompile(fmt.Sprintf(`^[a-z0-9]([a-z0-9-]{0,%d}[a-z0-9])?$`, MaxNameLength-2))
 
 // NameRule says what a name must look like, for error messages.
-const NameRule = "use 1 to 32 lower-case letters, digits and dashes, not starting or ending with a dash"
+var NameRule = fmt.Sprintf("use 1 to %d lower-case letters, digits and dashes, not starting or ending with a dash", MaxNameLength)
 
 // ValidName reports whether name passes the name rule.
 func ValidName(name string) bool { return nameRE.MatchString(name) }

@@ -163,7 +163,7 @@ func (s Spec) Validate() error {
 				bad("%s mesh IP %s: already peer %q's", what, p.MeshIP, other)
 			}
 			ips[p.MeshIP] = p.Name
-			h := hostNumber(p.MeshIP)
+			h := HostNumber(p.MeshIP)
 			if other, dup := hosts[h]; dup && ips[p.MeshIP] != other {
 				bad("%s mesh IP %s: its last two bytes equal peer %q's; tunnel names need them unique", what, p.MeshIP, other)
 			}
@@ -273,9 +273,9 @@ func CheckKey(s string) error {
 	return nil
 }
 
-// hostNumber is the last two bytes of a mesh address: the helper names a
+// HostNumber is the last two bytes of a mesh address: the helper names a
 // peer's tunnels by it, so it is unique within a mesh.
-func hostNumber(a netip.Addr) int {
+func HostNumber(a netip.Addr) int {
 	b := a.As4()
 	return int(b[2])<<8 | int(b[3])
 }

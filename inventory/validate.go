@@ -14,7 +14,7 @@ import (
 
 // nameRule is what machine, network and VM names look like (the one rule
 // every side checks): they end up in host names and command lines.
-const nameRule = helperapi.NameRule
+var nameRule = helperapi.NameRule
 
 var (
 	// hostRE is an SSH host: a DNS name or an ~/.ssh/config alias.

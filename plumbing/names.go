@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -29,16 +30,11 @@ func VXLANName(id int) string { return fmt.Sprintf("btvx%d", id) }
 // carries the last two bytes of the peer's mesh address, unique in a mesh
 // of /16 or smaller.
 func GretapName(id int, meshIP netip.Addr) string {
-	return fmt.Sprintf("btgt%d-%d", id, hostNumber(meshIP))
+	return fmt.Sprintf("btgt%d-%d", id, helperapi.HostNumber(meshIP))
 }
 
 // ours tells whether a link name is one the helper made.
 func ours(name string) bool { return strings.HasPrefix(name, Prefix) }
-
-func hostNumber(a netip.Addr) int {
-	b := a.As4()
-	return int(b[2])<<8 | int(b[3])
-}
 
 func parseKey(s string) (wgtypes.Key, error) {
 	if s == "" {
