@@ -1,4 +1,4 @@
-package filelock
+package filelock_test
 
 import (
 	"context"
@@ -8,11 +8,14 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/butter-cloud/butter/internal/filelock"
+	"github.com/butter-cloud/butter/internal/testbed"
 )
 
 func TestLockExcludesAndWaits(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x.lock")
-	h, err := Lock(context.Background(), path)
+	h, err := filelock.Lock(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,12 +23,12 @@ func TestLockExcludesAndWaits(t *testing.T) {
 	// until ctx ends.
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
-	if _, err := Lock(ctx, path); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := filelock.Lock(ctx, path); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a second lock while held: %v, want the context's deadline", err)
 	}
 	got := make(chan error, 1)
 	go func() {
-		h2, err := Lock(context.Background(), path)
+		h2, err := filelock.Lock(context.Background(), path)
 		if err == nil {
 			h2.Unlock()
 		}
@@ -48,12 +51,13 @@ func TestLockExcludesAndWaits(t *testing.T) {
 
 // Another process honours the lock.
 func TestLockAcrossProcesses(t *testing.T) {
+	testbed.NeedPrograms(t, "flock")
 	flock, err := exec.LookPath("flock")
 	if err != nil {
-		t.Skip("no flock(1) to hold a lock from another process")
+		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "x.lock")
-	h, err := Lock(context.Background(), path)
+	h, err := filelock.Lock(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
