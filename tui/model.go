@@ -100,12 +100,6 @@ func (m *Model) Close() error {
 	return m.cl.Close()
 }
 
-// statusMsg puts text on the status line.
-type statusMsg struct {
-	text string
-	err  bool
-}
-
 func (m *Model) Init() tea.Cmd {
 	return tea.Batch(tea.RequestBackgroundColor, m.startWatch(), m.listenInbox())
 }
@@ -156,9 +150,6 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.applyEvents(msg.events)
 		return m, nextEvents(msg.gen, m.events)
 	case watchEndedMsg:
-		return m, nil
-	case statusMsg:
-		m.setStatus(msg.text, msg.err)
 		return m, nil
 	case inboxMsg:
 		_, cmd := m.Update(msg.msg)
