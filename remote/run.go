@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -111,20 +112,33 @@ func (c *Client) start(cmd Cmd) (*ssh.Session, *tailBuffer, string, error) {
 	return s, tail, line, nil
 }
 
+// abandonGrace is how long a canceled command's session may take to end.
+const abandonGrace = 3 * time.Second
+
 // Run runs cmd and waits for it. When ctx ends first, the command is sent
-// SIGTERM and its session closed.
+// SIGTERM and its session closed; Run returns then, at most abandonGrace
+// later.
 func (c *Client) Run(ctx context.Context, cmd Cmd) error {
 	s, tail, _, err := c.start(cmd)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	stop := context.AfterFunc(ctx, func() {
+	waited := make(chan error, 1)
+	go func() { waited <- s.Wait() }()
+	select {
+	case err = <-waited:
+	case <-ctx.Done():
+		// Ask the command to end and close the session; a machine that
+		// does not confirm within abandonGrace is left behind (closing
+		// the connection ends it), so a cancel never hangs the caller.
 		_ = s.Signal(ssh.SIGTERM)
 		s.Close()
-	})
-	err = s.Wait()
-	stop()
+		select {
+		case err = <-waited:
+		case <-time.After(abandonGrace):
+		}
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("run `%s` on %s: %w", shorten(cmd.Line, 120), c.Host, ctx.Err())
 	}

@@ -87,8 +87,11 @@ func TestTmuxAgainstLab(t *testing.T) {
 		}
 		return string(out)
 	}
-	cmd := "env HOME=" + home + " XDG_CONFIG_HOME=" + config + " SSH_AUTH_SOCK= " + bin +
-		" --inventory " + filepath.Join(labDir, "inventory.yaml")
+	// Standard error goes to a file: the terminal stays the dashboard's,
+	// and a goroutine dump (SIGQUIT) can be read back when it hangs.
+	stderrFile := filepath.Join(dir, "butter.stderr")
+	cmd := "env HOME=" + home + " XDG_CONFIG_HOME=" + config + " SSH_AUTH_SOCK= GOTRACEBACK=all " + bin +
+		" --inventory " + filepath.Join(labDir, "inventory.yaml") + " 2>" + stderrFile
 	tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", cmd)
 	t.Cleanup(func() { exec.Command("tmux", "kill-session", "-t", session).Run() })
 	screen := func() string { return tmux("capture-pane", "-p", "-t", session) }
@@ -180,7 +183,15 @@ func TestTmuxAgainstLab(t *testing.T) {
 		t.Fatalf("no hi-42 from the guest within a minute:\n%s\nvm list:\n%s\non the machine:\n%s", screen(), out, state)
 	}
 	keys("C-]")
-	wait("VMs (", 20*time.Second)
+	if !waitFor("VMs (", 20*time.Second) {
+		// Hung: ask the program for its goroutines, for the failure.
+		pid := strings.TrimSpace(tmux("display-message", "-p", "-t", session, "#{pane_pid}"))
+		exec.Command("pkill", "-QUIT", "-P", pid).Run()
+		exec.Command("kill", "-QUIT", pid).Run()
+		time.Sleep(2 * time.Second)
+		dump, _ := os.ReadFile(stderrFile)
+		t.Fatalf("no dashboard 20s after Ctrl+]:\n%s\nbutter's standard error:\n%s", screen(), dump)
+	}
 	s := screen()
 	for _, want := range []string{"tvm", "running", "tnet", "detached from tvm"} {
 		if !strings.Contains(s, want) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/digitalocean/go-libvirt"
@@ -54,7 +55,12 @@ func (m *Manager) Console(ctx context.Context, name string, in io.Reader, out io
 		return nil
 	case <-ctx.Done():
 		l.Disconnect()
-		<-done
+		// The stream's copy may sit in a read of in; do not wait on it
+		// for long, so a detach always ends the helper.
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
 		return nil
 	}
 }
