@@ -26,6 +26,16 @@ const (
 	MethodVMList    = "helper.vm.list"
 	MethodVMAction  = "helper.vm.action"
 	MethodImages    = "helper.images"
+	// MethodPrepare checks a spec as Apply would (validation, this
+	// machine's own key, the generation) and changes nothing: the first
+	// phase of a change, so bad input never moves a machine.
+	MethodPrepare = "helper.prepare"
+	// MethodRotateKey makes a new WireGuard key on the machine, puts it to
+	// use at once and returns the new public key.
+	MethodRotateKey = "helper.rotate_key"
+	// MethodDesired returns the cloud's desired state the machine keeps
+	// (zero when it has none).
+	MethodDesired = "helper.desired"
 	// MethodWatch subscribes the connection to VM lifecycle events: the
 	// daemon pushes NotifyEvent for every VM there is (event "present"),
 	// then for every change, until MethodUnwatch or the connection closes.
@@ -141,11 +151,29 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 	if err := c.conn.Call(ctx, method, params, result); err != nil {
 		var rerr *jsonrpc2.Error
 		if errors.As(err, &rerr) {
-			return errors.New(rerr.Message)
+			return &RemoteError{Code: rerr.Code, Message: rerr.Message}
 		}
 		return fmt.Errorf("%s: %w", method, err)
 	}
 	return nil
+}
+
+// Prepare checks spec as Apply would, changing nothing.
+func (c *Client) Prepare(ctx context.Context, spec Spec) error {
+	return c.call(ctx, MethodPrepare, spec, nil)
+}
+
+// RotateKey replaces the machine's WireGuard key and returns the new
+// public key.
+func (c *Client) RotateKey(ctx context.Context) (string, error) {
+	var k string
+	return k, c.call(ctx, MethodRotateKey, nil, &k)
+}
+
+// Desired returns the copy of the cloud's desired state the machine keeps.
+func (c *Client) Desired(ctx context.Context) (Desired, error) {
+	var d Desired
+	return d, c.call(ctx, MethodDesired, nil, &d)
 }
 
 // PublicKey asks for the machine's WireGuard public key.

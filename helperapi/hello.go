@@ -22,7 +22,7 @@ const (
 	// ServeProtocol is the version of what flows after the hello line:
 	// JSON-RPC 2.0 objects with the methods in client.go. Bump it when a
 	// method changes incompatibly; the operator then reinstalls the helper.
-	ServeProtocol = 1
+	ServeProtocol = 2
 
 	// DefaultSupervisePIDFile is where `butter helper supervise` records
 	// its process ID.

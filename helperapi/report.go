@@ -52,6 +52,9 @@ type Facts struct {
 	Networks []NetworkReport `json:"networks"`
 	// Version is the helper binary's version.
 	Version string `json:"version"`
+	// Generation is the cloud generation of the spec the machine holds (0:
+	// none, or a bare spec).
+	Generation int64 `json:"generation"`
 	// Load is the machine's use: CPUs, the one-minute load average, and
 	// memory in MiB.
 	Load Load `json:"load"`

@@ -35,6 +35,13 @@ type Spec struct {
 	Peers []Peer `json:"peers,omitempty"`
 	// Networks are the private networks this machine takes part in.
 	Networks []Network `json:"networks,omitempty"`
+	// Generation is the cloud's generation this spec belongs to (0: none,
+	// for bare specs of the test tiers). A helper refuses an older one
+	// (CheckGeneration) and reports the one it holds in Facts.
+	Generation int64 `json:"generation,omitempty"`
+	// Desired is the whole cloud's desired state at Generation; the helper
+	// keeps it beside the spec for `butter adopt`.
+	Desired *Desired `json:"desired,omitempty"`
 }
 
 // Mesh is this machine's WireGuard address and port.
@@ -112,6 +119,12 @@ func (s Spec) Validate() error {
 		bad("mesh address %q: want an IPv4 address with a prefix length, e.g. 10.99.0.1/16", s.Mesh.Address)
 	} else if s.Mesh.Address.Bits() < 8 || s.Mesh.Address.Bits() > 30 {
 		bad("mesh address %s: prefix length must be between /8 and /30", s.Mesh.Address)
+	}
+	if s.Generation < 0 {
+		bad("generation %d: must not be negative", s.Generation)
+	}
+	if s.Desired != nil && s.Desired.Generation != s.Generation {
+		bad("desired state generation %d: must be the spec's generation %d", s.Desired.Generation, s.Generation)
 	}
 	if p := s.Mesh.ListenPort; p < 0 || p > 65535 {
 		bad("mesh listen port %d: must be between 1 and 65535 (or 0 for 51820)", p)
