@@ -1,0 +1,58 @@
+package testbed
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// inNetns runs f on a thread that has entered the network namespace at
+// nsPath, so that the sockets f makes are that namespace's. The thread is
+// unlocked only once it is back in its own namespace; otherwise it ends
+// with its goroutine.
+func inNetns(nsPath string, f func() error) error {
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			ch <- err
+			return
+		}
+		defer self.Close()
+		target, err := os.Open(nsPath)
+		if err != nil {
+			ch <- err
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- fmt.Errorf("enter %s: %w", nsPath, err)
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- ferr
+	}()
+	return <-ch
+}
+
+// ListenUDPInNetns binds a UDP socket at addr (e.g. ":51820") inside the
+// network namespace at nsPath, to hold that port there.
+func ListenUDPInNetns(nsPath, addr string) (net.PacketConn, error) {
+	var pc net.PacketConn
+	err := inNetns(nsPath, func() error {
+		var err error
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on udp %s in %s: %w", addr, nsPath, err)
+	}
+	return pc, nil
+}
