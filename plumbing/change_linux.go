@@ -105,7 +105,7 @@ func (h *Helper) putBack(ctx context.Context, failed error, held helperapi.Spec,
 		return fmt.Errorf("apply failed: %w; putting the previous configuration back failed too: %v; "+
 			"the machine is part-way between the two: apply a spec again, or remove", failed, err)
 	}
-	h.log.Info("back on the previous spec", "generation", held.Generation)
+	h.log.Info("back on the previous spec", "previous", was)
 	return &helperapi.RemoteError{Code: helperapi.CodeApplyFailed,
 		Message: fmt.Sprintf("apply failed: %v; the machine is back on %s", failed, was)}
 }
@@ -133,7 +133,7 @@ func (h *Helper) RotateKey(ctx context.Context) (string, error) {
 	default:
 		if err := h.wg.ConfigureDevice(WireGuardName, wgtypes.Config{PrivateKey: &k}); err != nil {
 			return "", fmt.Errorf("rotate key: the new key (public %s) is saved, but configure wireguard %q: %w; the next apply puts it to use",
-				pub, WireGuardName, err)
+				pub, WireGuardName, explainErrno(err))
 		}
 	}
 	h.log.Info("rotated the wireguard key", "public_key", pub)

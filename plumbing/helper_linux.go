@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -119,7 +120,7 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 	}
 	if len(notes) > 0 {
 		if err := h.wg.ConfigureDevice(WireGuardName, cfg); err != nil {
-			return rep, fmt.Errorf("configure wireguard %q: %w", WireGuardName, err)
+			return rep, fmt.Errorf("configure wireguard %q (%s): %w", WireGuardName, strings.Join(notes, "; "), explainErrno(err))
 		}
 		rep.Changes = append(rep.Changes, notes...)
 	}

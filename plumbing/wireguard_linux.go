@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -271,4 +273,22 @@ func (k *kernelTable) addresses() []string {
 		}
 	}
 	return out
+}
+
+// wgErrno is how wgctrl reports a userspace device's refusal: the errno
+// as a number only ("wguser: errno=-98").
+var wgErrno = regexp.MustCompile(`errno=-?(\d+)`)
+
+// explainErrno adds what the errno in a userspace WireGuard device's
+// refusal means, e.g. "address already in use" for a taken listen port.
+func explainErrno(err error) error {
+	m := wgErrno.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	n, convErr := strconv.Atoi(m[1])
+	if convErr != nil || n == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (%v)", err, unix.Errno(n))
 }
