@@ -85,11 +85,15 @@ const MaxNetworkID = 65535
 // Inventory is the whole file.
 type Inventory struct {
 	// Version is the file format, always Version.
-	Version  int       `yaml:"version"`
-	Mesh     Mesh      `yaml:"mesh"`
-	Machines []Machine `yaml:"machines,omitempty"`
-	Networks []Network `yaml:"networks,omitempty"`
-	VMs      []VM      `yaml:"vms,omitempty"`
+	Version int `yaml:"version"`
+	// Generation counts the cloud's changes: every change butter makes is
+	// the previous generation plus one, and every machine is told the
+	// generation its spec belongs to. 0 in a file from before generations.
+	Generation int       `yaml:"generation,omitempty"`
+	Mesh       Mesh      `yaml:"mesh"`
+	Machines   []Machine `yaml:"machines,omitempty"`
+	Networks   []Network `yaml:"networks,omitempty"`
+	VMs        []VM      `yaml:"vms,omitempty"`
 }
 
 // Mesh is the WireGuard mesh joining the machines.
@@ -131,7 +135,15 @@ type Machine struct {
 	PublicKey string `yaml:"public_key,omitempty"`
 	// Accel is the VM accelerator: "", AccelAuto, AccelKVM or AccelTCG.
 	Accel string `yaml:"accel,omitempty"`
+	// Confirmed is the generation the machine last confirmed it applied.
+	// Below Generation, the machine is pending: it was away for a change
+	// and catches up on `butter sync` (or when the dashboard sees it back).
+	Confirmed int `yaml:"confirmed,omitempty"`
 }
+
+// Pending tells whether machine m has not confirmed the inventory's
+// generation yet.
+func (inv *Inventory) Pending(m Machine) bool { return m.Confirmed < inv.Generation }
 
 // Network is a private network: an Ethernet segment over the mesh.
 type Network struct {
