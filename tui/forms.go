@@ -83,11 +83,11 @@ func (m *Model) openAddMachine() tea.Cmd {
 					"Its host key fingerprint is\n  "+fingerprint+
 						"\nOn the machine, `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` shows it.")
 			}}
-			mach, err := cl.AddMachine(ctx, nm, trust, steps)
+			mach, out, err := cl.AddMachine(ctx, nm, trust, steps)
 			if err != nil {
 				return "", nil, err
 			}
-			return fmt.Sprintf("machine %s added (mesh address %s)", mach.Name, mach.MeshIP), nil, nil
+			return fmt.Sprintf("machine %s added (mesh address %s)%s", mach.Name, mach.MeshIP, out.Note()), nil, nil
 		})
 	}
 	return m.openForm("Add a machine", submit, nil,
@@ -137,11 +137,11 @@ func (m *Model) openCreateNetwork() tea.Cmd {
 		nn.Subnet, _ = netip.ParsePrefix(strings.TrimSpace(subnet))
 		cl := m.cl
 		return m.startTask("create network "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
-			n, err := cl.CreateNetwork(ctx, nn, steps)
+			n, out, err := cl.CreateNetwork(ctx, nn, steps)
 			if err != nil {
 				return "", nil, err
 			}
-			return fmt.Sprintf("network %s (%s) is on %s", n.Name, n.Subnet, strings.Join(n.Machines, ", ")), nil, nil
+			return fmt.Sprintf("network %s (%s) is on %s%s", n.Name, n.Subnet, strings.Join(n.Machines, ", "), out.Note()), nil, nil
 		})
 	}
 	return m.openForm("Create a network", submit, nil,
@@ -311,10 +311,11 @@ func (m *Model) confirmRemoveMachine(name string) tea.Cmd {
 			return nil
 		}
 		return m.startTask("remove machine "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
-			if err := cl.RemoveMachine(ctx, name, steps); err != nil {
+			r, err := cl.RemoveMachine(ctx, name, false, steps)
+			if err != nil {
 				return "", nil, err
 			}
-			return "machine " + name + " removed", nil, nil
+			return "machine " + name + " removed" + r.Note(), nil, nil
 		})
 	}, nil, huh.NewGroup(huh.NewConfirm().
 		Title("Remove machine "+name+" from the cloud?").
@@ -330,10 +331,11 @@ func (m *Model) confirmRemoveNetwork(name string) tea.Cmd {
 			return nil
 		}
 		return m.startTask("remove network "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
-			if err := cl.RemoveNetwork(ctx, name, steps); err != nil {
+			out, err := cl.RemoveNetwork(ctx, name, steps)
+			if err != nil {
 				return "", nil, err
 			}
-			return "network " + name + " removed", nil, nil
+			return "network " + name + " removed" + out.Note(), nil, nil
 		})
 	}, nil, huh.NewGroup(huh.NewConfirm().
 		Title("Remove network "+name+"?").
