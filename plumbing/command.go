@@ -27,6 +27,9 @@ these verbs are also for looking around on the machine itself.
   pubkey  [--state-dir DIR]                   print this machine's WireGuard public key
   apply   FILE|-                              apply a machine spec (JSON); print the report
   check   FILE|-                              print how the machine differs from a spec
+  prepare FILE|-                              check a spec as apply would (input, generation); change nothing
+  rotate-key                                  make a new WireGuard key, put it to use; print its public key
+  desired                                     print the cloud's desired state this machine keeps (JSON)
   remove                                      tear down every link the helper made
   facts                                       print kernel capabilities and mesh state
   vm create NAME --network N --address A --image SOURCE [--cpus N] [--memory-mib N] [--disk-gib N]
@@ -91,8 +94,19 @@ func RunCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 		_, err = fmt.Fprintln(stdout, k.PublicKey().String())
 		return err
-	case "apply", "check":
-		return c.applyOrCheck(verb, args)
+	case "apply", "check", "prepare":
+		return c.specVerb(verb, args)
+	case "rotate-key":
+		return c.withClient(args, func(cl *helperapi.Client) error {
+			k, err := cl.RotateKey(ctx)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(stdout, k)
+			return err
+		})
+	case "desired":
+		return c.withClient(args, func(cl *helperapi.Client) error { return printResult(cl.Desired(ctx))(stdout) })
 	case "remove":
 		return c.withClient(args, func(cl *helperapi.Client) error { return cl.Remove(ctx) })
 	case "facts":
@@ -176,7 +190,7 @@ func (c *command) withClient(args []string, do func(*helperapi.Client) error) er
 	return do(cl)
 }
 
-func (c *command) applyOrCheck(verb string, args []string) error {
+func (c *command) specVerb(verb string, args []string) error {
 	if err := c.fs.Parse(args); err != nil {
 		return err
 	}
@@ -198,8 +212,11 @@ func (c *command) applyOrCheck(verb string, args []string) error {
 		return err
 	}
 	return c.withClient(nil, func(cl *helperapi.Client) error {
-		if verb == "apply" {
+		switch verb {
+		case "apply":
 			return printResult(cl.Apply(c.ctx, spec))(c.stdout)
+		case "prepare":
+			return cl.Prepare(c.ctx, spec)
 		}
 		d, err := cl.Check(c.ctx, spec)
 		return printResult(helperapi.CheckResult{Drift: d}, err)(c.stdout)

@@ -87,21 +87,6 @@ func (h *Helper) machine(spec helperapi.Spec) machine {
 	return machine{UplinkMTU: mtu, Gretap: h.links.capabilities().Gretap}
 }
 
-// Apply makes the machine match spec and persists it so that the daemon
-// restores it after a restart. It adds before it deletes, touches only
-// links named with Prefix, and may be called any number of times.
-func (h *Helper) Apply(ctx context.Context, spec helperapi.Spec) (helperapi.Report, error) {
-	if err := spec.Validate(); err != nil {
-		return helperapi.Report{}, err
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.state.saveSpec(spec); err != nil {
-		return helperapi.Report{}, fmt.Errorf("persist spec: %w", err)
-	}
-	return h.apply(ctx, spec)
-}
-
 func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Report, error) {
 	priv, err := h.state.privateKey()
 	if err != nil {
@@ -207,19 +192,36 @@ func (h *Helper) Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Dr
 func (h *Helper) Remove(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, err := converge(ctx, h.links, nil); err != nil {
-		return fmt.Errorf("remove links: %w", err)
+	if err := h.teardown(ctx); err != nil {
+		return err
 	}
 	return h.state.forgetSpec()
 }
 
-// Restore re-applies the persisted spec, if there is one.
+// teardown removes every link the helper made.
+func (h *Helper) teardown(ctx context.Context) error {
+	changes, err := converge(ctx, h.links, nil)
+	for _, c := range changes {
+		h.log.Info("removed", "change", c.String())
+	}
+	if err != nil {
+		return fmt.Errorf("remove links: %w", err)
+	}
+	return nil
+}
+
+// Restore re-applies the persisted spec, if there is one. With none, it
+// removes the links a daemon that died during the machine's first Apply
+// may have left (Apply persists a spec only once it applied).
 func (h *Helper) Restore(ctx context.Context) (helperapi.Report, bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	spec, ok, err := h.state.spec()
-	if err != nil || !ok {
-		return helperapi.Report{}, ok, err
+	if err != nil {
+		return helperapi.Report{}, false, err
+	}
+	if !ok {
+		return helperapi.Report{}, false, h.teardown(ctx)
 	}
 	rep, err := h.apply(ctx, spec)
 	return rep, true, err
@@ -237,6 +239,7 @@ func (h *Helper) Facts(ctx context.Context) (helperapi.Facts, error) {
 	f := helperapi.Facts{KernelWireGuard: caps.KernelWireGuard, Gretap: caps.Gretap, Peers: []helperapi.PeerFacts{},
 		Networks: []helperapi.NetworkReport{}}
 	f.Version, _ = SelfVersion()
+	f.Generation = spec.Generation
 	f.Uplink, f.UplinkMTU = h.links.uplink(endpointAddrs(spec))
 	f.Addresses = h.links.addresses()
 	f.Load = readLoad()

@@ -20,6 +20,11 @@ func (h *Helper) PublicKey() (string, error) { return "", errNotLinux }
 func (h *Helper) Apply(ctx context.Context, spec helperapi.Spec) (helperapi.Report, error) {
 	return helperapi.Report{}, errNotLinux
 }
+func (h *Helper) Prepare(ctx context.Context, spec helperapi.Spec) error { return errNotLinux }
+func (h *Helper) RotateKey(ctx context.Context) (string, error)          { return "", errNotLinux }
+func (h *Helper) Desired(ctx context.Context) (helperapi.Desired, error) {
+	return helperapi.Desired{}, errNotLinux
+}
 func (h *Helper) Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Drift, error) {
 	return nil, errNotLinux
 }

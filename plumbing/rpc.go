@@ -20,6 +20,9 @@ import (
 type machineSide interface {
 	PublicKey() (string, error)
 	Apply(ctx context.Context, spec helperapi.Spec) (helperapi.Report, error)
+	Prepare(ctx context.Context, spec helperapi.Spec) error
+	RotateKey(ctx context.Context) (string, error)
+	Desired(ctx context.Context) (helperapi.Desired, error)
 	Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Drift, error)
 	Remove(ctx context.Context) error
 	Facts(ctx context.Context) (helperapi.Facts, error)
@@ -33,7 +36,7 @@ type machineSide interface {
 // handler answers JSON-RPC calls with m.
 func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 	w := &watches{m: m, subs: map[*jsonrpc2.Conn]*subscription{}}
-	h := jsonrpc2.HandlerWithError(func(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+	answer := func(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
 		params := func(v any) error {
 			if req.Params == nil {
 				return &jsonrpc2.Error{Code: jsonrpc2.CodeInvalidParams, Message: req.Method + ": missing params"}
@@ -59,6 +62,16 @@ func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 				return nil, err
 			}
 			return rep, nil
+		case helperapi.MethodPrepare:
+			var s helperapi.Spec
+			if err := params(&s); err != nil {
+				return nil, err
+			}
+			return struct{}{}, m.Prepare(ctx, s)
+		case helperapi.MethodRotateKey:
+			return m.RotateKey(ctx)
+		case helperapi.MethodDesired:
+			return m.Desired(ctx)
 		case helperapi.MethodCheck:
 			var s helperapi.Spec
 			if err := params(&s); err != nil {
@@ -95,8 +108,28 @@ func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 			return struct{}{}, nil
 		}
 		return nil, &jsonrpc2.Error{Code: jsonrpc2.CodeMethodNotFound, Message: "no method " + req.Method}
+	}
+	h := jsonrpc2.HandlerWithError(func(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
+		res, err := answer(ctx, conn, req)
+		return res, wireError(err)
 	})
 	return jsonrpc2.AsyncHandler(h)
+}
+
+// wireError gives err its code on the wire: a *helperapi.RemoteError's
+// (wrapped or not), so that the caller tells a refusal from a failure.
+func wireError(err error) error {
+	var je *jsonrpc2.Error
+	var re *helperapi.RemoteError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &je):
+		return je
+	case errors.As(err, &re):
+		return &jsonrpc2.Error{Code: re.Code, Message: err.Error()}
+	}
+	return err
 }
 
 // watches are the connections subscribed to VM events.

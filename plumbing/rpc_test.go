@@ -2,10 +2,12 @@ package plumbing
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,8 +19,10 @@ import (
 
 // recorder is a machine side that remembers what it was asked.
 type recorder struct {
-	applied []helperapi.Spec
-	err     error
+	applied  []helperapi.Spec
+	prepared []helperapi.Spec
+	desired  helperapi.Desired
+	err      error
 	// events, if set, is what WatchVMs streams; watchEnded hears when a
 	// watch's ctx ends.
 	events     chan helperapi.VMEvent
@@ -29,6 +33,14 @@ func (r *recorder) PublicKey() (string, error) { return testKey('a'), nil }
 func (r *recorder) Apply(ctx context.Context, s helperapi.Spec) (helperapi.Report, error) {
 	r.applied = append(r.applied, s)
 	return helperapi.Report{Networks: []helperapi.NetworkReport{{Name: "blue", MTU: 1370}}, Changes: []string{"add bridge btbr1"}}, r.err
+}
+func (r *recorder) Prepare(ctx context.Context, s helperapi.Spec) error {
+	r.prepared = append(r.prepared, s)
+	return r.err
+}
+func (r *recorder) RotateKey(ctx context.Context) (string, error) { return testKey('n'), r.err }
+func (r *recorder) Desired(ctx context.Context) (helperapi.Desired, error) {
+	return r.desired, r.err
 }
 func (r *recorder) Check(ctx context.Context, s helperapi.Spec) ([]helperapi.Drift, error) {
 	return []helperapi.Drift{{Link: "btbr1", Problem: "missing"}}, nil
@@ -269,4 +281,89 @@ func serveAndDial(t *testing.T, ctx context.Context, l net.Listener, sock string
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// The new methods cross the wire, and so does an error's code, wrapped or
+// not; an error without one arrives as a plain failure.
+func TestRPCCodes(t *testing.T) {
+	ctx := context.Background()
+	sock := filepath.Join(t.TempDir(), "h.sock")
+	l, err := ListenSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := helperapi.Desired{Generation: 4, Mesh: helperapi.DesiredMesh{Prefix: netip.MustParsePrefix("10.99.0.0/16"), Port: 51820},
+		Machines: []helperapi.DesiredMachine{{Name: "m1", Address: "192.0.2.1", PublicKey: testKey('a')}}}
+	r := &recorder{desired: want}
+	c := serveAndDial(t, ctx, l, sock, r)
+
+	spec := testSpec()
+	spec.Generation, spec.Desired = 4, &want
+	if err := c.Prepare(ctx, spec); err != nil || len(r.prepared) != 1 || r.prepared[0].Desired.Digest() != want.Digest() {
+		t.Fatalf("prepare: %v; the daemon heard %+v", err, r.prepared)
+	}
+	if k, err := c.RotateKey(ctx); err != nil || k != testKey('n') {
+		t.Fatalf("rotate key: %q, %v", k, err)
+	}
+	if d, err := c.Desired(ctx); err != nil || d.Digest() != want.Digest() {
+		t.Fatalf("desired: %+v, %v; want %+v", d, err, want)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		err     error
+		code    int64
+		message string
+		invalid bool
+		stale   bool
+	}{
+		{"invalid", &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: "mesh address: bad"},
+			helperapi.CodeInvalid, "mesh address: bad", true, false},
+		{"stale, wrapped", fmt.Errorf("apply: %w", &helperapi.RemoteError{Code: helperapi.CodeStale, Message: "generation 3 is behind 5"}),
+			helperapi.CodeStale, "apply: generation 3 is behind 5", false, true},
+		{"apply failed", &helperapi.RemoteError{Code: helperapi.CodeApplyFailed, Message: "apply failed: x; the machine is back"},
+			helperapi.CodeApplyFailed, "apply failed: x; the machine is back", false, false},
+		{"plain", errors.New("disk full"), 0, "disk full", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r.err = tc.err
+			for name, call := range map[string]func() error{
+				"apply":   func() error { _, err := c.Apply(ctx, spec); return err },
+				"prepare": func() error { return c.Prepare(ctx, spec) },
+				"rotate":  func() error { _, err := c.RotateKey(ctx); return err },
+				"desired": func() error { _, err := c.Desired(ctx); return err },
+			} {
+				err := call()
+				var re *helperapi.RemoteError
+				if !errors.As(err, &re) {
+					t.Fatalf("%s: %v (%T), want a *helperapi.RemoteError", name, err, err)
+				}
+				if re.Code != tc.code || re.Message != tc.message {
+					t.Errorf("%s: code %d message %q, want %d %q", name, re.Code, re.Message, tc.code, tc.message)
+				}
+				if helperapi.IsInvalid(err) != tc.invalid || helperapi.IsStale(err) != tc.stale {
+					t.Errorf("%s: IsInvalid %v IsStale %v, want %v %v", name, helperapi.IsInvalid(err), helperapi.IsStale(err), tc.invalid, tc.stale)
+				}
+			}
+		})
+	}
+
+	// A bad request keeps JSON-RPC's own code.
+	r.err = nil
+	var raw json.RawMessage
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(`{"jsonrpc":"2.0","id":1,"method":"helper.prepare","params":{"mesh":{},"bogus":1}}`)); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := json.NewDecoder(conn).Decode(&raw); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), `"code":-32602`) {
+		t.Errorf("unknown field in prepare's params: %s, want code -32602 (invalid params)", raw)
+	}
 }

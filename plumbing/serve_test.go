@@ -3,6 +3,7 @@ package plumbing
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -15,7 +16,7 @@ import (
 
 func TestServeHello(t *testing.T) {
 	line := helperapi.ServeHello("0123456789abcdef")
-	if line != "BUTTER-HELPER 1 0123456789abcdef\n" {
+	if line != fmt.Sprintf("BUTTER-HELPER %d 0123456789abcdef\n", helperapi.ServeProtocol) {
 		t.Fatalf("hello %q", line)
 	}
 	for _, tc := range []struct {

@@ -23,29 +23,46 @@ type state struct{ dir string }
 // privateKey loads the machine's WireGuard private key, making it on first
 // use. It is kept 0600 and never leaves the machine.
 func (s state) privateKey() (wgtypes.Key, error) {
+	k, ok, err := s.key()
+	if err != nil || ok {
+		return k, err
+	}
+	return s.newKey()
+}
+
+// key loads the machine's private key, if it has one yet.
+func (s state) key() (wgtypes.Key, bool, error) {
 	path := filepath.Join(s.dir, keyFile)
 	data, err := os.ReadFile(path)
-	if err == nil {
-		k, err := wgtypes.ParseKey(string(trimSpace(data)))
-		if err != nil {
-			return wgtypes.Key{}, fmt.Errorf("read private key %s: not a WireGuard key; move it away to make a new one: %w", path, err)
-		}
-		return k, nil
+	if errors.Is(err, fs.ErrNotExist) {
+		return wgtypes.Key{}, false, nil
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return wgtypes.Key{}, fmt.Errorf("read private key: %w", err)
+	if err != nil {
+		return wgtypes.Key{}, false, fmt.Errorf("read private key: %w", err)
 	}
+	k, err := wgtypes.ParseKey(string(trimSpace(data)))
+	if err != nil {
+		return wgtypes.Key{}, false, fmt.Errorf("read private key %s: not a WireGuard key; move it away to make a new one: %w", path, err)
+	}
+	return k, true, nil
+}
+
+// newKey makes a new private key and puts it in place of the old one, if
+// any, in one rename: no copy of the old key is kept, and a crash leaves
+// the old key or the new one whole.
+func (s state) newKey() (wgtypes.Key, error) {
 	k, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("generate private key: %w", err)
 	}
-	if err := writeAtomic(path, []byte(k.String()+"\n"), 0o600); err != nil {
+	if err := writeAtomic(filepath.Join(s.dir, keyFile), []byte(k.String()+"\n"), 0o600); err != nil {
 		return wgtypes.Key{}, fmt.Errorf("save private key: %w", err)
 	}
 	return k, nil
 }
 
-// spec returns the persisted spec, if there is one.
+// spec returns the persisted spec, if there is one: the last spec that
+// applied whole (see Helper.Apply).
 func (s state) spec() (helperapi.Spec, bool, error) {
 	data, err := os.ReadFile(filepath.Join(s.dir, specFile))
 	if errors.Is(err, fs.ErrNotExist) {
