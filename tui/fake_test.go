@@ -49,6 +49,18 @@ func (f *fakeSide) Apply(ctx context.Context, s helperapi.Spec) (helperapi.Repor
 	f.spec = &s
 	return helperapi.Report{}, nil
 }
+func (f *fakeSide) Prepare(ctx context.Context, s helperapi.Spec) error { return s.Validate() }
+func (f *fakeSide) RotateKey(ctx context.Context) (string, error) {
+	return "", errors.New("the dashboard's fake machines keep their keys")
+}
+func (f *fakeSide) Desired(ctx context.Context) (helperapi.Desired, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.spec == nil || f.spec.Desired == nil {
+		return helperapi.Desired{}, nil
+	}
+	return *f.spec.Desired, nil
+}
 func (f *fakeSide) Check(ctx context.Context, s helperapi.Spec) ([]helperapi.Drift, error) {
 	return nil, nil
 }
