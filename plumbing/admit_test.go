@@ -112,3 +112,24 @@ func TestNewKeyReplacesTheOld(t *testing.T) {
 		}
 	}
 }
+
+func TestBuildable(t *testing.T) {
+	spec := func(tunnel string) helperapi.Spec {
+		return helperapi.Spec{Networks: []helperapi.Network{{Name: "blue", ID: 1, Tunnel: tunnel}}}
+	}
+	for _, tc := range []struct {
+		tunnel string
+		gretap bool
+		ok     bool
+	}{
+		{helperapi.TunnelGretap, false, false},
+		{helperapi.TunnelGretap, true, true},
+		{helperapi.TunnelAuto, false, true},
+		{helperapi.TunnelVXLAN, false, true},
+	} {
+		err := buildable(spec(tc.tunnel), tc.gretap)
+		if (err == nil) != tc.ok || (err != nil && (!helperapi.IsInvalid(err) || !strings.Contains(err.Error(), "gretap"))) {
+			t.Errorf("buildable(%s, gretap=%v) = %v, want ok=%v (a refusal as bad input naming gretap)", tc.tunnel, tc.gretap, err, tc.ok)
+		}
+	}
+}
