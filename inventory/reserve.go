@@ -22,10 +22,12 @@ const ReservationTTL = 12 * time.Hour
 // Reservation holds a VM's name and address while the VM is being
 // created, without touching the inventory file: it is recorded in
 // "<inventory>.reservations" beside it (JSON, 0600, written atomically
-// under the inventory's lock). Reserve and NextVMAddress, as Reserve
-// calls them, see it, so two butters never hand out the same name or
-// address. Commit records the VM in the inventory once it is made;
+// under the inventory's lock). Later Reserve calls see it: they refuse
+// its name and address, and the inventory their fn gets lists its VM, so
+// NextVMAddress passes over it; two butters never hand out the same name
+// or address. Commit records the VM in the inventory once it is made;
 // Release drops the reservation and leaves the inventory as it was.
+// Load and Update do not see reservations.
 //
 // A reservation whose process is gone (on this host), that is older than
 // ReservationTTL, or whose VM the inventory records, is ignored and
