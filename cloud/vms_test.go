@@ -2,7 +2,6 @@ package cloud
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -75,25 +74,11 @@ func vmCloud(t *testing.T) (*Cloud, *awayConnector) {
 	t.Helper()
 	c, fc := newFakeCloud(t, 3)
 	addAll(t, c, 3)
-	if _, err := c.CreateNetwork(context.Background(), NewNetwork{Name: "blue", Machines: []string{"m1", "m2"}}, nil); err != nil {
+	if _, _, err := c.CreateNetwork(context.Background(), NewNetwork{Name: "blue", Machines: []string{"m1", "m2"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	ac := &awayConnector{fakeConnector: fc, away: map[string]error{}}
 	return New(c.path, ac, nil), ac
-}
-
-// fileSums is the sha256 of the inventory and of its .bak.
-func fileSums(t *testing.T, path string) string {
-	t.Helper()
-	var out []string
-	for _, p := range []string{path, path + ".bak"} {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, fmt.Sprintf("%x", sha256.Sum256(b)))
-	}
-	return strings.Join(out, " ")
 }
 
 func noReservations(t *testing.T, path string) {
@@ -372,7 +357,7 @@ func TestCreateVMUnmadeWhenNotRecorded(t *testing.T) {
 	}()
 	<-ac.entered
 	other := New(c.path, ac.fakeConnector, nil)
-	if err := other.RemoveNetwork(ctx, "blue", nil); err != nil {
+	if _, err := other.RemoveNetwork(ctx, "blue", nil); err != nil {
 		t.Fatal(err)
 	}
 	before := fileSums(t, c.path)

@@ -15,11 +15,18 @@
 // file that does not load is never overwritten: Update refuses and says how
 // to recover.
 //
+// Update keeps the file's permission mode and the comment block at its
+// top; other comments are not kept. A VM being created is held in
+// "<file>.reservations" (see Reserve), never in the file, so a create that
+// fails leaves the file and its .bak as they were.
+//
 // A file as butter writes it (fields left out take their defaults: mesh
 // 10.99.0.0/16 port 51820, SSH port 22, tunnel auto):
 //
 //	# Butter Cloud inventory: ...
 //	version: 1
+//
+//	generation: 7
 //
 //	mesh:
 //	  prefix: 10.99.0.0/16
@@ -34,12 +41,14 @@
 //	    endpoint: 192.0.2.10:51820
 //	    mesh_ip: 10.99.0.1
 //	    public_key: yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=
+//	    confirmed: 7
 //	  - name: beta
 //	    address: beta.example.com
 //	    port: 2222
 //	    nat: true
 //	    mesh_ip: 10.99.0.2
 //	    public_key: xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=
+//	    confirmed: 6
 //
 //	networks:
 //	  - name: blue
