@@ -322,3 +322,22 @@ func TestDesiredHasNoOperatorPaths(t *testing.T) {
 		t.Errorf("the copy holds the identity path: %s", b)
 	}
 }
+
+// A removal the others refuse leaves the machine whole and in the cloud:
+// it is asked before the machine is torn down.
+func TestRefusedRemovalTouchesNothing(t *testing.T) {
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, 3)
+	addAll(t, c, 3)
+	sums := fileSums(t, c.path)
+	fc.machines["192.0.2.1"].refuse = &helperapi.RemoteError{Code: helperapi.CodeStale, Message: "this machine is at generation 9"}
+	if _, err := c.RemoveMachine(ctx, "m3", false, nil); err == nil || !helperapi.IsStale(err) {
+		t.Fatalf("RemoveMachine = %v, want m1's refusal", err)
+	}
+	if fc.machines["192.0.2.3"].spec == nil {
+		t.Error("m3 was torn down though the removal was refused")
+	}
+	if fileSums(t, c.path) != sums {
+		t.Error("the refused removal changed the inventory")
+	}
+}

@@ -147,6 +147,17 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, step
 			vms = append(vms, v.Name)
 		}
 	}
+	next := clone(prev)
+	next.Machines = slices.DeleteFunc(next.Machines, func(o inventory.Machine) bool { return o.Name == name })
+	next.VMs = slices.DeleteFunc(next.VMs, func(v inventory.VM) bool { return v.Machine == name })
+	for i := range next.Networks {
+		next.Networks[i].Machines = slices.DeleteFunc(next.Networks[i].Machines, func(n string) bool { return n == name })
+	}
+	// Would the others take it? Asked before the machine is torn down, so
+	// a refusal leaves it whole and in the cloud.
+	if _, err := c.prepare(ctx, prev, clone(next), nil); err != nil {
+		return Removal{}, err
+	}
 	var r Removal
 	if force {
 		say(steps, name, "dropping it without touching it")
@@ -167,12 +178,6 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, step
 		r.TornDown = true
 	}
 	c.forget(name)
-	next := clone(prev)
-	next.Machines = slices.DeleteFunc(next.Machines, func(o inventory.Machine) bool { return o.Name == name })
-	next.VMs = slices.DeleteFunc(next.VMs, func(v inventory.VM) bool { return v.Machine == name })
-	for i := range next.Networks {
-		next.Networks[i].Machines = slices.DeleteFunc(next.Networks[i].Machines, func(n string) bool { return n == name })
-	}
 	r.Outcome, err = c.change(ctx, prev, next, nil, steps)
 	return r, err
 }
