@@ -132,12 +132,7 @@ func (s *session) machineAddCommand() *cobra.Command {
 }
 
 func (s *session) machineAdd(ctx context.Context, nm cloud.NewMachine, acceptNew bool, pinned string, wait bool) error {
-	trust := cloud.Trust{AcceptNew: acceptNew, Pinned: pinned}
-	if !acceptNew && pinned == "" && s.interactive {
-		trust.Ask = func(ctx context.Context, host, fp string) (bool, error) {
-			return s.ask(fmt.Sprintf("%s is new to you. Its host key is %s.\nCheck it on the machine (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). Trust it?", host, fp))
-		}
-	}
+	trust := s.trust(acceptNew, pinned)
 	cl, err := s.open()
 	if err != nil {
 		return err
@@ -152,6 +147,18 @@ func (s *session) machineAdd(ctx context.Context, nm cloud.NewMachine, acceptNew
 	}
 	fmt.Fprintf(s.stdout, "machine %s added: mesh address %s\n", m.Name, m.MeshIP)
 	return s.behind(out, wait)
+}
+
+// trust is how host keys new to the user are treated: as the flags say,
+// else asked at the terminal, else refused.
+func (s *session) trust(acceptNew bool, pinned string) cloud.Trust {
+	trust := cloud.Trust{AcceptNew: acceptNew, Pinned: pinned}
+	if !acceptNew && pinned == "" && s.interactive {
+		trust.Ask = func(ctx context.Context, host, fp string) (bool, error) {
+			return s.ask(fmt.Sprintf("%s is new to you. Its host key is %s.\nCheck it on the machine (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). Trust it?", host, fp))
+		}
+	}
+	return trust
 }
 
 func (s *session) machineListCommand() *cobra.Command {

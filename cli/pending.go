@@ -21,14 +21,7 @@ func (s *session) behind(out cloud.Outcome, wait bool) error {
 	for _, b := range out.Behind {
 		fmt.Fprintf(s.stderr, "butter: %s\n", b)
 	}
-	var failed, away []string
-	for _, b := range out.Behind {
-		if b.Away {
-			away = append(away, b.Machine)
-		} else {
-			failed = append(failed, b.Machine)
-		}
-	}
+	failed, away := out.Split()
 	switch {
 	case len(failed) > 0:
 		return fmt.Errorf("the change is recorded, but %s could not apply it (see above)", strings.Join(failed, ", "))

@@ -68,12 +68,7 @@ func (s *session) adoptCommand() *cobra.Command {
 }
 
 func (s *session) adopt(ctx context.Context, from cloud.AdoptFrom, acceptNew bool) error {
-	trust := cloud.Trust{AcceptNew: acceptNew}
-	if !acceptNew && s.interactive {
-		trust.Ask = func(ctx context.Context, host, fp string) (bool, error) {
-			return s.ask(fmt.Sprintf("%s is new to you. Its host key is %s.\nCheck it on the machine (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). Trust it?", host, fp))
-		}
-	}
+	trust := s.trust(acceptNew, "")
 	return s.withCloud(func(cl *cloud.Cloud) error {
 		a, err := cl.Adopt(ctx, from, trust, s.steps)
 		if err != nil {

@@ -44,14 +44,7 @@ func (b Behind) String() string {
 // Note is a short line about the machines behind ("" when none), to
 // follow a change's message.
 func (o Outcome) Note() string {
-	var away, failed []string
-	for _, b := range o.Behind {
-		if b.Away {
-			away = append(away, b.Machine)
-		} else {
-			failed = append(failed, b.Machine)
-		}
-	}
+	failed, away := o.Split()
 	var parts []string
 	if len(away) > 0 {
 		parts = append(parts, fmt.Sprintf("%s away: catching up when back", strings.Join(away, ", ")))
@@ -65,15 +58,17 @@ func (o Outcome) Note() string {
 	return " (" + strings.Join(parts, "; ") + ")"
 }
 
-// Failed lists the machines that answered but failed to apply.
-func (o Outcome) Failed() []Behind {
-	var out []Behind
+// Split names the machines behind: those that answered but failed to
+// apply, and those away.
+func (o Outcome) Split() (failed, away []string) {
 	for _, b := range o.Behind {
-		if !b.Away {
-			out = append(out, b)
+		if b.Away {
+			away = append(away, b.Machine)
+		} else {
+			failed = append(failed, b.Machine)
 		}
 	}
-	return out
+	return failed, away
 }
 
 // ConnectTimeout bounds the TCP connect to a machine already in the cloud:
