@@ -46,7 +46,7 @@ func TestAdmit(t *testing.T) {
 		{"a generation over a bare spec", at(2, ""), self, at(0, ""), 0, ""},
 		{"no key yet", selfPeer, "", at(4, ""), 0, ""},
 		{"older generation", at(4, ""), self, at(5, ""), helperapi.CodeStale, "newer than this change's 4"},
-		{"another change of the same generation", at(5, "other"), self, at(5, ""), helperapi.CodeStale, "another change as generation 5"},
+		{"another change of the same generation", at(5, "other"), self, at(5, ""), helperapi.CodeStale, "another butter's change as generation 5"},
 		{"this machine as its own peer", selfPeer, self, at(4, ""), helperapi.CodeInvalid, "this machine's own public key"},
 		{"desired of another generation", badDesired, self, at(4, ""), helperapi.CodeInvalid, "desired state generation 4"},
 		{"no mesh address", noMesh, self, at(4, ""), helperapi.CodeInvalid, "mesh address"},
