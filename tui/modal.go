@@ -36,7 +36,10 @@ func (m *Model) openForm(title string, submit func() tea.Cmd, cancel func(), gro
 	f.SubmitCmd, f.CancelCmd = nil, nil
 	m.form = &modalForm{title: title, form: f, submit: submit, cancel: cancel}
 	m.form.resize(m.width, m.height)
-	return f.Init()
+	init := f.Init()
+	// The groups measured their height before they had their width: a
+	// size now makes them measure again, so a long description is whole.
+	return tea.Batch(init, m.updateForm(tea.WindowSizeMsg{Width: m.width, Height: m.height}))
 }
 
 // updateForm passes msg to the open form and closes it when done.
