@@ -148,7 +148,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		m.applyEvents(msg.events)
-		return m, nextEvents(msg.gen, m.events)
+		return m, tea.Batch(nextEvents(msg.gen, m.events), m.autoSync())
 	case watchEndedMsg:
 		return m, nil
 	case inboxMsg:
@@ -162,6 +162,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.nextAsk()
 	case taskDoneMsg:
 		return m, m.taskDone(msg)
+	case syncDoneMsg:
+		m.syncDone(msg)
+		return m, nil
 	case consoleDoneMsg:
 		if msg.err != nil {
 			m.setStatus(fmt.Sprintf("console of %s: %v", msg.vm, msg.err), true)

@@ -152,6 +152,9 @@ func TestUpdateKeys(t *testing.T) {
 		{"new VM form", []string{"3", "a"}, func(m *Model) string { return contains(m.render(), "Create a VM") }},
 		{"add machine form", []string{"a"}, func(m *Model) string { return contains(m.render(), "Add a machine") }},
 		{"L shows the log", []string{"L"}, func(m *Model) string { return contains(m.render(), "Operations") }},
+		{"S with nothing pending", []string{"S"}, func(m *Model) string {
+			return contains(m.status, "every machine is up to date (generation 0)")
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := fixture(t, 100, 30, true)
