@@ -297,32 +297,6 @@ func (m *Model) confirmRemoveVM(name string) tea.Cmd {
 		Affirmative("Remove").Negative("Keep").Value(&yes)))
 }
 
-func (m *Model) confirmRemoveMachine(name string) tea.Cmd {
-	n := 0
-	for _, v := range m.data.vms {
-		if v.Machine == name {
-			n++
-		}
-	}
-	yes := false
-	cl := m.cl
-	return m.openForm("Remove machine "+name, func() tea.Cmd {
-		if !yes {
-			return nil
-		}
-		return m.startTask("remove machine "+name, taskShown, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
-			r, err := cl.RemoveMachine(ctx, name, false, steps)
-			if err != nil {
-				return "", nil, err
-			}
-			return "machine " + name + " removed" + r.Note(), nil, nil
-		})
-	}, nil, huh.NewGroup(huh.NewConfirm().
-		Title("Remove machine "+name+" from the cloud?").
-		Description(fmt.Sprintf("Its %d VMs and their disks are destroyed, and it leaves every network.", n)).
-		Affirmative("Remove").Negative("Keep").Value(&yes)))
-}
-
 func (m *Model) confirmRemoveNetwork(name string) tea.Cmd {
 	yes := false
 	cl := m.cl

@@ -48,11 +48,12 @@ type Model struct {
 	showHelp, showLog bool
 	welcome           int // the welcome menu's cursor
 
-	form  *modalForm
-	asks  []askMsg
-	tasks []*task
-	shown *task
-	seq   int
+	form   *modalForm
+	asks   []askMsg
+	queued []func() tea.Cmd // forms waiting for the open one to close
+	tasks  []*task
+	shown  *task
+	seq    int
 
 	status    string
 	statusErr bool
@@ -160,6 +161,8 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case askMsg:
 		m.asks = append(m.asks, msg)
 		return m, m.nextAsk()
+	case rotateOfferMsg:
+		return m, m.offerRotation(msg)
 	case taskDoneMsg:
 		return m, m.taskDone(msg)
 	case syncDoneMsg:

@@ -104,6 +104,20 @@ func (s *store) status(name string) (cloud.MachineStatus, string) {
 	return st, st.Status
 }
 
+// vmsOf names the VMs the inventory places on machine.
+func (s *store) vmsOf(machine string) []string {
+	var out []string
+	if s.inv == nil {
+		return nil
+	}
+	for _, v := range s.inv.VMs {
+		if v.Machine == machine {
+			out = append(out, v.Name)
+		}
+	}
+	return out
+}
+
 // linkHealth counts a network's links (pairs of member machines) whose
 // WireGuard handshake is recent, and names the first bad ones.
 func (s *store) linkHealth(members []string) (ok, total int, bad []string) {
