@@ -107,7 +107,10 @@ func (s *store) machineRows() []row {
 				detail += "; catches up when it answers"
 			}
 		}
-		if st.Problem != "" {
+		switch {
+		case st.Problem != "" && word == cloud.StatusOffline:
+			detail += " · does not answer: " + st.Problem
+		case st.Problem != "":
 			detail += " · " + st.Problem
 		}
 		rows = append(rows, row{id: m.Name, detail: detail, cells: []cell{

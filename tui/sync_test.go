@@ -105,7 +105,7 @@ func TestPendingRows(t *testing.T) {
 	want := map[string]struct{ status, detail string }{
 		"alpha":   {"online · pending", "alpha at 192.0.2.1 · pending: confirmed generation 2, the cloud is at 3; S syncs now"},
 		"bravo":   {"degraded", "bravo at 192.0.2.2 · no recent WireGuard handshake with charlie"},
-		"charlie": {"offline · pending", "charlie at 192.0.2.3 · pending: confirmed generation 1, the cloud is at 3; catches up when it answers · dial tcp 192.0.2.3:22: i/o timeout"},
+		"charlie": {"offline · pending", "charlie at 192.0.2.3 · pending: confirmed generation 1, the cloud is at 3; catches up when it answers · does not answer: dial tcp 192.0.2.3:22: i/o timeout"},
 	}
 	for _, r := range m.tables[paneMachines].all {
 		w := want[r.id]
