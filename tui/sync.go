@@ -174,10 +174,12 @@ func (m *Model) syncNow() tea.Cmd {
 		if len(out.Applied) > 0 {
 			text = fmt.Sprintf("up to date at generation %d: %s", out.Generation, strings.Join(out.Applied, ", "))
 		}
-		if f := out.Failed(); len(f) > 0 {
+		if failed, _ := out.Split(); len(failed) > 0 {
 			lines := []string{text}
-			for _, b := range f {
-				lines = append(lines, b.String())
+			for _, b := range out.Behind {
+				if !b.Away {
+					lines = append(lines, b.String())
+				}
 			}
 			return "", done, errors.New(strings.Join(lines, "\n"))
 		}
