@@ -95,7 +95,7 @@ func BenchmarkOperator(b *testing.B) {
 	// m2 and m3 join first, untimed: they are the peers m1's add updates.
 	setup := cloud.New(lc.Inventory, conn, nil)
 	for _, name := range []string{"m2", "m3"} {
-		if _, err := setup.AddMachine(ctx, machine(name), cloud.Trust{}, nil); err != nil {
+		if _, _, err := setup.AddMachine(ctx, machine(name), cloud.Trust{}, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -112,7 +112,7 @@ func BenchmarkOperator(b *testing.B) {
 		st := &stepTimes{}
 		cl := cloud.New(lc.Inventory, conn, nil)
 		begin := time.Now()
-		if _, err := cl.AddMachine(ctx, m1, cloud.Trust{}, st.record); err != nil {
+		if _, _, err := cl.AddMachine(ctx, m1, cloud.Trust{}, st.record); err != nil {
 			b.Fatalf("add m1, round %d: %v", round+1, err)
 		}
 		end := time.Now()
@@ -126,7 +126,7 @@ func BenchmarkOperator(b *testing.B) {
 		addDaemon = append(addDaemon, mesh.Sub(start))
 		addPeers = append(addPeers, end.Sub(mesh))
 		if round < opRounds-1 {
-			if err := cl.RemoveMachine(ctx, "m1", nil); err != nil {
+			if _, err := cl.RemoveMachine(ctx, "m1", false, nil); err != nil {
 				b.Fatalf("remove m1, round %d: %v", round+1, err)
 			}
 		}
@@ -146,7 +146,7 @@ func BenchmarkOperator(b *testing.B) {
 		name := fmt.Sprintf("cli%d", round+1)
 		st := &stepTimes{}
 		begin := time.Now()
-		n, err := cl.CreateNetwork(ctx, cloud.NewNetwork{Name: name}, st.record)
+		n, _, err := cl.CreateNetwork(ctx, cloud.NewNetwork{Name: name}, st.record)
 		if err != nil {
 			b.Fatalf("network create %s: %v", name, err)
 		}
@@ -163,7 +163,7 @@ func BenchmarkOperator(b *testing.B) {
 			netApply = append(netApply, applied.Sub(start))
 		}
 		checkBridges(b, ctx, n.ID, true)
-		if err := cl.RemoveNetwork(ctx, name, nil); err != nil {
+		if _, err := cl.RemoveNetwork(ctx, name, nil); err != nil {
 			b.Fatalf("network remove %s: %v", name, err)
 		}
 		checkBridges(b, ctx, n.ID, false)
@@ -177,20 +177,20 @@ func BenchmarkOperator(b *testing.B) {
 	for round := range opRounds {
 		name := fmt.Sprintf("tui%d", round+1)
 		begin := time.Now()
-		n, err := warm.CreateNetwork(ctx, cloud.NewNetwork{Name: name}, nil)
+		n, _, err := warm.CreateNetwork(ctx, cloud.NewNetwork{Name: name}, nil)
 		if err != nil {
 			b.Fatalf("network create %s: %v", name, err)
 		}
 		netWarm = append(netWarm, time.Since(begin))
 		checkBridges(b, ctx, n.ID, true)
-		if err := warm.RemoveNetwork(ctx, name, nil); err != nil {
+		if _, err := warm.RemoveNetwork(ctx, name, nil); err != nil {
 			b.Fatalf("network remove %s: %v", name, err)
 		}
 		checkBridges(b, ctx, n.ID, false)
 	}
 
 	// VM create end to end, on m1, a new Cloud per call (the CLI).
-	if _, err := warm.CreateNetwork(ctx, cloud.NewNetwork{Name: "vms"}, nil); err != nil {
+	if _, _, err := warm.CreateNetwork(ctx, cloud.NewNetwork{Name: "vms"}, nil); err != nil {
 		b.Fatal(err)
 	}
 	// The phases of a create, from the core's steps: connecting (SSH,

@@ -15,15 +15,86 @@ import (
 const listTimeout = 10 * time.Second
 
 func (s *session) machineCommand() *cobra.Command {
-	remove := &cobra.Command{
+	return noun("machine", "Add, list and remove machines, and rotate their keys", s.machineAddCommand(), s.machineListCommand(),
+		s.machineRemoveCommand(), s.machineRotateCommand())
+}
+
+func (s *session) machineRemoveCommand() *cobra.Command {
+	var force, wait bool
+	cmd := &cobra.Command{
 		Use:   "remove NAME",
 		Short: "Take a machine out of the cloud",
-		Args:  oneName("machine"),
+		Long: "Take a machine out of the cloud: its VMs and links are torn down and every other machine drops it.\n" +
+			"A machine that does not answer is only removed with --force, which drops it without touching it\n" +
+			"(its VMs are written off) and drops its key everywhere.",
+		Args: oneName("machine"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return s.withCloud(func(cl *cloud.Cloud) error { return cl.RemoveMachine(cmd.Context(), args[0], s.steps) })
+			return s.withCloud(func(cl *cloud.Cloud) error {
+				r, err := cl.RemoveMachine(cmd.Context(), args[0], force, s.steps)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(s.stdout, "machine %s removed\n", args[0])
+				if len(r.WrittenOff) > 0 {
+					fmt.Fprintf(s.stdout, "written off with it (never touched): vm %s\n", strings.Join(r.WrittenOff, ", vm "))
+				}
+				if t := r.StillTrusting(); len(t) > 0 {
+					fmt.Fprintf(s.stderr, "butter: %s still %s %s's key until %s back; to be sure it can never reach them, "+
+						"rotate every key when they return: butter machine rotate-key --all\n",
+						strings.Join(t, ", "), holdHolds(len(t)), args[0], isAre(len(t)))
+				}
+				return s.behind(r.Outcome, wait)
+			})
 		},
 	}
-	return noun("machine", "Add, list and remove machines", s.machineAddCommand(), s.machineListCommand(), remove)
+	cmd.Flags().BoolVar(&force, "force", false, "drop a machine that does not answer, without touching it")
+	waitFlag(cmd, &wait)
+	return cmd
+}
+
+func holdHolds(n int) string {
+	if n == 1 {
+		return "holds"
+	}
+	return "hold"
+}
+
+func (s *session) machineRotateCommand() *cobra.Command {
+	var all, wait bool
+	cmd := &cobra.Command{
+		Use:   "rotate-key [NAME] [--all]",
+		Short: "Give a machine (or every machine) a new WireGuard key",
+		Long: "Give a machine a new WireGuard key, made on the machine (it never leaves it), and update every peer.\n" +
+			"Traffic across the machine pauses for about a handshake.",
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case all && len(args) > 0:
+				return usageErrorf("give a machine's name or --all, not both")
+			case !all && len(args) != 1:
+				return usageErrorf("name the machine whose key to rotate, or give --all")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return s.withCloud(func(cl *cloud.Cloud) error {
+				r, err := cl.RotateKey(cmd.Context(), args, s.steps)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(s.stdout, "new key on %s\n", strings.Join(r.Rotated, ", "))
+				for _, b := range r.NotRotated {
+					fmt.Fprintf(s.stderr, "butter: machine %s kept its key: %v\n", b.Machine, b.Err)
+				}
+				if len(r.NotRotated) > 0 && wait {
+					return fmt.Errorf("%d machines kept their keys (--wait)", len(r.NotRotated))
+				}
+				return s.behind(r.Outcome, wait)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "rotate every machine's key")
+	waitFlag(cmd, &wait)
+	return cmd
 }
 
 func (s *session) machineAddCommand() *cobra.Command {
@@ -31,6 +102,7 @@ func (s *session) machineAddCommand() *cobra.Command {
 		nm        cloud.NewMachine
 		acceptNew bool
 		pinned    string
+		wait      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "add NAME",
@@ -41,7 +113,7 @@ func (s *session) machineAddCommand() *cobra.Command {
 				return usageErrorf("give --accept-new-host-key or --host-key, not both")
 			}
 			nm.Name = args[0]
-			return s.machineAdd(cmd.Context(), nm, acceptNew, pinned)
+			return s.machineAdd(cmd.Context(), nm, acceptNew, pinned, wait)
 		},
 	}
 	f := cmd.Flags()
@@ -54,23 +126,19 @@ func (s *session) machineAddCommand() *cobra.Command {
 	f.BoolVar(&acceptNew, "accept-new-host-key", false, "trust the host key if the machine is new to you")
 	f.StringVar(&pinned, "host-key", "", "trust only this host key (`SHA256:...` as ssh-keygen -l prints it)")
 	f.BoolVar(&s.yes, "yes", false, "install missing prerequisites without asking")
+	waitFlag(cmd, &wait)
 	require(cmd, "address")
 	return cmd
 }
 
-func (s *session) machineAdd(ctx context.Context, nm cloud.NewMachine, acceptNew bool, pinned string) error {
-	trust := cloud.Trust{AcceptNew: acceptNew, Pinned: pinned}
-	if !acceptNew && pinned == "" && s.interactive {
-		trust.Ask = func(ctx context.Context, host, fp string) (bool, error) {
-			return s.ask(fmt.Sprintf("%s is new to you. Its host key is %s.\nCheck it on the machine (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). Trust it?", host, fp))
-		}
-	}
+func (s *session) machineAdd(ctx context.Context, nm cloud.NewMachine, acceptNew bool, pinned string, wait bool) error {
+	trust := s.trust(acceptNew, pinned)
 	cl, err := s.open()
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	m, err := cl.AddMachine(ctx, nm, trust, s.steps)
+	m, out, err := cl.AddMachine(ctx, nm, trust, s.steps)
 	if err != nil {
 		if !s.interactive && !acceptNew && pinned == "" && strings.Contains(err.Error(), "unknown host key") {
 			return fmt.Errorf("%w\nwithout a terminal butter cannot ask: pass --accept-new-host-key, or --host-key SHA256:... to pin the key", err)
@@ -78,7 +146,19 @@ func (s *session) machineAdd(ctx context.Context, nm cloud.NewMachine, acceptNew
 		return err
 	}
 	fmt.Fprintf(s.stdout, "machine %s added: mesh address %s\n", m.Name, m.MeshIP)
-	return nil
+	return s.behind(out, wait)
+}
+
+// trust is how host keys new to the user are treated: as the flags say,
+// else asked at the terminal, else refused.
+func (s *session) trust(acceptNew bool, pinned string) cloud.Trust {
+	trust := cloud.Trust{AcceptNew: acceptNew, Pinned: pinned}
+	if !acceptNew && pinned == "" && s.interactive {
+		trust.Ask = func(ctx context.Context, host, fp string) (bool, error) {
+			return s.ask(fmt.Sprintf("%s is new to you. Its host key is %s.\nCheck it on the machine (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). Trust it?", host, fp))
+		}
+	}
+	return trust
 }
 
 func (s *session) machineListCommand() *cobra.Command {
@@ -108,15 +188,43 @@ func (s *session) machineList(ctx context.Context, cl *cloud.Cloud, asJSON bool)
 		MeshIP        string `json:"mesh_ip"`
 		HelperVersion string `json:"helper_version"`
 		NAT           bool   `json:"nat"`
+		Pending       bool   `json:"pending"`
+		Confirmed     int    `json:"confirmed"`
+		Generation    int    `json:"generation"`
 	}
 	rows := []row{}
 	var text [][]string
+	var silent []string
 	for _, m := range ms {
-		rows = append(rows, row{m.Name, m.Address, m.Status, m.Problem, m.MeshIP, m.HelperVersion, m.NAT})
-		text = append(text, []string{m.Name, m.Address, m.Status, m.MeshIP, m.HelperVersion, m.Problem})
+		rows = append(rows, row{m.Name, m.Address, m.Status, m.Problem, m.MeshIP, m.HelperVersion, m.NAT, m.Pending, m.Confirmed, m.Generation})
+		status := m.Status
+		if m.Pending {
+			status += ", pending"
+		}
+		text = append(text, []string{m.Name, m.Address, status, m.MeshIP, m.HelperVersion, m.Problem})
+		if m.Status == cloud.StatusOffline {
+			silent = append(silent, m.Name)
+		}
 	}
 	if asJSON {
-		return s.printJSON(rows)
+		if err := s.printJSON(rows); err != nil {
+			return err
+		}
+	} else if err := s.table("NAME\tADDRESS\tSTATUS\tMESH IP\tHELPER\tPROBLEM", text); err != nil {
+		return err
 	}
-	return s.table("NAME\tADDRESS\tSTATUS\tMESH IP\tHELPER\tPROBLEM", text)
+	return s.silent(silent, len(ms))
+}
+
+// silent names the machines that did not answer, on stderr; when none of
+// total answered, the listing knows nothing live and that is an error.
+func (s *session) silent(names []string, total int) error {
+	if len(names) == 0 {
+		return nil
+	}
+	fmt.Fprintf(s.stderr, "butter: no answer from %s\n", strings.Join(names, ", "))
+	if len(names) == total {
+		return fmt.Errorf("no machine answered")
+	}
+	return nil
 }

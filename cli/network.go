@@ -12,19 +12,29 @@ import (
 )
 
 func (s *session) networkCommand() *cobra.Command {
+	var wait bool
 	remove := &cobra.Command{
 		Use:   "remove NAME",
 		Short: "Remove a network from every machine",
 		Args:  oneName("network"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return s.withCloud(func(cl *cloud.Cloud) error { return cl.RemoveNetwork(cmd.Context(), args[0], s.steps) })
+			return s.withCloud(func(cl *cloud.Cloud) error {
+				out, err := cl.RemoveNetwork(cmd.Context(), args[0], s.steps)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(s.stdout, "network %s removed\n", args[0])
+				return s.behind(out, wait)
+			})
 		},
 	}
+	waitFlag(remove, &wait)
 	return noun("network", "Create, list and remove private networks", s.networkCreateCommand(), s.networkListCommand(), remove)
 }
 
 func (s *session) networkCreateCommand() *cobra.Command {
 	var subnet, machines, tunnel string
+	var wait bool
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a private network across machines",
@@ -41,12 +51,12 @@ func (s *session) networkCreateCommand() *cobra.Command {
 				nn.Machines = strings.Split(machines, ",")
 			}
 			return s.withCloud(func(cl *cloud.Cloud) error {
-				n, err := cl.CreateNetwork(cmd.Context(), nn, s.steps)
+				n, out, err := cl.CreateNetwork(cmd.Context(), nn, s.steps)
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(s.stdout, "network %s created: %s on %s\n", n.Name, n.Subnet, strings.Join(n.Machines, ", "))
-				return nil
+				return s.behind(out, wait)
 			})
 		},
 	}
@@ -54,6 +64,7 @@ func (s *session) networkCreateCommand() *cobra.Command {
 	f.StringVar(&subnet, "subnet", "", "the network's IPv4 range, e.g. 10.20.0.0/24 (default: a free /24)")
 	f.StringVar(&machines, "machines", "", "member machines, comma-separated: `A,B,...` (default: all)")
 	f.StringVar(&tunnel, "tunnel", "", "tunnel kind: auto (default), gretap or vxlan")
+	waitFlag(cmd, &wait)
 	return cmd
 }
 

@@ -2,7 +2,10 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,22 +41,44 @@ func (s *session) vmListCommand() *cobra.Command {
 	return cmd
 }
 
+// vmList prints the VMs. Machines that do not answer are named on
+// stderr, and the VMs the inventory records on them are listed with state
+// unknown; the exit code is non-zero only when no machine answered (or
+// the inventory does not load), so an empty list that exits 0 is a cloud
+// with no VM.
 func (s *session) vmList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {
 	vms, err := cl.VMs(ctx, listTimeout)
-	if err != nil {
-		fmt.Fprintln(s.stderr, "butter:", err)
+	var away cloud.MachineErrors
+	if err != nil && !errors.As(err, &away) {
+		return err
 	}
 	if asJSON {
 		if vms == nil {
 			vms = []cloud.VMStatus{}
 		}
-		return s.printJSON(vms)
+		if perr := s.printJSON(vms); perr != nil {
+			return perr
+		}
+	} else {
+		var text [][]string
+		for _, v := range vms {
+			cpus, mem := fmt.Sprint(v.CPUs), fmt.Sprintf("%d MiB", v.MemoryMiB)
+			if v.State == cloud.VMUnknown || v.State == cloud.VMMissing { // only the inventory's record
+				cpus, mem = "-", "-"
+			}
+			text = append(text, []string{v.Name, v.Machine, v.Network, v.IP, v.State, cpus, mem})
+		}
+		if perr := s.table("NAME\tMACHINE\tNETWORK\tIP\tSTATE\tCPUS\tMEMORY", text); perr != nil {
+			return perr
+		}
 	}
-	var text [][]string
-	for _, v := range vms {
-		text = append(text, []string{v.Name, v.Machine, v.Network, v.IP, v.State, fmt.Sprint(v.CPUs), fmt.Sprintf("%d MiB", v.MemoryMiB)})
+	for _, name := range slices.Sorted(maps.Keys(away)) {
+		fmt.Fprintf(s.stderr, "butter: machine %s did not answer (%v); its VMs are listed as %s\n", name, away[name], cloud.VMUnknown)
 	}
-	return s.table("NAME\tMACHINE\tNETWORK\tIP\tSTATE\tCPUS\tMEMORY", text)
+	if errors.Is(err, cloud.ErrNoAnswer) {
+		return fmt.Errorf("no machine answered; the VMs listed are the inventory's, state %s", cloud.VMUnknown)
+	}
+	return nil
 }
 
 // vmActionCommand is `vm start|stop|reboot|remove NAME`.

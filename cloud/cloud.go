@@ -1,14 +1,17 @@
 // Package cloud is butter's core: the operations the CLI and the TUI both
 // call — add and remove machines, create and remove networks and VMs, list
-// everything with live status — over the inventory (the operator's record)
-// and the helpers on the machines (the truth about what runs).
+// everything with live status — over the inventory (the operator's record
+// and the cloud's desired state) and the helpers on the machines (the
+// truth about what runs).
 //
-// Every change is computed as a new inventory, turned into a spec per
-// machine (Specs), applied to the machines it touches in parallel, and only
-// then saved. A failure on one machine is reported per machine; the
-// machines that took the new spec are put back on the old one, and the
-// inventory keeps what it had, so running the same command again
-// converges.
+// A change is a new generation of the inventory: validated, turned into a
+// spec per machine (Specs) stamped with the generation and a copy of the
+// whole desired state, prepared on every machine that answers (any refusal
+// moves nothing), applied in parallel, and recorded with each machine's
+// confirmation. A machine that is away does not block it: it is pending,
+// and `Sync` catches it up when it returns. Each machine applies its spec
+// whole or restores its previous one; there is no rollback across
+// machines.
 package cloud
 
 import (
@@ -22,7 +25,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
@@ -32,7 +34,10 @@ import (
 // one.
 type Helper interface {
 	PublicKey(ctx context.Context) (string, error)
+	RotateKey(ctx context.Context) (string, error)
+	Prepare(ctx context.Context, spec helperapi.Spec) error
 	Apply(ctx context.Context, spec helperapi.Spec) (helperapi.Report, error)
+	Desired(ctx context.Context) (helperapi.Desired, error)
 	Remove(ctx context.Context) error
 	Facts(ctx context.Context) (helperapi.Facts, error)
 	CreateVM(ctx context.Context, req helperapi.VMRequest, progress func(helperapi.Progress)) (helperapi.VMInfo, error)
@@ -185,6 +190,15 @@ func (e MachineErrors) Error() string {
 	return b.String()
 }
 
+// Unwrap lets errors.Is and errors.As see each machine's error.
+func (e MachineErrors) Unwrap() []error {
+	out := make([]error, 0, len(e))
+	for _, err := range e {
+		out = append(out, err)
+	}
+	return out
+}
+
 // each runs fn for every named machine in parallel and gathers failures.
 func each(names []string, fn func(name string) error) error {
 	var mu sync.Mutex
@@ -204,70 +218,6 @@ func each(names []string, fn func(name string) error) error {
 		return nil
 	}
 	return errs
-}
-
-// converge applies next's specs to the named machines in parallel. When
-// any fails, the machines that took their new spec get their spec under
-// prev back (those that prev does not know are torn down), and the
-// per-machine errors are returned.
-func (c *Cloud) converge(ctx context.Context, prev, next *inventory.Inventory, names []string, steps func(Step)) error {
-	nextSpecs, err := Specs(next)
-	if err != nil {
-		return err
-	}
-	// Every machine whose helper got the spec is put back if the change
-	// fails: one that failed part-way may hold half of it.
-	var mu sync.Mutex
-	var attempted []string
-	err = each(names, func(name string) error {
-		m, ok := next.Machine(name)
-		if !ok {
-			return fmt.Errorf("not in the inventory")
-		}
-		spec, ok := nextSpecs[name]
-		if !ok {
-			return nil // not joined yet
-		}
-		say(steps, name, "applying the network configuration")
-		h, err := c.linkHelper(ctx, *m, steps)
-		if err != nil {
-			return err
-		}
-		mu.Lock()
-		attempted = append(attempted, name)
-		mu.Unlock()
-		if _, err := h.Apply(ctx, spec); err != nil {
-			return err
-		}
-		say(steps, name, "network configuration applied")
-		return nil
-	})
-	if err == nil {
-		return nil
-	}
-	prevSpecs, perr := Specs(prev)
-	if perr != nil {
-		return errors.Join(err, perr)
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	rerr := each(attempted, func(name string) error {
-		m, _ := next.Machine(name)
-		h, err := c.linkHelper(rctx, *m, nil)
-		if err != nil {
-			return err
-		}
-		spec, ok := prevSpecs[name]
-		if !ok {
-			return h.Remove(rctx)
-		}
-		_, err = h.Apply(rctx, spec)
-		return err
-	})
-	if rerr != nil {
-		return fmt.Errorf("%w (and putting back the previous configuration failed: %v)", err, rerr)
-	}
-	return err
 }
 
 // linkHelper is a machine's helper over its link, made if need be. Only a

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,29 +31,83 @@ type fakeMachine struct {
 	applies int
 	vms     map[string]helperapi.VMInfo
 	failApp error
-	// halfApply makes the next Apply take the spec and then fail, as a
-	// helper does that fails part-way (once).
+	// halfApply makes the next Apply fail part-way (once): the machine
+	// stays on its previous spec, as the helper restores it.
 	halfApply error
+	// refuse makes Prepare and Apply refuse, as a helper refuses bad input.
+	refuse    error
+	prepares  int
+	rotations int
 }
 
-func (f *fakeMachine) PublicKey(ctx context.Context) (string, error) { return f.key, nil }
+func (f *fakeMachine) PublicKey(ctx context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.key, nil
+}
+
+// RotateKey makes a new key, as the helper does on the machine.
+func (f *fakeMachine) RotateKey(ctx context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rotations++
+	f.key = base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf("%-32s", fmt.Sprintf("%s-rotated-%d", f.name, f.rotations))))
+	return f.key, nil
+}
+
+// check refuses what the helper refuses: bad input, and a spec older
+// than the one it holds.
+func (f *fakeMachine) check(s helperapi.Spec) error {
+	if f.refuse != nil {
+		return f.refuse
+	}
+	if err := s.Validate(); err != nil {
+		return &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: err.Error()}
+	}
+	var held int64
+	var digest string
+	if f.spec != nil {
+		held, digest = f.spec.Generation, f.spec.Desired.Digest()
+	}
+	return helperapi.CheckGeneration(s, held, digest)
+}
+
+func (f *fakeMachine) Prepare(ctx context.Context, s helperapi.Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.prepares++
+	return f.check(s)
+}
+
+// Apply takes the spec whole, or keeps the one it had (as the helper
+// restores its previous spec when applying fails part-way).
 func (f *fakeMachine) Apply(ctx context.Context, s helperapi.Spec) (helperapi.Report, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failApp != nil {
 		return helperapi.Report{}, f.failApp
 	}
-	if err := s.Validate(); err != nil {
+	if err := f.check(s); err != nil {
 		return helperapi.Report{}, err
 	}
-	f.spec = &s
 	f.applies++
 	if err := f.halfApply; err != nil {
 		f.halfApply = nil
-		return helperapi.Report{}, err
+		return helperapi.Report{}, &helperapi.RemoteError{Code: helperapi.CodeApplyFailed, Message: err.Error() + "; back on the previous spec"}
 	}
+	f.spec = &s
 	return helperapi.Report{}, nil
 }
+
+func (f *fakeMachine) Desired(ctx context.Context) (helperapi.Desired, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.spec == nil || f.spec.Desired == nil {
+		return helperapi.Desired{}, nil
+	}
+	return *f.spec.Desired, nil
+}
+
 func (f *fakeMachine) Remove(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -149,7 +204,7 @@ func newFakeCloud(t *testing.T, n int) (*Cloud, *fakeConnector) {
 func addAll(t *testing.T, c *Cloud, n int) {
 	t.Helper()
 	for i := 1; i <= n; i++ {
-		if _, err := c.AddMachine(context.Background(), NewMachine{Name: fmt.Sprintf("m%d", i),
+		if _, _, err := c.AddMachine(context.Background(), NewMachine{Name: fmt.Sprintf("m%d", i),
 			Address: fmt.Sprintf("192.0.2.%d", i)}, Trust{AcceptNew: true}, nil); err != nil {
 			t.Fatalf("add m%d: %v", i, err)
 		}
@@ -171,40 +226,65 @@ func TestAddMachinesMakesAMesh(t *testing.T) {
 			t.Errorf("machine at %s should peer with the other two: %+v", addr, m.spec)
 		}
 	}
-	if _, err := c.AddMachine(context.Background(), NewMachine{Name: "m1", Address: "192.0.2.9"}, Trust{}, nil); err == nil ||
+	if _, _, err := c.AddMachine(context.Background(), NewMachine{Name: "m1", Address: "192.0.2.9"}, Trust{}, nil); err == nil ||
 		!strings.Contains(err.Error(), "already in the cloud") {
 		t.Errorf("adding a name twice: %v", err)
 	}
 }
 
+// The machine being added must take its spec; when it fails, nothing is
+// recorded and no other machine was touched.
 func TestAddMachineFailureLeavesNothing(t *testing.T) {
 	c, fc := newFakeCloud(t, 3)
 	addAll(t, c, 2)
 	before := map[string]int{}
 	for a, m := range fc.machines {
-		before[a] = len(peersOf(m))
+		before[a] = m.applies
 	}
-	fc.machines["192.0.2.2"].failApp = errors.New("netlink: operation not permitted")
-	_, err := c.AddMachine(context.Background(), NewMachine{Name: "m3", Address: "192.0.2.3"}, Trust{AcceptNew: true}, nil)
+	sums := fileSums(t, c.path)
+	fc.machines["192.0.2.3"].halfApply = errors.New("netlink: operation not permitted")
+	_, _, err := c.AddMachine(context.Background(), NewMachine{Name: "m3", Address: "192.0.2.3"}, Trust{AcceptNew: true}, nil)
 	var me MachineErrors
-	if !errors.As(err, &me) || me["m2"] == nil || !strings.Contains(err.Error(), "machine m2: netlink") {
-		t.Fatalf("a failure on m2 should be reported for m2: %v", err)
+	if !errors.As(err, &me) || me["m3"] == nil || !strings.Contains(err.Error(), "machine m3: netlink") {
+		t.Fatalf("a failure on m3 should be reported for m3: %v", err)
 	}
-	inv, _ := c.Inventory()
-	if len(inv.Machines) != 2 {
-		t.Errorf("the inventory recorded a machine that was not added: %+v", inv.Machines)
+	if fileSums(t, c.path) != sums {
+		t.Errorf("the failed add changed the inventory or its .bak")
 	}
-	if got := len(peersOf(fc.machines["192.0.2.1"])); got != before["192.0.2.1"] {
-		t.Errorf("m1 kept the half-added peer: %d peers, had %d", got, before["192.0.2.1"])
+	for a, m := range fc.machines {
+		if a != "192.0.2.3" && m.applies != before[a] {
+			t.Errorf("%s was given the half-added machine", a)
+		}
 	}
 	if fc.machines["192.0.2.3"].spec != nil {
 		t.Errorf("m3 kept a spec after a failed add")
 	}
 	// Running the same command again converges.
-	fc.machines["192.0.2.2"].failApp = nil
-	if _, err := c.AddMachine(context.Background(), NewMachine{Name: "m3", Address: "192.0.2.3"}, Trust{AcceptNew: true}, nil); err != nil {
+	if _, _, err := c.AddMachine(context.Background(), NewMachine{Name: "m3", Address: "192.0.2.3"}, Trust{AcceptNew: true}, nil); err != nil {
 		t.Fatalf("second try: %v", err)
 	}
+	if got := len(peersOf(fc.machines["192.0.2.1"])); got != 2 {
+		t.Errorf("m1 has %d peers after the second try, want 2", got)
+	}
+}
+
+// fileSums is the sha256 of the inventory and its .bak ("-" for a file
+// that is not there).
+func fileSums(t *testing.T, path string) string {
+	t.Helper()
+	var out string
+	for _, p := range []string{path, path + ".bak"} {
+		b, err := os.ReadFile(p)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			out += "- "
+		case err != nil:
+			t.Fatal(err)
+		default:
+			out += fmt.Sprintf("%x ", sha256.Sum256(b))
+		}
+	}
+	return out
 }
 
 func peersOf(m *fakeMachine) []helperapi.Peer {
@@ -233,7 +313,7 @@ func TestNetworksAndVMs(t *testing.T) {
 	ctx := context.Background()
 	c, fc := newFakeCloud(t, 3)
 	addAll(t, c, 3)
-	n, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue", Machines: []string{"m1", "m2"}}, nil)
+	n, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue", Machines: []string{"m1", "m2"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +326,7 @@ func TestNetworksAndVMs(t *testing.T) {
 	if s := fc.machines["192.0.2.3"].spec; len(s.Networks) != 0 {
 		t.Errorf("m3 is not a member: %+v", s.Networks)
 	}
-	if _, err := c.CreateNetwork(ctx, NewNetwork{Name: "red", Subnet: n.Subnet}, nil); err == nil ||
+	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "red", Subnet: n.Subnet}, nil); err == nil ||
 		!strings.Contains(err.Error(), "overlap") {
 		t.Errorf("an overlapping subnet: %v", err)
 	}
@@ -272,7 +352,7 @@ func TestNetworksAndVMs(t *testing.T) {
 		t.Error("a refused VM kept its address in the inventory")
 	}
 	delete(fc.machines["192.0.2.2"].vms, "dup")
-	if err := c.RemoveNetwork(ctx, "blue", nil); err == nil || !strings.Contains(err.Error(), "web") {
+	if _, err := c.RemoveNetwork(ctx, "blue", nil); err == nil || !strings.Contains(err.Error(), "web") {
 		t.Errorf("removing a network with VMs: %v", err)
 	}
 	vms, err := c.VMs(ctx, listTimeoutForTests)
@@ -282,7 +362,7 @@ func TestNetworksAndVMs(t *testing.T) {
 	if _, err := c.VMAction(ctx, "web", "remove", 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.RemoveNetwork(ctx, "blue", nil); err != nil {
+	if _, err := c.RemoveNetwork(ctx, "blue", nil); err != nil {
 		t.Fatal(err)
 	}
 	if s := fc.machines["192.0.2.1"].spec; len(s.Networks) != 0 {
@@ -294,13 +374,13 @@ func TestRemoveMachine(t *testing.T) {
 	ctx := context.Background()
 	c, fc := newFakeCloud(t, 3)
 	addAll(t, c, 3)
-	if _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
+	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m3", Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.RemoveMachine(ctx, "m3", nil); err != nil {
+	if _, err := c.RemoveMachine(ctx, "m3", false, nil); err != nil {
 		t.Fatal(err)
 	}
 	if fc.machines["192.0.2.3"].spec != nil || len(fc.machines["192.0.2.3"].vms) != 0 {
@@ -312,18 +392,6 @@ func TestRemoveMachine(t *testing.T) {
 	}
 	if p := peersOf(fc.machines["192.0.2.1"]); len(p) != 1 {
 		t.Errorf("m1 still peers with m3: %+v", p)
-	}
-	// A dead machine can still be removed; the error says it was not
-	// torn down.
-	fc.down["192.0.2.2"] = true
-	c.forget("m2")
-	err := c.RemoveMachine(ctx, "m2", nil)
-	if err == nil || !strings.Contains(err.Error(), "tearing it down failed") {
-		t.Errorf("removing an unreachable machine: %v", err)
-	}
-	inv, _ = c.Inventory()
-	if len(inv.Machines) != 1 {
-		t.Errorf("the unreachable machine stayed in the inventory")
 	}
 }
 
@@ -348,20 +416,10 @@ func TestCreateVMRefusesBadInputFirst(t *testing.T) {
 	ctx := context.Background()
 	c, fc := newFakeCloud(t, 2)
 	addAll(t, c, 2)
-	if _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue", Machines: []string{"m1", "m2"}}, nil); err != nil {
+	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue", Machines: []string{"m1", "m2"}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	sums := func() string {
-		var out string
-		for _, p := range []string{c.path, c.path + ".bak"} {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out += fmt.Sprintf("%x ", sha256.Sum256(b))
-		}
-		return out
-	}
+	sums := func() string { return fileSums(t, c.path) }
 	before := sums()
 	ok := NewVM{Name: "web", Machine: "m1", Network: "blue", Image: "debian-12"}
 	for _, tt := range []struct {
@@ -405,23 +463,38 @@ func TestCreateVMRefusesBadInputFirst(t *testing.T) {
 	}
 }
 
-// A machine whose apply failed part-way is put back too, not only the
-// ones that succeeded.
-func TestFailedApplyIsRolledBack(t *testing.T) {
+// A machine whose apply fails part-way stays on its previous spec and is
+// behind; the change holds for the others and is recorded, and a sync
+// catches the machine up once the cause is gone.
+func TestFailedApplyIsBehind(t *testing.T) {
 	ctx := context.Background()
 	c, fc := newFakeCloud(t, 2)
 	addAll(t, c, 2)
 	fc.machines["192.0.2.2"].halfApply = errors.New(`add gretap "btgt3-2": operation not supported`)
-	if _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue", Machines: []string{"m1", "m2"}}, nil); err == nil ||
-		!strings.Contains(err.Error(), "operation not supported") {
-		t.Fatalf("CreateNetwork = %v, want m2's error", err)
+	_, out, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue", Machines: []string{"m1", "m2"}}, nil)
+	if err != nil {
+		t.Fatalf("CreateNetwork = %v; want it recorded with m2 behind", err)
 	}
-	for addr, m := range fc.machines {
-		if m.spec == nil || len(m.spec.Networks) != 0 {
-			t.Errorf("%s holds %+v after the failed create, want its previous spec (no networks)", addr, m.spec)
-		}
+	if len(out.Behind) != 1 || out.Behind[0].Machine != "m2" || out.Behind[0].Away ||
+		!strings.Contains(out.Behind[0].Err.Error(), "operation not supported") || !slices.Equal(out.Applied, []string{"m1"}) {
+		t.Fatalf("outcome = %+v, want m1 applied and m2 behind with its error", out)
 	}
-	if inv, _ := c.Inventory(); len(inv.Networks) != 0 {
-		t.Errorf("the inventory recorded the failed network: %+v", inv.Networks)
+	if s := fc.machines["192.0.2.2"].spec; s == nil || len(s.Networks) != 0 {
+		t.Errorf("m2 holds %+v after its failed apply, want its previous spec (no networks)", s)
+	}
+	if s := fc.machines["192.0.2.1"].spec; len(s.Networks) != 1 {
+		t.Errorf("m1 lacks blue: %+v", s.Networks)
+	}
+	inv, _ := c.Inventory()
+	m2, _ := inv.Machine("m2")
+	if len(inv.Networks) != 1 || !inv.Pending(*m2) {
+		t.Fatalf("inventory: networks %+v, m2 pending %v; want blue recorded and m2 pending", inv.Networks, inv.Pending(*m2))
+	}
+	out, err = c.Sync(ctx, nil, nil)
+	if err != nil || !slices.Equal(out.Applied, []string{"m2"}) {
+		t.Fatalf("Sync = %+v, %v; want m2 caught up", out, err)
+	}
+	if s := fc.machines["192.0.2.2"].spec; len(s.Networks) != 1 {
+		t.Errorf("m2 lacks blue after sync: %+v", s.Networks)
 	}
 }

@@ -2,9 +2,9 @@ package cloud
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
@@ -27,15 +27,16 @@ type NewMachine struct {
 // AddMachine brings a machine into the cloud: it connects (checking the
 // host key per trust), installs and starts the helper, gives the machine a
 // mesh address, collects its public key and adds it as a peer on every
-// other machine, in parallel. The inventory records it only when every
-// machine took its new configuration.
-func (c *Cloud) AddMachine(ctx context.Context, nm NewMachine, trust Trust, steps func(Step)) (inventory.Machine, error) {
+// other machine, in parallel. The new machine must take its configuration
+// (else nothing is recorded); machines that are away are pending and add
+// the new peer when they return.
+func (c *Cloud) AddMachine(ctx context.Context, nm NewMachine, trust Trust, steps func(Step)) (inventory.Machine, Outcome, error) {
 	prev, err := c.Inventory()
 	if err != nil {
-		return inventory.Machine{}, err
+		return inventory.Machine{}, Outcome{}, err
 	}
 	if _, ok := prev.Machine(nm.Name); ok {
-		return inventory.Machine{}, fmt.Errorf("machine %q is already in the cloud; remove it first or pick another name", nm.Name)
+		return inventory.Machine{}, Outcome{}, fmt.Errorf("machine %q is already in the cloud; remove it first or pick another name", nm.Name)
 	}
 	m := inventory.Machine{Name: nm.Name, Address: nm.Address, Port: nm.Port, User: nm.User,
 		Identity: nm.Identity, Endpoint: nm.Endpoint, Accel: nm.Accel}
@@ -46,61 +47,45 @@ func (c *Cloud) AddMachine(ctx context.Context, nm NewMachine, trust Trust, step
 	probe := clone(prev)
 	probe.Machines = append(probe.Machines, m)
 	if err := probe.Validate(); err != nil {
-		return inventory.Machine{}, err
+		return inventory.Machine{}, Outcome{}, err
 	}
 
 	say(steps, m.Name, "connecting")
-	l, err := c.link(ctx, m, trust, steps)
+	l, err := c.link(withConnectTimeout(ctx, AddConnectTimeout), m, trust, steps)
 	if err != nil {
-		return inventory.Machine{}, fmt.Errorf("machine %q: %w", m.Name, err)
+		return inventory.Machine{}, Outcome{}, fmt.Errorf("machine %q: %w", m.Name, err)
 	}
 	h, err := l.Helper(ctx)
 	if err != nil {
 		c.forget(m.Name)
-		return inventory.Machine{}, fmt.Errorf("machine %q: %w", m.Name, err)
+		return inventory.Machine{}, Outcome{}, fmt.Errorf("machine %q: %w", m.Name, err)
 	}
 	if m.PublicKey, err = h.PublicKey(ctx); err != nil {
-		return inventory.Machine{}, fmt.Errorf("machine %q: public key: %w", m.Name, err)
+		return inventory.Machine{}, Outcome{}, fmt.Errorf("machine %q: public key: %w", m.Name, err)
 	}
 	facts, err := h.Facts(ctx)
 	if err != nil {
-		return inventory.Machine{}, fmt.Errorf("machine %q: facts: %w", m.Name, err)
+		return inventory.Machine{}, Outcome{}, fmt.Errorf("machine %q: facts: %w", m.Name, err)
 	}
 	m.NAT = m.Endpoint == "" && behindNAT(l.Via(), facts)
 	if m.MeshIP, err = prev.NextMeshIP(); err != nil {
-		return inventory.Machine{}, err
+		return inventory.Machine{}, Outcome{}, err
 	}
 	for _, o := range prev.Machines {
 		if o.PublicKey == m.PublicKey {
-			return inventory.Machine{}, fmt.Errorf("machine %q is machine %q already (same WireGuard key); remove that one first", m.Name, o.Name)
+			return inventory.Machine{}, Outcome{}, fmt.Errorf("machine %q is machine %q already (same WireGuard key); remove that one first", m.Name, o.Name)
 		}
 	}
 	say(steps, m.Name, fmt.Sprintf("mesh address %s, %s", m.MeshIP, reachability(m)))
 
 	next := clone(prev)
 	next.Machines = append(next.Machines, m)
-	// The new machine's link is made; the others are known already, and
-	// the trust given for the new one must not apply to them.
-	if err := c.converge(ctx, prev, next, machineNames(next), steps); err != nil {
-		return inventory.Machine{}, err
-	}
-	err = inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
-		if _, ok := inv.Machine(m.Name); ok {
-			return fmt.Errorf("machine %q was added meanwhile by another butter", m.Name)
-		}
-		for _, o := range inv.Machines {
-			if o.MeshIP == m.MeshIP {
-				return fmt.Errorf("mesh address %s was taken meanwhile by machine %q; run the command again", m.MeshIP, o.Name)
-			}
-		}
-		inv.Machines = append(inv.Machines, m)
-		return nil
-	})
+	out, err := c.change(ctx, prev, next, []string{m.Name}, steps)
 	if err != nil {
-		return inventory.Machine{}, err
+		return inventory.Machine{}, Outcome{}, err
 	}
 	say(steps, m.Name, "added")
-	return m, nil
+	return m, out, nil
 }
 
 // behindNAT decides that a machine cannot be reached by the others: the
@@ -120,72 +105,115 @@ func reachability(m inventory.Machine) string {
 	return "reachable at " + endpoint(m, inventory.DefaultMeshPort)
 }
 
+// Removal is how a machine's removal went.
+type Removal struct {
+	Outcome
+	// WrittenOff are the VMs of a machine removed with Force: the
+	// machine was not touched, and they are out of the inventory.
+	WrittenOff []string
+	// TornDown tells that the machine answered and was cleaned up.
+	TornDown bool
+}
+
+// StillTrusting names the machines that still hold the removed machine's
+// key: they were away and drop it when they return. Until then the
+// removed machine could still reach them; rotating their keys when they
+// return (or every key now) closes that.
+func (r Removal) StillTrusting() []string {
+	var out []string
+	for _, b := range r.Behind {
+		out = append(out, b.Machine)
+	}
+	return out
+}
+
 // RemoveMachine takes a machine out of the cloud: its VMs and network
-// chain are torn down (when it answers), it leaves every network, and the
-// other machines drop it as a peer.
-func (c *Cloud) RemoveMachine(ctx context.Context, name string, steps func(Step)) error {
+// chain are torn down, it leaves every network, and the other machines
+// drop it as a peer (those away when they return). A machine that does
+// not answer is not removed unless force: then it is dropped without
+// being touched, its VMs written off, and its key dropped everywhere.
+func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, steps func(Step)) (Removal, error) {
 	prev, err := c.Inventory()
 	if err != nil {
-		return err
+		return Removal{}, err
 	}
 	m, ok := prev.Machine(name)
 	if !ok {
-		return fmt.Errorf("no machine %q in the cloud; `butter machine list` shows them", name)
+		return Removal{}, fmt.Errorf("no machine %q in the cloud; `butter machine list` shows them", name)
 	}
-	var teardown error
-	if h, err := c.helper(ctx, *m); err != nil {
-		teardown = err
-	} else {
-		if vms, err := h.ListVMs(ctx); err == nil {
-			for _, v := range vms {
-				say(steps, name, "removing vm "+v.Name)
-				if _, err := h.VMAction(ctx, helperapi.VMActionRequest{Name: v.Name, Action: "remove"}); err != nil {
-					teardown = errors.Join(teardown, fmt.Errorf("remove vm %q: %w", v.Name, err))
-				}
-			}
-		}
-		say(steps, name, "tearing down its networks and mesh")
-		if err := h.Remove(ctx); err != nil {
-			teardown = errors.Join(teardown, err)
+	var vms []string
+	for _, v := range prev.VMs {
+		if v.Machine == name {
+			vms = append(vms, v.Name)
 		}
 	}
-	c.forget(name)
 	next := clone(prev)
 	next.Machines = slices.DeleteFunc(next.Machines, func(o inventory.Machine) bool { return o.Name == name })
 	next.VMs = slices.DeleteFunc(next.VMs, func(v inventory.VM) bool { return v.Machine == name })
 	for i := range next.Networks {
 		next.Networks[i].Machines = slices.DeleteFunc(next.Networks[i].Machines, func(n string) bool { return n == name })
 	}
-	if err := c.converge(ctx, prev, next, machineNames(next), steps); err != nil {
-		return err
+	// Would the others take it? Asked before the machine is torn down, so
+	// a refusal leaves it whole and in the cloud.
+	if _, err := c.prepare(ctx, prev, clone(next), nil); err != nil {
+		return Removal{}, err
 	}
-	err = inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
-		inv.Machines = slices.DeleteFunc(inv.Machines, func(o inventory.Machine) bool { return o.Name == name })
-		inv.VMs = slices.DeleteFunc(inv.VMs, func(v inventory.VM) bool { return v.Machine == name })
-		for i := range inv.Networks {
-			inv.Networks[i].Machines = slices.DeleteFunc(inv.Networks[i].Machines, func(n string) bool { return n == name })
+	var r Removal
+	if force {
+		say(steps, name, "dropping it without touching it")
+		r.WrittenOff = vms
+	} else {
+		h, err := c.helper(ctx, *m)
+		if err != nil {
+			what := ""
+			if len(vms) > 0 {
+				what = fmt.Sprintf(" (its VMs %s are written off)", strings.Join(vms, ", "))
+			}
+			return Removal{}, fmt.Errorf("machine %q does not answer (%w), so it cannot be torn down; "+
+				"to drop it from the cloud without touching it: `butter machine remove %s --force`%s", name, err, name, what)
 		}
-		return nil
-	})
+		if err := c.tearDown(ctx, name, h, steps); err != nil {
+			return Removal{}, fmt.Errorf("machine %q: %w; it stays in the cloud: fix the cause and remove it again, or drop it with --force", name, err)
+		}
+		r.TornDown = true
+	}
+	c.forget(name)
+	r.Outcome, err = c.change(ctx, prev, next, nil, steps)
+	return r, err
+}
+
+// tearDown removes a machine's VMs and its links.
+func (c *Cloud) tearDown(ctx context.Context, name string, h Helper, steps func(Step)) error {
+	vms, err := h.ListVMs(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("list its VMs: %w", err)
 	}
-	if teardown != nil {
-		return fmt.Errorf("machine %q removed from the cloud, but tearing it down failed (it keeps butter's links and VMs until you remove them by hand or it comes back and you run `butter helper remove` on it): %w", name, teardown)
+	for _, v := range vms {
+		say(steps, name, "removing vm "+v.Name)
+		if _, err := h.VMAction(ctx, helperapi.VMActionRequest{Name: v.Name, Action: "remove"}); err != nil {
+			return fmt.Errorf("remove vm %q: %w", v.Name, err)
+		}
 	}
-	return nil
+	say(steps, name, "tearing down its networks and mesh")
+	return h.Remove(ctx)
 }
 
 // MachineStatus is a machine as the operator sees it.
 type MachineStatus struct {
-	Name          string          `json:"name"`
-	Address       string          `json:"address"`
-	Status        string          `json:"status"` // online, offline, degraded
-	Problem       string          `json:"problem,omitempty"`
-	MeshIP        string          `json:"mesh_ip"`
-	NAT           bool            `json:"nat"`
-	HelperVersion string          `json:"helper_version"`
-	Facts         helperapi.Facts `json:"facts,omitzero"`
+	Name          string `json:"name"`
+	Address       string `json:"address"`
+	Status        string `json:"status"` // online, offline, degraded
+	Problem       string `json:"problem,omitempty"`
+	MeshIP        string `json:"mesh_ip"`
+	NAT           bool   `json:"nat"`
+	HelperVersion string `json:"helper_version"`
+	// Pending: the machine has not confirmed the cloud's latest change
+	// (it was away); `butter sync` catches it up. Confirmed is the
+	// generation it confirmed, Generation the cloud's.
+	Pending    bool            `json:"pending"`
+	Confirmed  int             `json:"confirmed"`
+	Generation int             `json:"generation"`
+	Facts      helperapi.Facts `json:"facts,omitzero"`
 }
 
 // Status values.
@@ -199,7 +227,8 @@ const (
 const StaleHandshake = 3 * time.Minute
 
 // Machines lists the machines with live status, asking all in parallel;
-// a machine that does not answer within timeout is offline.
+// a machine that does not answer within timeout (or whose TCP connect
+// does not within ConnectTimeout) is offline, with the reason.
 func (c *Cloud) Machines(ctx context.Context, timeout time.Duration) ([]MachineStatus, error) {
 	inv, err := c.Inventory()
 	if err != nil {
@@ -209,6 +238,7 @@ func (c *Cloud) Machines(ctx context.Context, timeout time.Duration) ([]MachineS
 	_ = each(machineNames(inv), func(name string) error {
 		i := slices.IndexFunc(inv.Machines, func(m inventory.Machine) bool { return m.Name == name })
 		out[i], _ = c.probe(ctx, inv.Machines[i], timeout)
+		out[i].Pending, out[i].Confirmed, out[i].Generation = inv.Pending(inv.Machines[i]), inv.Machines[i].Confirmed, inv.Generation
 		return nil
 	})
 	return out, nil

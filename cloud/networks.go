@@ -20,15 +20,19 @@ type NewNetwork struct {
 	Tunnel   string // "" = auto
 }
 
-// CreateNetwork makes a private network on its member machines, in
-// parallel, and records it when all have it.
-func (c *Cloud) CreateNetwork(ctx context.Context, nn NewNetwork, steps func(Step)) (inventory.Network, error) {
+// CreateNetwork records a private network and builds it on its member
+// machines, in parallel. Members that are away are pending: they build it
+// when they return (Outcome.Behind names them).
+func (c *Cloud) CreateNetwork(ctx context.Context, nn NewNetwork, steps func(Step)) (inventory.Network, Outcome, error) {
 	prev, err := c.Inventory()
 	if err != nil {
-		return inventory.Network{}, err
+		return inventory.Network{}, Outcome{}, err
+	}
+	if err := helperapi.CheckName("network", nn.Name); err != nil {
+		return inventory.Network{}, Outcome{}, err
 	}
 	if _, ok := prev.Network(nn.Name); ok {
-		return inventory.Network{}, fmt.Errorf("network %q exists; remove it first or pick another name", nn.Name)
+		return inventory.Network{}, Outcome{}, fmt.Errorf("network %q exists; remove it first or pick another name", nn.Name)
 	}
 	n := inventory.Network{Name: nn.Name, Subnet: nn.Subnet, Tunnel: nn.Tunnel, Machines: slices.Clone(nn.Machines)}
 	if n.Tunnel == "" {
@@ -36,51 +40,37 @@ func (c *Cloud) CreateNetwork(ctx context.Context, nn NewNetwork, steps func(Ste
 	}
 	if !n.Subnet.IsValid() {
 		if n.Subnet, err = prev.SuggestSubnet(); err != nil {
-			return inventory.Network{}, err
+			return inventory.Network{}, Outcome{}, err
 		}
 	}
 	if len(n.Machines) == 0 {
 		n.Machines = machineNames(prev)
 	}
 	if len(n.Machines) == 0 {
-		return inventory.Network{}, fmt.Errorf("network %q: the cloud has no machines yet; add one with `butter machine add`", n.Name)
+		return inventory.Network{}, Outcome{}, fmt.Errorf("network %q: the cloud has no machines yet; add one with `butter machine add`", n.Name)
 	}
 	if n.ID, err = prev.NextNetworkID(); err != nil {
-		return inventory.Network{}, err
+		return inventory.Network{}, Outcome{}, err
 	}
 	next := clone(prev)
 	next.Networks = append(next.Networks, n)
-	if err := next.Validate(); err != nil {
-		return inventory.Network{}, err
+	out, err := c.change(ctx, prev, next, nil, steps)
+	if err != nil {
+		return inventory.Network{}, Outcome{}, err
 	}
-	if err := c.converge(ctx, prev, next, n.Machines, steps); err != nil {
-		return inventory.Network{}, err
-	}
-	err = inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
-		if _, ok := inv.Network(n.Name); ok {
-			return fmt.Errorf("network %q was created meanwhile by another butter", n.Name)
-		}
-		for _, o := range inv.Networks {
-			if o.ID == n.ID {
-				return fmt.Errorf("network id %d was taken meanwhile by network %q; run the command again", n.ID, o.Name)
-			}
-		}
-		inv.Networks = append(inv.Networks, n)
-		return nil
-	})
-	return n, err
+	return n, out, nil
 }
 
-// RemoveNetwork takes a network off its machines. A network with VMs on it
-// stays: remove them first.
-func (c *Cloud) RemoveNetwork(ctx context.Context, name string, steps func(Step)) error {
+// RemoveNetwork takes a network off its machines; members that are away
+// drop it when they return. A network with VMs on it stays: remove them
+// first.
+func (c *Cloud) RemoveNetwork(ctx context.Context, name string, steps func(Step)) (Outcome, error) {
 	prev, err := c.Inventory()
 	if err != nil {
-		return err
+		return Outcome{}, err
 	}
-	n, ok := prev.Network(name)
-	if !ok {
-		return fmt.Errorf("no network %q; `butter network list` shows them", name)
+	if _, ok := prev.Network(name); !ok {
+		return Outcome{}, fmt.Errorf("no network %q; `butter network list` shows them", name)
 	}
 	var on []string
 	for _, v := range prev.VMs {
@@ -89,17 +79,11 @@ func (c *Cloud) RemoveNetwork(ctx context.Context, name string, steps func(Step)
 		}
 	}
 	if len(on) > 0 {
-		return fmt.Errorf("network %q still has VMs (%s); remove them first with `butter vm remove`", name, strings.Join(on, ", "))
+		return Outcome{}, fmt.Errorf("network %q still has VMs (%s); remove them first with `butter vm remove`", name, strings.Join(on, ", "))
 	}
 	next := clone(prev)
 	next.Networks = slices.DeleteFunc(next.Networks, func(o inventory.Network) bool { return o.Name == name })
-	if err := c.converge(ctx, prev, next, n.Machines, steps); err != nil {
-		return err
-	}
-	return inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
-		inv.Networks = slices.DeleteFunc(inv.Networks, func(o inventory.Network) bool { return o.Name == name })
-		return nil
-	})
+	return c.change(ctx, prev, next, nil, steps)
 }
 
 // NetworkStatus is a network as the operator sees it.

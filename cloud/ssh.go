@@ -50,7 +50,8 @@ func DefaultKnownHosts() string {
 func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Link, error) {
 	o := remote.DialOptions{User: m.User, Port: m.Port, KnownHosts: s.KnownHosts,
 		AcceptNewHostKey: trust.AcceptNew, HostKey: trust.Pinned,
-		SSHConfig: s.SSHConfig, AgentSocket: s.AgentSocket, IdentityFiles: s.IdentityFiles}
+		SSHConfig: s.SSHConfig, AgentSocket: s.AgentSocket, IdentityFiles: s.IdentityFiles,
+		ConnectTimeout: connectTimeout(ctx)}
 	if o.KnownHosts == "" {
 		o.KnownHosts = DefaultKnownHosts()
 	}

@@ -1,6 +1,7 @@
 package cloud
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"net/netip"
 	"os/user"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -43,12 +43,15 @@ type VMStatus struct {
 	Image     string  `json:"image"`
 }
 
-// CreateVM allocates the VM's address, uploads its image files if they are
-// the operator's, and creates it on its machine. The allocation is kept
-// only if the VM was made.
+// CreateVM creates a VM on its machine: it checks every value, reserves
+// the VM's name and address (inventory.Reserve: the inventory file is not
+// written), uploads its image files if they are the operator's, has the
+// machine's helper make it, and only then records it in the inventory.
 //
-// Every value is checked before anything moves: a bad name, size or image
-// reserves nothing and uploads nothing.
+// A create that fails, or is refused, leaves the inventory and its .bak
+// byte for byte as they were: a bad value reserves nothing and uploads
+// nothing, and a machine that is away (an *AwayError) or refuses the VM
+// only ends the reservation.
 func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.Progress), steps func(Step)) (VMStatus, error) {
 	req := helperapi.VMRequest{Name: nv.Name, CPUs: nv.CPUs, MemoryMiB: nv.MemoryMiB, DiskGiB: nv.DiskGiB,
 		Image: nv.Image, Network: nv.Network, SSHKeys: nv.SSHKeys, Cmdline: nv.Cmdline, Creator: creator()}.WithDefaults()
@@ -63,61 +66,81 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 		return VMStatus{}, fmt.Errorf("vm %q: %w", nv.Name, err)
 	}
 	var m inventory.Machine
-	var addr netip.Addr
-	// Reserve the name and address first, so two butters cannot hand out
-	// the same address.
-	err = inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
-		if _, ok := inv.VM(nv.Name); ok {
-			return fmt.Errorf("vm %q exists; pick another name or remove it first", nv.Name)
-		}
+	r, err := inventory.Reserve(ctx, c.path, func(inv *inventory.Inventory) (inventory.VM, error) {
 		mp, ok := inv.Machine(nv.Machine)
 		if !ok {
-			return fmt.Errorf("no machine %q; `butter machine list` shows them", nv.Machine)
+			return inventory.VM{}, fmt.Errorf("no machine %q; `butter machine list` shows them", nv.Machine)
 		}
 		n, ok := inv.Network(nv.Network)
 		if !ok {
-			return fmt.Errorf("no network %q; create it with `butter network create`", nv.Network)
+			return inventory.VM{}, fmt.Errorf("no network %q; create it with `butter network create`", nv.Network)
 		}
 		if !slices.Contains(n.Machines, nv.Machine) {
-			return fmt.Errorf("network %q is not on machine %q; its machines are %s", nv.Network, nv.Machine, strings.Join(n.Machines, ", "))
+			return inventory.VM{}, fmt.Errorf("network %q is not on machine %q; its machines are %s", nv.Network, nv.Machine, strings.Join(n.Machines, ", "))
 		}
 		m = *mp
-		addr = nv.Address
-		if !addr.IsValid() {
+		v := inventory.VM{Name: nv.Name, Machine: nv.Machine, Network: nv.Network, Address: nv.Address}
+		if !v.Address.IsValid() {
 			var err error
-			if addr, err = inv.NextVMAddress(nv.Network); err != nil {
-				return err
+			if v.Address, err = inv.NextVMAddress(nv.Network); err != nil {
+				return inventory.VM{}, err
 			}
 		}
-		inv.VMs = append(inv.VMs, inventory.VM{Name: nv.Name, Machine: nv.Machine, Network: nv.Network, Address: addr})
-		return nil
+		return v, nil
 	})
 	if err != nil {
 		return VMStatus{}, err
 	}
-	release := func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// The reservation ends however the create does, Ctrl+C included.
+	defer func() {
+		actx, cancel := afterwards(ctx)
 		defer cancel()
-		_ = inventory.Update(rctx, c.path, func(inv *inventory.Inventory) error {
-			inv.VMs = slices.DeleteFunc(inv.VMs, func(v inventory.VM) bool { return v.Name == nv.Name })
-			return nil
-		})
-	}
-	req.Address = addr.String()
+		_ = r.Release(actx) // failing, it lasts until this process ends
+	}()
+	req.Address = r.VM.Address.String()
 	info, err := c.createOn(ctx, m, req, src, progress, steps)
 	if err != nil {
-		release()
 		return VMStatus{}, err
 	}
+	// The VM is made: record it even if ctx ended meanwhile.
+	actx, cancel := afterwards(ctx)
+	defer cancel()
+	if err := r.Commit(actx); err != nil {
+		return VMStatus{}, c.unmake(actx, m, nv.Name, err)
+	}
 	return vmStatus(m.Name, info), nil
+}
+
+// afterwards is a context to finish an operation in when its own, ctx,
+// may have ended: it keeps ctx's values but not its end, and lasts a
+// minute.
+func afterwards(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+}
+
+// unmake removes VM name, made on machine m, that the inventory would not
+// record (why), so a create that fails as a whole leaves nothing behind.
+func (c *Cloud) unmake(ctx context.Context, m inventory.Machine, name string, why error) error {
+	h, err := c.helper(ctx, m)
+	if err == nil {
+		_, err = h.VMAction(ctx, helperapi.VMActionRequest{Name: name, Action: "remove"})
+	}
+	if err != nil {
+		return fmt.Errorf("vm %q was made on machine %q, but the inventory would not record it: %w; removing it from the machine failed too, so it is there, unrecorded: %v",
+			name, m.Name, why, err)
+	}
+	return fmt.Errorf("vm %q not created: the inventory would not record it, so it was removed from machine %q again: %w", name, m.Name, why)
 }
 
 // createOn uploads the operator's files of src to machine m and asks its
 // helper for the VM req, whose image becomes what the machine then has.
 func (c *Cloud) createOn(ctx context.Context, m inventory.Machine, req helperapi.VMRequest, src helperapi.Source, progress func(helperapi.Progress), steps func(Step)) (helperapi.VMInfo, error) {
+	fail := func(err error) error {
+		return onMachine(ctx, m.Name, "vm create", "try again when it is back, or pick another machine with --machine", err)
+	}
 	l, err := c.link(ctx, m, Trust{}, steps)
 	if err != nil {
-		return helperapi.VMInfo{}, fmt.Errorf("machine %q: %w", m.Name, err)
+		return helperapi.VMInfo{}, fail(err)
 	}
 	for _, u := range []struct {
 		kind string
@@ -128,16 +151,20 @@ func (c *Cloud) createOn(ctx context.Context, m inventory.Machine, req helperapi
 		}
 		say(steps, m.Name, "uploading "+u.f.Path)
 		if err := l.Upload(ctx, u.kind, u.f, progress); err != nil {
-			return helperapi.VMInfo{}, fmt.Errorf("vm %q: upload %s: %w", req.Name, u.f.Path, err)
+			return helperapi.VMInfo{}, fail(fmt.Errorf("vm %q: upload %s: %w", req.Name, u.f.Path, err))
 		}
 	}
 	h, err := l.Helper(ctx)
 	if err != nil {
-		return helperapi.VMInfo{}, err
+		return helperapi.VMInfo{}, fail(err)
 	}
 	say(steps, m.Name, "creating vm "+req.Name)
 	req.Image = sourceOnMachine(src)
-	return h.CreateVM(ctx, req, progress)
+	info, err := h.CreateVM(ctx, req, progress)
+	if err != nil {
+		return helperapi.VMInfo{}, fail(err)
+	}
+	return info, nil
 }
 
 // sourceOnMachine rewrites an operator's file source to what the machine
@@ -170,17 +197,37 @@ func creator() string {
 	return name + "@" + hostname()
 }
 
-// VMs lists every machine's VMs, asking all in parallel. Machines that do
-// not answer are named in the error, and their VMs are listed from the
-// inventory with state "unknown".
+// States VMs gives a VM besides its helper's (running, shut off, ...).
+const (
+	// VMUnknown: the VM's machine did not answer; the VM is listed from
+	// the inventory.
+	VMUnknown = "unknown"
+	// VMMissing: the inventory records the VM, but its machine answered
+	// without it.
+	VMMissing = "missing"
+)
+
+// ErrNoAnswer is in VMs' error when no machine answered.
+var ErrNoAnswer = errors.New("no machine answered")
+
+// VMs lists every machine's VMs, asking all in parallel, each within
+// timeout. The error is nil when every machine answered, so an empty list
+// with no error is a cloud with no VM. Machines that did not answer are
+// named in a MachineErrors, and the VMs the inventory records on them are
+// listed with state VMUnknown; when none answered (and there are
+// machines), the error wraps ErrNoAnswer too. A VM the inventory records
+// whose machine answered without it is listed as VMMissing. An inventory
+// that does not load gives no list.
 func (c *Cloud) VMs(ctx context.Context, timeout time.Duration) ([]VMStatus, error) {
 	inv, err := c.Inventory()
 	if err != nil {
 		return nil, err
 	}
-	var out []VMStatus
-	found := map[string]bool{}
-	ch := make(chan []VMStatus, len(inv.Machines))
+	type answer struct {
+		machine string
+		vms     []helperapi.VMInfo
+	}
+	ch := make(chan answer, len(inv.Machines))
 	err = each(machineNames(inv), func(name string) error {
 		m, _ := inv.Machine(name)
 		cctx, cancel := context.WithTimeout(ctx, timeout)
@@ -193,27 +240,36 @@ func (c *Cloud) VMs(ctx context.Context, timeout time.Duration) ([]VMStatus, err
 		if err != nil {
 			return err
 		}
-		var st []VMStatus
-		for _, v := range vms {
-			st = append(st, vmStatus(name, v))
-		}
-		ch <- st
+		ch <- answer{name, vms}
 		return nil
 	})
 	close(ch)
-	for st := range ch {
-		for _, v := range st {
-			found[v.Name] = true
-			out = append(out, v)
+	var out []VMStatus
+	answered := map[string]bool{}
+	found := map[[2]string]bool{} // machine, VM
+	for a := range ch {
+		answered[a.machine] = true
+		for _, v := range a.vms {
+			found[[2]string{a.machine, v.Name}] = true
+			out = append(out, vmStatus(a.machine, v))
 		}
 	}
 	for _, v := range inv.VMs {
-		if !found[v.Name] {
-			out = append(out, VMStatus{Name: v.Name, Machine: v.Machine, Network: v.Network,
-				IP: v.Address.String(), State: "unknown"})
+		if found[[2]string{v.Machine, v.Name}] {
+			continue
 		}
+		state := VMUnknown
+		if answered[v.Machine] {
+			state = VMMissing
+		}
+		out = append(out, VMStatus{Name: v.Name, Machine: v.Machine, Network: v.Network, IP: v.Address.String(), State: state})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	slices.SortFunc(out, func(a, b VMStatus) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Machine, b.Machine))
+	})
+	if len(answered) == 0 && err != nil {
+		err = fmt.Errorf("%w: %w", ErrNoAnswer, err)
+	}
 	return out, err
 }
 
@@ -224,7 +280,8 @@ func vmStatus(machine string, v helperapi.VMInfo) VMStatus {
 }
 
 // VMAction starts, stops, reboots or removes a VM; remove also frees its
-// address.
+// address. A machine that cannot be reached fails it at once with an
+// *AwayError.
 func (c *Cloud) VMAction(ctx context.Context, name, action string, timeout time.Duration) (helperapi.VMActionResult, error) {
 	inv, err := c.Inventory()
 	if err != nil {
@@ -238,11 +295,18 @@ func (c *Cloud) VMAction(ctx context.Context, name, action string, timeout time.
 	if !ok {
 		return helperapi.VMActionResult{}, fmt.Errorf("vm %q is on machine %q, which is not in the cloud", name, v.Machine)
 	}
+	next := fmt.Sprintf("vm %s is there: try again when it is back (`butter machine list` shows whether it answers)", name)
+	if action == "remove" {
+		next = fmt.Sprintf("try again when it is back, or take the machine and its VMs out of the cloud with `butter machine remove %s`", m.Name)
+	}
 	h, err := c.helper(ctx, *m)
 	if err != nil {
-		return helperapi.VMActionResult{}, fmt.Errorf("machine %q: %w", m.Name, err)
+		return helperapi.VMActionResult{}, onMachine(ctx, m.Name, "vm "+action, next, err)
 	}
 	res, err := h.VMAction(ctx, helperapi.VMActionRequest{Name: name, Action: action, TimeoutSeconds: timeout.Seconds()})
+	if err != nil && unreachable(err) {
+		return res, onMachine(ctx, m.Name, "vm "+action, next, err)
+	}
 	if err != nil && !(action == "remove" && strings.Contains(err.Error(), "no vm")) {
 		return res, err
 	}
@@ -255,7 +319,8 @@ func (c *Cloud) VMAction(ctx context.Context, name, action string, timeout time.
 	return res, err
 }
 
-// Console attaches to a VM's serial console.
+// Console attaches to a VM's serial console. A machine that cannot be
+// reached fails it at once with an *AwayError.
 func (c *Cloud) Console(ctx context.Context, name string, in io.Reader, out io.Writer) error {
 	inv, err := c.Inventory()
 	if err != nil {
@@ -269,9 +334,14 @@ func (c *Cloud) Console(ctx context.Context, name string, in io.Reader, out io.W
 	if !ok {
 		return errors.New("vm " + name + " is on an unknown machine")
 	}
+	const next = "try again when it is back (`butter machine list` shows whether it answers)"
 	l, err := c.link(ctx, *m, Trust{}, nil)
 	if err != nil {
-		return err
+		return onMachine(ctx, m.Name, "vm console", next, err)
 	}
-	return l.Console(ctx, name, in, out)
+	err = l.Console(ctx, name, in, out)
+	if err != nil && ctx.Err() == nil && unreachable(err) {
+		return onMachine(ctx, m.Name, "vm console", next, err)
+	}
+	return err
 }

@@ -89,7 +89,7 @@ func CheckGeneration(spec Spec, held int64, heldDigest string) error {
 				"take its state first with `butter adopt --address <a machine>`, then make the change again", held, spec.Generation)}
 	case spec.Generation == held && spec.Desired.Digest() != heldDigest:
 		return &RemoteError{Code: CodeStale, Message: fmt.Sprintf(
-			"this machine took another change as generation %d: another butter changed the cloud at the same time; "+
+			"this machine holds another butter's change as generation %d: the cloud changed since your inventory was written; "+
 				"take its state first with `butter adopt --address <a machine>`, then make the change again", held)}
 	}
 	return nil

@@ -11,10 +11,11 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// header opens every file butter writes.
+// header opens every file butter writes, unless the file it replaces
+// opened with comments of its own (see Update).
 const header = `# Butter Cloud inventory: the machines, mesh, networks and VM addresses
-# butter manages. butter rewrites this file (comments are not kept); the
-# version before its last change is in the .bak file beside it.
+# butter manages. butter rewrites this file, keeping only the comments at
+# its top; the version before its last change is in the .bak file beside it.
 `
 
 // Marshal is the file butter writes for inv: the header, then the fields

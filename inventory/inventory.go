@@ -15,11 +15,18 @@
 // file that does not load is never overwritten: Update refuses and says how
 // to recover.
 //
+// Update keeps the file's permission mode and the comment block at its
+// top; other comments are not kept. A VM being created is held in
+// "<file>.reservations" (see Reserve), never in the file, so a create that
+// fails leaves the file and its .bak as they were.
+//
 // A file as butter writes it (fields left out take their defaults: mesh
 // 10.99.0.0/16 port 51820, SSH port 22, tunnel auto):
 //
 //	# Butter Cloud inventory: ...
 //	version: 1
+//
+//	generation: 7
 //
 //	mesh:
 //	  prefix: 10.99.0.0/16
@@ -34,12 +41,14 @@
 //	    endpoint: 192.0.2.10:51820
 //	    mesh_ip: 10.99.0.1
 //	    public_key: yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=
+//	    confirmed: 7
 //	  - name: beta
 //	    address: beta.example.com
 //	    port: 2222
 //	    nat: true
 //	    mesh_ip: 10.99.0.2
 //	    public_key: xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=
+//	    confirmed: 6
 //
 //	networks:
 //	  - name: blue
@@ -85,11 +94,15 @@ const MaxNetworkID = 65535
 // Inventory is the whole file.
 type Inventory struct {
 	// Version is the file format, always Version.
-	Version  int       `yaml:"version"`
-	Mesh     Mesh      `yaml:"mesh"`
-	Machines []Machine `yaml:"machines,omitempty"`
-	Networks []Network `yaml:"networks,omitempty"`
-	VMs      []VM      `yaml:"vms,omitempty"`
+	Version int `yaml:"version"`
+	// Generation counts the cloud's changes: every change butter makes is
+	// the previous generation plus one, and every machine is told the
+	// generation its spec belongs to. 0 in a file from before generations.
+	Generation int       `yaml:"generation,omitempty"`
+	Mesh       Mesh      `yaml:"mesh"`
+	Machines   []Machine `yaml:"machines,omitempty"`
+	Networks   []Network `yaml:"networks,omitempty"`
+	VMs        []VM      `yaml:"vms,omitempty"`
 }
 
 // Mesh is the WireGuard mesh joining the machines.
@@ -131,7 +144,15 @@ type Machine struct {
 	PublicKey string `yaml:"public_key,omitempty"`
 	// Accel is the VM accelerator: "", AccelAuto, AccelKVM or AccelTCG.
 	Accel string `yaml:"accel,omitempty"`
+	// Confirmed is the generation the machine last confirmed it applied.
+	// Below Generation, the machine is pending: it was away for a change
+	// and catches up on `butter sync` (or when the dashboard sees it back).
+	Confirmed int `yaml:"confirmed,omitempty"`
 }
+
+// Pending tells whether machine m has not confirmed the inventory's
+// generation yet.
+func (inv *Inventory) Pending(m Machine) bool { return m.Confirmed < inv.Generation }
 
 // Network is a private network: an Ethernet segment over the mesh.
 type Network struct {

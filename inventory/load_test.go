@@ -102,7 +102,7 @@ func TestHostileFiles(t *testing.T) {
 		want []Problem
 	}{
 		{"unknown_field.yaml", []Problem{
-			{5, `machines[0]: unknown field "hostname"; known fields: name, address, port, user, identity, endpoint, nat, mesh_ip, public_key, accel`},
+			{5, `machines[0]: unknown field "hostname"; known fields: name, address, port, user, identity, endpoint, nat, mesh_ip, public_key, accel, confirmed`},
 			{10, `networks[0]: unknown field "colour"; known fields: name, subnet, id, tunnel, machines`},
 		}},
 		{"private_key.yaml", []Problem{
@@ -240,7 +240,7 @@ func TestRecoveryHint(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := Update(ctx, path, func(*Inventory) error { return nil })
-	want := path + `:4: machines[0]: unknown field "adress"; known fields: name, address, port, user, identity, endpoint, nat, mesh_ip, public_key, accel` + "\n" +
+	want := path + `:4: machines[0]: unknown field "adress"; known fields: name, address, port, user, identity, endpoint, nat, mesh_ip, public_key, accel, confirmed` + "\n" +
 		"butter will not change " + path + " until it loads: fix the file, or go back to the version before butter's last change, which loads: cp " + path + ".bak " + path
 	if err == nil {
 		t.Fatal("Update on a corrupt file succeeded")

@@ -17,31 +17,51 @@ import (
 // (a machine's port, a network's tunnel, the mesh), validates, and saves:
 // the version being replaced is copied to "<path>.bak", then the new one is
 // written to a temporary file beside it, synced, renamed over the file, and
-// the folder synced. A missing folder is created 0700; the files are 0600.
+// the folder synced. A missing folder is created 0700; a new file is 0600,
+// and a file being replaced keeps its permissions (so does its .bak).
+//
+// The file is written anew from the inventory (see Marshal): of the
+// comments in it, only the block at its top is kept, in place of butter's
+// header; comments anywhere else are dropped.
 //
 // Nothing is written when fn fails (its error is returned as is), when the
 // result does not validate, or when nothing changed. A file that does not
 // load is never overwritten: the error says where the last good copy is.
 // A symbolic link at path is followed, and stays a link.
 func Update(ctx context.Context, path string, fn func(*Inventory) error) error {
-	path, err := resolve(path)
+	path, unlock, err := lockFile(ctx, path)
 	if err != nil {
 		return err
+	}
+	defer unlock()
+	return updateLocked(path, fn)
+}
+
+// lockFile follows a link at path, makes the folder, takes the
+// inventory's lock and clears what a crashed save left behind. It returns
+// the file's real path and how to unlock.
+func lockFile(ctx context.Context, path string) (real string, unlock func(), err error) {
+	path, err = resolve(path)
+	if err != nil {
+		return "", nil, err
 	}
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create inventory folder %s: %w", dir, err)
+		return "", nil, fmt.Errorf("create inventory folder %s: %w", dir, err)
 	}
-	unlock, err := lock(ctx, path+".lock")
+	unlock, err = lock(ctx, path+".lock")
 	if err != nil {
-		return err
+		return "", nil, err
 	}
-	defer unlock()
 	removeTemps(dir, base)
+	return path, unlock, nil
+}
 
+// updateLocked is Update with the lock held and path resolved.
+func updateLocked(path string, fn func(*Inventory) error) error {
 	inv, old, err := load(path)
 	if err != nil {
 		return refuse(path, err)
@@ -57,15 +77,21 @@ func Update(ctx context.Context, path string, fn func(*Inventory) error) error {
 	if err != nil {
 		return err
 	}
-	if old != nil && bytes.Equal(data, old) {
+	if old == nil {
+		return writeAtomic(path, data, 0o600)
+	}
+	data = keepTopComments(old, data)
+	if bytes.Equal(data, old) {
 		return nil
 	}
-	if old != nil {
-		if err := writeAtomic(path+".bak", old); err != nil {
-			return fmt.Errorf("keep the previous inventory: %w", err)
-		}
+	perm := fs.FileMode(0o600)
+	if fi, err := os.Stat(path); err == nil {
+		perm = fi.Mode().Perm()
 	}
-	return writeAtomic(path, data)
+	if err := writeAtomic(path+".bak", old, perm); err != nil {
+		return fmt.Errorf("keep the previous inventory: %w", err)
+	}
+	return writeAtomic(path, data, perm)
 }
 
 // resolve follows a symbolic link at path, so saving replaces the file it
@@ -110,10 +136,10 @@ func fileExists(path string) bool {
 	return err == nil
 }
 
-// writeAtomic replaces path with data: a temporary file in the same folder,
-// synced, renamed over path, then the folder synced, so a crash leaves
-// either the old file or the new one.
-func writeAtomic(path string, data []byte) (err error) {
+// writeAtomic replaces path with data, a file with permissions perm: a
+// temporary file in the same folder, synced, renamed over path, then the
+// folder synced, so a crash leaves either the old file or the new one.
+func writeAtomic(path string, data []byte, perm fs.FileMode) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -130,7 +156,7 @@ func writeAtomic(path string, data []byte) (err error) {
 			err = fmt.Errorf("save %s: %w", path, err)
 		}
 	}()
-	if err := f.Chmod(0o600); err != nil {
+	if err := f.Chmod(perm); err != nil {
 		return err
 	}
 	if _, err := f.Write(data); err != nil {

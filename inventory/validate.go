@@ -40,6 +40,10 @@ func (inv *Inventory) validate() []problem {
 		bad("version", "version %d: this butter reads and writes version %d", inv.Version, Version)
 	}
 
+	if inv.Generation < 0 {
+		bad("generation", "generation %d: must not be negative", inv.Generation)
+	}
+
 	mesh := inv.Mesh.Prefix
 	meshOK := false
 	switch {
@@ -73,6 +77,9 @@ func (inv *Inventory) validate() []problem {
 		}
 		if !portOK(m.Port) {
 			bad(at+".port", "%s port %d: must be between 1 and 65535", what, m.Port)
+		}
+		if m.Confirmed < 0 || m.Confirmed > inv.Generation {
+			bad(at+".confirmed", "%s confirmed generation %d: must be between 0 and the inventory's generation %d", what, m.Confirmed, inv.Generation)
 		}
 		if m.User != "" && !userRE.MatchString(m.User) {
 			bad(at+".user", "%s user %q: want a login name (letters, digits, '_', '.', '-')", what, m.User)

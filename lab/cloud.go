@@ -236,12 +236,12 @@ func StartCloud(ctx context.Context, o CloudOptions, steps func(cloud.Step)) (_ 
 	for i, m := range l.Machines {
 		nm := cloud.NewMachine{Name: m.Name, Address: reaches[i].addr, Port: reaches[i].port, User: "root",
 			Identity: c.Key, Accel: o.Accel}
-		if _, err := cl.AddMachine(ctx, nm, cloud.Trust{}, steps); err != nil {
+		if _, _, err := cl.AddMachine(ctx, nm, cloud.Trust{}, steps); err != nil {
 			return CloudLab{}, err
 		}
 	}
 	if o.Demo {
-		n, err := cl.CreateNetwork(ctx, cloud.NewNetwork{Name: "lab"}, steps)
+		n, _, err := cl.CreateNetwork(ctx, cloud.NewNetwork{Name: "lab"}, steps)
 		if err != nil {
 			return CloudLab{}, err
 		}

@@ -1,6 +1,10 @@
 package plumbing
 
-import "github.com/butter-cloud/butter/helperapi"
+import (
+	"fmt"
+
+	"github.com/butter-cloud/butter/helperapi"
+)
 
 // admit decides whether this machine takes spec, before anything changes:
 // bad input (spec.Validate fails, or a peer has self, this machine's own
@@ -17,4 +21,16 @@ func admit(spec helperapi.Spec, self string, held helperapi.Spec) error {
 		}
 	}
 	return helperapi.CheckGeneration(spec, held.Generation, held.Desired.Digest())
+}
+
+// buildable refuses, as bad input, a network this machine cannot build:
+// gretap asked for where the kernel has none.
+func buildable(spec helperapi.Spec, gretap bool) error {
+	for _, n := range spec.Networks {
+		if n.Tunnel == helperapi.TunnelGretap && !gretap {
+			return &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: fmt.Sprintf(
+				"network %s: tunnel gretap: this machine's kernel has no gretap (module ip_gre); use tunnel vxlan or auto", n.Name)}
+		}
+	}
+	return nil
 }

@@ -46,7 +46,7 @@ func TestAdmit(t *testing.T) {
 		{"a generation over a bare spec", at(2, ""), self, at(0, ""), 0, ""},
 		{"no key yet", selfPeer, "", at(4, ""), 0, ""},
 		{"older generation", at(4, ""), self, at(5, ""), helperapi.CodeStale, "newer than this change's 4"},
-		{"another change of the same generation", at(5, "other"), self, at(5, ""), helperapi.CodeStale, "another change as generation 5"},
+		{"another change of the same generation", at(5, "other"), self, at(5, ""), helperapi.CodeStale, "another butter's change as generation 5"},
 		{"this machine as its own peer", selfPeer, self, at(4, ""), helperapi.CodeInvalid, "this machine's own public key"},
 		{"desired of another generation", badDesired, self, at(4, ""), helperapi.CodeInvalid, "desired state generation 4"},
 		{"no mesh address", noMesh, self, at(4, ""), helperapi.CodeInvalid, "mesh address"},
@@ -109,6 +109,27 @@ func TestNewKeyReplacesTheOld(t *testing.T) {
 		}
 		if strings.HasPrefix(e.Name(), ".") {
 			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+}
+
+func TestBuildable(t *testing.T) {
+	spec := func(tunnel string) helperapi.Spec {
+		return helperapi.Spec{Networks: []helperapi.Network{{Name: "blue", ID: 1, Tunnel: tunnel}}}
+	}
+	for _, tc := range []struct {
+		tunnel string
+		gretap bool
+		ok     bool
+	}{
+		{helperapi.TunnelGretap, false, false},
+		{helperapi.TunnelGretap, true, true},
+		{helperapi.TunnelAuto, false, true},
+		{helperapi.TunnelVXLAN, false, true},
+	} {
+		err := buildable(spec(tc.tunnel), tc.gretap)
+		if (err == nil) != tc.ok || (err != nil && (!helperapi.IsInvalid(err) || !strings.Contains(err.Error(), "gretap"))) {
+			t.Errorf("buildable(%s, gretap=%v) = %v, want ok=%v (a refusal as bad input naming gretap)", tc.tunnel, tc.gretap, err, tc.ok)
 		}
 	}
 }

@@ -73,7 +73,10 @@ func (h *Helper) admit(spec helperapi.Spec) (helperapi.Spec, bool, error) {
 	} else if has {
 		self = k.PublicKey().String()
 	}
-	return held, ok, admit(spec, self, held)
+	if err := admit(spec, self, held); err != nil {
+		return held, ok, err
+	}
+	return held, ok, buildable(spec, h.links.capabilities().Gretap)
 }
 
 // putBack returns the machine to held, the spec it ran before an Apply

@@ -159,7 +159,10 @@ func dialHop(ctx context.Context, prev *ssh.Client, h hop, hk *hostKeys, policy 
 	}
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", h.Addr(), err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connect to %s: %w", h.Addr(), ctx.Err())
+		}
+		return nil, &UnreachableError{Addr: h.Addr(), Timeout: timeout, Err: err}
 	}
 	signers, notes := a.signers(h)
 	cfg := &ssh.ClientConfig{
@@ -189,6 +192,24 @@ func dialHop(ctx context.Context, prev *ssh.Client, h hop, hk *hostKeys, policy 
 	}
 	return ssh.NewClient(sc, chans, reqs), nil
 }
+
+// UnreachableError is a TCP connect that failed: the machine is away (off,
+// asleep, its network down) or nothing listens at the address.
+type UnreachableError struct {
+	Addr    string
+	Timeout time.Duration
+	Err     error
+}
+
+func (e *UnreachableError) Error() string {
+	var ne net.Error
+	if errors.As(e.Err, &ne) && ne.Timeout() {
+		return fmt.Sprintf("no answer from %s within %s", e.Addr, e.Timeout)
+	}
+	return fmt.Sprintf("connect to %s: %v", e.Addr, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // AuthError is a refused login.
 type AuthError struct {

@@ -95,7 +95,8 @@ func (m *Machine) Helper() Helper { return m.helper }
 // Client returns the live protocol client, dialing again (SSH connection
 // and serve session) if the connection dropped. Transient failures are
 // retried with backoff (0.5 s doubling to 30 s) until ctx ends; a host key,
-// login, sudo or helper mismatch error is returned at once.
+// login, sudo or helper mismatch error, or an *UnreachableError (the
+// machine is away), is returned at once.
 func (m *Machine) Client(ctx context.Context) (*helperapi.Client, error) {
 	if cl, err := m.current(); cl != nil || err != nil {
 		return cl, err
@@ -134,7 +135,11 @@ func (m *Machine) Client(ctx context.Context) (*helperapi.Client, error) {
 		m.wait = min(max(2*m.wait, 500*time.Millisecond), 30*time.Second)
 		m.nextTry = time.Now().Add(m.wait)
 		m.mu.Unlock()
-		if permanent(err) || ctx.Err() != nil {
+		// An unreachable machine is not retried within this call: the
+		// caller learns at once that it is away (the backoff still
+		// spaces the next calls' tries).
+		var ue *UnreachableError
+		if permanent(err) || ctx.Err() != nil || errors.As(err, &ue) {
 			return nil, err
 		}
 		last = err

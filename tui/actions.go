@@ -26,6 +26,13 @@ func (m *Model) action(msg tea.KeyPressMsg) tea.Cmd {
 				return m.confirmRemoveMachine(sel.id)
 			}
 			return nil
+		case key.Matches(msg, k.RotateKey):
+			if need("machine") {
+				return m.confirmRotateKey(sel.id)
+			}
+			return nil
+		case key.Matches(msg, k.Sync):
+			return m.syncNow()
 		}
 	case paneNetworks:
 		switch {
@@ -82,6 +89,10 @@ func (m *Model) disabledReason(msg tea.KeyPressMsg) string {
 		return "console: only a VM has one; press 3 for the VMs"
 	case key.Matches(msg, k.Start, k.Stop, k.Reboot):
 		return msg.String() + ": starts, stops and reboots are for VMs; press 3 for the VMs"
+	case key.Matches(msg, k.RotateKey):
+		return "R: keys are the machines'; press 1 for the machines"
+	case key.Matches(msg, k.Sync):
+		return "S: syncing is for machines; press 1 for the machines"
 	}
 	return ""
 }
@@ -97,7 +108,7 @@ func (m *Model) paneKeys() []key.Binding {
 	var ks []key.Binding
 	switch m.focus {
 	case paneMachines:
-		ks = []key.Binding{add("add machine"), k.Remove}
+		ks = []key.Binding{add("add machine"), k.Remove, k.RotateKey, k.Sync}
 	case paneNetworks:
 		ks = []key.Binding{add("new network"), k.Remove}
 	case paneVMs:

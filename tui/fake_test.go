@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -27,10 +28,13 @@ import (
 // helperapi.Client.
 type fakeSide struct {
 	name string
-	key  string
-	down atomic.Bool // facts do not answer
+	// down: the machine is away: it cannot be reached (connecting fails,
+	// its link finds no helper) and a facts call in flight never answers.
+	down atomic.Bool
 
 	mu       sync.Mutex
+	key      string // its WireGuard public key; RotateKey makes a new one
+	rotated  int
 	spec     *helperapi.Spec
 	vms      map[string]helperapi.VMInfo
 	watchers map[chan helperapi.VMEvent]bool
@@ -42,12 +46,55 @@ func newFakeSide(name string, i int) *fakeSide {
 	return &fakeSide{name: name, key: base64.StdEncoding.EncodeToString(k), vms: map[string]helperapi.VMInfo{}, watchers: map[chan helperapi.VMEvent]bool{}}
 }
 
-func (f *fakeSide) PublicKey() (string, error) { return f.key, nil }
+func (f *fakeSide) PublicKey() (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.key, nil
+}
+
+// publicKey is the side's key now.
+func (f *fakeSide) publicKey() string {
+	k, _ := f.PublicKey()
+	return k
+}
+
+// currentSpec is a copy of the spec the side last applied (nil: none).
+func (f *fakeSide) currentSpec() *helperapi.Spec {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.spec == nil {
+		return nil
+	}
+	s := *f.spec
+	return &s
+}
 func (f *fakeSide) Apply(ctx context.Context, s helperapi.Spec) (helperapi.Report, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.spec = &s
 	return helperapi.Report{}, nil
+}
+func (f *fakeSide) Prepare(ctx context.Context, s helperapi.Spec) error { return s.Validate() }
+
+// RotateKey makes a new key, as the helper does: the old one is gone.
+func (f *fakeSide) RotateKey(ctx context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return "", err
+	}
+	f.key = base64.StdEncoding.EncodeToString(k)
+	f.rotated++
+	return f.key, nil
+}
+func (f *fakeSide) Desired(ctx context.Context) (helperapi.Desired, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.spec == nil || f.spec.Desired == nil {
+		return helperapi.Desired{}, nil
+	}
+	return *f.spec.Desired, nil
 }
 func (f *fakeSide) Check(ctx context.Context, s helperapi.Spec) ([]helperapi.Drift, error) {
 	return nil, nil
@@ -206,9 +253,13 @@ func (c *fakeCluster) add(t testing.TB, address string, side *fakeSide) {
 func (c *fakeCluster) Connect(ctx context.Context, m inventory.Machine, trust cloud.Trust, steps func(cloud.Step)) (cloud.Link, error) {
 	c.mu.Lock()
 	l, ok := c.listeners[m.Address]
+	side := c.sides[m.Address]
 	c.mu.Unlock()
 	if !ok {
 		return nil, errors.New("dial tcp " + m.Address + ":22: connection refused")
+	}
+	if side.down.Load() {
+		return nil, errors.New("dial tcp " + m.Address + ":22: connect: no route to host")
 	}
 	if trust.Ask != nil {
 		fp := "SHA256:fakefakefakefakefakefakefakefakefakefakefak"
@@ -230,7 +281,7 @@ func (c *fakeCluster) Connect(ctx context.Context, m inventory.Machine, trust cl
 	if steps != nil {
 		steps(cloud.Step{Machine: m.Name, Text: "connected"})
 	}
-	return &fakeLink{client: helperapi.NewClient(c.ctx, conn), addr: m.Address}, nil
+	return &fakeLink{client: helperapi.NewClient(c.ctx, conn), addr: m.Address, side: side}, nil
 }
 
 // fakeLink is a cloud.Link to a fake side; Upload is not faked (the
@@ -239,11 +290,19 @@ type fakeLink struct {
 	cloud.Link
 	client *helperapi.Client
 	addr   string
+	side   *fakeSide
 }
 
-func (l *fakeLink) Helper(ctx context.Context) (cloud.Helper, error) { return l.client, nil }
-func (l *fakeLink) Via() cloud.Route                                 { return cloud.Route{Addr: "192.0.2.1"} }
-func (l *fakeLink) Close() error                                     { return l.client.Close() }
+// Helper is the side's helper unless the machine is away: a real link
+// reconnects, and fails to while the machine is away.
+func (l *fakeLink) Helper(ctx context.Context) (cloud.Helper, error) {
+	if l.side.down.Load() {
+		return nil, errors.New("dial tcp " + l.addr + ":22: connect: no route to host")
+	}
+	return l.client, nil
+}
+func (l *fakeLink) Via() cloud.Route { return cloud.Route{Addr: "192.0.2.1"} }
+func (l *fakeLink) Close() error     { return l.client.Close() }
 func (l *fakeLink) Console(ctx context.Context, vmName string, in io.Reader, out io.Writer) error {
 	fmt.Fprintf(out, "%s login: ", vmName)
 	go func() {

@@ -77,17 +77,17 @@ func (m *Model) openAddMachine() tea.Cmd {
 		p, _ := strconv.Atoi(port)
 		nm := cloud.NewMachine{Name: name, Address: strings.TrimSpace(address), Port: p, User: strings.TrimSpace(userName), Identity: identity}
 		cl, ask := m.cl, m.ask
-		return m.startTask("add machine "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
+		return m.startTask("add machine "+name, taskShown, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
 			trust := cloud.Trust{Ask: func(ctx context.Context, host, fingerprint string) (bool, error) {
 				return ask(ctx, "Trust the machine at "+host+"?",
 					"Its host key fingerprint is\n  "+fingerprint+
 						"\nOn the machine, `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` shows it.")
 			}}
-			mach, err := cl.AddMachine(ctx, nm, trust, steps)
+			mach, out, err := cl.AddMachine(ctx, nm, trust, steps)
 			if err != nil {
 				return "", nil, err
 			}
-			return fmt.Sprintf("machine %s added (mesh address %s)", mach.Name, mach.MeshIP), nil, nil
+			return fmt.Sprintf("machine %s added (mesh address %s)%s", mach.Name, mach.MeshIP, out.Note()), nil, nil
 		})
 	}
 	return m.openForm("Add a machine", submit, nil,
@@ -136,12 +136,12 @@ func (m *Model) openCreateNetwork() tea.Cmd {
 		nn := cloud.NewNetwork{Name: name, Machines: chosen, Tunnel: tunnel}
 		nn.Subnet, _ = netip.ParsePrefix(strings.TrimSpace(subnet))
 		cl := m.cl
-		return m.startTask("create network "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
-			n, err := cl.CreateNetwork(ctx, nn, steps)
+		return m.startTask("create network "+name, taskShown, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
+			n, out, err := cl.CreateNetwork(ctx, nn, steps)
 			if err != nil {
 				return "", nil, err
 			}
-			return fmt.Sprintf("network %s (%s) is on %s", n.Name, n.Subnet, strings.Join(n.Machines, ", ")), nil, nil
+			return fmt.Sprintf("network %s (%s) is on %s%s", n.Name, n.Subnet, strings.Join(n.Machines, ", "), out.Note()), nil, nil
 		})
 	}
 	return m.openForm("Create a network", submit, nil,
@@ -229,7 +229,7 @@ func (m *Model) openCreateVM() tea.Cmd {
 		nv := cloud.NewVM{Name: name, Machine: machine, Network: network, Image: src,
 			CPUs: s.cpus, MemoryMiB: s.mem, DiskGiB: s.disk, SSHKeys: publicKeys(sshDir(m.opts))}
 		cl := m.cl
-		return m.startTask("create VM "+name, false, func(ctx context.Context, steps func(cloud.Step), progress func(helperapi.Progress)) (string, tea.Msg, error) {
+		return m.startTask("create VM "+name, taskShown, func(ctx context.Context, steps func(cloud.Step), progress func(helperapi.Progress)) (string, tea.Msg, error) {
 			v, err := cl.CreateVM(ctx, nv, progress, steps)
 			if err != nil {
 				return "", nil, err
@@ -297,31 +297,6 @@ func (m *Model) confirmRemoveVM(name string) tea.Cmd {
 		Affirmative("Remove").Negative("Keep").Value(&yes)))
 }
 
-func (m *Model) confirmRemoveMachine(name string) tea.Cmd {
-	n := 0
-	for _, v := range m.data.vms {
-		if v.Machine == name {
-			n++
-		}
-	}
-	yes := false
-	cl := m.cl
-	return m.openForm("Remove machine "+name, func() tea.Cmd {
-		if !yes {
-			return nil
-		}
-		return m.startTask("remove machine "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
-			if err := cl.RemoveMachine(ctx, name, steps); err != nil {
-				return "", nil, err
-			}
-			return "machine " + name + " removed", nil, nil
-		})
-	}, nil, huh.NewGroup(huh.NewConfirm().
-		Title("Remove machine "+name+" from the cloud?").
-		Description(fmt.Sprintf("Its %d VMs and their disks are destroyed, and it leaves every network.", n)).
-		Affirmative("Remove").Negative("Keep").Value(&yes)))
-}
-
 func (m *Model) confirmRemoveNetwork(name string) tea.Cmd {
 	yes := false
 	cl := m.cl
@@ -329,11 +304,12 @@ func (m *Model) confirmRemoveNetwork(name string) tea.Cmd {
 		if !yes {
 			return nil
 		}
-		return m.startTask("remove network "+name, false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
-			if err := cl.RemoveNetwork(ctx, name, steps); err != nil {
+		return m.startTask("remove network "+name, taskShown, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
+			out, err := cl.RemoveNetwork(ctx, name, steps)
+			if err != nil {
 				return "", nil, err
 			}
-			return "network " + name + " removed", nil, nil
+			return "network " + name + " removed" + out.Note(), nil, nil
 		})
 	}, nil, huh.NewGroup(huh.NewConfirm().
 		Title("Remove network "+name+"?").

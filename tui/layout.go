@@ -53,25 +53,28 @@ func overlay(base, box string, w, h int) string {
 }
 
 func (m *Model) header() string {
-	machines, online, degraded, offline, vms, running := m.data.summary()
+	c := m.data.summary()
 	parts := []string{m.st.title.Render("butter")}
 	if m.data.inv != nil {
-		s := fmt.Sprintf("%d machines", machines)
+		s := fmt.Sprintf("%d machines", c.machines)
 		var sub []string
-		if online > 0 {
-			sub = append(sub, m.st.ok.Render(fmt.Sprintf("%d online", online)))
-		}
-		if degraded > 0 {
-			sub = append(sub, m.st.warn.Render(fmt.Sprintf("%d degraded", degraded)))
-		}
-		if offline > 0 {
-			sub = append(sub, m.st.bad.Render(fmt.Sprintf("%d offline", offline)))
+		for _, n := range []struct {
+			n    int
+			word string
+			st   lipgloss.Style
+		}{
+			{c.online, "online", m.st.ok}, {c.degraded, "degraded", m.st.warn},
+			{c.offline, "offline", m.st.bad}, {c.pending, "pending", m.st.warn},
+		} {
+			if n.n > 0 {
+				sub = append(sub, n.st.Render(fmt.Sprintf("%d %s", n.n, n.word)))
+			}
 		}
 		if len(sub) > 0 {
 			s += " (" + strings.Join(sub, ", ") + ")"
 		}
 		parts = append(parts, s, fmt.Sprintf("%d networks", len(m.data.inv.Networks)),
-			fmt.Sprintf("%d VMs (%d running)", vms, running))
+			fmt.Sprintf("%d VMs (%d running)", c.vms, c.running))
 	} else {
 		parts = append(parts, m.st.dim.Render("loading "+m.opts.Inventory+"…"))
 	}
@@ -165,7 +168,7 @@ func (m *Model) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
 		{k.Up, k.Down, k.PageUp, k.PageDown, k.Top, k.Bottom},
 		{k.NextTab, k.PrevTab, k.Machines, k.Networks, k.VMs, k.Filter},
-		{k.Add, k.Remove, k.Start, k.Stop, k.Reboot, k.Console},
+		{k.Add, k.Remove, k.RotateKey, k.Sync, k.Start, k.Stop, k.Reboot, k.Console},
 		{k.Log, k.Help, k.Escape, k.Quit},
 	}
 }

@@ -36,7 +36,10 @@ func (m *Model) openForm(title string, submit func() tea.Cmd, cancel func(), gro
 	f.SubmitCmd, f.CancelCmd = nil, nil
 	m.form = &modalForm{title: title, form: f, submit: submit, cancel: cancel}
 	m.form.resize(m.width, m.height)
-	return f.Init()
+	init := f.Init()
+	// The groups measured their height before they had their width: a
+	// size now makes them measure again, so a long description is whole.
+	return tea.Batch(init, m.updateForm(tea.WindowSizeMsg{Width: m.width, Height: m.height}))
 }
 
 // updateForm passes msg to the open form and closes it when done.
@@ -95,10 +98,19 @@ func (m *Model) askUser(ctx context.Context, question, detail string) (bool, err
 	}
 }
 
-// nextAsk shows the next waiting question once no form is open.
+// nextAsk shows the next waiting question once no form is open: a
+// task's first, then a form that waited for the open one to close.
 func (m *Model) nextAsk() tea.Cmd {
-	if m.form != nil || len(m.asks) == 0 {
+	if m.form != nil {
 		return nil
+	}
+	if len(m.asks) == 0 {
+		if len(m.queued) == 0 {
+			return nil
+		}
+		next := m.queued[0]
+		m.queued = m.queued[1:]
+		return next()
 	}
 	a := m.asks[0]
 	m.asks = m.asks[1:]

@@ -48,11 +48,12 @@ type Model struct {
 	showHelp, showLog bool
 	welcome           int // the welcome menu's cursor
 
-	form  *modalForm
-	asks  []askMsg
-	tasks []*task
-	shown *task
-	seq   int
+	form   *modalForm
+	asks   []askMsg
+	queued []func() tea.Cmd // forms waiting for the open one to close
+	tasks  []*task
+	shown  *task
+	seq    int
 
 	status    string
 	statusErr bool
@@ -148,7 +149,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		m.applyEvents(msg.events)
-		return m, nextEvents(msg.gen, m.events)
+		return m, tea.Batch(nextEvents(msg.gen, m.events), m.autoSync())
 	case watchEndedMsg:
 		return m, nil
 	case inboxMsg:
@@ -160,8 +161,13 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case askMsg:
 		m.asks = append(m.asks, msg)
 		return m, m.nextAsk()
+	case rotateOfferMsg:
+		return m, m.offerRotation(msg)
 	case taskDoneMsg:
 		return m, m.taskDone(msg)
+	case syncDoneMsg:
+		m.syncDone(msg)
+		return m, nil
 	case consoleDoneMsg:
 		if msg.err != nil {
 			m.setStatus(fmt.Sprintf("console of %s: %v", msg.vm, msg.err), true)

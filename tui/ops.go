@@ -28,8 +28,23 @@ type task struct {
 	err      error
 	started  time.Time
 	ended    time.Time
-	quiet    bool // a quick action: reported on the status line only
+	kind     taskKind
 }
+
+// taskKind is how a task shows itself.
+type taskKind int
+
+const (
+	// taskShown is an operation the user asked for: its log is on
+	// screen at once.
+	taskShown taskKind = iota
+	// taskQuick is a quick action: on the status line, and a failure
+	// shows its whole error.
+	taskQuick
+	// taskBackground is the dashboard's own doing (catching a machine
+	// up): on the status line when it ends, and in the log.
+	taskBackground
+)
 
 type (
 	stepMsg struct {
@@ -55,18 +70,19 @@ type (
 // opFunc does a task's work; steps and progress feed its log.
 type opFunc func(ctx context.Context, steps func(cloud.Step), progress func(helperapi.Progress)) (result string, follow tea.Msg, err error)
 
-// startTask runs fn as a new task, shown at once unless quiet.
-func (m *Model) startTask(title string, quiet bool, fn opFunc) tea.Cmd {
+// startTask runs fn as a new task, shown as kind says.
+func (m *Model) startTask(title string, kind taskKind, fn opFunc) tea.Cmd {
 	m.seq++
-	t := &task{id: m.seq, title: title, running: true, started: time.Now(), quiet: quiet}
+	t := &task{id: m.seq, title: title, running: true, started: time.Now(), kind: kind}
 	m.tasks = append(m.tasks, t)
 	if len(m.tasks) > 50 {
 		m.tasks = m.tasks[len(m.tasks)-50:]
 	}
-	if quiet {
-		m.setStatus(title+"…", false)
-	} else {
+	switch kind {
+	case taskShown:
 		m.shown = t
+	case taskQuick:
+		m.setStatus(title+"…", false)
 	}
 	id, inbox, cl := t.id, m.inbox, m.cl
 	return m.run(func(ctx context.Context) tea.Msg {
@@ -137,6 +153,8 @@ func (m *Model) taskDone(msg taskDoneMsg) tea.Cmd {
 	}
 	t.running, t.result, t.err, t.ended = false, msg.result, msg.err, time.Now()
 	switch {
+	case t.err != nil && t.kind == taskBackground:
+		m.setStatus(t.err.Error(), true) // it names its machine
 	case t.err != nil:
 		m.setStatus(t.title+": "+t.err.Error(), true)
 	case t.result != "":
@@ -144,7 +162,7 @@ func (m *Model) taskDone(msg taskDoneMsg) tea.Cmd {
 	default:
 		m.setStatus(t.title+": done", false)
 	}
-	if t.quiet && t.err != nil && m.shown == nil {
+	if t.kind == taskQuick && t.err != nil && m.shown == nil {
 		m.shown = t // a failed quick action shows its whole error
 	}
 	return nil
@@ -252,7 +270,11 @@ func (m *Model) logView() string {
 func (m *Model) vmAction(name, action string) tea.Cmd {
 	verb := map[string]string{"start": "starting", "stop": "stopping", "reboot": "rebooting", "remove": "removing"}[action]
 	cl := m.cl
-	return m.startTask(verb+" "+name, action != "remove", func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
+	kind := taskQuick
+	if action == "remove" {
+		kind = taskShown
+	}
+	return m.startTask(verb+" "+name, kind, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
 		res, err := cl.VMAction(ctx, name, action, 30*time.Second)
 		if err != nil {
 			return "", nil, err

@@ -39,7 +39,7 @@ type paneDef struct {
 var paneDefs = [paneCount]paneDef{
 	paneMachines: {
 		cols: []column{
-			{title: "NAME", max: 24}, {title: "STATUS", max: 10}, {title: "HELPER", max: 12},
+			{title: "NAME", max: 24}, {title: "STATUS", max: 18}, {title: "HELPER", max: 12},
 			{title: "MESH IP", max: 15}, {title: "HANDSHAKE", max: 12}, {title: "CPU", max: 5, right: true},
 			{title: "MEM", max: 5, right: true}, {title: "VMS", max: 4, right: true}},
 		rows: (*store).machineRows,
@@ -90,16 +90,32 @@ func (s *store) machineRows() []row {
 		if word != "connecting" && word != cloud.StatusOffline {
 			hs = handshakeCell(st)
 		}
+		pending, syncing := s.inv.Pending(m), s.catchUp.running(m.Name)
 		detail := fmt.Sprintf("%s at %s", m.Name, m.Address)
 		if m.NAT {
 			detail += " (behind NAT)"
 		}
-		if st.Problem != "" {
-			detail += ": " + st.Problem
+		if pending {
+			// Before the problem, which can be long: the line is cut.
+			detail += fmt.Sprintf(" · pending: confirmed generation %d, the cloud is at %d", m.Confirmed, s.inv.Generation)
+			switch {
+			case syncing:
+				detail += "; catching up"
+			case answering(word):
+				detail += "; S syncs now"
+			default:
+				detail += "; catches up when it answers"
+			}
+		}
+		switch {
+		case st.Problem != "" && word == cloud.StatusOffline:
+			detail += " · does not answer: " + st.Problem
+		case st.Problem != "":
+			detail += " · " + st.Problem
 		}
 		rows = append(rows, row{id: m.Name, detail: detail, cells: []cell{
 			{text: m.Name},
-			{text: word, style: word},
+			statusCell(word, pending, syncing),
 			{text: version},
 			{text: m.MeshIP.String()},
 			hs,
@@ -110,6 +126,26 @@ func (s *store) machineRows() []row {
 	}
 	sortRows(rows)
 	return rows
+}
+
+// answering tells whether a machine's status word means it answers.
+func answering(word string) bool {
+	return word == cloud.StatusOnline || word == cloud.StatusDegraded
+}
+
+// statusCell is a machine's status word, and whether it is pending (it
+// missed a change) or catching up. Pending colours an answering machine
+// apart; an offline one stays red.
+func statusCell(word string, pending, syncing bool) cell {
+	switch {
+	case syncing:
+		return cell{text: word + " · syncing", style: "syncing"}
+	case pending && answering(word):
+		return cell{text: word + " · pending", style: "pending"}
+	case pending:
+		return cell{text: word + " · pending", style: word}
+	}
+	return cell{text: word, style: word}
 }
 
 // cpuUse is the machine's one-minute load over its CPUs, as a percentage.

@@ -14,6 +14,8 @@ type store struct {
 	invErr   error
 	machines map[string]cloud.MachineStatus
 	vms      map[string]*vmRecord
+	// catchUp is the dashboard's own syncs of pending machines.
+	catchUp catchUps
 }
 
 type vmRecord struct {
@@ -25,7 +27,7 @@ type vmRecord struct {
 }
 
 func newStore() *store {
-	return &store{machines: map[string]cloud.MachineStatus{}, vms: map[string]*vmRecord{}}
+	return &store{machines: map[string]cloud.MachineStatus{}, vms: map[string]*vmRecord{}, catchUp: catchUps{}}
 }
 
 // apply takes one event and says which panes changed.
@@ -102,6 +104,20 @@ func (s *store) status(name string) (cloud.MachineStatus, string) {
 	return st, st.Status
 }
 
+// vmsOf names the VMs the inventory places on machine.
+func (s *store) vmsOf(machine string) []string {
+	var out []string
+	if s.inv == nil {
+		return nil
+	}
+	for _, v := range s.inv.VMs {
+		if v.Machine == machine {
+			out = append(out, v.Name)
+		}
+	}
+	return out
+}
+
 // linkHealth counts a network's links (pairs of member machines) whose
 // WireGuard handshake is recent, and names the first bad ones.
 func (s *store) linkHealth(members []string) (ok, total int, bad []string) {
@@ -138,29 +154,38 @@ func (s *store) linkHealth(members []string) (ok, total int, bad []string) {
 	return ok, total, bad
 }
 
-// counts for the header.
-func (s *store) summary() (machines, online, degraded, offline, vms, running int) {
+// counts are the header's figures.
+type counts struct {
+	machines, online, degraded, offline, pending int
+	vms, running                                 int
+}
+
+func (s *store) summary() counts {
+	var c counts
 	if s.inv == nil {
-		return
+		return c
 	}
-	machines = len(s.inv.Machines)
+	c.machines = len(s.inv.Machines)
 	for _, m := range s.inv.Machines {
+		if s.inv.Pending(m) {
+			c.pending++
+		}
 		switch _, w := s.status(m.Name); w {
 		case cloud.StatusOnline:
-			online++
+			c.online++
 		case cloud.StatusDegraded:
-			degraded++
+			c.degraded++
 		case cloud.StatusOffline:
-			offline++
+			c.offline++
 		}
 	}
 	for _, v := range s.vms {
-		vms++
+		c.vms++
 		if v.State == "running" {
-			running++
+			c.running++
 		}
 	}
-	return
+	return c
 }
 
 // complete says every machine in the inventory has reported, and every

@@ -52,8 +52,10 @@ func (s styles) state(word string) lipgloss.Style {
 	switch word {
 	case "online", "running", "ok":
 		return s.ok
-	case "degraded", "paused", "starting", "connecting", "stale":
+	case "degraded", "paused", "starting", "connecting", "stale", "pending":
 		return s.warn
+	case "syncing":
+		return s.info
 	case "offline", "crashed", "unknown", "down", "error":
 		return s.bad
 	}

@@ -152,6 +152,23 @@ func TestUpdateKeys(t *testing.T) {
 		{"new VM form", []string{"3", "a"}, func(m *Model) string { return contains(m.render(), "Create a VM") }},
 		{"add machine form", []string{"a"}, func(m *Model) string { return contains(m.render(), "Add a machine") }},
 		{"L shows the log", []string{"L"}, func(m *Model) string { return contains(m.render(), "Operations") }},
+		{"d on a machine that does not answer offers to drop it", []string{"G", "d"}, func(m *Model) string {
+			return contains(m.render(), "Drop machine charlie from the cloud without touching it?") +
+				contains(m.render(), "Its VM is written off: db.")
+		}},
+		{"d on a machine that answers asks to remove it", []string{"d"}, func(m *Model) string {
+			return contains(m.render(), "Remove machine alpha from the cloud?")
+		}},
+		{"R asks before rotating", []string{"R"}, func(m *Model) string {
+			return contains(m.render(), "Give alpha a new WireGuard key?") + contains(m.render(), "pauses for about a handshake")
+		}},
+		{"R on a machine that does not answer says why", []string{"G", "R"}, func(m *Model) string {
+			return eq(m.form == nil, true) + eq(m.statusErr, true) + contains(m.status, "charlie does not answer")
+		}},
+		{"R on the VMs says why", []string{"3", "R"}, func(m *Model) string { return contains(m.status, "keys are the machines'") }},
+		{"S with nothing pending", []string{"S"}, func(m *Model) string {
+			return contains(m.status, "every machine is up to date (generation 0)")
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := fixture(t, 100, 30, true)

@@ -93,7 +93,7 @@ func (m *Model) welcomeView() string {
 // startLab runs the lead's StartLab and opens the inventory it made.
 func (m *Model) startLab() tea.Cmd {
 	start := m.opts.StartLab
-	return m.startTask("start a lab", false, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
+	return m.startTask("start a lab", taskShown, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
 		path, err := start(ctx, steps)
 		if err != nil {
 			return "", nil, err

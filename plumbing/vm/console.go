@@ -42,7 +42,7 @@ func (m *Manager) Console(ctx context.Context, name string, in io.Reader, out io
 	if err != nil {
 		return err
 	}
-	defer l.Disconnect()
+	defer hangUp(l)
 	done := make(chan error, 1)
 	go func() {
 		done <- l.DomainOpenConsoleBidirectional(dom, nil, in, out, uint32(libvirt.DomainConsoleForce))
@@ -54,7 +54,7 @@ func (m *Manager) Console(ctx context.Context, name string, in io.Reader, out io
 		}
 		return nil
 	case <-ctx.Done():
-		l.Disconnect()
+		hangUp(l)
 		// The stream's copy may sit in a read of in; do not wait on it
 		// for long, so a detach always ends the helper.
 		select {
@@ -62,6 +62,22 @@ func (m *Manager) Console(ctx context.Context, name string, in io.Reader, out io
 		case <-time.After(2 * time.Second):
 		}
 		return nil
+	}
+}
+
+// hangUp disconnects a console's own libvirt connection, waiting a short
+// while at most: after a stream was taken over or aborted, libvirtd may
+// not answer the goodbye, and a console must end all the same (the
+// process's exit closes the socket).
+func hangUp(l *libvirt.Libvirt) {
+	done := make(chan struct{})
+	go func() {
+		l.Disconnect()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
 	}
 }
 
