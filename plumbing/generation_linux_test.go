@@ -239,7 +239,7 @@ func TestRefusedChangesChangeNothing(t *testing.T) {
 		says string
 	}{
 		{"an older generation", g.specs(t, 1, genNetwork, extraNetwork)[m1.Name], helperapi.CodeStale, "newer than this change's 1"},
-		{"another change as the same generation", g.specs(t, 2, genNetwork, extraNetwork)[m1.Name], helperapi.CodeStale, "another change as generation 2"},
+		{"another change as the same generation", g.specs(t, 2, genNetwork, extraNetwork)[m1.Name], helperapi.CodeStale, "change as generation 2"},
 		{"this machine as its own peer", own, helperapi.CodeInvalid, "this machine's own public key"},
 		{"a spec that does not validate", badMTU, helperapi.CodeInvalid, "mesh MTU 100"},
 	} {
