@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -155,24 +156,30 @@ func (g *genLab) applyAll(t *testing.T, ctx context.Context, specs map[string]he
 func (g *genLab) view(t *testing.T, ctx context.Context, m *sim.Machine) string {
 	t.Helper()
 	var b strings.Builder
-	run := func(filter func(string) bool, name string, args ...string) {
+	run := func(filter func(string) (string, bool), name string, args ...string) {
 		out, err := m.Run(ctx, name, args...)
 		if err != nil {
 			t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
 		}
 		fmt.Fprintf(&b, "$ %s %s\n", filepath.Base(name), strings.Join(args, " "))
 		for line := range strings.Lines(string(out)) {
-			if filter == nil || filter(line) {
-				b.WriteString(line)
+			if filter != nil {
+				var ok bool
+				if line, ok = filter(line); !ok {
+					continue
+				}
 			}
+			b.WriteString(line)
 		}
 	}
-	run(nil, ipBin, "-o", "link", "show")
+	// The carrier and the operational state follow by themselves, up to a
+	// second late (the kernel's link watch): left out.
+	run(func(l string) (string, bool) { return carrier.ReplaceAllString(l, ""), true }, ipBin, "-o", "link", "show")
 	run(nil, ipBin, "-o", "-4", "addr", "show")
 	run(nil, ipBin, "route", "show")
 	// Permanent entries only: the VXLAN flood entries the helper makes,
 	// and the bridges' own; learned ones come and go.
-	run(func(l string) bool { return strings.Contains(l, "permanent") }, bridgeBin, "fdb", "show")
+	run(func(l string) (string, bool) { return l, strings.Contains(l, "permanent") }, bridgeBin, "fdb", "show")
 	if g.hasWireGuard(ctx, m) {
 		for _, what := range []string{"public-key", "listen-port", "peers", "allowed-ips", "endpoints", "persistent-keepalive"} {
 			run(nil, wgBin, "show", plumbing.WireGuardName, what)
@@ -195,6 +202,10 @@ func (g *genLab) view(t *testing.T, ctx context.Context, m *sim.Machine) string 
 	}
 	return b.String()
 }
+
+// carrier matches what `ip -o link show` says of a link's carrier and
+// operational state.
+var carrier = regexp.MustCompile(`(LOWER_UP|NO-CARRIER|M-DOWN),|,?(LOWER_UP|NO-CARRIER|M-DOWN)| state \S+`)
 
 func (g *genLab) hasWireGuard(ctx context.Context, m *sim.Machine) bool {
 	return g.hasLink(ctx, m, plumbing.WireGuardName)
