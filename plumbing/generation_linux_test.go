@@ -402,8 +402,12 @@ func TestFailedApplyRollsBack(t *testing.T) {
 		if g.hasLink(ctx, m2, left) {
 			t.Errorf("%s, left by a first apply that never finished, is still there 5 s after the daemon restarted", left)
 		}
-		if f, err := g.client(t, ctx, m2).Facts(ctx); err != nil || f.Generation != 0 {
+		c := g.client(t, ctx, m2)
+		if f, err := c.Facts(ctx); err != nil || f.Generation != 0 {
 			t.Errorf("facts after the restart: generation %d, %v; want 0 (no spec)", f.Generation, err)
+		}
+		if d, err := c.Desired(ctx); err != nil || d.Generation != 0 || len(d.Machines) != 0 {
+			t.Errorf("desired state with no spec: %+v, %v; want none", d, err)
 		}
 	})
 }
