@@ -1,6 +1,10 @@
 package plumbing
 
-import "github.com/butter-cloud/butter/helperapi"
+import (
+	"fmt"
+
+	"github.com/butter-cloud/butter/helperapi"
+)
 
 // admit decides whether this machine takes spec, before anything changes:
 // bad input (spec.Validate fails, or a peer has self, this machine's own
@@ -17,4 +21,21 @@ func admit(spec helperapi.Spec, self string, held helperapi.Spec) error {
 		}
 	}
 	return helperapi.CheckGeneration(spec, held.Generation, held.Desired.Digest())
+}
+
+// buildable refuses, with helperapi.CodeInvalid, a spec this machine could
+// not build whatever it did: a network that asks for gretap where the
+// kernel makes none. Refused in prepare, such a change moves nothing and
+// records nothing, instead of failing part-way on every member.
+func buildable(spec helperapi.Spec, m machine) error {
+	if m.Gretap {
+		return nil
+	}
+	for _, n := range spec.Networks {
+		if n.Tunnel == helperapi.TunnelGretap {
+			return &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: fmt.Sprintf(
+				"network %q asks for tunnel gretap, which this machine's kernel cannot make; use --tunnel vxlan or auto", n.Name)}
+		}
+	}
+	return nil
 }

@@ -46,7 +46,7 @@ func TestAdmit(t *testing.T) {
 		{"a generation over a bare spec", at(2, ""), self, at(0, ""), 0, ""},
 		{"no key yet", selfPeer, "", at(4, ""), 0, ""},
 		{"older generation", at(4, ""), self, at(5, ""), helperapi.CodeStale, "newer than this change's 4"},
-		{"another change of the same generation", at(5, "other"), self, at(5, ""), helperapi.CodeStale, "another change as generation 5"},
+		{"another change of the same generation", at(5, "other"), self, at(5, ""), helperapi.CodeStale, "another butter's change as generation 5"},
 		{"this machine as its own peer", selfPeer, self, at(4, ""), helperapi.CodeInvalid, "this machine's own public key"},
 		{"desired of another generation", badDesired, self, at(4, ""), helperapi.CodeInvalid, "desired state generation 4"},
 		{"no mesh address", noMesh, self, at(4, ""), helperapi.CodeInvalid, "mesh address"},
@@ -64,6 +64,39 @@ func TestAdmit(t *testing.T) {
 			re, ok := err.(*helperapi.RemoteError)
 			if !ok || re.Code != tc.code || !strings.Contains(re.Message, tc.want) {
 				t.Fatalf("got %v (%T), want code %d saying %q", err, err, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+// A network that asks for gretap is refused as bad input, before anything
+// changes, where the kernel makes no gretap; auto and vxlan are taken.
+func TestBuildable(t *testing.T) {
+	net := func(name, tunnel string) helperapi.Network {
+		return helperapi.Network{Name: name, ID: 3, Tunnel: tunnel, Peers: []string{"m2"}}
+	}
+	for _, tc := range []struct {
+		name   string
+		spec   helperapi.Spec
+		gretap bool
+		want   string // "": taken
+	}{
+		{"no networks", testSpec(), false, ""},
+		{"auto without gretap", testSpec(net("a", helperapi.TunnelAuto)), false, ""},
+		{"vxlan without gretap", testSpec(net("v", helperapi.TunnelVXLAN)), false, ""},
+		{"gretap without gretap", testSpec(net("a", helperapi.TunnelAuto), net("g", helperapi.TunnelGretap)), false, `network "g" asks for tunnel gretap`},
+		{"gretap with gretap", testSpec(net("g", helperapi.TunnelGretap)), true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := buildable(tc.spec, machine{Gretap: tc.gretap})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if !helperapi.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an invalid-input refusal saying %q", err, tc.want)
 			}
 		})
 	}

@@ -61,7 +61,8 @@ func (h *Helper) Prepare(ctx context.Context, spec helperapi.Spec) error {
 }
 
 // admit reads the spec the machine holds and this machine's key, and
-// decides whether it takes spec (see admit). It makes no key.
+// decides whether it takes spec (see admit) and can build it (see
+// buildable). It makes no key.
 func (h *Helper) admit(spec helperapi.Spec) (helperapi.Spec, bool, error) {
 	held, ok, err := h.state.spec()
 	if err != nil {
@@ -73,7 +74,10 @@ func (h *Helper) admit(spec helperapi.Spec) (helperapi.Spec, bool, error) {
 	} else if has {
 		self = k.PublicKey().String()
 	}
-	return held, ok, admit(spec, self, held)
+	if err := admit(spec, self, held); err != nil {
+		return held, ok, err
+	}
+	return held, ok, buildable(spec, machine{Gretap: h.links.capabilities().Gretap})
 }
 
 // putBack returns the machine to held, the spec it ran before an Apply
