@@ -62,6 +62,15 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 	if err != nil {
 		return VMStatus{}, fmt.Errorf("vm %q: %w", nv.Name, err)
 	}
+	// Reach the machine before reserving anything: one that is away fails
+	// the create at once, and the inventory and its .bak stay as they were.
+	if inv, err := c.Inventory(); err != nil {
+		return VMStatus{}, err
+	} else if mp, ok := inv.Machine(nv.Machine); ok {
+		if _, err := c.link(ctx, *mp, Trust{}, steps); err != nil {
+			return VMStatus{}, fmt.Errorf("machine %q: %w", mp.Name, err)
+		}
+	}
 	var m inventory.Machine
 	var addr netip.Addr
 	// Reserve the name and address first, so two butters cannot hand out
@@ -271,7 +280,7 @@ func (c *Cloud) Console(ctx context.Context, name string, in io.Reader, out io.W
 	}
 	l, err := c.link(ctx, *m, Trust{}, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("machine %q: %w", m.Name, err)
 	}
 	return l.Console(ctx, name, in, out)
 }
