@@ -306,8 +306,12 @@ func TestRotateKey(t *testing.T) {
 	// An away machine's key cannot be rotated; --all rotates the others.
 	fc.down["192.0.2.3"] = true
 	c.forget("m3")
-	if _, err := c.RotateKey(ctx, []string{"m3"}, nil); err == nil || !strings.Contains(err.Error(), "does not answer") {
+	asked := fc.machines["192.0.2.1"].prepares
+	if _, err := c.RotateKey(ctx, []string{"m3"}, nil); err == nil || !strings.Contains(err.Error(), `machine "m3" does not answer`) {
 		t.Errorf("rotating an away machine: %v", err)
+	}
+	if fc.machines["192.0.2.1"].prepares != asked {
+		t.Errorf("rotating m3, away, asked m1 to prepare a change: it should fail before asking anyone")
 	}
 	r, err = c.RotateKey(ctx, nil, nil)
 	if err != nil || !slices.Equal(r.Rotated, []string{"m1", "m2"}) || len(r.NotRotated) != 1 || r.NotRotated[0].Machine != "m3" {
