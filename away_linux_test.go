@@ -439,8 +439,9 @@ func TestAway(t *testing.T) {
 // awayMatrix: with m4's cable pulled, changes go through naming m4 as
 // away (and fail with --wait), lists answer at once with m4 offline and
 // pending, the verbs that need m4 fail at once naming it (vm create
-// leaving the inventory alone), m4 cannot be removed without --force, and
-// m3 can, with the warning that m4 still holds its key.
+// leaving the inventory alone; rotate-key m4; sync --wait), m4 cannot be
+// removed without --force, and m3 can, with the warning that m4 still
+// holds its key.
 func awayMatrix(e *e2e, inv, addr4 string) {
 	t := e.t
 	// machine list, all up and then with m4 away, twice each, the
@@ -519,6 +520,7 @@ func awayMatrix(e *e2e, inv, addr4 string) {
 		{"vm", "start", "v4"},
 		{"vm", "stop", "v4"},
 		{"vm", "console", "v4", "--idle", "1s"},
+		{"machine", "rotate-key", "m4"},
 	} {
 		r := e.call(args...)
 		t.Logf("%s %s with m4 away: exit %d in %s: %s", args[0], args[1], r.code, r.took.Round(time.Millisecond), strings.TrimSpace(r.stderr))
@@ -530,6 +532,10 @@ func awayMatrix(e *e2e, inv, addr4 string) {
 		t.Errorf("a vm create refused for m4 away changed the inventory or its .bak")
 	}
 
+	r = e.call("sync", "--wait")
+	if r.code != 1 || !strings.Contains(r.stderr, "m4 is still behind (--wait)") || r.took > awayFast {
+		t.Errorf("sync --wait with m4 away: want exit 1 within %s saying m4 is still behind: %s", awayFast, r)
+	}
 	r = e.call("machine", "remove", "m4")
 	if r.code != 1 || !strings.Contains(r.stderr, "--force") || r.took > awayFast {
 		t.Errorf("machine remove m4 away without --force: want exit 1 within %s pointing at --force: %s", awayFast, r)
