@@ -346,11 +346,17 @@ func (e *e2e) pingStream(m, addr string) (stop func() (sent, got int, maxRTT str
 	}
 }
 
-// meshPing tells whether machine m reaches addr across the mesh (three
-// tries, a second each).
-func (e *e2e) meshPing(m, addr string) bool {
-	_, err := e.runner(m)(e.ctx, "ping", "-n", "-c", "3", "-W", "1", "-i", "0.3", addr)
-	return err == nil
+// meshPing tells whether machine m reaches addr across the mesh within d
+// (a ping a second until one is answered): d covers a WireGuard handshake
+// retried after its 5 s timeout where one must get through, and a few
+// tries where none may.
+func (e *e2e) meshPing(m, addr string, d time.Duration) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		if _, err := e.runner(m)(e.ctx, "ping", "-n", "-c", "1", "-W", "1", addr); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // upCloud builds the binary and a lab of n machines, added to the lab's
@@ -370,6 +376,7 @@ func upCloud(t *testing.T, prefix string, n int) *e2e {
 	e := &e2e{t: t, ctx: ctx, butter: bin, env: operatorEnv(home)}
 	name := testbed.ClaimLab(t, prefix)
 	t.Cleanup(func() {
+		e.t = t // not a subtest that has ended
 		var cancel context.CancelFunc
 		e.ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -606,7 +613,7 @@ func catchUp(e *e2e, inv string) {
 		}
 	}
 	// Across the mesh, both ways: m4 is back in it.
-	if !e.meshPing("m4", list["m1"].MeshIP) || !e.meshPing("m1", list["m4"].MeshIP) {
+	if !e.meshPing("m4", list["m1"].MeshIP, 8*time.Second) || !e.meshPing("m1", list["m4"].MeshIP, 8*time.Second) {
 		t.Errorf("m4 and m1 do not reach each other across the mesh after the catch-up")
 	}
 }
@@ -672,7 +679,7 @@ func forceRemoveDead(e *e2e, inv string, up map[string]listRow) []byte {
 		if slices.Contains(e.peerKeys(m), key4) {
 			t.Errorf("%s still has m4's key as a peer", m)
 		}
-		if e.meshPing("m4", up[m].MeshIP) {
+		if e.meshPing("m4", up[m].MeshIP, 3*time.Second) {
 			t.Errorf("m4, dropped, still reaches %s across the mesh", m)
 		}
 	}
