@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -113,6 +114,26 @@ func (e *e2e) unplug(m string, up bool) {
 	if out, err := exec.CommandContext(e.ctx, "ip", "-n", e.lab.Name+"-ul", "link", "set", m, state).CombinedOutput(); err != nil {
 		e.t.Fatalf("set %s's cable %s: %v: %s", m, state, err, out)
 	}
+}
+
+// answers waits (at most 15 s) until addr answers a TCP connect from this
+// host: a machine whose cable is back is not reachable at once, since
+// the host's neighbour entry for it may still be failing from the tries
+// made while it was away (the kernel then answers "no route to host" for
+// up to its three ARP probes' time).
+func (e *e2e) answers(addr string) {
+	e.t.Helper()
+	start := time.Now()
+	for time.Since(start) < 15*time.Second {
+		c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+		if err == nil {
+			c.Close()
+			e.t.Logf("%s answers %s after its cable is back", addr, time.Since(start).Round(time.Millisecond))
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.t.Fatalf("%s does not answer 15 s after its cable is back", addr)
 }
 
 // listRow is a row of `machine list --json`.
@@ -430,7 +451,7 @@ func TestAway(t *testing.T) {
 	if !t.Run("away", func(t *testing.T) { e.t = t; awayMatrix(e, inv, up["m4"].Address) }) {
 		return
 	}
-	if !t.Run("catch-up", func(t *testing.T) { e.t = t; catchUp(e, inv) }) {
+	if !t.Run("catch-up", func(t *testing.T) { e.t = t; catchUp(e, inv, up["m4"].Address) }) {
 		return
 	}
 	if !t.Run("rotate-key", func(t *testing.T) { e.t = t; rotateUnderPing(e, up) }) {
@@ -559,9 +580,10 @@ func awayMatrix(e *e2e, inv, addr4 string) {
 // spec is the one computed from the inventory, the helper's check finds no
 // drift, and re-applying (`butter sync m1 m2 m4`) changes no link, route,
 // forwarding entry or peer.
-func catchUp(e *e2e, inv string) {
+func catchUp(e *e2e, inv, addr4 string) {
 	t := e.t
 	e.unplug("m4", true)
+	e.answers(net.JoinHostPort(addr4, strconv.Itoa(sim.SSHPort)))
 	r := e.ok("sync")
 	t.Logf("sync of the returning m4: %s", r.took.Round(time.Millisecond))
 	if !strings.Contains(r.stdout, ": m4") {
@@ -668,6 +690,16 @@ func forceRemoveDead(e *e2e, inv string, up map[string]listRow) []byte {
 		t.Errorf("machine remove m4 --force does not list vm v4 as written off: %s", r)
 	}
 	e.unplug("m4", true)
+	// m4 reaches m1 on the underlay again (so a mesh ping that fails
+	// below fails for the mesh, not for a neighbour entry still failing).
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := e.runner("m4")(e.ctx, "ping", "-n", "-c", "1", "-W", "1", up["m1"].Address); err == nil {
+			break
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("m4 does not reach m1's address %s 15 s after its cable is back", up["m1"].Address)
+		}
+	}
 	list, _ := e.machines()
 	if _, ok := list["m4"]; ok || len(list) != 2 {
 		t.Errorf("machines after removing m4: %v, want m1 and m2", slices.Sorted(maps.Keys(list)))
