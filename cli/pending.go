@@ -18,15 +18,22 @@ func waitFlag(cmd *cobra.Command, wait *bool) {
 // decides the exit: a machine that answered but failed to apply is an
 // error; one that is away is one only with --wait.
 func (s *session) behind(out cloud.Outcome, wait bool) error {
+	return s.stillBehind(out, wait, "the change is recorded, but %s could not apply it (see above)",
+		"the change is recorded, but %s %s behind (--wait)")
+}
+
+// stillBehind is behind with the error texts given: failed takes the
+// machines, away the machines and is/are.
+func (s *session) stillBehind(out cloud.Outcome, wait bool, failedText, awayText string) error {
 	for _, b := range out.Behind {
 		fmt.Fprintf(s.stderr, "butter: %s\n", b)
 	}
 	failed, away := out.Split()
 	switch {
 	case len(failed) > 0:
-		return fmt.Errorf("the change is recorded, but %s could not apply it (see above)", strings.Join(failed, ", "))
+		return fmt.Errorf(failedText, strings.Join(failed, ", "))
 	case wait && len(away) > 0:
-		return fmt.Errorf("the change is recorded, but %s %s behind (--wait)", strings.Join(away, ", "), isAre(len(away)))
+		return fmt.Errorf(awayText, strings.Join(away, ", "), isAre(len(away)))
 	}
 	return nil
 }

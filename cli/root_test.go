@@ -205,3 +205,23 @@ func TestPassThrough(t *testing.T) {
 		}
 	}
 }
+
+// sync --wait with a pending machine still away fails saying it is still
+// behind (no change was recorded); without --wait it exits 0.
+func TestSyncWaitSaysStillBehind(t *testing.T) {
+	inv := emptyCloud(t)
+	// m1 confirmed generation 1 of 2; nothing listens on port 1 here.
+	key := "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
+	if err := os.WriteFile(inv, []byte("version: 1\ngeneration: 2\nmachines:\n  - name: m1\n    address: 127.0.0.1\n    port: 1\n"+
+		"    mesh_ip: 10.99.0.1\n    public_key: "+key+"\n    confirmed: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := butter(t, Options{}, "sync")
+	if code != 0 || !strings.Contains(errs, "machine m1 is away") {
+		t.Errorf("sync with m1 away: exit %d, stderr %q; want 0 naming m1 away", code, errs)
+	}
+	code, _, errs = butter(t, Options{}, "sync", "--wait")
+	if code != 1 || !strings.Contains(errs, "butter: m1 is still behind (--wait)") || strings.Contains(errs, "recorded") {
+		t.Errorf("sync --wait with m1 away: exit %d, stderr %q; want 1 saying m1 is still behind, no change recorded", code, errs)
+	}
+}

@@ -33,7 +33,8 @@ func (s *session) syncCommand() *cobra.Command {
 				case len(out.Behind) == 0:
 					fmt.Fprintf(s.stdout, "every machine is up to date (generation %d)\n", out.Generation)
 				}
-				return s.behind(out, wait)
+				// Sync records no change: say what is still behind.
+				return s.stillBehind(out, wait, "%s could not apply its configuration (see above)", "%s %s still behind (--wait)")
 			})
 		},
 	}

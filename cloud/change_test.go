@@ -3,11 +3,13 @@ package cloud
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
@@ -304,8 +306,12 @@ func TestRotateKey(t *testing.T) {
 	// An away machine's key cannot be rotated; --all rotates the others.
 	fc.down["192.0.2.3"] = true
 	c.forget("m3")
-	if _, err := c.RotateKey(ctx, []string{"m3"}, nil); err == nil || !strings.Contains(err.Error(), "does not answer") {
+	asked := fc.machines["192.0.2.1"].prepares
+	if _, err := c.RotateKey(ctx, []string{"m3"}, nil); err == nil || !strings.Contains(err.Error(), `machine "m3" does not answer`) {
 		t.Errorf("rotating an away machine: %v", err)
+	}
+	if fc.machines["192.0.2.1"].prepares != asked {
+		t.Errorf("rotating m3, away, asked m1 to prepare a change: it should fail before asking anyone")
 	}
 	r, err = c.RotateKey(ctx, nil, nil)
 	if err != nil || !slices.Equal(r.Rotated, []string{"m1", "m2"}) || len(r.NotRotated) != 1 || r.NotRotated[0].Machine != "m3" {
@@ -339,5 +345,35 @@ func TestRefusedRemovalTouchesNothing(t *testing.T) {
 	}
 	if fileSums(t, c.path) != sums {
 		t.Error("the refused removal changed the inventory")
+	}
+}
+
+// The VM verbs on a machine that is away fail naming the machine, and a
+// create reserves nothing: the inventory and its .bak stay byte-identical.
+func TestVMVerbsOnAnAwayMachine(t *testing.T) {
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, 2)
+	addAll(t, c, 2)
+	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	fc.down["192.0.2.2"] = true
+	c.forget("m2")
+	sums := fileSums(t, c.path)
+	_, err := c.CreateVM(ctx, NewVM{Name: "db", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), `machine "m2"`) {
+		t.Errorf("CreateVM on m2 away = %v, want an error naming machine \"m2\"", err)
+	}
+	if fileSums(t, c.path) != sums {
+		t.Errorf("CreateVM on m2 away changed the inventory or its .bak")
+	}
+	if err := c.Console(ctx, "web", strings.NewReader(""), io.Discard); err == nil || !strings.Contains(err.Error(), `machine "m2"`) {
+		t.Errorf("Console of a VM on m2 away = %v, want an error naming machine \"m2\"", err)
+	}
+	if _, err := c.VMAction(ctx, "web", "start", time.Second); err == nil || !strings.Contains(err.Error(), `machine "m2"`) {
+		t.Errorf("VMAction on m2 away = %v, want an error naming machine \"m2\"", err)
 	}
 }

@@ -38,6 +38,16 @@ func (c *Cloud) RotateKey(ctx context.Context, names []string, steps func(Step))
 			return Rotation{}, fmt.Errorf("machine %q has not joined the mesh yet: it has no key to rotate", n)
 		}
 	}
+	// A named machine that does not answer fails the rotation at once,
+	// before any other machine is asked.
+	if !all {
+		for _, n := range names {
+			m, _ := prev.Machine(n)
+			if _, err := c.reach(ctx, *m); err != nil {
+				return Rotation{}, fmt.Errorf("machine %q does not answer (%w); rotate its key when it is back", n, err)
+			}
+		}
+	}
 	// Would the cloud take a change now? Nothing moves yet.
 	if _, err := c.prepare(ctx, prev, clone(prev), nil); err != nil {
 		return Rotation{}, err

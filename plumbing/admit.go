@@ -23,13 +23,18 @@ func admit(spec helperapi.Spec, self string, held helperapi.Spec) error {
 	return helperapi.CheckGeneration(spec, held.Generation, held.Desired.Digest())
 }
 
-// buildable refuses, as bad input, a network this machine cannot build:
-// gretap asked for where the kernel has none.
-func buildable(spec helperapi.Spec, gretap bool) error {
+// buildable refuses, with helperapi.CodeInvalid, a spec this machine could
+// not build whatever it did: a network that asks for gretap where the
+// kernel makes none. Refused in prepare, such a change moves nothing and
+// records nothing, instead of failing part-way on every member.
+func buildable(spec helperapi.Spec, m machine) error {
+	if m.Gretap {
+		return nil
+	}
 	for _, n := range spec.Networks {
-		if n.Tunnel == helperapi.TunnelGretap && !gretap {
+		if n.Tunnel == helperapi.TunnelGretap {
 			return &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: fmt.Sprintf(
-				"network %s: tunnel gretap: this machine's kernel has no gretap (module ip_gre); use tunnel vxlan or auto", n.Name)}
+				"network %q asks for tunnel gretap, which this machine's kernel cannot make; use --tunnel vxlan or auto", n.Name)}
 		}
 	}
 	return nil

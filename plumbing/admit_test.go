@@ -69,6 +69,39 @@ func TestAdmit(t *testing.T) {
 	}
 }
 
+// A network that asks for gretap is refused as bad input, before anything
+// changes, where the kernel makes no gretap; auto and vxlan are taken.
+func TestBuildable(t *testing.T) {
+	net := func(name, tunnel string) helperapi.Network {
+		return helperapi.Network{Name: name, ID: 3, Tunnel: tunnel, Peers: []string{"m2"}}
+	}
+	for _, tc := range []struct {
+		name   string
+		spec   helperapi.Spec
+		gretap bool
+		want   string // "": taken
+	}{
+		{"no networks", testSpec(), false, ""},
+		{"auto without gretap", testSpec(net("a", helperapi.TunnelAuto)), false, ""},
+		{"vxlan without gretap", testSpec(net("v", helperapi.TunnelVXLAN)), false, ""},
+		{"gretap without gretap", testSpec(net("a", helperapi.TunnelAuto), net("g", helperapi.TunnelGretap)), false, `network "g" asks for tunnel gretap`},
+		{"gretap with gretap", testSpec(net("g", helperapi.TunnelGretap)), true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := buildable(tc.spec, machine{Gretap: tc.gretap})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if !helperapi.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an invalid-input refusal saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
 // A new key replaces the old one in place: same file, 0600, no other
 // copy of the old key in the state folder, and no temporary file left.
 func TestNewKeyReplacesTheOld(t *testing.T) {
@@ -109,27 +142,6 @@ func TestNewKeyReplacesTheOld(t *testing.T) {
 		}
 		if strings.HasPrefix(e.Name(), ".") {
 			t.Errorf("temporary file %s left behind", e.Name())
-		}
-	}
-}
-
-func TestBuildable(t *testing.T) {
-	spec := func(tunnel string) helperapi.Spec {
-		return helperapi.Spec{Networks: []helperapi.Network{{Name: "blue", ID: 1, Tunnel: tunnel}}}
-	}
-	for _, tc := range []struct {
-		tunnel string
-		gretap bool
-		ok     bool
-	}{
-		{helperapi.TunnelGretap, false, false},
-		{helperapi.TunnelGretap, true, true},
-		{helperapi.TunnelAuto, false, true},
-		{helperapi.TunnelVXLAN, false, true},
-	} {
-		err := buildable(spec(tc.tunnel), tc.gretap)
-		if (err == nil) != tc.ok || (err != nil && (!helperapi.IsInvalid(err) || !strings.Contains(err.Error(), "gretap"))) {
-			t.Errorf("buildable(%s, gretap=%v) = %v, want ok=%v (a refusal as bad input naming gretap)", tc.tunnel, tc.gretap, err, tc.ok)
 		}
 	}
 }

@@ -61,7 +61,8 @@ func (h *Helper) Prepare(ctx context.Context, spec helperapi.Spec) error {
 }
 
 // admit reads the spec the machine holds and this machine's key, and
-// decides whether it takes spec (see admit). It makes no key.
+// decides whether it takes spec (see admit) and can build it (see
+// buildable). It makes no key.
 func (h *Helper) admit(spec helperapi.Spec) (helperapi.Spec, bool, error) {
 	held, ok, err := h.state.spec()
 	if err != nil {
@@ -76,7 +77,7 @@ func (h *Helper) admit(spec helperapi.Spec) (helperapi.Spec, bool, error) {
 	if err := admit(spec, self, held); err != nil {
 		return held, ok, err
 	}
-	return held, ok, buildable(spec, h.links.capabilities().Gretap)
+	return held, ok, buildable(spec, machine{Gretap: h.links.capabilities().Gretap})
 }
 
 // putBack returns the machine to held, the spec it ran before an Apply
@@ -108,7 +109,7 @@ func (h *Helper) putBack(ctx context.Context, failed error, held helperapi.Spec,
 		return fmt.Errorf("apply failed: %w; putting the previous configuration back failed too: %v; "+
 			"the machine is part-way between the two: apply a spec again, or remove", failed, err)
 	}
-	h.log.Info("back on the previous spec", "previous", was)
+	h.log.Info("back on the previous spec", "generation", held.Generation)
 	return &helperapi.RemoteError{Code: helperapi.CodeApplyFailed,
 		Message: fmt.Sprintf("apply failed: %v; the machine is back on %s", failed, was)}
 }
@@ -136,7 +137,7 @@ func (h *Helper) RotateKey(ctx context.Context) (string, error) {
 	default:
 		if err := h.wg.ConfigureDevice(WireGuardName, wgtypes.Config{PrivateKey: &k}); err != nil {
 			return "", fmt.Errorf("rotate key: the new key (public %s) is saved, but configure wireguard %q: %w; the next apply puts it to use",
-				pub, WireGuardName, explainErrno(err))
+				pub, WireGuardName, err)
 		}
 	}
 	h.log.Info("rotated the wireguard key", "public_key", pub)
