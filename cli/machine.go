@@ -39,9 +39,7 @@ func (s *session) machineRemoveCommand() *cobra.Command {
 					fmt.Fprintf(s.stdout, "written off with it (never touched): vm %s\n", strings.Join(r.WrittenOff, ", vm "))
 				}
 				if t := r.StillTrusting(); len(t) > 0 {
-					fmt.Fprintf(s.stderr, "butter: %s still %s %s's key until %s back; to be sure it can never reach them, "+
-						"rotate every key when they return: butter machine rotate-key --all\n",
-						strings.Join(t, ", "), holdHolds(len(t)), args[0], isAre(len(t)))
+					s.stillTrusting(t, args[0])
 				}
 				return s.behind(r.Outcome, wait)
 			})
@@ -52,11 +50,15 @@ func (s *session) machineRemoveCommand() *cobra.Command {
 	return cmd
 }
 
-func holdHolds(n int) string {
-	if n == 1 {
-		return "holds"
+// stillTrusting warns that the away machines named still hold removed's
+// key, and says how to close that.
+func (s *session) stillTrusting(away []string, removed string) {
+	verb, when := "holds", "it comes back and catches up"
+	if len(away) > 1 {
+		verb, when = "hold", "they come back and catch up"
 	}
-	return "hold"
+	fmt.Fprintf(s.stderr, "butter: %s still %s %s's key until %s; to be sure %s can never reach them, "+
+		"rotate every key then: butter machine rotate-key --all\n", strings.Join(away, ", "), verb, removed, when, removed)
 }
 
 func (s *session) machineRotateCommand() *cobra.Command {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
+	"github.com/butter-cloud/butter/remote"
 )
 
 // specJSON is what a machine holds, for comparing with a fresh apply.
@@ -375,5 +376,35 @@ func TestVMVerbsOnAnAwayMachine(t *testing.T) {
 	}
 	if _, err := c.VMAction(ctx, "web", "start", time.Second); err == nil || !strings.Contains(err.Error(), `machine "m2"`) {
 		t.Errorf("VMAction on m2 away = %v, want an error naming machine \"m2\"", err)
+	}
+}
+
+// countingConnector fails every connect as a machine that does not answer,
+// counting the tries.
+type countingConnector struct{ tries int }
+
+func (c *countingConnector) Connect(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Link, error) {
+	c.tries++
+	return nil, &remote.UnreachableError{Addr: m.Address + ":22", Timeout: ConnectTimeout, Err: os.ErrDeadlineExceeded}
+}
+
+// A machine whose connect just failed is away for a while without being
+// dialled again: one command waits out its connect timeout once.
+func TestAwayIsRemembered(t *testing.T) {
+	cc := &countingConnector{}
+	c := New(filepath.Join(t.TempDir(), "inventory.yaml"), cc, nil)
+	m := inventory.Machine{Name: "m1", Address: "192.0.2.1", Port: 22}
+	for range 3 {
+		if _, err := c.helper(context.Background(), m); err == nil || !strings.Contains(err.Error(), "no answer from 192.0.2.1:22") {
+			t.Fatalf("helper = %v, want the machine's unreachable error", err)
+		}
+	}
+	if cc.tries != 1 {
+		t.Errorf("dialled %d times, want once within awayMemory", cc.tries)
+	}
+	c.away["m1"] = awayMark{err: c.away["m1"].err, at: time.Now().Add(-awayMemory)}
+	_, _ = c.helper(context.Background(), m)
+	if cc.tries != 2 {
+		t.Errorf("dialled %d times after awayMemory, want a second try", cc.tries)
 	}
 }

@@ -25,9 +25,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
+	"github.com/butter-cloud/butter/remote"
 )
 
 // Helper is a machine's helper as the core drives it; *helperapi.Client is
@@ -100,14 +102,26 @@ type Cloud struct {
 
 	mu    sync.Mutex
 	links map[string]Link
+	// away remembers, for awayMemory, a machine whose TCP connect just
+	// failed, so one command does not wait out its connect timeout twice.
+	away map[string]awayMark
 }
+
+type awayMark struct {
+	err error
+	at  time.Time
+}
+
+// awayMemory is how long a machine that did not answer counts as away
+// without being dialled again.
+const awayMemory = 10 * time.Second
 
 // New returns the cloud kept in the inventory at path.
 func New(path string, c Connector, log *slog.Logger) *Cloud {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Cloud{path: path, conn: c, log: log, links: map[string]Link{}}
+	return &Cloud{path: path, conn: c, log: log, links: map[string]Link{}, away: map[string]awayMark{}}
 }
 
 // Close hangs up every machine.
@@ -136,16 +150,25 @@ func (c *Cloud) Path() string { return c.path }
 func (c *Cloud) link(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Link, error) {
 	c.mu.Lock()
 	l, ok := c.links[m.Name]
+	mark, wasAway := c.away[m.Name]
 	c.mu.Unlock()
 	if ok {
 		return l, nil
 	}
-	l, err := c.conn.Connect(ctx, m, trust, steps)
-	if err != nil {
-		return nil, err
+	if wasAway && time.Since(mark.at) < awayMemory {
+		return nil, mark.err
 	}
+	l, err := c.conn.Connect(ctx, m, trust, steps)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err != nil {
+		var ue *remote.UnreachableError
+		if errors.As(err, &ue) {
+			c.away[m.Name] = awayMark{err: err, at: time.Now()}
+		}
+		return nil, err
+	}
+	delete(c.away, m.Name)
 	if old, ok := c.links[m.Name]; ok {
 		l.Close()
 		return old, nil

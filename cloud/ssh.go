@@ -67,6 +67,21 @@ func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, step
 	if err != nil {
 		return nil, err
 	}
+	// The fast way, for a machine that has its helper running: straight to
+	// the protocol, whose hello checks the helper's version. Anything else
+	// (first contact, an old helper, no daemon) takes the checks below on
+	// a new connection.
+	if h, err := c.ExpectedHelper(ctx, s.Helpers); err == nil {
+		route := Route{Addr: c.RemoteIP(), Jumped: c.Jumped(), Version: h.Version}
+		if mach, err := remote.Connect(ctx, c, h); err == nil {
+			return &sshLink{m: mach, route: route}, nil
+		} else if ctx.Err() != nil {
+			return nil, err
+		}
+		if c, err = remote.Dial(ctx, m.Address, o); err != nil {
+			return nil, err
+		}
+	}
 	ok := false
 	defer func() {
 		if !ok {

@@ -225,11 +225,31 @@ func (c *Client) InstallHelper(ctx context.Context, o HelperOptions) (Helper, er
 	return c.installBinary(ctx, bin, o.Dir)
 }
 
-func (c *Client) installBinary(ctx context.Context, bin *HelperBinary, dir string) (Helper, error) {
+// ExpectedHelper is the helper InstallHelper would install, without
+// looking at the machine beyond its platform: a caller that connects to
+// it (Connect checks the version in the hello) and installs only when that
+// fails saves the checks' round trips on every connection but the first.
+func (c *Client) ExpectedHelper(ctx context.Context, o HelperOptions) (Helper, error) {
+	p, err := c.Platform(ctx)
+	if err != nil {
+		return Helper{}, fmt.Errorf("helper for %s: %w", c.Host, err)
+	}
+	bin, err := FindHelper(p, o)
+	if err != nil {
+		return Helper{}, fmt.Errorf("helper for %s: %w", c.Host, err)
+	}
+	return helperAt(bin, o.Dir), nil
+}
+
+func helperAt(bin *HelperBinary, dir string) Helper {
 	if dir == "" {
 		dir = DefaultHelperDir
 	}
-	h := Helper{Path: path.Join(dir, "butter-"+bin.Version), Version: bin.Version, Platform: bin.Platform, From: bin.From}
+	return Helper{Path: path.Join(dir, "butter-"+bin.Version), Version: bin.Version, Platform: bin.Platform, From: bin.From}
+}
+
+func (c *Client) installBinary(ctx context.Context, bin *HelperBinary, dir string) (Helper, error) {
+	h := helperAt(bin, dir)
 	have, err := c.remoteSHA256(ctx, true, h.Path)
 	if err != nil {
 		return Helper{}, fmt.Errorf("install helper on %s: %w", c.Host, err)
