@@ -154,7 +154,10 @@ func (v *vmLab) waitConsoleLog(ctx context.Context, m *sim.Machine, name, want s
 	path := filepath.Join(vm.DefaultLogDir, name+".console.log")
 	for {
 		out, _ := m.Run(ctx, "/bin/cat", path)
-		for _, line := range strings.Split(string(out), "\n") {
+		// Whole lines only: the guest may be half-way through writing
+		// the last one.
+		lines := strings.Split(string(out), "\n")
+		for _, line := range lines[:len(lines)-1] {
 			if strings.Contains(line, want) {
 				return strings.TrimSpace(line), nil
 			}
