@@ -44,7 +44,7 @@ func (c *Cloud) RotateKey(ctx context.Context, names []string, steps func(Step))
 		for _, n := range names {
 			m, _ := prev.Machine(n)
 			if _, err := c.reach(ctx, *m); err != nil {
-				return Rotation{}, fmt.Errorf("machine %q does not answer (%w); rotate its key when it is back", n, err)
+				return Rotation{}, onMachine(ctx, n, "rotate-key", "rotate its key when it is back", err)
 			}
 		}
 	}
@@ -59,7 +59,7 @@ func (c *Cloud) RotateKey(ctx context.Context, names []string, steps func(Step))
 		h, err := c.reach(ctx, *m)
 		if err != nil {
 			if !all {
-				return Rotation{}, fmt.Errorf("machine %q does not answer (%w); rotate its key when it is back", n, err)
+				return Rotation{}, onMachine(ctx, n, "rotate-key", "rotate its key when it is back", err)
 			}
 			r.NotRotated = append(r.NotRotated, Behind{Machine: n, Away: true, Err: err})
 			continue
