@@ -157,15 +157,25 @@ func converge(ctx context.Context, t linkTable, want []Link) ([]Change, error) {
 			haveBy[h.Name] = h
 		}
 		var errs []error
+		// Links replaced in this pass: what rides on them (a VXLAN on its
+		// device, a port on its bridge) may have gone with them, so it is
+		// read again in the next pass instead of changed from stale facts.
+		replaced := map[string]bool{}
 		for _, c := range changes {
 			if err := ctx.Err(); err != nil {
 				return done, err
+			}
+			if c.Op != OpDelete && (replaced[c.Link.Dev] || replaced[c.Link.Master]) {
+				continue
 			}
 			if err := step(ctx, t, c, haveBy[c.Link.Name]); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", c, err))
 				continue
 			}
 			done = append(done, c)
+			if c.Op == OpReplace {
+				replaced[c.Link.Name] = true
+			}
 		}
 		if err := errors.Join(errs...); err != nil {
 			return done, err

@@ -259,3 +259,29 @@ func damage(rng *rand.Rand, f *fakeTable) string {
 	}
 	return what
 }
+
+// Replacing the WireGuard device takes the VXLAN devices on it along: a
+// change planned for one of them in the same pass is made on the next
+// pass, from what is there then, not from stale facts.
+func TestConvergeReplacedDevice(t *testing.T) {
+	s := testSpec(helperapi.Network{Name: "blue", ID: 1, Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m2", "m3"}})
+	p := makePlan(s, machine{UplinkMTU: 1500})
+	f := newFakeTable()
+	if _, err := converge(context.Background(), f, p.Links); err != nil {
+		t.Fatal(err)
+	}
+	wg, vx := f.links[WireGuardName], f.links[VXLANName(1)]
+	wg.Key = 99 // not the device the helper made: replaced
+	vx.FDB = vx.FDB[:1]
+	f.links[wg.Name], f.links[vx.Name] = wg, vx
+	got, err := converge(context.Background(), f, p.Links)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `replace wireguard btwg0 mtu 1420
+add vxlan btvx1 vni 1 local 10.99.0.1 dev btwg0 port 4789 mtu 1370 master btbr1
+`
+	if text := changesText(got); text != want {
+		t.Errorf("changes:\n%s\nwant:\n%s", text, want)
+	}
+}
