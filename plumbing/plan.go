@@ -115,10 +115,16 @@ func makePlan(spec helperapi.Spec, m machine) plan {
 				fdb = append(fdb, peers[pn].MeshIP)
 			}
 			slices.SortFunc(fdb, netip.Addr.Compare)
+			// Learning stays on: the spec gives the peers (the flood
+			// list) but not where each VM's MAC address lives, and without
+			// learning every frame would go to every peer. Only members
+			// can inject frames to learn from (the firewall), and a member
+			// that lies about a MAC address would, with learning off, get
+			// every frame anyway.
 			p.Links = append(p.Links, Link{
 				Name: name, Kind: KindVXLAN, MTU: mtu, Master: br, Up: true,
 				Alias: "butter network " + n.Name,
-				Key:   uint32(n.ID), Local: self, Dev: WireGuardName, Port: VXLANPort, FDB: fdb,
+				Key:   uint32(n.ID), Local: self, Dev: WireGuardName, Port: VXLANPort, FDB: fdb, Learning: true,
 			})
 		}
 		p.Networks = append(p.Networks, rep)

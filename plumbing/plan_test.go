@@ -208,7 +208,7 @@ func mustLinks(t *testing.T, f *fakeTable) []Link {
 }
 
 // damageKinds are what damage can do, by name.
-var damageKinds = []string{"delete", "mtu", "unbridge", "down", "fdb", "stale", "key", "local", "remote", "kind", "mesh address"}
+var damageKinds = []string{"delete", "mtu", "unbridge", "down", "fdb", "stale", "key", "local", "remote", "kind", "mesh address", "learning"}
 
 // damage does to the table what a person or a reboot might, and says
 // which of damageKinds it did ("" when it found nothing of the helper's).
@@ -253,6 +253,11 @@ func damage(rng *rand.Rand, f *fakeTable) string {
 		}
 	case "mesh address":
 		l.Addrs = []netip.Prefix{netip.MustParsePrefix("10.99.6.6/16")}
+	case "learning":
+		// Someone turned learning off (`ip link set … type vxlan nolearning`).
+		if l.Kind == KindVXLAN {
+			l.Learning = false
+		}
 	}
 	if _, ok := f.links[l.Name]; ok {
 		f.links[l.Name] = l
