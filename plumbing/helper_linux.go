@@ -109,6 +109,11 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 	} else if changed {
 		rep.Changes = append(rep.Changes, fmt.Sprintf("set %s forwarding %s", WireGuardName, onOff(spec.Mesh.Relay)))
 	}
+	fw, err := h.applyFirewall(ctx, spec, p)
+	rep.Changes = append(rep.Changes, fw...)
+	if err != nil {
+		return rep, err
+	}
 	dev, err := h.wg.Device(WireGuardName)
 	if err != nil {
 		return rep, fmt.Errorf("read wireguard %q: %w", WireGuardName, err)
@@ -168,6 +173,11 @@ func (h *Helper) Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Dr
 	if on, err := forwarding(); err == nil && on != spec.Mesh.Relay {
 		drift = append(drift, helperapi.Drift{Link: WireGuardName, Problem: "want forwarding " + onOff(spec.Mesh.Relay)})
 	}
+	fw, err := h.firewallDrift(ctx, spec, p)
+	if err != nil {
+		return nil, err
+	}
+	drift = append(drift, fw...)
 	priv, err := h.state.privateKey()
 	if err != nil {
 		return nil, err
@@ -198,7 +208,7 @@ func (h *Helper) Remove(ctx context.Context) error {
 	return h.state.forgetSpec()
 }
 
-// teardown removes every link the helper made.
+// teardown removes every link the helper made, and its firewall.
 func (h *Helper) teardown(ctx context.Context) error {
 	changes, err := converge(ctx, h.links, nil)
 	for _, c := range changes {
@@ -207,7 +217,7 @@ func (h *Helper) teardown(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("remove links: %w", err)
 	}
-	return nil
+	return h.removeFirewall(ctx)
 }
 
 // Restore re-applies the persisted spec, if there is one. With none, it

@@ -137,7 +137,8 @@ del gretap btgt1-2
 }
 
 // TestConvergeFromAnyState moves between specs and damaged states in random
-// order and checks that every apply ends in the state a fresh machine gets.
+// order and checks that every apply ends in the state a fresh machine gets,
+// links and firewall both, and that no other program's table changes.
 func TestConvergeFromAnyState(t *testing.T) {
 	specs := []helperapi.Spec{
 		testSpec(),
@@ -152,19 +153,27 @@ func TestConvergeFromAnyState(t *testing.T) {
 	moved.Mesh.Address = netip.MustParsePrefix("10.99.0.9/16")
 	specs = append(specs, moved)
 	machines := []machine{{UplinkMTU: 1500, Gretap: true}, {UplinkMTU: 1500}, {UplinkMTU: 9000, Gretap: true}}
-	fresh := func(s helperapi.Spec, m machine) string {
-		f := newFakeTable()
-		if _, err := converge(context.Background(), f, makePlan(s, m).Links); err != nil {
+	fresh := func(s helperapi.Spec, m machine) (string, string) {
+		f, fw := newFakeTable(), newFakeRules()
+		p := makePlan(s, m)
+		if _, err := converge(context.Background(), f, p.Links); err != nil {
 			t.Fatal(err)
 		}
-		return f.dump()
+		if _, err := convergeFirewall(context.Background(), fw, makeFirewall(s, p)); err != nil {
+			t.Fatal(err)
+		}
+		return f.dump(), fw.dump()
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	f := newFakeTable(Link{Name: "eth0", Kind: "veth", MTU: 1500, Up: true})
+	fw := newFakeRules()
+	fwRng := rand.New(rand.NewPCG(3, 4)) // its own, so the links' walk is the same with it or without
 	ops := map[Op]int{}
 	damages := map[string]int{}
+	fwDamages := map[string]int{}
 	for i := 0; i < 300; i++ {
 		damages[damage(rng, f)]++
+		fwDamages[fwDamage(fwRng, fw)]++
 		s, m := specs[rng.IntN(len(specs))], machines[rng.IntN(len(machines))]
 		// What Check would report before the apply: every replace is a
 		// "wrong kind or tunnel ends" drift.
@@ -174,9 +183,16 @@ func TestConvergeFromAnyState(t *testing.T) {
 		if _, err := converge(context.Background(), f, makePlan(s, m).Links); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
+		if _, err := convergeFirewall(context.Background(), fw, makeFirewall(s, makePlan(s, m))); err != nil {
+			t.Fatalf("step %d: firewall: %v", i, err)
+		}
 		got := strings.Replace(f.dump(), "veth eth0 mtu 1500 up=true alias=\"\" fdb=none addrs=none routes=none\n", "", 1)
-		if want := fresh(s, m); got != want {
+		want, wantFW := fresh(s, m)
+		if got != want {
 			t.Fatalf("step %d: state after apply:\n%s\nfresh machine:\n%s", i, got, want)
+		}
+		if got := fw.dump(); got != wantFW {
+			t.Fatalf("step %d: nftables after apply:\n%s\nfresh machine:\n%s", i, got, wantFW)
 		}
 		if _, ok := f.links["eth0"]; !ok {
 			t.Fatalf("step %d: the helper deleted eth0, which is not its own", i)
@@ -190,12 +206,17 @@ func TestConvergeFromAnyState(t *testing.T) {
 			t.Errorf("no step did damage %q; the walk does not cover it", d)
 		}
 	}
+	for _, d := range fwDamageKinds {
+		if fwDamages[d] == 0 {
+			t.Errorf("no step did firewall damage %q; the walk does not cover it", d)
+		}
+	}
 	for _, op := range []Op{OpAdd, OpSet, OpReplace, OpDelete} {
 		if ops[op] < 3 {
 			t.Errorf("only %d %s changes in the walk; want the path exercised", ops[op], op)
 		}
 	}
-	t.Logf("damage: %v; changes planned: %v", damages, ops)
+	t.Logf("damage: %v; firewall damage: %v; changes planned: %v", damages, fwDamages, ops)
 }
 
 func mustLinks(t *testing.T, f *fakeTable) []Link {
