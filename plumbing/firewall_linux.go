@@ -38,6 +38,9 @@ func (nftTable) Table(ctx context.Context) (*fwTable, error) {
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if errors.Is(err, unix.EPROTONOSUPPORT) {
+		return nil, fmt.Errorf("list nftables tables: %w; this kernel has no nf_tables loaded (modules nfnetlink and nf_tables), which the helper's firewall needs", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list nftables tables: %w", err)
 	}
