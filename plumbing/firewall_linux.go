@@ -431,15 +431,15 @@ func setIPv6Off(links []string) ([]string, error) {
 	return changes, errors.Join(errs...)
 }
 
-// applyFirewall converges the firewall table and the links' IPv6 settings
-// for spec, whose links p are in place.
+// applyFirewall converges the firewall table for spec, whose links are
+// p's. The links need not exist yet. (setIPv6Off, once they do, turns IPv6
+// off on them.)
 func (h *Helper) applyFirewall(ctx context.Context, spec helperapi.Spec, p plan) ([]string, error) {
 	changes, err := convergeFirewall(ctx, nftTable{}, makeFirewall(spec, p))
 	if err != nil {
-		return changes, fmt.Errorf("apply firewall: %w", err)
+		return nil, fmt.Errorf("apply firewall: %w", err)
 	}
-	more, err := setIPv6Off(ipv6Off(p))
-	return append(changes, more...), err
+	return changes, nil
 }
 
 // firewallDrift is how the firewall table and the links' IPv6 settings

@@ -96,8 +96,15 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 		return helperapi.Report{}, err
 	}
 	p := makePlan(spec, h.machine(spec))
+	// The firewall before the links: its rules name links that need not
+	// exist yet, so no tunnel is ever up without it.
+	fw, err := h.applyFirewall(ctx, spec, p)
+	if err != nil {
+		return helperapi.Report{}, err
+	}
 	changes, err := converge(ctx, h.links, p.Links)
 	rep := h.report(spec, p, priv)
+	rep.Changes = append(rep.Changes, fw...)
 	for _, c := range changes {
 		rep.Changes = append(rep.Changes, c.String())
 	}
@@ -109,8 +116,8 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 	} else if changed {
 		rep.Changes = append(rep.Changes, fmt.Sprintf("set %s forwarding %s", WireGuardName, onOff(spec.Mesh.Relay)))
 	}
-	fw, err := h.applyFirewall(ctx, spec, p)
-	rep.Changes = append(rep.Changes, fw...)
+	v6, err := setIPv6Off(ipv6Off(p))
+	rep.Changes = append(rep.Changes, v6...)
 	if err != nil {
 		return rep, err
 	}
