@@ -12,6 +12,7 @@ require (
 	github.com/charmbracelet/x/exp/teatest/v2 v2.0.0-20260823001701-96af6d2cb5f6 // end-to-end dashboard flows (tui tests)
 	github.com/diskfs/go-diskfs v1.9.4 // writes the cloud-init seed as ISO 9660 with Rock Ridge and Joliet names (plumbing/cloudinit)
 	github.com/google/go-cmp v0.7.0
+	github.com/google/nftables v0.3.0 // the helper's firewall table, one nf_tables transaction (plumbing/firewall_linux.go)
 	github.com/kevinburke/ssh_config v1.6.0 // reads ~/.ssh/config for remote/ (Host patterns, Include, Match Host)
 	github.com/muesli/cancelreader v0.2.2 // a console read the dashboard can cancel on detach, so no keystroke is lost (tui/)
 	github.com/sourcegraph/jsonrpc2 v0.2.3
@@ -48,11 +49,10 @@ require (
 	github.com/djherbis/times v1.6.0 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
-	github.com/josharian/native v1.1.0 // indirect
 	github.com/lucasb-eyer/go-colorful v1.4.1 // indirect
 	github.com/mattn/go-runewidth v0.0.30 // indirect
 	github.com/mdlayher/genetlink v1.3.2 // indirect
-	github.com/mdlayher/netlink v1.7.2 // indirect
+	github.com/mdlayher/netlink v1.7.3-0.20250113171957-fbb4dce95f42 // indirect
 	github.com/mdlayher/socket v0.5.1 // indirect
 	github.com/mitchellh/hashstructure/v2 v2.0.2 // indirect
 	github.com/rivo/uniseg v0.4.7 // indirect

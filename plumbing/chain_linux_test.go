@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -166,6 +167,7 @@ func TestChain(t *testing.T) {
 		{"no IP fragments", c.testNoFragments},
 		{"applying the same spec again changes nothing", c.testIdempotent},
 		{"a deleted link is drift and comes back", c.testDrift},
+		{"a deleted firewall table or rule is drift and comes back", c.testFirewallDrift},
 		{"a killed daemon restores everything", c.testKilledDaemon},
 		{"all daemons stopped and started restore everything", c.testRestartAll},
 		{"no IP fragments at the end", c.testNoFragments},
@@ -844,6 +846,46 @@ func (c *chain) testDrift(t *testing.T, ctx context.Context) {
 			if err := tc.probe.Attach(ctx); err != nil {
 				t.Fatal(err)
 			}
+		}
+	}
+	c.pingAll(t, ctx, 10*time.Second)
+}
+
+// testFirewallDrift deletes the helper's nftables table on one machine and
+// a rule of it on another, by hand: each is drift, and an apply puts it
+// back.
+func (c *chain) testFirewallDrift(t *testing.T, ctx context.Context) {
+	cases := []struct {
+		machine *sim.Machine
+		damage  func() string // returns the drift it must cause
+	}{
+		{c.lab.Machines[0], func() string { deleteTable(t, c.lab.Machines[0]); return "table inet butter missing" }},
+		{c.lab.Machines[2], func() string {
+			return "forward: missing rule: " + deleteRule(t, c.lab.Machines[2], plumbing.ChainForward, 1)
+		}},
+	}
+	for _, tc := range cases {
+		m := tc.machine
+		spec := c.helpers.Specs[m.Name]
+		want := tc.damage()
+		drift, err := c.butter.Check(ctx, m, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(drift, helperapi.Drift{Link: "firewall", Problem: want}) {
+			t.Errorf("%s: check reports %+v, want firewall drift %q", m.Name, drift, want)
+		}
+		rep, err := c.butter.Apply(ctx, m, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(rep.Changes, "firewall: "+want) {
+			t.Errorf("%s: apply changed %q, want %q", m.Name, rep.Changes, "firewall: "+want)
+		}
+		if drift, err := c.butter.Check(ctx, m, spec); err != nil {
+			t.Fatal(err)
+		} else if len(drift) != 0 {
+			t.Errorf("%s: check after the repair reports %+v", m.Name, drift)
 		}
 	}
 	c.pingAll(t, ctx, 10*time.Second)

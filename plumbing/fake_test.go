@@ -40,7 +40,7 @@ func (f *fakeTable) Add(ctx context.Context, l Link) error {
 	f.log = append(f.log, "add "+l.Name)
 	// A new link has its identity and the kernel's defaults.
 	f.links[l.Name] = Link{Name: l.Name, Kind: l.Kind, MTU: 1500, Key: l.Key, Local: l.Local,
-		Remote: l.Remote, Dev: l.Dev, Port: l.Port}
+		Remote: l.Remote, Dev: l.Dev, Port: l.Port, Learning: l.Learning}
 	return nil
 }
 

@@ -97,8 +97,15 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 		return helperapi.Report{}, err
 	}
 	p := makePlan(spec, h.machine(spec))
+	// The firewall before the links: its rules name links that need not
+	// exist yet, so no tunnel is ever up without it.
+	fw, err := h.applyFirewall(ctx, spec, p)
+	if err != nil {
+		return helperapi.Report{}, err
+	}
 	changes, err := converge(ctx, h.links, p.Links)
 	rep := h.report(spec, p, priv)
+	rep.Changes = append(rep.Changes, fw...)
 	for _, c := range changes {
 		rep.Changes = append(rep.Changes, c.String())
 	}
@@ -109,6 +116,11 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 		return rep, err
 	} else if changed {
 		rep.Changes = append(rep.Changes, fmt.Sprintf("set %s forwarding %s", WireGuardName, onOff(spec.Mesh.Relay)))
+	}
+	v6, err := setIPv6Off(ipv6Off(p))
+	rep.Changes = append(rep.Changes, v6...)
+	if err != nil {
+		return rep, err
 	}
 	dev, err := h.wg.Device(WireGuardName)
 	if err != nil {
@@ -169,6 +181,11 @@ func (h *Helper) Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Dr
 	if on, err := forwarding(); err == nil && on != spec.Mesh.Relay {
 		drift = append(drift, helperapi.Drift{Link: WireGuardName, Problem: "want forwarding " + onOff(spec.Mesh.Relay)})
 	}
+	fw, err := h.firewallDrift(ctx, spec, p)
+	if err != nil {
+		return nil, err
+	}
+	drift = append(drift, fw...)
 	priv, err := h.state.privateKey()
 	if err != nil {
 		return nil, err
@@ -199,7 +216,7 @@ func (h *Helper) Remove(ctx context.Context) error {
 	return h.state.forgetSpec()
 }
 
-// teardown removes every link the helper made.
+// teardown removes every link the helper made, and its firewall.
 func (h *Helper) teardown(ctx context.Context) error {
 	changes, err := converge(ctx, h.links, nil)
 	for _, c := range changes {
@@ -208,7 +225,7 @@ func (h *Helper) teardown(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("remove links: %w", err)
 	}
-	return nil
+	return h.removeFirewall(ctx)
 }
 
 // Restore re-applies the persisted spec, if there is one. With none, it

@@ -35,6 +35,10 @@ type Link struct {
 	Remote netip.Addr // gretap: the peer's mesh address
 	Dev    string     // vxlan: the device it rides on
 	Port   int        // vxlan: UDP destination port
+	// Learning (vxlan) fills the device's forwarding table (MAC address
+	// → peer) from the frames it receives. Without it the device sends
+	// every frame to every peer of its flood list.
+	Learning bool
 
 	FDB    []netip.Addr   // vxlan: the peers' mesh addresses (all-zero MAC entries)
 	Addrs  []netip.Prefix // wireguard: the mesh address
@@ -44,7 +48,7 @@ type Link struct {
 // identity tells whether two links are the same device, so that only
 // settable attributes differ.
 func (l Link) identity() string {
-	return fmt.Sprintf("%s key=%d local=%s remote=%s dev=%s port=%d", l.Kind, l.Key, l.Local, l.Remote, l.Dev, l.Port)
+	return fmt.Sprintf("%s key=%d local=%s remote=%s dev=%s port=%d learning=%v", l.Kind, l.Key, l.Local, l.Remote, l.Dev, l.Port, l.Learning)
 }
 
 func (l Link) String() string {
@@ -55,6 +59,9 @@ func (l Link) String() string {
 		fmt.Fprintf(&b, " key %d local %s remote %s", l.Key, l.Local, l.Remote)
 	case KindVXLAN:
 		fmt.Fprintf(&b, " vni %d local %s dev %s port %d", l.Key, l.Local, l.Dev, l.Port)
+		if !l.Learning {
+			b.WriteString(" nolearning")
+		}
 	}
 	fmt.Fprintf(&b, " mtu %d", l.MTU)
 	if l.Master != "" {

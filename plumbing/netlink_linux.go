@@ -87,7 +87,7 @@ func (k *kernelTable) Links(ctx context.Context) ([]Link, error) {
 		case *netlink.Gretap:
 			l.Key, l.Local, l.Remote = v.IKey, addrOf(v.Local), addrOf(v.Remote)
 		case *netlink.Vxlan:
-			l.Key, l.Local, l.Dev, l.Port = uint32(v.VxlanId), addrOf(v.SrcAddr), names[v.VtepDevIndex], v.Port
+			l.Key, l.Local, l.Dev, l.Port, l.Learning = uint32(v.VxlanId), addrOf(v.SrcAddr), names[v.VtepDevIndex], v.Port, v.Learning
 			if l.FDB, err = k.fdb(nl); err != nil {
 				return nil, err
 			}
@@ -127,7 +127,7 @@ func (k *kernelTable) Add(ctx context.Context, l Link) error {
 			return fmt.Errorf("find %q for vxlan %q: %w", l.Dev, l.Name, err)
 		}
 		nl = &netlink.Vxlan{LinkAttrs: attrs, VxlanId: int(l.Key), VtepDevIndex: dev.Attrs().Index,
-			SrcAddr: l.Local.AsSlice(), Port: l.Port, Learning: true}
+			SrcAddr: l.Local.AsSlice(), Port: l.Port, Learning: l.Learning}
 	default:
 		return fmt.Errorf("add %q: unknown kind %q", l.Name, l.Kind)
 	}

@@ -115,10 +115,16 @@ func makePlan(spec helperapi.Spec, m machine) plan {
 				fdb = append(fdb, peers[pn].MeshIP)
 			}
 			slices.SortFunc(fdb, netip.Addr.Compare)
+			// Learning stays on: the spec gives the peers (the flood
+			// list) but not where each VM's MAC address lives, and without
+			// learning every frame would go to every peer. Only members
+			// can inject frames to learn from (the firewall), and a member
+			// that lies about a MAC address would, with learning off, get
+			// every frame anyway.
 			p.Links = append(p.Links, Link{
 				Name: name, Kind: KindVXLAN, MTU: mtu, Master: br, Up: true,
 				Alias: "butter network " + n.Name,
-				Key:   uint32(n.ID), Local: self, Dev: WireGuardName, Port: VXLANPort, FDB: fdb,
+				Key:   uint32(n.ID), Local: self, Dev: WireGuardName, Port: VXLANPort, FDB: fdb, Learning: true,
 			})
 		}
 		p.Networks = append(p.Networks, rep)
@@ -157,15 +163,25 @@ func converge(ctx context.Context, t linkTable, want []Link) ([]Change, error) {
 			haveBy[h.Name] = h
 		}
 		var errs []error
+		// Links replaced in this pass: what rides on them (a VXLAN on its
+		// device, a port on its bridge) may have gone with them, so it is
+		// read again in the next pass instead of changed from stale facts.
+		replaced := map[string]bool{}
 		for _, c := range changes {
 			if err := ctx.Err(); err != nil {
 				return done, err
+			}
+			if c.Op != OpDelete && (replaced[c.Link.Dev] || replaced[c.Link.Master]) {
+				continue
 			}
 			if err := step(ctx, t, c, haveBy[c.Link.Name]); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", c, err))
 				continue
 			}
 			done = append(done, c)
+			if c.Op == OpReplace {
+				replaced[c.Link.Name] = true
+			}
 		}
 		if err := errors.Join(errs...); err != nil {
 			return done, err

@@ -137,7 +137,8 @@ del gretap btgt1-2
 }
 
 // TestConvergeFromAnyState moves between specs and damaged states in random
-// order and checks that every apply ends in the state a fresh machine gets.
+// order and checks that every apply ends in the state a fresh machine gets,
+// links and firewall both, and that no other program's table changes.
 func TestConvergeFromAnyState(t *testing.T) {
 	specs := []helperapi.Spec{
 		testSpec(),
@@ -152,19 +153,27 @@ func TestConvergeFromAnyState(t *testing.T) {
 	moved.Mesh.Address = netip.MustParsePrefix("10.99.0.9/16")
 	specs = append(specs, moved)
 	machines := []machine{{UplinkMTU: 1500, Gretap: true}, {UplinkMTU: 1500}, {UplinkMTU: 9000, Gretap: true}}
-	fresh := func(s helperapi.Spec, m machine) string {
-		f := newFakeTable()
-		if _, err := converge(context.Background(), f, makePlan(s, m).Links); err != nil {
+	fresh := func(s helperapi.Spec, m machine) (string, string) {
+		f, fw := newFakeTable(), newFakeRules()
+		p := makePlan(s, m)
+		if _, err := converge(context.Background(), f, p.Links); err != nil {
 			t.Fatal(err)
 		}
-		return f.dump()
+		if _, err := convergeFirewall(context.Background(), fw, makeFirewall(s, p)); err != nil {
+			t.Fatal(err)
+		}
+		return f.dump(), fw.dump()
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	f := newFakeTable(Link{Name: "eth0", Kind: "veth", MTU: 1500, Up: true})
+	fw := newFakeRules()
+	fwRng := rand.New(rand.NewPCG(3, 4)) // its own, so the links' walk is the same with it or without
 	ops := map[Op]int{}
 	damages := map[string]int{}
+	fwDamages := map[string]int{}
 	for i := 0; i < 300; i++ {
 		damages[damage(rng, f)]++
+		fwDamages[fwDamage(fwRng, fw)]++
 		s, m := specs[rng.IntN(len(specs))], machines[rng.IntN(len(machines))]
 		// What Check would report before the apply: every replace is a
 		// "wrong kind or tunnel ends" drift.
@@ -174,9 +183,16 @@ func TestConvergeFromAnyState(t *testing.T) {
 		if _, err := converge(context.Background(), f, makePlan(s, m).Links); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
+		if _, err := convergeFirewall(context.Background(), fw, makeFirewall(s, makePlan(s, m))); err != nil {
+			t.Fatalf("step %d: firewall: %v", i, err)
+		}
 		got := strings.Replace(f.dump(), "veth eth0 mtu 1500 up=true alias=\"\" fdb=none addrs=none routes=none\n", "", 1)
-		if want := fresh(s, m); got != want {
+		want, wantFW := fresh(s, m)
+		if got != want {
 			t.Fatalf("step %d: state after apply:\n%s\nfresh machine:\n%s", i, got, want)
+		}
+		if got := fw.dump(); got != wantFW {
+			t.Fatalf("step %d: nftables after apply:\n%s\nfresh machine:\n%s", i, got, wantFW)
 		}
 		if _, ok := f.links["eth0"]; !ok {
 			t.Fatalf("step %d: the helper deleted eth0, which is not its own", i)
@@ -190,12 +206,17 @@ func TestConvergeFromAnyState(t *testing.T) {
 			t.Errorf("no step did damage %q; the walk does not cover it", d)
 		}
 	}
+	for _, d := range fwDamageKinds {
+		if fwDamages[d] == 0 {
+			t.Errorf("no step did firewall damage %q; the walk does not cover it", d)
+		}
+	}
 	for _, op := range []Op{OpAdd, OpSet, OpReplace, OpDelete} {
 		if ops[op] < 3 {
 			t.Errorf("only %d %s changes in the walk; want the path exercised", ops[op], op)
 		}
 	}
-	t.Logf("damage: %v; changes planned: %v", damages, ops)
+	t.Logf("damage: %v; firewall damage: %v; changes planned: %v", damages, fwDamages, ops)
 }
 
 func mustLinks(t *testing.T, f *fakeTable) []Link {
@@ -208,7 +229,7 @@ func mustLinks(t *testing.T, f *fakeTable) []Link {
 }
 
 // damageKinds are what damage can do, by name.
-var damageKinds = []string{"delete", "mtu", "unbridge", "down", "fdb", "stale", "key", "local", "remote", "kind", "mesh address"}
+var damageKinds = []string{"delete", "mtu", "unbridge", "down", "fdb", "stale", "key", "local", "remote", "kind", "mesh address", "learning"}
 
 // damage does to the table what a person or a reboot might, and says
 // which of damageKinds it did ("" when it found nothing of the helper's).
@@ -253,9 +274,40 @@ func damage(rng *rand.Rand, f *fakeTable) string {
 		}
 	case "mesh address":
 		l.Addrs = []netip.Prefix{netip.MustParsePrefix("10.99.6.6/16")}
+	case "learning":
+		// Someone turned learning off (`ip link set … type vxlan nolearning`).
+		if l.Kind == KindVXLAN {
+			l.Learning = false
+		}
 	}
 	if _, ok := f.links[l.Name]; ok {
 		f.links[l.Name] = l
 	}
 	return what
+}
+
+// Replacing the WireGuard device takes the VXLAN devices on it along: a
+// change planned for one of them in the same pass is made on the next
+// pass, from what is there then, not from stale facts.
+func TestConvergeReplacedDevice(t *testing.T) {
+	s := testSpec(helperapi.Network{Name: "blue", ID: 1, Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m2", "m3"}})
+	p := makePlan(s, machine{UplinkMTU: 1500})
+	f := newFakeTable()
+	if _, err := converge(context.Background(), f, p.Links); err != nil {
+		t.Fatal(err)
+	}
+	wg, vx := f.links[WireGuardName], f.links[VXLANName(1)]
+	wg.Key = 99 // not the device the helper made: replaced
+	vx.FDB = vx.FDB[:1]
+	f.links[wg.Name], f.links[vx.Name] = wg, vx
+	got, err := converge(context.Background(), f, p.Links)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `replace wireguard btwg0 mtu 1420
+add vxlan btvx1 vni 1 local 10.99.0.1 dev btwg0 port 4789 mtu 1370 master btbr1
+`
+	if text := changesText(got); text != want {
+		t.Errorf("changes:\n%s\nwant:\n%s", text, want)
+	}
 }

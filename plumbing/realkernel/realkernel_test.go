@@ -32,8 +32,9 @@ func TestMain(m *testing.M) {
 
 // guestModules are what the guests load, with their dependencies. The
 // guest has no modprobe, so the kernel cannot load a module on demand as it
-// does on a real machine.
-var guestModules = []string{"virtio_pci", "virtio_net", "wireguard", "ip_gre", "bridge", "veth"}
+// does on a real machine. nf_tables is the helper's firewall; the crc32c
+// it needs (through libcrc32c) is found by name, not by modules.dep.
+var guestModules = []string{"virtio_pci", "virtio_net", "wireguard", "ip_gre", "bridge", "veth", "crc32c_generic", "nf_tables"}
 
 // image is what every guest boots.
 type image struct {

@@ -1,0 +1,207 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab/sim"
+	"github.com/butter-cloud/butter/plumbing"
+	"github.com/google/nftables"
+)
+
+// rounds is how many times BenchmarkFirewall measures each case.
+const rounds = 6
+
+// BenchmarkFirewall measures, in one lab of three machines and one
+// network over all three, TCP throughput probe to probe across the chain
+// (m1 to m2) with the helper's firewall (its nftables table) on and off,
+// in rounds of one each, and prints the median of the rounds' ratios. Off is the table
+// deleted by hand on every machine; an apply puts it back. It also
+// measures the chain with VXLAN learning turned off by hand, which the
+// helper leaves on: a VXLAN device that does not learn sends every frame
+// to every member (its flood list), so with three machines m1's WireGuard
+// encrypts each frame twice. Run it once: -benchtime 1x
+// (bench/firewall.sh does).
+func BenchmarkFirewall(b *testing.B) {
+	testbed.NeedLab(b)
+	testbed.NeedPrograms(b, iperf3Bin, "/usr/bin/ping")
+	ctx, cancel := context.WithTimeout(b.Context(), 4*time.Minute)
+	defer cancel()
+
+	dir := b.TempDir()
+	butter := testbed.Butter{Path: buildButter(b, ctx, dir)}
+	l := testbed.NewLab(b, "bf", sim.Config{Machines: 3})
+	net := helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelAuto}
+	mesh := testbed.Mesh{Networks: []helperapi.Network{net}}
+	logs, err := os.Create(filepath.Join(dir, "helpers.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer logs.Close()
+	h, err := butter.StartMesh(ctx, l, mesh, func(*sim.Machine) io.Writer { return logs })
+	if err != nil {
+		b.Fatal(err)
+	}
+	m1, m2 := l.Machines[0], l.Machines[1]
+	rep := h.Reports[m1.Name].Networks[0]
+	p1, err := l.AddProbe(ctx, m1, rep.Bridge, netip.MustParsePrefix("10.10.1.1/24"), rep.MTU)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p2, err := l.AddProbe(ctx, m2, rep.Bridge, netip.MustParsePrefix("10.10.1.2/24"), rep.MTU)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d1, d2 := h.Daemons[m1.Name].PID(), h.Daemons[m2.Name].PID()
+	applyAll := func() {
+		b.Helper()
+		for _, m := range l.Machines {
+			if _, err := butter.Apply(ctx, m, h.Specs[m.Name]); err != nil {
+				b.Fatal(err)
+			}
+			if !hasButterTable(b, m) {
+				b.Fatalf("%s: apply did not put table inet %s back", m.Name, plumbing.FirewallTable)
+			}
+		}
+	}
+	chain := func(what string) result {
+		return measure(b, ctx, what, p1, p2, p1.Addr.Addr(), p2.Addr.Addr(), m1, d1, d2)
+	}
+
+	b.ResetTimer()
+	// Rounds on-off, off-on, on-off, …: a pair shares the machine's load
+	// of the moment, and a drift over the run falls on both sides.
+	var on, off []result
+	var pairs []float64
+	for r := range rounds {
+		var a, o result
+		if r%2 == 0 {
+			a = chain("firewall on")
+		}
+		for _, m := range l.Machines {
+			deleteButterTable(b, m)
+		}
+		o = chain("firewall off")
+		applyAll()
+		if r%2 == 1 {
+			a = chain("firewall on")
+		}
+		on, off = append(on, a), append(off, o)
+		pairs = append(pairs, a.bps/o.bps)
+	}
+	slices.Sort(pairs)
+	pairRatio := pairs[len(pairs)/2]
+	var nolearning result
+	tunnel := ""
+	if rep.Tunnel == helperapi.TunnelVXLAN {
+		tunnel = plumbing.VXLANName(net.ID)
+		for _, m := range l.Machines {
+			if out, err := m.Run(ctx, "/usr/sbin/ip", "link", "set", tunnel, "type", "vxlan", "nolearning"); err != nil {
+				b.Fatalf("%s: turn learning off: %v: %s", m.Name, err, out)
+			}
+			// Forget what was learned (the flood entries are permanent).
+			if out, err := m.Run(ctx, "/usr/sbin/bridge", "fdb", "flush", "dev", tunnel, "self", "nopermanent"); err != nil {
+				b.Fatalf("%s: flush learned entries of %s: %v: %s", m.Name, tunnel, err, out)
+			}
+		}
+		nolearning = chain("firewall on, VXLAN learning off")
+		applyAll() // learning on again: the device is made anew
+	}
+	b.StopTimer()
+
+	onM, offM := medianRun(on), medianRun(off)
+	b.ReportMetric(onM.bps/1e6, "on-Mbit/s")
+	b.ReportMetric(offM.bps/1e6, "off-Mbit/s")
+	b.ReportMetric(onM.bps/offM.bps, "on/off")
+	b.ReportMetric(pairRatio, "pair-on/off")
+	if nolearning.bps > 0 {
+		b.ReportMetric(nolearning.bps/1e6, "nolearning-Mbit/s")
+		b.ReportMetric(nolearning.bps/onM.bps, "nolearning/learning")
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "TCP probe m1 -> probe m2 across the chain (%s, network MTU %d, 3 machines in the network), iperf3 -t %d,\n"+
+		"%d rounds (on-off, off-on, …); off = table inet %s deleted on every machine. Per run: Mbit/s, packets/s and bytes per packet m1's %s sent.\n",
+		rep.Tunnel, rep.MTU, seconds, rounds, plumbing.FirewallTable, plumbing.WireGuardName)
+	row := func(name string, rs ...result) {
+		var cells []string
+		for _, r := range rs {
+			cells = append(cells, fmt.Sprintf("%5.0f Mbit/s %6.0f pkt/s %5.0f B/pkt", r.bps/1e6, float64(r.pkts)/r.wall, r.perPkt()))
+		}
+		fmt.Fprintf(&out, "  %-24s %s\n", name, strings.Join(cells, " | "))
+	}
+	row("firewall on", on...)
+	row("firewall off", off...)
+	if nolearning.bps > 0 {
+		row("on, "+tunnel+" nolearning", nolearning)
+	}
+	fmt.Fprintf(&out, "  firewall on/off: median of the rounds' ratios = %.3f (%.2f–%.2f), ratio of the medians = %.3f",
+		pairRatio, pairs[0], pairs[len(pairs)-1], onM.bps/offM.bps)
+	if nolearning.bps > 0 {
+		fmt.Fprintf(&out, "\n  VXLAN learning off/on = %.2f; m1's WireGuard packets per Mbit: %.0f off, %.0f on",
+			nolearning.bps/onM.bps, float64(nolearning.pkts)/nolearning.wall/(nolearning.bps/1e6), float64(onM.pkts)/onM.wall/(onM.bps/1e6))
+	}
+	b.Log(out.String())
+}
+
+// medianRun is the run with the median throughput.
+func medianRun(rs []result) result {
+	rs = slices.Clone(rs)
+	slices.SortFunc(rs, func(a, b result) int {
+		switch {
+		case a.bps < b.bps:
+			return -1
+		case a.bps > b.bps:
+			return 1
+		}
+		return 0
+	})
+	return rs[len(rs)/2]
+}
+
+// nftIn opens nf_tables inside m's network namespace.
+func nftIn(b *testing.B, m *sim.Machine) (*nftables.Conn, func()) {
+	b.Helper()
+	ns, err := os.Open(filepath.Join(sim.NetnsDir, m.Netns()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns.Fd())))
+	if err != nil {
+		ns.Close()
+		b.Fatal(err)
+	}
+	return c, func() { ns.Close() }
+}
+
+var butterTable = &nftables.Table{Name: plumbing.FirewallTable, Family: nftables.TableFamilyINet}
+
+func deleteButterTable(b *testing.B, m *sim.Machine) {
+	b.Helper()
+	c, done := nftIn(b, m)
+	defer done()
+	c.DelTable(butterTable)
+	if err := c.Flush(); err != nil {
+		b.Fatalf("%s: delete table inet %s: %v", m.Name, plumbing.FirewallTable, err)
+	}
+}
+
+func hasButterTable(b *testing.B, m *sim.Machine) bool {
+	b.Helper()
+	c, done := nftIn(b, m)
+	defer done()
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == plumbing.FirewallTable })
+}

@@ -1,0 +1,410 @@
+package plumbing
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/butter-cloud/butter/helperapi"
+)
+
+// The helper's firewall is one nftables table, FirewallTable in the inet
+// family, that the helper owns whole and converges like the links: a pure
+// plan from the spec (makeFirewall), a comparison with the table the
+// kernel has (fwDiff), and a write that replaces the table in one
+// transaction (convergeFirewall). It touches no other table. With it:
+//
+//   - a network's tunnel packets (VXLAN to the plan's port with the
+//     network's VNI, gretap with its key) are taken only when they arrive
+//     on the WireGuard device from the mesh address of one of that
+//     network's member peers; every other packet to the VXLAN port, and
+//     every other GRE packet, is dropped while the machine has a network
+//     of that kind;
+//   - nothing is forwarded into or out of the WireGuard device, except
+//     WireGuard to WireGuard on a relay;
+//   - nothing is routed from one network's bridge to another's;
+//   - a bridge reaches the machine itself for nothing (no sshd, no mesh
+//     address), or, once the spec gives a network a gateway address, only
+//     for ICMP, DHCP and DNS to that address.
+//
+// Besides the table, IPv6 is off on the bridges and tunnel ports (no
+// link-local address, no router advertisement taken).
+
+// bridgeGlob matches the name of every bridge the helper makes.
+const bridgeGlob = "btbr*"
+
+// FirewallTable is the name of the helper's nftables table (family inet).
+const FirewallTable = "butter"
+
+// Chains of the firewall table, each a base chain on the hook of its name.
+const (
+	ChainInput   = "input"
+	ChainForward = "forward"
+)
+
+// Verdicts of a firewall rule.
+const (
+	VerdictAccept = "accept"
+	VerdictDrop   = "drop"
+)
+
+// fwRule is one rule of the firewall in the few terms the helper uses. Its
+// String is the rule in nft's words; the kernel keeps it as the rule's
+// comment for people reading `nft list ruleset`.
+type fwRule struct {
+	IIF    string // iifname; a trailing "*" matches names that start so
+	OIF    string // oifname, the same way
+	NotOIF string // oifname is not this one
+
+	SAddr netip.Addr // IPv4 source address
+	DAddr netip.Addr // IPv4 destination address
+
+	Proto  string // "udp", "tcp", "gre", "icmp" (meta l4proto)
+	SPort  uint16 // udp or tcp source port
+	DPort  uint16 // udp or tcp destination port
+	VNI    uint32 // udp: the VXLAN header's network id (0: any)
+	GREKey uint32 // gre: a keyed Ethernet-over-GRE header with this key (0: any)
+
+	Verdict string
+
+	// Unknown describes a rule read from the kernel that says something
+	// the helper never writes: it matches no rule of a plan.
+	Unknown string
+}
+
+// Layer 4 protocols a rule may match, with their IP protocol numbers.
+var fwProtocols = map[string]uint8{"icmp": 1, "tcp": 6, "udp": 17, "gre": 47}
+
+func (r fwRule) String() string {
+	if r.Unknown != "" {
+		return "unknown rule: " + r.Unknown
+	}
+	var f []string
+	add := func(s ...string) { f = append(f, s...) }
+	if r.IIF != "" {
+		add("iifname", strconv.Quote(r.IIF))
+	}
+	if r.OIF != "" {
+		add("oifname", strconv.Quote(r.OIF))
+	}
+	if r.NotOIF != "" {
+		add("oifname", "!=", strconv.Quote(r.NotOIF))
+	}
+	if r.SAddr.IsValid() {
+		add("ip", "saddr", r.SAddr.String())
+	}
+	if r.DAddr.IsValid() {
+		add("ip", "daddr", r.DAddr.String())
+	}
+	switch {
+	case r.Proto == "gre" && r.GREKey != 0:
+		add("gre", "key", strconv.FormatUint(uint64(r.GREKey), 10))
+	case r.SPort == 0 && r.DPort == 0 && r.VNI == 0 && r.Proto != "":
+		add("meta", "l4proto", r.Proto)
+	}
+	if r.SPort != 0 {
+		add(r.Proto, "sport", strconv.Itoa(int(r.SPort)))
+	}
+	if r.DPort != 0 {
+		add(r.Proto, "dport", strconv.Itoa(int(r.DPort)))
+	}
+	if r.VNI != 0 {
+		add("vxlan", "vni", strconv.FormatUint(uint64(r.VNI), 10))
+	}
+	add(r.Verdict)
+	return strings.Join(f, " ")
+}
+
+// fwChain is a base chain of the firewall table.
+type fwChain struct {
+	Name     string
+	Hook     string // the netfilter hook: "input" or "forward"
+	Priority int
+	Policy   string
+	Rules    []fwRule
+}
+
+func (c fwChain) header() string {
+	return fmt.Sprintf("hook %s priority %d policy %s", c.Hook, c.Priority, c.Policy)
+}
+
+// fwTable is the firewall table: the plan, or what the kernel has.
+type fwTable struct {
+	Chains []fwChain
+	// Dormant is a table that is there but switched off (flags dormant).
+	Dormant bool
+}
+
+// String prints the table as `nft list table` would, less the syntax.
+func (t fwTable) String() string {
+	var b strings.Builder
+	if t.Dormant {
+		b.WriteString("dormant\n")
+	}
+	for _, c := range t.Chains {
+		fmt.Fprintf(&b, "chain %s %s\n", c.Name, c.header())
+		for _, r := range c.Rules {
+			fmt.Fprintf(&b, "  %s\n", r)
+		}
+	}
+	return b.String()
+}
+
+// fwNetwork is what the firewall needs to know of one network on this
+// machine.
+type fwNetwork struct {
+	Bridge string
+	// Tunnel is the network's tunnel kind, Key its VNI or GRE key, Port
+	// the VXLAN UDP port.
+	Tunnel string
+	Key    uint32
+	Port   int
+	// Peers are the mesh addresses of the network's member peers: the
+	// only sources its tunnel packets may come from.
+	Peers []netip.Addr
+	// Gateway is the network's gateway address on this machine's bridge,
+	// if the network has one: a bridge reaches the machine only there.
+	Gateway netip.Addr
+}
+
+// fwInput is what the firewall is planned from.
+type fwInput struct {
+	Networks []fwNetwork
+	// Relay: this machine forwards mesh traffic between peers.
+	Relay bool
+}
+
+// makeFirewall plans the firewall for spec on a machine whose links are
+// p's: the tunnels' ends come from the links, so a network's packets are
+// taken from exactly the peers its tunnels point at.
+func makeFirewall(spec helperapi.Spec, p plan) fwTable {
+	in := fwInput{Relay: spec.Mesh.Relay}
+	byBridge := map[string]int{}
+	for _, l := range p.Links {
+		if l.Kind == KindBridge {
+			byBridge[l.Name] = len(in.Networks)
+			// Gateway stays unset: the spec gives networks no gateway
+			// address yet. A bridge then reaches the machine for nothing.
+			in.Networks = append(in.Networks, fwNetwork{Bridge: l.Name})
+		}
+	}
+	for _, l := range p.Links {
+		i, ok := byBridge[l.Master]
+		if !ok {
+			continue
+		}
+		n := &in.Networks[i]
+		switch l.Kind {
+		case KindVXLAN:
+			n.Tunnel, n.Key, n.Port = KindVXLAN, l.Key, l.Port
+			n.Peers = append(n.Peers, l.FDB...)
+		case KindGretap:
+			n.Tunnel, n.Key = KindGretap, l.Key
+			n.Peers = append(n.Peers, l.Remote)
+		}
+	}
+	return firewallFor(in)
+}
+
+// firewallFor is the firewall table for in.
+func firewallFor(in fwInput) fwTable {
+	var input, forward []fwRule
+	// Tunnels: taken from the network's member peers over WireGuard only.
+	vxlanPorts := map[int]bool{}
+	gre := false
+	for _, n := range in.Networks {
+		peers := slices.Clone(n.Peers)
+		slices.SortFunc(peers, netip.Addr.Compare)
+		peers = slices.Compact(peers)
+		for _, a := range peers {
+			switch n.Tunnel {
+			case KindVXLAN:
+				input = append(input, fwRule{IIF: WireGuardName, SAddr: a, Proto: "udp", DPort: uint16(n.Port), VNI: n.Key, Verdict: VerdictAccept})
+			case KindGretap:
+				input = append(input, fwRule{IIF: WireGuardName, SAddr: a, Proto: "gre", GREKey: n.Key, Verdict: VerdictAccept})
+			}
+		}
+		switch n.Tunnel {
+		case KindVXLAN:
+			vxlanPorts[n.Port] = true
+		case KindGretap:
+			gre = true
+		}
+	}
+	for _, port := range slices.Sorted(maps.Keys(vxlanPorts)) {
+		input = append(input, fwRule{Proto: "udp", DPort: uint16(port), Verdict: VerdictDrop})
+	}
+	if gre {
+		input = append(input, fwRule{Proto: "gre", Verdict: VerdictDrop})
+	}
+	// Bridges to the machine: the gateway's services, nothing else.
+	for _, n := range in.Networks {
+		g := n.Gateway
+		if !g.IsValid() {
+			continue
+		}
+		input = append(input,
+			fwRule{IIF: n.Bridge, DAddr: g, Proto: "icmp", Verdict: VerdictAccept},
+			fwRule{IIF: n.Bridge, Proto: "udp", SPort: 68, DPort: 67, Verdict: VerdictAccept},
+			fwRule{IIF: n.Bridge, DAddr: g, Proto: "udp", DPort: 53, Verdict: VerdictAccept},
+			fwRule{IIF: n.Bridge, DAddr: g, Proto: "tcp", DPort: 53, Verdict: VerdictAccept},
+		)
+	}
+	input = append(input, fwRule{IIF: bridgeGlob, Verdict: VerdictDrop})
+
+	// Forwarding: WireGuard to WireGuard on a relay, never into or out of
+	// the mesh otherwise, never between networks.
+	if in.Relay {
+		forward = append(forward, fwRule{IIF: WireGuardName, OIF: WireGuardName, Verdict: VerdictAccept})
+	}
+	forward = append(forward,
+		fwRule{IIF: WireGuardName, Verdict: VerdictDrop},
+		fwRule{OIF: WireGuardName, Verdict: VerdictDrop},
+	)
+	for _, n := range in.Networks {
+		forward = append(forward, fwRule{IIF: n.Bridge, OIF: bridgeGlob, NotOIF: n.Bridge, Verdict: VerdictDrop})
+	}
+	return fwTable{Chains: []fwChain{
+		{Name: ChainInput, Hook: "input", Policy: VerdictAccept, Rules: input},
+		{Name: ChainForward, Hook: "forward", Policy: VerdictAccept, Rules: forward},
+	}}
+}
+
+// fwDiff says, one line each, how have (nil: no table) differs from want;
+// nothing when they are the same.
+func fwDiff(want fwTable, have *fwTable) []string {
+	if have == nil {
+		return []string{fmt.Sprintf("table inet %s missing", FirewallTable)}
+	}
+	var out []string
+	if have.Dormant {
+		out = append(out, fmt.Sprintf("table inet %s is dormant", FirewallTable))
+	}
+	haveBy := map[string]fwChain{}
+	for _, c := range have.Chains {
+		haveBy[c.Name] = c
+	}
+	wanted := map[string]bool{}
+	for _, w := range want.Chains {
+		wanted[w.Name] = true
+		h, ok := haveBy[w.Name]
+		if !ok {
+			out = append(out, fmt.Sprintf("chain %s missing", w.Name))
+			continue
+		}
+		if h.header() != w.header() {
+			out = append(out, fmt.Sprintf("chain %s has %s, want %s", w.Name, h.header(), w.header()))
+		}
+		out = append(out, ruleDiff(w.Name, w.Rules, h.Rules)...)
+	}
+	for _, h := range have.Chains {
+		if !wanted[h.Name] {
+			out = append(out, fmt.Sprintf("extra chain %s", h.Name))
+		}
+	}
+	return out
+}
+
+// ruleDiff compares a chain's rules, which count in order.
+func ruleDiff(chain string, want, have []fwRule) []string {
+	text := func(rs []fwRule) []string {
+		s := make([]string, len(rs))
+		for i, r := range rs {
+			s[i] = r.String()
+		}
+		return s
+	}
+	w, h := text(want), text(have)
+	if slices.Equal(w, h) {
+		return nil
+	}
+	count := map[string]int{}
+	for _, s := range h {
+		count[s]++
+	}
+	var out []string
+	for _, s := range w {
+		if count[s] > 0 {
+			count[s]--
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s: missing rule: %s", chain, s))
+	}
+	for _, s := range h {
+		if count[s] > 0 {
+			count[s]--
+			out = append(out, fmt.Sprintf("%s: extra rule: %s", chain, s))
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, fmt.Sprintf("%s: rules out of order", chain))
+	}
+	return out
+}
+
+// ruleTable is the kernel's firewall table, as far as the helper needs it.
+type ruleTable interface {
+	// Table reads the helper's table; nil when there is none.
+	Table(ctx context.Context) (*fwTable, error)
+	// Write replaces the helper's table with t in one transaction: at no
+	// moment is there half a table, or none.
+	Write(ctx context.Context, t fwTable) error
+	// Delete removes the helper's table; one already gone is not an
+	// error.
+	Delete(ctx context.Context) error
+}
+
+// convergeFirewall makes the helper's table want, if it differs, and
+// returns what differed. It reads the table back, so a write the kernel
+// took otherwise than meant is an error, not a table rewritten on every
+// apply.
+func convergeFirewall(ctx context.Context, t ruleTable, want fwTable) ([]string, error) {
+	have, err := t.Table(ctx)
+	if err != nil {
+		return nil, err
+	}
+	diff := fwDiff(want, have)
+	if len(diff) == 0 {
+		return nil, nil
+	}
+	if err := t.Write(ctx, want); err != nil {
+		return nil, err
+	}
+	have, err = t.Table(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if left := fwDiff(want, have); len(left) > 0 {
+		return nil, fmt.Errorf("table inet %s written but it reads back otherwise: %s", FirewallTable, strings.Join(left, "; "))
+	}
+	changes := make([]string, len(diff))
+	for i, d := range diff {
+		changes[i] = "firewall: " + d
+	}
+	return changes, nil
+}
+
+// ipv6Off lists the links on which IPv6 must be off: the bridges and the
+// tunnels that are their ports.
+func ipv6Off(p plan) []string {
+	var out []string
+	for _, l := range p.Links {
+		switch l.Kind {
+		case KindBridge, KindVXLAN, KindGretap:
+			out = append(out, l.Name)
+		}
+	}
+	return out
+}
+
+// ipv6Settings are the per-link IPv6 settings (net.ipv6.conf.<link>.<key>)
+// that turn IPv6 off on a link: no address, link-local included, and no
+// router advertisement taken.
+var ipv6Settings = []struct{ Key, Value string }{
+	{"disable_ipv6", "1"},
+	{"accept_ra", "0"},
+}
