@@ -405,9 +405,14 @@ func (g *guest) runMesh(ctx context.Context) error {
 		return fmt.Errorf("facts: %w", err)
 	}
 	g.checkCapabilities(f)
-	if f.WireGuard == nil || f.WireGuard.Userspace || f.Uplink != "eth0" || f.UplinkMTU != 1500 {
-		g.fail("facts-device", "wireguard %+v uplink %q mtu %d; want a kernel device and eth0 at 1500",
-			f.WireGuard, f.Uplink, f.UplinkMTU)
+	kernelMTU := 0 // btwg0's MTU as the kernel has it, not as the helper says
+	if wg, err := netlink.LinkByName(plumbing.WireGuardName); err == nil {
+		kernelMTU = wg.Attrs().MTU
+	}
+	if f.WireGuard == nil || f.WireGuard.Userspace || f.WireGuard.MTU != g.wgMTU || kernelMTU != g.wgMTU ||
+		f.Uplink != "eth0" || f.UplinkMTU != 1500 {
+		g.fail("facts-device", "wireguard %+v (the kernel's %s at mtu %d) uplink %q mtu %d; want a kernel device at mtu %d and eth0 at 1500",
+			f.WireGuard, plumbing.WireGuardName, kernelMTU, f.Uplink, f.UplinkMTU, g.wgMTU)
 	} else {
 		g.pass("facts-device", "kernel device %s mtu %d, uplink %s mtu %d", f.WireGuard.Name, f.WireGuard.MTU, f.Uplink, f.UplinkMTU)
 	}
