@@ -753,6 +753,8 @@ func (g *guest) mtuEdge(ctx context.Context, id int, p *probe, other int) error 
 	payload := w.mtu - 28 // IPv4 20 + ICMP 8
 	before, err := fragCounters()
 	if err != nil {
+		arriving.stop()
+		entering.stop()
 		return err
 	}
 	rtt, errFit := p.Ping(dst, payload, true, pingTries)
