@@ -315,18 +315,43 @@ func TestEndToEnd(t *testing.T) {
 	vm("a1", "m1", "net1", "10.61.0.11")
 	vm("a3", "m3", "net1", "10.61.0.13") // behind NAT, another machine
 	vm("b1", "m1", "net2", "10.62.0.11")
+	vm("b3", "m3", "net2", "10.62.0.13") // b1's positive control: a VM of its own network
 	var vms []cloud.VMStatus
 	if err := json.Unmarshal([]byte(e.must(append(inv, "vm", "list", "--json")...)), &vms); err != nil {
 		t.Fatal(err)
 	}
-	if len(vms) != 3 || vms[0].Name != "a1" || vms[0].IP != "10.61.0.11" || vms[0].State != "running" || vms[0].MemoryMiB != 128 {
+	if len(vms) != 4 || vms[0].Name != "a1" || vms[0].IP != "10.61.0.11" || vms[0].State != "running" || vms[0].MemoryMiB != 128 {
 		t.Fatalf("vms = %+v", vms)
+	}
+
+	// Through the console of b1, first: the target of a1's isolation
+	// check is up and answers on its own network (it reaches b3 across
+	// machines), so a1 failing to reach it below is isolation, not a VM
+	// that never booted. b1 does not reach a1 either.
+	scriptB := strings.Join([]string{
+		"", "sleep 5",
+		"ping -c 3 -W 2 10.62.0.13 && echo REACH-B-$((40+2))",
+		"ip route add 10.61.0.0/24 dev eth0",
+		"ping -c 3 -W 2 10.61.0.11 >/dev/null || echo ISOLATED-B-$((40+2))",
+		"",
+	}, "\n")
+	out, err = e.run(strings.NewReader(scriptB), append(inv, "vm", "console", "b1", "--idle", "8s")...)
+	if err != nil {
+		t.Fatalf("console: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "REACH-B-42") {
+		t.Fatalf("control: b1 does not reach b3 on its own network, so isolation from a1 would say nothing; the console showed:\n%s", out)
+	}
+	if !strings.Contains(out, "ISOLATED-B-42") {
+		t.Errorf("b1 (net2) reaches a1 (net1); the console showed:\n%s", out)
 	}
 
 	// Through the console of a1: reach a3 across machines (and the NAT),
 	// a full-size frame without fragments, and not b1 on the other
 	// network (which shares no addresses with net1, so the guest has no
-	// route there either: give it one through its own NIC).
+	// route there either: give it one through its own NIC). Both pings,
+	// to a3 (the control: a1 reaches a VM of its own network) and to b1
+	// (which answered b3 above), get three echoes of 2 s.
 	script := strings.Join([]string{
 		"", "sleep 5",
 		"ping -c 3 -W 2 10.61.0.13 && echo REACH-$((40+2))",
@@ -337,7 +362,7 @@ func TestEndToEnd(t *testing.T) {
 		fmt.Sprintf("ping -c 1 -W 2 -s %d 10.61.0.13", mtu1-27),
 		fragCreates("OVER-"),
 		"ip route add 10.62.0.0/24 dev eth0",
-		"ping -c 2 -W 1 10.62.0.11 >/dev/null || echo ISOLATED-$((40+2))",
+		"ping -c 3 -W 2 10.62.0.11 >/dev/null || echo ISOLATED-$((40+2))",
 		"",
 	}, "\n")
 	out, err = e.run(strings.NewReader(script), append(inv, "vm", "console", "a1", "--idle", "8s")...)
@@ -358,7 +383,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Remove everything; the machines keep nothing of ours but the helper.
-	for _, v := range []string{"a1", "a3", "b1"} {
+	for _, v := range []string{"a1", "a3", "b1", "b3"} {
 		e.must(append(inv, "vm", "remove", v)...)
 	}
 	e.must(append(inv, "network", "remove", "net1")...)

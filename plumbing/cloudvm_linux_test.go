@@ -225,13 +225,14 @@ func TestCloudVM(t *testing.T) {
 		}
 	}
 
-	// From the network's side: a full-size frame passes unfragmented, one
-	// byte more does not.
-	if err := ping(ctx, probe, address, "-M", "do", "-s", strconv.Itoa(nr.MTU-28)); err != nil {
+	// From the network's side: a full-size frame reaches the guest
+	// unfragmented. This lab has one machine and no tunnel, so nothing
+	// here is a chain whose MTU edge could be proven: "one byte more"
+	// would only be refused by the probe's own interface. The edge across
+	// the chain is TestChain's, TestVMs' ("MTU edge across the chain", to
+	// a VM) and the real-kernel tier's (TestTwoMachines).
+	if err := waitPing(ctx, probe, address, probeBudget, "-M", "do", "-s", strconv.Itoa(nr.MTU-28)); err != nil {
 		t.Errorf("DF ping of %d bytes (a %d-byte packet) from the probe: %v", nr.MTU-28, nr.MTU, err)
-	}
-	if err := ping(ctx, probe, address, "-M", "do", "-s", strconv.Itoa(nr.MTU-27)); err == nil {
-		t.Errorf("DF ping of a %d-byte packet passed on a network of MTU %d", nr.MTU+1, nr.MTU)
 	}
 
 	if out, err := m.Run(ctx, butter, "helper", "vm", "remove", name); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/lab/sim"
+	"github.com/butter-cloud/butter/plumbing"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
 
@@ -285,7 +286,10 @@ func TestVMs(t *testing.T) {
 		if _, err := s.expect("PING-OK-42", 30*time.Second); err != nil {
 			t.Fatalf("command over the console: %v", err)
 		}
-		// A DF ping at the network's MTU passes, one byte more fails.
+		// A full-size packet (the guest's MTU, the network's) from one
+		// VM to the other crosses the machines. busybox's ping cannot set
+		// DF, and the guest's own MTU would stop one byte more: the edge
+		// is proven across the chain by "MTU edge across the chain".
 		fmt.Fprintf(s.in, "ping -c 1 -W 2 -s 1342 10.20.0.12 >/dev/null && echo BIG-OK\n")
 		if _, err := s.expect("BIG-OK", 20*time.Second); err != nil {
 			t.Errorf("full-size frame across machines: %v", err)
@@ -312,6 +316,23 @@ func TestVMs(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Errorf("Ctrl+] did not detach the console")
 		}
+	})
+
+	t.Run("MTU edge across the chain", func(t *testing.T) {
+		// A probe on m1 with its eth0 and port above the network MTU
+		// sends to web2 on m2: the chain (bridge, tunnel, WireGuard, and
+		// web2's tap on the far side) is the bottleneck, not the sender.
+		mtu := v.helpers.Reports[m1.Name].Networks[0].MTU
+		br := plumbing.BridgeName(vmNetwork.ID)
+		p, err := v.AddProbe(ctx, m1, br, netip.MustParsePrefix("10.20.0.31/24"), bigProbeMTU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tap, err := vmTap(ctx, m2, br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dfEdge(t, ctx, vmNetwork.Name, p, netip.MustParseAddr("10.20.0.12"), mtu, m2.Name+" "+tap+" (web2's tap)", m2.Start, tap)
 	})
 
 	t.Run("helper restart keeps metadata", func(t *testing.T) {
@@ -381,4 +402,23 @@ func TestVMs(t *testing.T) {
 			t.Errorf("the base image should stay cached after remove: %v: %s", err, out)
 		}
 	})
+}
+
+// vmTap is the one port of bridge on m that is neither a tunnel nor a
+// probe: the tap of the one VM on m.
+func vmTap(ctx context.Context, m *sim.Machine, bridge string) (string, error) {
+	ports, err := kernelLinks(ctx, m, "master", bridge)
+	if err != nil {
+		return "", err
+	}
+	var taps []string
+	for _, p := range ports {
+		if !strings.HasPrefix(p.Name, plumbing.Prefix) && p.Kind() == "tun" {
+			taps = append(taps, p.Name)
+		}
+	}
+	if len(taps) != 1 {
+		return "", fmt.Errorf("%s: %s has ports %v, want exactly one VM tap", m.Name, bridge, ports)
+	}
+	return taps[0], nil
 }

@@ -122,9 +122,19 @@ func (b Butter) StartHelper(ctx context.Context, m *sim.Machine, out io.Writer) 
 	return p, nil
 }
 
+// helperWait and meshWait bound WaitHelper and WaitMesh whatever the
+// caller's context allows: a daemon answers in well under a second, a
+// mesh of a few machines handshakes in a few.
+const (
+	helperWait = 60 * time.Second
+	meshWait   = 90 * time.Second
+)
+
 // WaitHelper waits until the helper daemon on m answers facts, or p (if
-// not nil) exits, or ctx ends.
+// not nil) exits, or ctx ends, or helperWait passes.
 func (b Butter) WaitHelper(ctx context.Context, m *sim.Machine, p *sim.Process) error {
+	ctx, cancel := context.WithTimeout(ctx, helperWait)
+	defer cancel()
 	var last error
 	for {
 		if _, err := b.Facts(ctx, m); err == nil {
@@ -265,8 +275,11 @@ func (b Butter) StartMesh(ctx context.Context, l *sim.Lab, mesh Mesh, logs func(
 // WaitMesh waits until every machine of l reaches every other machine's
 // mesh address (ping drives the WireGuard handshakes) and the helper's
 // facts show a handshake with every peer it reaches directly. specs are
-// the machines' specs, by machine name.
+// the machines' specs, by machine name. It gives up after meshWait at
+// most, naming the pairs that do not reach each other.
 func (b Butter) WaitMesh(ctx context.Context, l *sim.Lab, specs map[string]helperapi.Spec) error {
+	ctx, cancel := context.WithTimeout(ctx, meshWait)
+	defer cancel()
 	ping, err := sim.LookPath("ping")
 	if err != nil {
 		return fmt.Errorf("lab %q: wait for the mesh: %w", l.Name, err)

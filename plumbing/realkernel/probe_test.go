@@ -25,6 +25,8 @@ type probe struct {
 	ifindex int // of eth0 inside ns
 	mac     net.HardwareAddr
 	host    string // the bridge side, in the machine's namespace
+	// hostIndex is host's ifindex.
+	hostIndex int
 }
 
 // makeProbe makes a probe with addr on bridge, its links at mtu, as a VM
@@ -62,6 +64,7 @@ func makeProbe(id int, addr netip.Prefix, mtu int, bridge string) (*probe, error
 	if err := netlink.LinkSetUp(host); err != nil {
 		return nil, err
 	}
+	p.hostIndex = host.Attrs().Index
 	inner, err := netlink.LinkByName(peer)
 	if err != nil {
 		return nil, err
@@ -96,6 +99,37 @@ func makeProbe(id int, addr netip.Prefix, mtu int, bridge string) (*probe, error
 	p.ifindex = inner.Attrs().Index
 	p.mac = inner.Attrs().HardwareAddr
 	return p, nil
+}
+
+// SetMTU sets the MTU of the probe's eth0 and of its port on the bridge.
+func (p *probe) SetMTU(mtu int) error {
+	host, err := netlink.LinkByIndex(p.hostIndex)
+	if err != nil {
+		return err
+	}
+	h, err := netlink.NewHandleAt(p.ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	inner, err := h.LinkByIndex(p.ifindex)
+	if err != nil {
+		return err
+	}
+	// Raise the bridge side first, lower it last, so that the probe never
+	// sends what its port would drop.
+	if mtu > host.Attrs().MTU {
+		if err := netlink.LinkSetMTU(host, mtu); err != nil {
+			return fmt.Errorf("%s mtu %d: %w", p.host, mtu, err)
+		}
+	}
+	if err := h.LinkSetMTU(inner, mtu); err != nil {
+		return fmt.Errorf("probe eth0 mtu %d: %w", mtu, err)
+	}
+	if err := netlink.LinkSetMTU(host, mtu); err != nil {
+		return fmt.Errorf("%s mtu %d: %w", p.host, mtu, err)
+	}
+	return nil
 }
 
 func (p *probe) Close() {
@@ -288,3 +322,79 @@ func (p *probe) Broadcast(etherType uint16, payload []byte) error {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// opener opens a socket in some network namespace.
+type opener func(domain, typ, proto int) (int, error)
+
+// rootSocket opens a socket in the machine's own namespace.
+func rootSocket(domain, typ, proto int) (int, error) {
+	return unix.Socket(domain, typ|unix.SOCK_CLOEXEC, proto)
+}
+
+// echoCounter counts ICMP echo requests from src to dst that arrive on one
+// interface, by IP packet size, until stopped.
+type echoCounter struct {
+	fd    int
+	quit  chan struct{}
+	sizes chan map[int]int
+}
+
+// It listens to every protocol (ETH_P_ALL), as tcpdump does: on a bridge
+// port the bridge takes frames before a socket for ETH_P_IP would see them.
+func countEchoRequests(open opener, ifindex int, src, dst netip.Addr) (*echoCounter, error) {
+	fd, err := open(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return nil, fmt.Errorf("packet socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bind packet socket: %w", err)
+	}
+	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	c := &echoCounter{fd: fd, quit: make(chan struct{}), sizes: make(chan map[int]int, 1)}
+	go func() {
+		sizes := map[int]int{}
+		buf := make([]byte, 65536)
+		s4, d4 := src.As4(), dst.As4()
+		for {
+			select {
+			case <-c.quit:
+				c.sizes <- sizes
+				return
+			default:
+			}
+			n, from, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil || n < 14 {
+				continue // the receive timeout's tick, or a runt
+			}
+			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+				continue
+			}
+			if binary.BigEndian.Uint16(buf[12:14]) != unix.ETH_P_IP {
+				continue
+			}
+			ip := buf[14:n]
+			if len(ip) < 20 || ip[0]>>4 != 4 || ip[9] != unix.IPPROTO_ICMP ||
+				!bytes.Equal(ip[12:16], s4[:]) || !bytes.Equal(ip[16:20], d4[:]) {
+				continue
+			}
+			ihl := int(ip[0]&0x0f) * 4
+			if len(ip) > ihl && ip[ihl] == 8 { // echo request
+				sizes[int(binary.BigEndian.Uint16(ip[2:4]))]++
+			}
+		}
+	}()
+	return c, nil
+}
+
+// stop ends the count and returns it: echo requests by IP packet size.
+func (c *echoCounter) stop() map[int]int {
+	close(c.quit)
+	sizes := <-c.sizes
+	unix.Close(c.fd)
+	return sizes
+}

@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 // guest has no modprobe, so the kernel cannot load a module on demand as it
 // does on a real machine. nf_tables is the helper's firewall; the crc32c
 // it needs (through libcrc32c) is found by name, not by modules.dep.
-var guestModules = []string{"virtio_pci", "virtio_net", "wireguard", "ip_gre", "bridge", "veth", "crc32c_generic", "nf_tables"}
+var guestModules = []string{"virtio_pci", "virtio_net", "wireguard", "ip_gre", "vxlan", "bridge", "veth", "crc32c_generic", "nf_tables"}
 
 // image is what every guest boots.
 type image struct {
@@ -168,9 +168,15 @@ type scenario struct {
 	want []string
 }
 
+// tunnelNet is a network of a scenario: its ID and the tunnel it asks for.
+type tunnelNet struct {
+	id     int
+	tunnel string
+}
+
 // meshSpec is machine i's part of a full mesh of n machines carrying the
-// given networks, all gretap, all over every peer.
-func meshSpec(i int, pubs []string, networkIDs ...int) helperapi.Spec {
+// given networks, each over every peer.
+func meshSpec(i int, pubs []string, nets ...tunnelNet) helperapi.Spec {
 	s := helperapi.Spec{Mesh: helperapi.Mesh{Address: meshAddr(i), ListenPort: listenPort}}
 	var names []string
 	for j, pub := range pubs {
@@ -185,9 +191,9 @@ func meshSpec(i int, pubs []string, networkIDs ...int) helperapi.Spec {
 		})
 		names = append(names, machineName(j))
 	}
-	for _, id := range networkIDs {
+	for _, n := range nets {
 		s.Networks = append(s.Networks, helperapi.Network{
-			Name: fmt.Sprintf("net%d", id), ID: id, Tunnel: helperapi.TunnelGretap, Peers: names,
+			Name: fmt.Sprintf("net%d", n.id), ID: n.id, Tunnel: n.tunnel, Peers: names,
 		})
 	}
 	return s
@@ -201,13 +207,21 @@ func TestBoot(t *testing.T) {
 	})
 }
 
+// TestTwoMachines runs the chain assertions on a kernel with gretap: net1
+// asks for auto, which this kernel's facts make gretap, net2 is forced to
+// VXLAN; each guest computes both chains from its facts and checks the
+// report, the kernel's links, and the MTU edge across the chain.
 func TestTwoMachines(t *testing.T) {
 	img := needImage(t)
 	run(t, img, scenario{
-		name: scenarioTwo, machines: 2, memory: 128, timeout: 90 * time.Second,
-		spec: func(i int, pubs []string) helperapi.Spec { return meshSpec(i, pubs, 1, 2) },
-		want: []string{"modules", "apply", "report", "check-clean", "reapply", "handshake", "facts", "facts-device",
-			"ports-net1", "ports-net2", "reach-net1", "reach-net2", "isolation", "mtu-fits", "mtu-exceeds", "remove"},
+		name: scenarioTwo, machines: 2, memory: 128, timeout: 120 * time.Second,
+		spec: func(i int, pubs []string) helperapi.Spec {
+			return meshSpec(i, pubs, tunnelNet{1, helperapi.TunnelAuto}, tunnelNet{2, helperapi.TunnelVXLAN})
+		},
+		want: []string{"modules", "apply", "facts-chain", "report", "check-clean", "reapply", "handshake", "facts", "facts-device",
+			"ports-net1", "ports-net2", "reach-net1", "reach-net2", "isolation-control", "isolation",
+			"mtu-fits-net1", "mtu-exceeds-net1", "mtu-arrived-net1", "mtu-fits-net2", "mtu-exceeds-net2", "mtu-arrived-net2",
+			"remove"},
 	})
 }
 
@@ -215,8 +229,10 @@ func TestThreeMachinesNoLoop(t *testing.T) {
 	img := needImage(t)
 	run(t, img, scenario{
 		name: scenarioThree, machines: 3, memory: 128, timeout: 120 * time.Second,
-		spec: func(i int, pubs []string) helperapi.Spec { return meshSpec(i, pubs, 1) },
-		want: []string{"modules", "apply", "report", "check-clean", "reapply", "handshake", "facts", "facts-device",
+		spec: func(i int, pubs []string) helperapi.Spec {
+			return meshSpec(i, pubs, tunnelNet{1, helperapi.TunnelGretap})
+		},
+		want: []string{"modules", "apply", "facts-chain", "report", "check-clean", "reapply", "handshake", "facts", "facts-device",
 			"ports-net1", "reach-net1", "loop-once", "loop-control", "loop-restored", "remove"},
 	})
 }
