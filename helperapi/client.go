@@ -259,16 +259,24 @@ func (c *Client) Watch(ctx context.Context, fn func(VMEvent)) error {
 		c.watch = nil
 		c.mu.Unlock()
 	}()
-	if err := c.call(ctx, MethodWatch, nil, nil); err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
+	unwatch := func() error {
 		// Best effort: the connection may be going away too.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = c.call(uctx, MethodUnwatch, nil, nil)
 		return nil
+	}
+	if err := c.call(ctx, MethodWatch, nil, nil); err != nil {
+		if ctx.Err() != nil {
+			// Ended before the daemon's answer came: it may have
+			// subscribed all the same.
+			return unwatch()
+		}
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return unwatch()
 	case reason := <-w.ended:
 		return errors.New(reason)
 	case <-c.conn.DisconnectNotify():
