@@ -158,6 +158,9 @@ func (c *command) parseNamed(args []string) (string, error) {
 	if name == "" {
 		return "", fmt.Errorf("%s: give the VM's name", c.fs.Name())
 	}
+	if err := helperapi.CheckName("vm", name); err != nil {
+		return "", fmt.Errorf("%s: %w", c.fs.Name(), err)
+	}
 	return name, nil
 }
 

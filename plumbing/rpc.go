@@ -88,6 +88,9 @@ func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 			if err := params(&r); err != nil {
 				return nil, err
 			}
+			if err := r.WithDefaults().Check(); err != nil {
+				return nil, &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: err.Error()}
+			}
 			return m.CreateVM(ctx, r, func(p helperapi.Progress) {
 				_ = conn.Notify(ctx, helperapi.NotifyProgress, helperapi.ProgressEvent{VM: r.Name, Progress: p})
 			})
@@ -96,6 +99,9 @@ func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 		case helperapi.MethodVMAction:
 			var a helperapi.VMActionRequest
 			if err := params(&a); err != nil {
+				return nil, err
+			}
+			if err := helperapi.RefuseName("vm", a.Name); err != nil {
 				return nil, err
 			}
 			return m.VMAction(ctx, a)
