@@ -231,7 +231,8 @@ func Serve(ctx context.Context, l net.Listener, m machineSide, log *slog.Logger)
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		conn := jsonrpc2.NewConn(ctx, jsonrpc2.NewPlainObjectStream(c), h)
+		stream := helperapi.NewStream(c, helperapi.MaxMessageSize)
+		conn := jsonrpc2.NewConn(ctx, stream, h, jsonrpc2.SetLogger(slog.NewLogLogger(log.Handler(), slog.LevelWarn)))
 		go func() {
 			select {
 			case <-conn.DisconnectNotify():
