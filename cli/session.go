@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/printable"
 	"github.com/butter-cloud/butter/inventory"
 	"github.com/butter-cloud/butter/lab"
 )
@@ -110,7 +111,12 @@ func (s *session) table(header string, rows [][]string) error {
 	w := tabwriter.NewWriter(s.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, header)
 	for _, r := range rows {
-		fmt.Fprintln(w, strings.Join(r, "\t"))
+		// Cells hold machines' answers (VM names, states, facts).
+		cells := make([]string, len(r))
+		for i, c := range r {
+			cells[i] = printable.String(strings.ReplaceAll(c, "\t", " "))
+		}
+		fmt.Fprintln(w, strings.Join(cells, "\t"))
 	}
 	return w.Flush()
 }
