@@ -61,6 +61,10 @@ func VersionOf(r io.Reader) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
+// ErrNoHello is ReadServeHello's error when the other side printed more
+// than its limit without a hello line.
+var ErrNoHello = errors.New("no " + ServeMagic + " hello line")
+
 // ReadServeHello reads r up to and including a hello line, skipping
 // anything before it (at most about limit bytes, returned as skipped), and
 // leaves r just after it. It is the operator's side of the helper's serve
@@ -79,7 +83,7 @@ func ReadServeHello(r *bufio.Reader, limit int) (protocol int, version string, s
 		}
 		if len(junk)+len(line) > limit {
 			junk = append(junk, line...)
-			return 0, "", string(junk[:limit]), fmt.Errorf("no %s hello line in the first %d bytes", ServeMagic, limit)
+			return 0, "", string(junk[:limit]), fmt.Errorf("%w in the first %d bytes", ErrNoHello, limit)
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			junk = append(junk, line...)

@@ -294,9 +294,14 @@ func (m *Machine) helloFailure(c *Client, exit error, stderr, junk string, readE
 		serr.User, serr.Host = c.User, c.Host
 		return serr
 	}
+	if errors.Is(readErr, helperapi.ErrNoHello) {
+		// It talks, but not the protocol, and would go on: say so
+		// with a taste of what it printed.
+		return fmt.Errorf("start the helper on %s: %w; it printed %q…", c.Host, readErr, shorten(junk, 120))
+	}
 	detail := strings.TrimSpace(stderr)
 	if detail == "" {
-		detail = strings.TrimSpace(junk)
+		detail = shorten(strings.TrimSpace(junk), 400)
 	}
 	if detail == "" {
 		detail = readErr.Error()
