@@ -123,10 +123,11 @@ func (s *session) table(header string, rows [][]string) error {
 
 // steps prints a long operation's steps to stderr.
 func (s *session) steps(st cloud.Step) {
+	// A step's text can quote a machine.
 	if st.Machine != "" {
-		fmt.Fprintf(s.stderr, "%s: %s\n", st.Machine, st.Text)
+		fmt.Fprintf(s.stderr, "%s: %s\n", st.Machine, printable.String(st.Text))
 	} else {
-		fmt.Fprintln(s.stderr, st.Text)
+		fmt.Fprintln(s.stderr, printable.String(st.Text))
 	}
 }
 
