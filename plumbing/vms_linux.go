@@ -46,6 +46,7 @@ func (h *Helper) imageStore() *images.Store {
 		}
 		h.images = images.New(dir)
 		h.images.Mirror = h.imageMirror
+		h.images.MaxImageSize = h.vmOpts.MaxImageSize
 	}
 	return h.images
 }
