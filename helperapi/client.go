@@ -270,9 +270,11 @@ func (c *Client) Watch(ctx context.Context, fn func(VMEvent)) error {
 		c.watch = nil
 		c.mu.Unlock()
 	}()
-	if err := c.call(ctx, MethodWatch, nil, nil); err != nil {
+	if err := c.call(ctx, MethodWatch, nil, nil); err != nil && ctx.Err() == nil {
 		return err
 	}
+	// A ctx that ended while the answer was on its way (the events can
+	// come before it) ends the watch as one that ended after it.
 	select {
 	case <-ctx.Done():
 		// Best effort: the connection may be going away too.
