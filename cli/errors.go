@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/butter-cloud/butter/internal/printable"
 	"github.com/spf13/cobra"
 )
 
@@ -55,7 +56,8 @@ func report(w io.Writer, cmd *cobra.Command, err error) int {
 	if err == nil {
 		return 0
 	}
-	msg := strings.TrimRight(err.Error(), "\n")
+	// An error can carry a machine's words: shown, never obeyed.
+	msg := printable.String(strings.TrimRight(err.Error(), "\n"))
 	if !strings.HasPrefix(msg, "butter ") { // the helper's say "butter helper: ..."
 		msg = "butter: " + msg
 	}

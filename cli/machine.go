@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/printable"
 )
 
 // listTimeout bounds how long a list waits for a machine.
@@ -85,7 +86,7 @@ func (s *session) machineRotateCommand() *cobra.Command {
 				}
 				fmt.Fprintf(s.stdout, "new key on %s\n", strings.Join(r.Rotated, ", "))
 				for _, b := range r.NotRotated {
-					fmt.Fprintf(s.stderr, "butter: machine %s kept its key: %v\n", b.Machine, b.Err)
+					fmt.Fprintf(s.stderr, "butter: machine %s kept its key: %s\n", b.Machine, printable.String(fmt.Sprint(b.Err)))
 				}
 				if len(r.NotRotated) > 0 && wait {
 					return fmt.Errorf("%d machines kept their keys (--wait)", len(r.NotRotated))

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/printable"
 )
 
 // waitFlag adds --wait to a verb that changes the cloud.
@@ -26,7 +27,7 @@ func (s *session) behind(out cloud.Outcome, wait bool) error {
 // machines, away the machines and is/are.
 func (s *session) stillBehind(out cloud.Outcome, wait bool, failedText, awayText string) error {
 	for _, b := range out.Behind {
-		fmt.Fprintf(s.stderr, "butter: %s\n", b)
+		fmt.Fprintf(s.stderr, "butter: %s\n", printable.String(fmt.Sprint(b)))
 	}
 	failed, away := out.Split()
 	switch {

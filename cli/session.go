@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/printable"
 	"github.com/butter-cloud/butter/inventory"
 	"github.com/butter-cloud/butter/lab"
 )
@@ -110,17 +111,23 @@ func (s *session) table(header string, rows [][]string) error {
 	w := tabwriter.NewWriter(s.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, header)
 	for _, r := range rows {
-		fmt.Fprintln(w, strings.Join(r, "\t"))
+		// Cells hold machines' answers (VM names, states, facts).
+		cells := make([]string, len(r))
+		for i, c := range r {
+			cells[i] = printable.String(strings.ReplaceAll(c, "\t", " "))
+		}
+		fmt.Fprintln(w, strings.Join(cells, "\t"))
 	}
 	return w.Flush()
 }
 
 // steps prints a long operation's steps to stderr.
 func (s *session) steps(st cloud.Step) {
+	// A step's text can quote a machine.
 	if st.Machine != "" {
-		fmt.Fprintf(s.stderr, "%s: %s\n", st.Machine, st.Text)
+		fmt.Fprintf(s.stderr, "%s: %s\n", st.Machine, printable.String(st.Text))
 	} else {
-		fmt.Fprintln(s.stderr, st.Text)
+		fmt.Fprintln(s.stderr, printable.String(st.Text))
 	}
 }
 

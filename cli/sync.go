@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/printable"
 )
 
 func (s *session) syncCommand() *cobra.Command {
@@ -82,7 +83,7 @@ func (s *session) adopt(ctx context.Context, from cloud.AdoptFrom, acceptNew boo
 		fmt.Fprintf(s.stdout, "adopted generation %d from %s: %d machines, %d networks, %d VMs, in %s\n",
 			inv.Generation, a.From, len(inv.Machines), len(inv.Networks), len(inv.VMs), cl.Path())
 		for _, b := range a.Unreached {
-			fmt.Fprintf(s.stderr, "butter: machine %s did not answer (%v): pending until `butter sync` reaches it\n", b.Machine, b.Err)
+			fmt.Fprintf(s.stderr, "butter: machine %s did not answer (%v): pending until `butter sync` reaches it\n", b.Machine, printable.String(fmt.Sprint(b.Err)))
 		}
 		return nil
 	})

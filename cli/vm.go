@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/printable"
 )
 
 func (s *session) vmCommand() *cobra.Command {
@@ -73,7 +74,7 @@ func (s *session) vmList(ctx context.Context, cl *cloud.Cloud, asJSON bool) erro
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(away)) {
-		fmt.Fprintf(s.stderr, "butter: machine %s did not answer (%v); its VMs are listed as %s\n", name, away[name], cloud.VMUnknown)
+		fmt.Fprintf(s.stderr, "butter: machine %s did not answer (%v); its VMs are listed as %s\n", name, printable.String(fmt.Sprint(away[name])), cloud.VMUnknown)
 	}
 	if errors.Is(err, cloud.ErrNoAnswer) {
 		return fmt.Errorf("no machine answered; the VMs listed are the inventory's, state %s", cloud.VMUnknown)

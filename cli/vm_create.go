@@ -13,6 +13,7 @@ import (
 
 	"github.com/butter-cloud/butter/cloud"
 	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/internal/printable"
 )
 
 // vmCreateFlags are `vm create`'s flags that need reading.
@@ -92,13 +93,13 @@ func (s *session) vmCreate(ctx context.Context, nv cloud.NewVM) error {
 	v, err := cl.CreateVM(ctx, nv, func(p helperapi.Progress) {
 		if time.Since(last) > time.Second || p.Done == p.Total {
 			last = time.Now()
-			fmt.Fprintf(s.stderr, "%s %s: %s\n", p.Phase, p.Name, progressText(p))
+			fmt.Fprintln(s.stderr, printable.String(fmt.Sprintf("%s %s: %s", p.Phase, p.Name, progressText(p))))
 		}
 	}, s.steps)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(s.stdout, "vm %s created on %s: %s, %s\n", v.Name, v.Machine, v.IP, v.State)
+	fmt.Fprintf(s.stdout, "vm %s created on %s: %s, %s\n", v.Name, v.Machine, v.IP, printable.String(v.State))
 	return nil
 }
 

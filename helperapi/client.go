@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"sync"
 	"time"
@@ -68,7 +70,8 @@ type ProgressEvent struct {
 
 // Client calls a helper daemon.
 type Client struct {
-	conn *jsonrpc2.Conn
+	conn   *jsonrpc2.Conn
+	stream *Stream
 
 	mu       sync.Mutex
 	progress map[string]func(Progress) // by VM name
@@ -93,8 +96,11 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 
 // NewClient speaks the helper protocol over rwc.
 func NewClient(ctx context.Context, rwc net.Conn) *Client {
-	c := &Client{progress: map[string]func(Progress){}}
-	c.conn = jsonrpc2.NewConn(ctx, jsonrpc2.NewPlainObjectStream(rwc), jsonrpc2.HandlerWithError(c.notified))
+	c := &Client{progress: map[string]func(Progress){}, stream: NewStream(rwc, MaxMessageSize)}
+	// jsonrpc2 logs a protocol error to standard error by default: the
+	// call that fails says it instead (see call).
+	c.conn = jsonrpc2.NewConn(ctx, c.stream, jsonrpc2.HandlerWithError(c.notified),
+		jsonrpc2.SetLogger(log.New(io.Discard, "", 0)))
 	return c
 }
 
@@ -152,6 +158,11 @@ func (c *Client) call(ctx context.Context, method string, params, result any) er
 		var rerr *jsonrpc2.Error
 		if errors.As(err, &rerr) {
 			return &RemoteError{Code: rerr.Code, Message: rerr.Message}
+		}
+		if serr := c.stream.Err(); errors.Is(err, jsonrpc2.ErrClosed) && serr != nil && !errors.Is(serr, io.EOF) {
+			// The connection closed because the helper sent what the
+			// protocol refuses: say what, not just "closed".
+			return fmt.Errorf("%s: the helper sent %w; the connection is closed", method, serr)
 		}
 		return fmt.Errorf("%s: %w", method, err)
 	}
@@ -259,24 +270,18 @@ func (c *Client) Watch(ctx context.Context, fn func(VMEvent)) error {
 		c.watch = nil
 		c.mu.Unlock()
 	}()
-	unwatch := func() error {
+	if err := c.call(ctx, MethodWatch, nil, nil); err != nil && ctx.Err() == nil {
+		return err
+	}
+	// A ctx that ended while the answer was on its way (the events can
+	// come before it) ends the watch as one that ended after it.
+	select {
+	case <-ctx.Done():
 		// Best effort: the connection may be going away too.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = c.call(uctx, MethodUnwatch, nil, nil)
 		return nil
-	}
-	if err := c.call(ctx, MethodWatch, nil, nil); err != nil {
-		if ctx.Err() != nil {
-			// Ended before the daemon's answer came: it may have
-			// subscribed all the same.
-			return unwatch()
-		}
-		return err
-	}
-	select {
-	case <-ctx.Done():
-		return unwatch()
 	case reason := <-w.ended:
 		return errors.New(reason)
 	case <-c.conn.DisconnectNotify():

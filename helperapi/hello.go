@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -60,22 +61,33 @@ func VersionOf(r io.Reader) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
+// ErrNoHello is ReadServeHello's error when the other side printed more
+// than its limit without a hello line.
+var ErrNoHello = errors.New("no " + ServeMagic + " hello line")
+
 // ReadServeHello reads r up to and including a hello line, skipping
 // anything before it (at most about limit bytes, returned as skipped), and
-// leaves r just after it. It is the operator's side of the helper's serve hello.
+// leaves r just after it. It is the operator's side of the helper's serve
+// hello. It never holds more than limit bytes plus r's buffer: a line
+// without an end is cut off, not read whole.
 func ReadServeHello(r *bufio.Reader, limit int) (protocol int, version string, skipped string, err error) {
-	var junk strings.Builder
+	var junk, line []byte
 	for {
-		line, err := r.ReadString('\n')
-		if p, v, ok := ParseServeHello(strings.TrimRight(line, "\r\n")); ok && strings.HasSuffix(line, "\n") {
-			return p, v, junk.String(), nil
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if err == nil {
+			if p, v, ok := ParseServeHello(strings.TrimRight(string(line), "\r\n")); ok {
+				return p, v, string(junk), nil
+			}
+			junk, line = append(junk, line...), line[:0]
 		}
-		junk.WriteString(line)
-		if err != nil {
-			return 0, "", junk.String(), err
+		if len(junk)+len(line) > limit {
+			junk = append(junk, line...)
+			return 0, "", string(junk[:limit]), fmt.Errorf("%w in the first %d bytes", ErrNoHello, limit)
 		}
-		if junk.Len() > limit {
-			return 0, "", junk.String(), fmt.Errorf("no %s hello line in the first %d bytes", ServeMagic, limit)
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			junk = append(junk, line...)
+			return 0, "", string(junk), err
 		}
 	}
 }

@@ -30,3 +30,14 @@ func CheckName(kind, name string) error {
 	}
 	return fmt.Errorf("%s name %q: %s", kind, name, NameRule)
 }
+
+// RefuseName is CheckName for a name that came over the wire: a bad name
+// is a *RemoteError with CodeInvalid, so the caller learns its request was
+// refused and nothing changed. The receiving side checks every name with it
+// before the name is used, above all before it becomes part of a path.
+func RefuseName(kind, name string) error {
+	if err := CheckName(kind, name); err != nil {
+		return &RemoteError{Code: CodeInvalid, Message: err.Error()}
+	}
+	return nil
+}

@@ -23,7 +23,7 @@ The machine side of butter. The operator's butter drives it over SSH;
 these verbs are also for looking around on the machine itself.
 
   daemon  [--state-dir DIR] [--socket PATH] [--libvirt-socket PATH] [--accel auto|kvm|tcg]
-                                              run the helper daemon in the foreground
+          [--max-image-size BYTES]            run the helper daemon in the foreground
   pubkey  [--state-dir DIR]                   print this machine's WireGuard public key
   apply   FILE|-                              apply a machine spec (JSON); print the report
   check   FILE|-                              print how the machine differs from a spec
@@ -55,6 +55,7 @@ type command struct {
 	libvirtSocket string
 	accel         string
 	imageMirror   string
+	maxImageSize  int64
 	verbose       bool
 }
 
@@ -79,6 +80,7 @@ func RunCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	c.fs.StringVar(&c.libvirtSocket, "libvirt-socket", vm.DefaultSocket, "libvirtd's socket")
 	c.fs.StringVar(&c.accel, "accel", helperapi.AccelAuto, "VM accelerator: auto, kvm or tcg")
 	c.fs.StringVar(&c.imageMirror, "image-mirror", "", "https mirror of the image catalog's servers")
+	c.fs.Int64Var(&c.maxImageSize, "max-image-size", 0, "the largest image file taken, in bytes (0: 32 GiB)")
 	c.fs.BoolVar(&c.verbose, "v", false, "log debug detail")
 
 	switch verb {
@@ -158,11 +160,14 @@ func (c *command) parseNamed(args []string) (string, error) {
 	if name == "" {
 		return "", fmt.Errorf("%s: give the VM's name", c.fs.Name())
 	}
+	if err := helperapi.CheckName("vm", name); err != nil {
+		return "", fmt.Errorf("%s: %w", c.fs.Name(), err)
+	}
 	return name, nil
 }
 
 func (c *command) vmOptions() vm.Options {
-	return vm.Options{Socket: c.libvirtSocket, Accel: c.accel}
+	return vm.Options{Socket: c.libvirtSocket, Accel: c.accel, MaxImageSize: c.maxImageSize}
 }
 
 func (c *command) daemon(args []string) error {

@@ -37,17 +37,7 @@ type machineSide interface {
 func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 	w := &watches{m: m, subs: map[*jsonrpc2.Conn]*subscription{}}
 	answer := func(ctx context.Context, conn *jsonrpc2.Conn, req *jsonrpc2.Request) (any, error) {
-		params := func(v any) error {
-			if req.Params == nil {
-				return &jsonrpc2.Error{Code: jsonrpc2.CodeInvalidParams, Message: req.Method + ": missing params"}
-			}
-			dec := json.NewDecoder(bytesReader(*req.Params))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(v); err != nil {
-				return &jsonrpc2.Error{Code: jsonrpc2.CodeInvalidParams, Message: req.Method + ": " + err.Error()}
-			}
-			return nil
-		}
+		params := func(v any) error { return decodeParams(req.Method, req.Params, v) }
 		log.Debug("call", "method", req.Method)
 		switch req.Method {
 		case helperapi.MethodPublicKey:
@@ -88,6 +78,9 @@ func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 			if err := params(&r); err != nil {
 				return nil, err
 			}
+			if err := r.WithDefaults().Check(); err != nil {
+				return nil, &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: err.Error()}
+			}
 			return m.CreateVM(ctx, r, func(p helperapi.Progress) {
 				_ = conn.Notify(ctx, helperapi.NotifyProgress, helperapi.ProgressEvent{VM: r.Name, Progress: p})
 			})
@@ -96,6 +89,9 @@ func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 		case helperapi.MethodVMAction:
 			var a helperapi.VMActionRequest
 			if err := params(&a); err != nil {
+				return nil, err
+			}
+			if err := helperapi.RefuseName("vm", a.Name); err != nil {
 				return nil, err
 			}
 			return m.VMAction(ctx, a)
@@ -114,6 +110,20 @@ func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 		return res, wireError(err)
 	})
 	return jsonrpc2.AsyncHandler(h)
+}
+
+// decodeParams decodes a request's params into v strictly (an unknown
+// field is an error), with JSON-RPC's invalid-params code.
+func decodeParams(method string, raw *json.RawMessage, v any) error {
+	if raw == nil {
+		return &jsonrpc2.Error{Code: jsonrpc2.CodeInvalidParams, Message: method + ": missing params"}
+	}
+	dec := json.NewDecoder(bytesReader(*raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &jsonrpc2.Error{Code: jsonrpc2.CodeInvalidParams, Message: method + ": " + err.Error()}
+	}
+	return nil
 }
 
 // wireError gives err its code on the wire: a *helperapi.RemoteError's
@@ -225,7 +235,8 @@ func Serve(ctx context.Context, l net.Listener, m machineSide, log *slog.Logger)
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		conn := jsonrpc2.NewConn(ctx, jsonrpc2.NewPlainObjectStream(c), h)
+		stream := helperapi.NewStream(c, helperapi.MaxMessageSize)
+		conn := jsonrpc2.NewConn(ctx, stream, h, jsonrpc2.SetLogger(slog.NewLogLogger(log.Handler(), slog.LevelWarn)))
 		go func() {
 			select {
 			case <-conn.DisconnectNotify():

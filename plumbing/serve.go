@@ -57,6 +57,9 @@ func (c *command) remoteVerb(verb string, args []string) error {
 		if c.imageMirror != "" {
 			daemonArgs = append(daemonArgs, "--image-mirror", c.imageMirror)
 		}
+		if c.maxImageSize > 0 {
+			daemonArgs = append(daemonArgs, "--max-image-size", strconv.FormatInt(c.maxImageSize, 10))
+		}
 		return Supervise(c.ctx, *pidFile, append(daemonArgs, c.fs.Args()...), c.stderr)
 	case "image":
 		switch {
@@ -198,17 +201,24 @@ func (c *command) imageImport(args []string) error {
 	defer io.Copy(io.Discard, c.stdin)
 	enc := json.NewEncoder(c.stdout)
 	if *kind != "disk" {
-		b, err := images.New(*dir).PutBlob(c.ctx, *kind, f, nil)
+		b, err := c.store(*dir).PutBlob(c.ctx, *kind, f, nil)
 		if err != nil {
 			return err
 		}
 		return enc.Encode(helperapi.Image{ID: b.SHA256, Name: *name, Kernel: &b})
 	}
-	img, err := images.New(*dir).Ensure(c.ctx, helperapi.Source{File: f}, nil)
+	img, err := c.store(*dir).Ensure(c.ctx, helperapi.Source{File: f}, nil)
 	if err != nil {
 		return err
 	}
 	return enc.Encode(img)
+}
+
+// store is the image store in dir, with the command's bounds.
+func (c *command) store(dir string) *images.Store {
+	s := images.New(dir)
+	s.MaxImageSize = c.maxImageSize
+	return s
 }
 
 // imageHas is `butter helper image has --kind K --sha256 H`: it prints yes

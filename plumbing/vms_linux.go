@@ -46,6 +46,7 @@ func (h *Helper) imageStore() *images.Store {
 		}
 		h.images = images.New(dir)
 		h.images.Mirror = h.imageMirror
+		h.images.MaxImageSize = h.vmOpts.MaxImageSize
 	}
 	return h.images
 }
@@ -56,7 +57,7 @@ func (h *Helper) imageStore() *images.Store {
 func (h *Helper) CreateVM(ctx context.Context, req helperapi.VMRequest, progress func(helperapi.Progress)) (helperapi.VMInfo, error) {
 	req = req.WithDefaults()
 	if err := req.Check(); err != nil {
-		return helperapi.VMInfo{}, err
+		return helperapi.VMInfo{}, &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: err.Error()}
 	}
 	src, err := helperapi.ParseSource(req.Image)
 	if err != nil {
@@ -218,6 +219,9 @@ func (h *Helper) ListVMs(ctx context.Context) ([]helperapi.VMInfo, error) {
 
 // VMAction starts, stops, reboots or removes a VM.
 func (h *Helper) VMAction(ctx context.Context, a helperapi.VMActionRequest) (helperapi.VMActionResult, error) {
+	if err := helperapi.RefuseName("vm", a.Name); err != nil {
+		return helperapi.VMActionResult{}, err
+	}
 	m, err := h.vmManager(ctx)
 	if err != nil {
 		return helperapi.VMActionResult{}, err

@@ -1,7 +1,6 @@
 package remote
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -180,11 +179,60 @@ func sudoError(stderr string) *SudoError {
 	return nil
 }
 
-// Output runs line (as root if root) and returns its standard output.
+// MaxOutput bounds the standard output kept of a command run for its
+// answer (Output, the helper's image verbs): every real answer is a line
+// or a small JSON object, so a machine that prints more is refused rather
+// than held in memory.
+const MaxOutput = 1 << 20
+
+// Output runs line (as root if root) and returns its standard output, at
+// most MaxOutput bytes of it: more is an error.
 func (c *Client) Output(ctx context.Context, root bool, line string) ([]byte, error) {
-	var out bytes.Buffer
-	err := c.Run(ctx, Cmd{Line: line, Root: root, Stdout: &out})
-	return out.Bytes(), err
+	out := &cappedBuffer{max: MaxOutput}
+	if err := c.Run(ctx, Cmd{Line: line, Root: root, Stdout: out}); err != nil {
+		return out.Bytes(), err
+	}
+	return out.Bytes(), out.check(c.Host, line)
+}
+
+// cappedBuffer keeps the first max bytes written to it and drops the rest,
+// noting that it did (the command still runs to its end: a writer that
+// failed would leave it blocked on a full channel).
+type cappedBuffer struct {
+	mu   sync.Mutex
+	max  int
+	buf  []byte
+	over bool
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	keep := min(len(p), b.max-len(b.buf))
+	b.buf = append(b.buf, p[:keep]...)
+	if keep < len(p) {
+		b.over = true
+	}
+	return len(p), nil
+}
+
+// Bytes is what was kept.
+func (b *cappedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf
+}
+
+func (b *cappedBuffer) String() string { return string(b.Bytes()) }
+
+// check says when the command printed more than was kept.
+func (b *cappedBuffer) check(host, line string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.over {
+		return fmt.Errorf("`%s` on %s printed more than %d bytes; that is not an answer butter expects", shorten(line, 120), host, b.max)
+	}
+	return nil
 }
 
 // tailBuffer keeps the last max bytes written to it.

@@ -294,9 +294,14 @@ func (m *Machine) helloFailure(c *Client, exit error, stderr, junk string, readE
 		serr.User, serr.Host = c.User, c.Host
 		return serr
 	}
+	if errors.Is(readErr, helperapi.ErrNoHello) {
+		// It talks, but not the protocol, and would go on: say so
+		// with a taste of what it printed.
+		return fmt.Errorf("start the helper on %s: %w; it printed %q…", c.Host, readErr, shorten(junk, 120))
+	}
 	detail := strings.TrimSpace(stderr)
 	if detail == "" {
-		detail = strings.TrimSpace(junk)
+		detail = shorten(strings.TrimSpace(junk), 400)
 	}
 	if detail == "" {
 		detail = readErr.Error()
@@ -411,16 +416,16 @@ type ImageUpload struct {
 func (m *Machine) ImportImage(ctx context.Context, u ImageUpload) (helperapi.Image, error) {
 	var img helperapi.Image
 	err := m.withSSH(ctx, func(c *Client) error {
-		var out strings.Builder
+		out := &cappedBuffer{max: MaxOutput}
 		body := &progressReader{r: u.Body, fn: u.Progress}
 		kind := u.Kind
 		if kind == "" {
 			kind = "disk"
 		}
 		// Skip what the machine holds already.
-		var has strings.Builder
+		has := &cappedBuffer{max: 64}
 		hasLine := shellJoin(m.helper.Path, "helper", "image", "has", "--kind", kind, "--sha256", u.SHA256)
-		if err := c.Run(ctx, Cmd{Root: true, Line: hasLine, Stdout: &has}); err == nil && strings.TrimSpace(has.String()) == "yes" {
+		if err := c.Run(ctx, Cmd{Root: true, Line: hasLine, Stdout: has}); err == nil && strings.TrimSpace(has.String()) == "yes" {
 			if u.Progress != nil {
 				u.Progress(u.Size)
 			}
@@ -429,7 +434,10 @@ func (m *Machine) ImportImage(ctx context.Context, u ImageUpload) (helperapi.Ima
 		}
 		line := shellJoin(m.helper.Path, "helper", "image", "import", "--name", u.Name,
 			"--size", strconv.FormatInt(u.Size, 10), "--sha256", u.SHA256, "--kind", kind)
-		if err := c.Run(ctx, Cmd{Root: true, Line: line, Stdin: body, Stdout: &out}); err != nil {
+		if err := c.Run(ctx, Cmd{Root: true, Line: line, Stdin: body, Stdout: out}); err != nil {
+			return fmt.Errorf("import image %s: %w", u.Name, err)
+		}
+		if err := out.check(c.Host, line); err != nil {
 			return fmt.Errorf("import image %s: %w", u.Name, err)
 		}
 		body.report(true)

@@ -7,6 +7,7 @@ import (
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
+	"github.com/butter-cloud/butter/internal/printable"
 )
 
 // View is the frame bubbletea draws: render, full-screen.
@@ -112,7 +113,7 @@ func (m *Model) dashboardView() string {
 	lines := []string{m.header(), m.tabs(), t.View(m.st, true)}
 	detail := ""
 	if r, ok := t.Selected(); ok {
-		detail = r.detail
+		detail = printable.String(r.detail)
 	}
 	if m.data.invErr != nil {
 		lines = append(lines, m.st.errBox.Render(pad(" inventory: "+oneLine(m.data.invErr.Error()), m.width)))
@@ -184,5 +185,5 @@ func (m *Model) helpView() string {
 }
 
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return printable.String(strings.Join(strings.Fields(s), " "))
 }

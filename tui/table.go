@@ -5,6 +5,7 @@ import (
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
+	"github.com/butter-cloud/butter/internal/printable"
 	"github.com/charmbracelet/x/ansi"
 )
 
@@ -250,7 +251,7 @@ func (t *table) View(st styles, focused bool) string {
 
 func cellText(r row, j int) string {
 	if j < len(r.cells) {
-		return r.cells[j].text
+		return printable.String(r.cells[j].text)
 	}
 	return ""
 }

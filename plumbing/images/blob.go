@@ -60,7 +60,16 @@ func (s *Store) PutBlob(ctx context.Context, kind string, f *helperapi.File, pro
 // BlobSize is the size of a kept kernel boot blob, or false when the
 // store does not have it.
 func (s *Store) BlobSize(kind, sha256 string) (int64, bool) {
-	fi, err := os.Stat(filepath.Join(s.dir(), kind+"-"+strings.ToLower(sha256)))
+	// Both come from a request and make a path: only a known kind and a
+	// hex digest do.
+	sha256 = strings.ToLower(sha256)
+	if kind != helperapi.BlobKernel && kind != helperapi.BlobInitrd {
+		return 0, false
+	}
+	if _, err := helperapi.ParseChecksum("sha256:" + sha256); err != nil {
+		return 0, false
+	}
+	fi, err := os.Stat(filepath.Join(s.dir(), kind+"-"+sha256))
 	if err != nil || !fi.Mode().IsRegular() {
 		return 0, false
 	}

@@ -25,6 +25,10 @@ func (s *Store) download(ctx context.Context, url, name string, want expect, tls
 		return nil, err
 	}
 	defer resp.Body.Close()
+	want.max = s.maxImageSize()
+	if resp.ContentLength > want.max {
+		return nil, fmt.Errorf("download %s: the server announces %d bytes, more than the maximum image size %d; nothing was cached", name, resp.ContentLength, want.max)
+	}
 	body := &stallReader{r: resp.Body, timer: timer, d: stall}
 	return stage(ctx, s.dir(), body, name, helperapi.PhaseDownload, resp.ContentLength, want, progress)
 }
@@ -88,6 +92,13 @@ func (s *Store) client(tlsOnly bool) *http.Client {
 		return nil
 	}
 	return &cc
+}
+
+func (s *Store) maxImageSize() int64 {
+	if s.MaxImageSize > 0 {
+		return s.MaxImageSize
+	}
+	return DefaultMaxImageSize
 }
 
 func (s *Store) stallTimeout() time.Duration {

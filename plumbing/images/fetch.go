@@ -59,7 +59,7 @@ func (s *Store) fetchUpload(ctx context.Context, f *helperapi.File, progress fun
 }
 
 func (s *Store) upload(ctx context.Context, name string, f *helperapi.File, progress func(helperapi.Progress)) (*staged, error) {
-	want := expect{size: f.Size, sum: helperapi.Checksum{Algo: "sha256", Hex: f.SHA256}, from: "computed by the operator"}
+	want := expect{size: f.Size, sum: helperapi.Checksum{Algo: "sha256", Hex: f.SHA256}, from: "computed by the operator", max: s.maxImageSize()}
 	return stage(ctx, s.dir(), f.Body, name, helperapi.PhaseUpload, f.Size, want, progress)
 }
 

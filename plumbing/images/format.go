@@ -62,8 +62,10 @@ func checkQCOW2(h []byte) error {
 	}
 	if off := be.Uint64(h[8:]); off != 0 {
 		name := ""
-		if n := be.Uint32(h[16:]); off+uint64(n) <= uint64(len(h)) {
-			name = string(bytes.ToValidUTF8(h[off:off+uint64(n)], []byte("?")))
+		// Both come from the image: off+n can wrap around, so compare
+		// each with what is there.
+		if n := uint64(be.Uint32(h[16:])); off <= uint64(len(h)) && n <= uint64(len(h))-off {
+			name = string(bytes.ToValidUTF8(h[off:off+n], []byte("?")))
 		}
 		return fmt.Errorf("qcow2 image has a backing file %q; a base image must stand alone (qemu-img convert -O qcow2 IN OUT flattens it)", name)
 	}

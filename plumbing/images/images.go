@@ -41,6 +41,10 @@ const DefaultDir = "/var/lib/butter/images"
 // long.
 const DefaultStallTimeout = 2 * time.Minute
 
+// DefaultMaxImageSize is the largest image file a Store takes unless told
+// otherwise: cloud images are well under 1 GiB, a raw disk a few GiB.
+const DefaultMaxImageSize = 32 << 30
+
 // Store is the image cache in one folder. Its exported fields are settings;
 // set them before the first call. Several Stores (and processes) may share
 // a folder: they coordinate through lock files in it.
@@ -59,6 +63,10 @@ type Store struct {
 	// StallTimeout ends a download that receives nothing for this long;
 	// DefaultStallTimeout if zero.
 	StallTimeout time.Duration
+	// MaxImageSize bounds one downloaded or uploaded file, checked while
+	// it streams (a server that sends no length, or lies about it, stops
+	// there and its partial file is removed); DefaultMaxImageSize if zero.
+	MaxImageSize int64
 
 	mu    sync.Mutex
 	keys  map[string]chan struct{} // one per source being fetched

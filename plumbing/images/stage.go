@@ -60,6 +60,7 @@ type expect struct {
 	size int64              // -1: any
 	sum  helperapi.Checksum // the digest given by the operator or the publisher
 	from string             // where sum comes from, for errors
+	max  int64              // the most bytes taken; 0: no bound
 }
 
 // stage streams r into a temporary file in dir, hashing as it writes,
@@ -90,6 +91,10 @@ func stage(ctx context.Context, dir string, r io.Reader, name string, phase help
 	if want.size >= 0 {
 		// One byte more than promised is enough to tell it was too long.
 		r = io.LimitReader(r, want.size+1)
+	}
+	if want.max > 0 {
+		// Checked as it streams: the disk never holds more than this.
+		r = io.LimitReader(r, want.max+1)
 	}
 
 	rep := newReporter(progress, name, phase, total)
@@ -122,6 +127,9 @@ func stage(ctx context.Context, dir string, r io.Reader, name string, phase help
 		}
 	}
 	rep.report(n, true)
+	if want.max > 0 && n > want.max {
+		return nil, fmt.Errorf("%s %s: more than the maximum image size of %d bytes; nothing was cached", phase, name, want.max)
+	}
 
 	v := newReporter(progress, name, helperapi.PhaseVerify, n)
 	if err := f.Sync(); err != nil {

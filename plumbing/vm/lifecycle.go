@@ -230,6 +230,9 @@ func xmlEscape(s string) string {
 
 // lookup finds a VM of butter's: a domain carrying butter's metadata.
 func (m *Manager) lookup(name string) (libvirt.Domain, metadata, error) {
+	if err := helperapi.RefuseName("vm", name); err != nil {
+		return libvirt.Domain{}, metadata{}, err
+	}
 	dom, err := m.l.DomainLookupByName(name)
 	if err != nil {
 		if libvirt.IsNotFound(err) {
@@ -320,6 +323,10 @@ func (m *Manager) Reboot(ctx context.Context, name string, force bool) error {
 // Remove destroys the VM and deletes its domain, disk, seed and console
 // log. The base image stays cached. What is already gone is not an error.
 func (m *Manager) Remove(ctx context.Context, name string) error {
+	// The name becomes paths to delete: never an unchecked one.
+	if err := helperapi.RefuseName("vm", name); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	dom, _, err := m.lookup(name)

@@ -42,6 +42,9 @@ type Options struct {
 	// Accel chooses KVM or TCG. A machine whose /dev/kvm exists but
 	// hangs guests needs AccelTCG: the helper cannot tell by looking.
 	Accel string
+	// MaxImageSize bounds one image file the helper downloads or takes
+	// (images.Store.MaxImageSize); images.DefaultMaxImageSize if zero.
+	MaxImageSize int64
 }
 
 func (o Options) withDefaults() Options {
