@@ -47,30 +47,8 @@ func BenchmarkChain(b *testing.B) {
 	ctx, cancel := context.WithTimeout(b.Context(), 3*time.Minute)
 	defer cancel()
 
-	dir := b.TempDir()
-	butter := testbed.Butter{Path: buildButter(b, ctx, dir)}
-	l := testbed.NewLab(b, "bn", sim.Config{Machines: 3})
-	net := helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelAuto}
-	mesh := testbed.Mesh{Networks: []helperapi.Network{net}}
-	logs, err := os.Create(filepath.Join(dir, "helpers.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer logs.Close()
-	h, err := butter.StartMesh(ctx, l, mesh, func(*sim.Machine) io.Writer { return logs })
-	if err != nil {
-		b.Fatal(err)
-	}
-	m1, m2 := l.Machines[0], l.Machines[1]
-	rep := h.Reports[m1.Name].Networks[0]
-	p1, err := l.AddProbe(ctx, m1, rep.Bridge, netip.MustParsePrefix("10.10.1.1/24"), rep.MTU)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p2, err := l.AddProbe(ctx, m2, rep.Bridge, netip.MustParsePrefix("10.10.1.2/24"), rep.MTU)
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := newChainLab(b, ctx, "bn")
+	h, mesh, m1, m2, p1, p2, rep := c.helpers, c.mesh, c.m1, c.m2, c.p1, c.p2, c.rep
 
 	d1, d2 := h.Daemons[m1.Name].PID(), h.Daemons[m2.Name].PID()
 	b.ResetTimer()
@@ -309,4 +287,45 @@ func buildButter(b *testing.B, ctx context.Context, dir string) string {
 		b.Fatalf("go build butter: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// chainLab is a lab of three machines running the helper, one network on
+// all three, and a probe on it on m1 and on m2: what the chain benchmarks
+// measure across.
+type chainLab struct {
+	butter  testbed.Butter
+	lab     *sim.Lab
+	net     helperapi.Network
+	mesh    testbed.Mesh
+	helpers *testbed.Helpers
+	rep     helperapi.NetworkReport // m1's report of the network
+	m1, m2  *sim.Machine
+	p1, p2  *sim.Probe
+}
+
+// newChainLab builds a chainLab whose lab is named with prefix; the
+// helpers' logs go to a file in the benchmark's temporary folder.
+func newChainLab(b *testing.B, ctx context.Context, prefix string) chainLab {
+	b.Helper()
+	dir := b.TempDir()
+	c := chainLab{butter: testbed.Butter{Path: buildButter(b, ctx, dir)}, lab: testbed.NewLab(b, prefix, sim.Config{Machines: 3}),
+		net: helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelAuto}}
+	c.mesh = testbed.Mesh{Networks: []helperapi.Network{c.net}}
+	logs, err := os.Create(filepath.Join(dir, "helpers.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { logs.Close() })
+	if c.helpers, err = c.butter.StartMesh(ctx, c.lab, c.mesh, func(*sim.Machine) io.Writer { return logs }); err != nil {
+		b.Fatal(err)
+	}
+	c.m1, c.m2 = c.lab.Machines[0], c.lab.Machines[1]
+	c.rep = c.helpers.Reports[c.m1.Name].Networks[0]
+	if c.p1, err = c.lab.AddProbe(ctx, c.m1, c.rep.Bridge, netip.MustParsePrefix("10.10.1.1/24"), c.rep.MTU); err != nil {
+		b.Fatal(err)
+	}
+	if c.p2, err = c.lab.AddProbe(ctx, c.m2, c.rep.Bridge, netip.MustParsePrefix("10.10.1.2/24"), c.rep.MTU); err != nil {
+		b.Fatal(err)
+	}
+	return c
 }

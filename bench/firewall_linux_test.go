@@ -3,8 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,30 +36,8 @@ func BenchmarkFirewall(b *testing.B) {
 	ctx, cancel := context.WithTimeout(b.Context(), 4*time.Minute)
 	defer cancel()
 
-	dir := b.TempDir()
-	butter := testbed.Butter{Path: buildButter(b, ctx, dir)}
-	l := testbed.NewLab(b, "bf", sim.Config{Machines: 3})
-	net := helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelAuto}
-	mesh := testbed.Mesh{Networks: []helperapi.Network{net}}
-	logs, err := os.Create(filepath.Join(dir, "helpers.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer logs.Close()
-	h, err := butter.StartMesh(ctx, l, mesh, func(*sim.Machine) io.Writer { return logs })
-	if err != nil {
-		b.Fatal(err)
-	}
-	m1, m2 := l.Machines[0], l.Machines[1]
-	rep := h.Reports[m1.Name].Networks[0]
-	p1, err := l.AddProbe(ctx, m1, rep.Bridge, netip.MustParsePrefix("10.10.1.1/24"), rep.MTU)
-	if err != nil {
-		b.Fatal(err)
-	}
-	p2, err := l.AddProbe(ctx, m2, rep.Bridge, netip.MustParsePrefix("10.10.1.2/24"), rep.MTU)
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := newChainLab(b, ctx, "bf")
+	butter, l, h, net, m1, m2, p1, p2, rep := c.butter, c.lab, c.helpers, c.net, c.m1, c.m2, c.p1, c.p2, c.rep
 	d1, d2 := h.Daemons[m1.Name].PID(), h.Daemons[m2.Name].PID()
 	applyAll := func() {
 		b.Helper()
