@@ -244,6 +244,24 @@ func (c *Cloud) reach(ctx context.Context, m inventory.Machine) (Helper, error) 
 	return c.helper(rctx, m)
 }
 
+// publish makes the inventory as it now is the cloud's next generation on
+// the machines, after a change recorded without one (a VM made or
+// removed), so every helper's copy of the desired state has its VMs.
+// Machines away are pending as after any change. It cannot undo the
+// change it follows: a failure is told as a step of machine, not returned.
+func (c *Cloud) publish(ctx context.Context, machine string, steps func(Step)) {
+	prev, err := c.Inventory()
+	if err == nil {
+		_, err = c.change(ctx, prev, clone(prev), nil, nil)
+	}
+	if err != nil {
+		c.log.Warn("the machines' copies of the cloud were not updated", "err", err)
+		if steps != nil {
+			steps(Step{Machine: machine, Text: "the machines' copies of the cloud were not updated (the next change carries it): " + err.Error()})
+		}
+	}
+}
+
 // record writes next as the inventory, the machines in applied confirming
 // its generation, if the file is still at generation base.
 func (c *Cloud) record(ctx context.Context, base int, next *inventory.Inventory, applied []string) error {

@@ -408,3 +408,36 @@ func TestAwayIsRemembered(t *testing.T) {
 		t.Errorf("dialled %d times after awayMemory, want a second try", cc.tries)
 	}
 }
+
+// A VM made or removed reaches every machine's copy of the desired state,
+// so an adopt after it finds the VM (or its absence).
+func TestVMsReachTheCopies(t *testing.T) {
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, 2)
+	addAll(t, c, 2)
+	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	has := func(vm string) int {
+		n := 0
+		for _, m := range fc.machines {
+			d, _ := m.Desired(ctx)
+			if slices.ContainsFunc(d.VMs, func(v helperapi.DesiredVM) bool { return v.Name == vm }) {
+				n++
+			}
+		}
+		return n
+	}
+	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m1", Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := has("web"); n != 2 {
+		t.Fatalf("%d of 2 machines' copies have the new VM", n)
+	}
+	if _, err := c.VMAction(ctx, "web", "remove", 0); err != nil {
+		t.Fatal(err)
+	}
+	if n := has("web"); n != 0 {
+		t.Fatalf("%d machines' copies still have the removed VM", n)
+	}
+}

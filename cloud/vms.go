@@ -108,6 +108,7 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 	if err := r.Commit(actx); err != nil {
 		return VMStatus{}, c.unmake(actx, m, nv.Name, err)
 	}
+	c.publish(actx, m.Name, steps)
 	return vmStatus(m.Name, info), nil
 }
 
@@ -315,6 +316,9 @@ func (c *Cloud) VMAction(ctx context.Context, name, action string, timeout time.
 			inv.VMs = slices.DeleteFunc(inv.VMs, func(o inventory.VM) bool { return o.Name == name })
 			return nil
 		})
+		if err == nil {
+			c.publish(ctx, m.Name, nil)
+		}
 	}
 	return res, err
 }
