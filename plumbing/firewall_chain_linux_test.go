@@ -734,35 +734,9 @@ func (f *fwLab) addForeignTables(t *testing.T, m *sim.Machine) string {
 // ruleset describes every table, chain and rule on m, sorted.
 func ruleset(t *testing.T, m *sim.Machine) string {
 	t.Helper()
-	c := nft(t, m)
-	tables, err := c.ListTables()
+	rs, err := testbed.Ruleset(nft(t, m))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", m.Name, err)
 	}
-	chains, err := c.ListChains()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []string
-	for _, tb := range tables {
-		lines = append(lines, fmt.Sprintf("table family %d %s", tb.Family, tb.Name))
-		for _, ch := range chains {
-			if ch.Table.Name != tb.Name || ch.Table.Family != tb.Family {
-				continue
-			}
-			rules, err := c.GetRules(tb, ch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range rules {
-				var ex []string
-				for _, e := range r.Exprs {
-					ex = append(ex, fmt.Sprintf("%T%+v", e, e))
-				}
-				lines = append(lines, fmt.Sprintf("  family %d %s %s: %s", tb.Family, tb.Name, ch.Name, strings.Join(ex, " ")))
-			}
-		}
-	}
-	slices.Sort(lines)
-	return strings.Join(lines, "\n")
+	return rs
 }

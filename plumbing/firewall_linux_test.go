@@ -3,13 +3,10 @@ package plumbing
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
-	"slices"
-	"strings"
 	"testing"
 
 	"github.com/butter-cloud/butter/helperapi"
@@ -80,36 +77,11 @@ func ruleset(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tables, err := c.ListTables()
+	rs, err := testbed.Ruleset(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	chains, err := c.ListChains()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []string
-	for _, tb := range tables {
-		lines = append(lines, fmt.Sprintf("table %d %s flags %d", tb.Family, tb.Name, tb.Flags))
-		for _, ch := range chains {
-			if ch.Table.Name != tb.Name || ch.Table.Family != tb.Family {
-				continue
-			}
-			rules, err := c.GetRules(tb, ch)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range rules {
-				var ex []string
-				for _, e := range r.Exprs {
-					ex = append(ex, fmt.Sprintf("%T%+v", e, e))
-				}
-				lines = append(lines, fmt.Sprintf("  %s: %s", ch.Name, strings.Join(ex, " ")))
-			}
-		}
-	}
-	slices.Sort(lines)
-	return strings.Join(lines, "\n")
+	return rs
 }
 
 // everyRule is a plan with a rule of every shape the helper writes.
