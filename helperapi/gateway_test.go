@@ -1,0 +1,37 @@
+package helperapi
+
+import (
+	"net/netip"
+	"testing"
+)
+
+func TestGatewayAddr(t *testing.T) {
+	for _, tc := range []struct{ subnet, want string }{
+		{"10.100.1.0/24", "10.100.1.1"},
+		{"10.100.1.77/24", "10.100.1.1"},
+		{"10.0.0.0/30", "10.0.0.1"},
+		{"10.0.0.0/31", ""},
+		{"fd00::/64", ""},
+	} {
+		got := GatewayAddr(netip.MustParsePrefix(tc.subnet))
+		if (tc.want == "" && got.IsValid()) || (tc.want != "" && got.String() != tc.want) {
+			t.Errorf("GatewayAddr(%s) = %v, want %q", tc.subnet, got, tc.want)
+		}
+	}
+	if GatewayAddr(netip.Prefix{}).IsValid() {
+		t.Error("GatewayAddr of no subnet is valid")
+	}
+}
+
+func TestGatewayMAC(t *testing.T) {
+	a, b := GatewayMAC(1), GatewayMAC(2)
+	if a.String() == b.String() {
+		t.Fatalf("networks 1 and 2 share gateway MAC %s", a)
+	}
+	if a[0]&1 != 0 || a[0]&2 == 0 {
+		t.Fatalf("gateway MAC %s is not locally administered unicast", a)
+	}
+	if got := GatewayMAC(0x010203).String(); got != "02:62:74:01:02:03" {
+		t.Fatalf("GatewayMAC(0x010203) = %s", got)
+	}
+}
