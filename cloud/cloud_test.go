@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -179,12 +181,16 @@ func (l *fakeLink) Close() error { return nil }
 type fakeConnector struct {
 	machines map[string]*fakeMachine // by address
 	down     map[string]bool
+	fail     map[string]error // a machine reached but not usable (host key, login)
 }
 
 func (c *fakeConnector) Connect(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Link, error) {
 	fm, ok := c.machines[m.Address]
 	if !ok || c.down[m.Address] {
-		return nil, errors.New("dial tcp " + m.Address + ":22: connection refused")
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	}
+	if err := c.fail[m.Address]; err != nil {
+		return nil, err
 	}
 	return &fakeLink{m: fm, via: Route{Addr: m.Address}}, nil
 }
