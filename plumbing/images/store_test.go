@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/google/go-cmp/cmp"
 )
@@ -95,7 +96,7 @@ func (f *fakeServer) hitsOn(path string) int {
 // paths on the server.
 func (f *fakeServer) addCatalog(t *testing.T, name, arch string, content, sumOf []byte) (imagePath, sumsPath string) {
 	t.Helper()
-	imageURL, sumsURL, file, err := catalogURLs(name, arch, f.URL)
+	imageURL, sumsURL, sigURL, file, err := catalogURLs(name, arch, f.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +112,9 @@ func (f *fakeServer) addCatalog(t *testing.T, name, arch string, content, sumOf 
 	}
 	f.put(imagePath, content)
 	f.put(sumsPath, []byte(sums))
+	if sigURL != "" {
+		f.put(strings.TrimPrefix(sigURL, f.URL), detachSign(t, testSigner(t), []byte(sums), false))
+	}
 	return imagePath, sumsPath
 }
 
@@ -125,6 +129,7 @@ func newStore(t *testing.T, f *fakeServer, dir string) *Store {
 		s.Mirror = f.URL
 		s.Client = f.Client()
 	}
+	s.Keyring = openpgp.EntityList{testSigner(t)}
 	return s
 }
 
