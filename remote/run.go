@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +15,8 @@ import (
 
 // Cmd is a command to run on the machine.
 type Cmd struct {
-	// Line is a shell command line, run by the login user's shell.
+	// Line is a POSIX shell command line, run by sh whatever the login
+	// user's shell is (see wireLine).
 	Line string
 	// Root runs it as root: through `sudo -n sh -c …` when the login user
 	// is not root.
@@ -75,12 +77,26 @@ func shorten(s string, n int) string {
 	return s
 }
 
-// rootLine is how to run line as root for c's user.
-func (c *Client) rootLine(line string) string {
-	if c.User == "root" {
-		return line
+// wireLine is what the SSH exec request carries for line, run as root
+// (through sudo -n when c's user is not root) or as the login user.
+//
+// sshd hands that text to the login user's shell, which may be fish, tcsh
+// or anything else: a POSIX line (quotes, $, newlines, backslashes) means
+// different things there. So the text the login shell parses is always
+//
+//	[sudo -n ]sh -c 'eval "$(echo BASE64 | base64 -d)"'
+//
+// with BASE64 in [A-Za-z0-9+/=]: plain words and one single-quoted string
+// without a backslash, newline or '!', which every shell reads the same way
+// (fish's \\ and \' escapes, csh's ! history and newline rules all stay
+// out of it). sh then decodes line and runs it. line itself is built with
+// shellQuote, the one quoting function, for sh.
+func (c *Client) wireLine(line string, root bool) string {
+	w := `sh -c 'eval "$(echo ` + base64.StdEncoding.EncodeToString([]byte(line)) + ` | base64 -d)"'`
+	if root && c.User != "root" {
+		w = "sudo -n " + w
 	}
-	return "sudo -n sh -c " + shellQuote(line)
+	return w
 }
 
 // session starts cmd in a new session with its standard streams wired.
@@ -90,10 +106,7 @@ func (c *Client) start(cmd Cmd) (*ssh.Session, *tailBuffer, string, error) {
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("open a session on %s: %w", c.Host, err)
 	}
-	line := cmd.Line
-	if cmd.Root {
-		line = c.rootLine(line)
-	}
+	line := c.wireLine(cmd.Line, cmd.Root)
 	tail := &tailBuffer{max: 4096}
 	s.Stdin = cmd.Stdin
 	s.Stdout = cmd.Stdout
@@ -258,7 +271,9 @@ func (t *tailBuffer) String() string {
 	return string(t.buf)
 }
 
-// shellQuote quotes s for a POSIX shell.
+// shellQuote quotes s as one word for a POSIX shell (sh, which every
+// command runs under: see wireLine). Every remote command line is built
+// with it (or shellJoin).
 func shellQuote(s string) string {
 	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,@+%") == "" {
 		return s

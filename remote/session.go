@@ -247,7 +247,7 @@ func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 	}
 	tail := &tailBuffer{max: 4096}
 	s.Stderr = tail
-	line := c.rootLine(shellJoin(m.helper.Path, "helper", "serve"))
+	line := c.wireLine(shellJoin(m.helper.Path, "helper", "serve"), true)
 	if err := s.Start(line); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start the helper on %s: %w", c.Host, err)

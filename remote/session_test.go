@@ -22,7 +22,7 @@ type channelRWC struct{ ssh.Channel }
 // hello line, then JSON-RPC, with helper.facts answered.
 func fakeServe(proto int, version string, sessions *atomic.Int32) func(string, ssh.Channel, <-chan struct{}) int {
 	return func(cmd string, ch ssh.Channel, gone <-chan struct{}) int {
-		if !strings.HasSuffix(cmd, " helper serve") {
+		if !strings.HasSuffix(unwire(cmd), " helper serve") {
 			return shellHandler(cmd, ch, gone)
 		}
 		n := sessions.Add(1)
@@ -142,7 +142,7 @@ func TestImportImageProgress(t *testing.T) {
 	f := newFixture(t)
 	var got atomic.Int64
 	f.srv.handler = func(cmd string, ch ssh.Channel, gone <-chan struct{}) int {
-		if !strings.Contains(cmd, " helper image import ") {
+		if !strings.Contains(unwire(cmd), " helper image import ") {
 			return shellHandler(cmd, ch, gone)
 		}
 		buf := make([]byte, 64<<10)

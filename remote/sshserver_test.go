@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -38,7 +40,7 @@ type testServer struct {
 	handler  func(cmd string, ch ssh.Channel, gone <-chan struct{}) int
 
 	mu       sync.Mutex
-	execs    []string // commands run
+	execs    []string // commands run, as unwire gives them
 	forwards []string // direct-tcpip targets
 	conns    []*ssh.ServerConn
 }
@@ -198,7 +200,7 @@ func (s *testServer) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 		ssh.Unmarshal(req.Payload, &msg)
 		req.Reply(true, nil)
 		s.mu.Lock()
-		s.execs = append(s.execs, msg.Command)
+		s.execs = append(s.execs, unwire(msg.Command))
 		s.mu.Unlock()
 		gone := make(chan struct{})
 		go func() {
@@ -223,6 +225,29 @@ func (s *testServer) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 	}
 }
 
+// unwire gives the command line a Client's exec request carries (see
+// wireLine), prefixed with "sudo -n " when it runs through sudo; text in
+// another form comes back as it is.
+func unwire(cmd string) string {
+	sudo, rest := "", cmd
+	if r, ok := strings.CutPrefix(rest, "sudo -n "); ok {
+		sudo, rest = "sudo -n ", r
+	}
+	b64, ok := strings.CutPrefix(rest, `sh -c 'eval "$(echo `)
+	if !ok {
+		return cmd
+	}
+	b64, ok = strings.CutSuffix(b64, ` | base64 -d)"'`)
+	if !ok {
+		return cmd
+	}
+	line, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return cmd
+	}
+	return sudo + string(line)
+}
+
 var closeMu sync.Mutex
 
 func closeOnce(c chan struct{}) {
@@ -238,7 +263,11 @@ func closeOnce(c chan struct{}) {
 // shellHandler runs cmd with sh -c; the command's process group is killed
 // when the client signals or closes the channel.
 func shellHandler(cmd string, ch ssh.Channel, gone <-chan struct{}) int {
-	c := exec.Command("sh", "-c", cmd)
+	return runOn(exec.Command("sh", "-c", cmd), ch, gone)
+}
+
+// runOn runs c with the channel as its standard streams.
+func runOn(c *exec.Cmd, ch ssh.Channel, gone <-chan struct{}) int {
 	c.Stdout, c.Stderr = ch, ch.Stderr()
 	stdin, _ := c.StdinPipe()
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
