@@ -2,7 +2,6 @@ package remote
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -84,19 +83,27 @@ func shorten(s string, n int) string {
 // or anything else: a POSIX line (quotes, $, newlines, backslashes) means
 // different things there. So the text the login shell parses is always
 //
-//	[sudo -n ]sh -c 'eval "$(echo BASE64 | base64 -d)"'
+//	[sudo -n ]sh -c 'eval "$(printf "\ooo\ooo…")"'
 //
-// with BASE64 in [A-Za-z0-9+/=]: plain words and one single-quoted string
-// without a backslash, newline or '!', which every shell reads the same way
-// (fish's \\ and \' escapes, csh's ! history and newline rules all stay
-// out of it). sh then decodes line and runs it. line itself is built with
-// shellQuote, the one quoting function, for sh.
+// with every byte of line written as a three-digit octal escape: plain
+// words and one single-quoted string holding only digits, backslashes
+// before digits, $ ( ) and ", which every shell reads the same way (fish's
+// \\ and \' escapes, csh's ! history and newline rules all stay out of it).
+// sh's own printf decodes it, so the machine needs nothing more than sh.
+// Each byte takes four: butter's command lines (a few KiB at most) stay
+// far below Linux's 128 KiB bound on one argument.
+// line itself is built with shellQuote, the one quoting function, for sh.
 func (c *Client) wireLine(line string, root bool) string {
-	w := `sh -c 'eval "$(echo ` + base64.StdEncoding.EncodeToString([]byte(line)) + ` | base64 -d)"'`
-	if root && c.User != "root" {
-		w = "sudo -n " + w
+	var b strings.Builder
+	b.WriteString(`sh -c 'eval "$(printf "`)
+	for i := 0; i < len(line); i++ {
+		fmt.Fprintf(&b, `\%03o`, line[i])
 	}
-	return w
+	b.WriteString(`")"'`)
+	if root && c.User != "root" {
+		return "sudo -n " + b.String()
+	}
+	return b.String()
 }
 
 // session starts cmd in a new session with its standard streams wired.

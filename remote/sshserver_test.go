@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
@@ -233,17 +232,21 @@ func unwire(cmd string) string {
 	if r, ok := strings.CutPrefix(rest, "sudo -n "); ok {
 		sudo, rest = "sudo -n ", r
 	}
-	b64, ok := strings.CutPrefix(rest, `sh -c 'eval "$(echo `)
+	esc, ok := strings.CutPrefix(rest, `sh -c 'eval "$(printf "`)
 	if !ok {
 		return cmd
 	}
-	b64, ok = strings.CutSuffix(b64, ` | base64 -d)"'`)
-	if !ok {
+	esc, ok = strings.CutSuffix(esc, `")"'`)
+	if !ok || len(esc)%4 != 0 {
 		return cmd
 	}
-	line, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		return cmd
+	line := make([]byte, 0, len(esc)/4)
+	for i := 0; i < len(esc); i += 4 {
+		v, err := strconv.ParseUint(esc[i+1:i+4], 8, 8)
+		if esc[i] != '\\' || err != nil {
+			return cmd
+		}
+		line = append(line, byte(v))
 	}
 	return sudo + string(line)
 }
