@@ -250,7 +250,7 @@ func validateURL(raw string, sum Checksum, insecure bool) error {
 	case sum.IsZero() && !insecure:
 		// TLS only says who served the bytes, not that they are the
 		// image meant: a compromised or careless server swaps it.
-		return fmt.Errorf("image URL %s: no checksum vouches for it; add ,checksum=sha256:<hex> (the publisher's), or pass --insecure-no-checksum to trust the server's TLS alone", raw)
+		return fmt.Errorf("image URL %s: no checksum vouches for it; add ,checksum=sha256:<hex> (the publisher's), or trust the server's TLS alone with --insecure-no-checksum (,insecure-no-checksum in a form)", raw)
 	}
 	return nil
 }

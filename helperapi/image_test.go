@@ -25,7 +25,7 @@ func TestParseSource(t *testing.T) {
 		{in: "ubuntu-22.04", wantErr: "known are debian-12, ubuntu-24.04"},
 		{in: "disk.qcow2", wantErr: "write ./disk.qcow2"},
 		{in: "", wantErr: "empty image source"},
-		{in: "https://example.com/a/disk.img", wantErr: "no checksum vouches for it; add ,checksum=sha256:<hex> (the publisher's), or pass --insecure-no-checksum"},
+		{in: "https://example.com/a/disk.img", wantErr: "no checksum vouches for it; add ,checksum=sha256:<hex> (the publisher's), or trust the server's TLS alone with --insecure-no-checksum"},
 		{in: "https://example.com/a/disk.img,insecure-no-checksum", want: Source{URL: "https://example.com/a/disk.img", InsecureNoChecksum: true}},
 		{in: "http://example.com/a/disk.img,insecure-no-checksum", wantErr: "plain http is refused without a checksum"},
 		{in: "https://example.com/disk.img,checksum=sha256:" + hex64 + ",insecure-no-checksum", wantErr: "not both"},
