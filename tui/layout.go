@@ -110,7 +110,12 @@ func (m *Model) tabs() string {
 
 func (m *Model) dashboardView() string {
 	t := m.tables[m.focus]
-	lines := []string{m.header(), m.tabs(), t.View(m.st, true)}
+	lines := []string{m.header()}
+	if m.arr.stacked {
+		lines = append(lines, m.stackedView())
+	} else {
+		lines = append(lines, m.tabs(), t.View(m.st, true))
+	}
 	detail := ""
 	if r, ok := t.Selected(); ok {
 		detail = printable.String(r.detail)

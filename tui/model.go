@@ -36,6 +36,7 @@ type Model struct {
 	tables [paneCount]*table
 	dirty  paneSet
 	focus  pane
+	arr    arrangement
 
 	events    chan cloud.Event
 	gen       int
@@ -109,9 +110,7 @@ func (m *Model) Init() tea.Cmd {
 func (m *Model) resize(w, h int) {
 	m.width, m.height = w, h
 	m.help.SetWidth(w)
-	for _, t := range m.tables {
-		t.SetSize(w, max(h-5, 2))
-	}
+	m.arrange()
 	if m.form != nil {
 		m.form.resize(w, h)
 	}
@@ -250,6 +249,7 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 		if m.filters[m.focus] != "" {
 			m.filters[m.focus] = ""
 			m.tables[m.focus].SetFilter("")
+			m.arrange()
 		}
 		m.setStatus("", false)
 	case key.Matches(msg, k.NextTab):
@@ -301,5 +301,6 @@ func (m *Model) filterKey(msg tea.KeyPressMsg) tea.Cmd {
 	}
 	m.filters[m.focus] = f
 	m.tables[m.focus].SetFilter(f)
+	m.arrange()
 	return nil
 }

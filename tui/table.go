@@ -224,7 +224,12 @@ func (t *table) View(st styles, focused bool) string {
 			continue
 		}
 		var lb strings.Builder
-		lb.WriteByte(' ')
+		if i == t.cursor {
+			// The selection of a pane that is not focused: kept, and marked.
+			lb.WriteString(st.dim.Render("›"))
+		} else {
+			lb.WriteByte(' ')
+		}
 		w := 1
 		for j := range t.cols {
 			if j > 0 {

@@ -208,6 +208,13 @@ func TestGoldenViews(t *testing.T) {
 		{"machines-80x24-light", 80, 24, false, nil},
 		{"networks-80x24-dark", 80, 24, true, []string{"2"}},
 		{"vms-120x30-dark", 120, 30, true, []string{"3", "down", "down"}},
+		// From 100×30 the panes are stacked; from 180 columns machines and
+		// networks sit side by side.
+		{"stacked-100x30-dark", 100, 30, true, []string{"down", "tab"}},
+		{"stacked-120x40-dark", 120, 40, true, nil},
+		{"stacked-120x40-light", 120, 40, false, nil},
+		{"wide-200x60-dark", 200, 60, true, []string{"3", "down"}},
+		{"wide-200x60-light", 200, 60, false, []string{"3", "down"}},
 		{"help-80x24-dark", 80, 24, true, []string{"?"}},
 		{"confirm-80x24-dark", 80, 24, true, []string{"3", "d"}},
 	} {
