@@ -1,0 +1,250 @@
+package cloud
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/inventory"
+)
+
+// Link states.
+const (
+	LinkOK      = "ok"
+	LinkDown    = "down"
+	LinkUnknown = "unknown" // neither end answers
+)
+
+// LinkStatus is one pair of a network's member machines, as their helpers'
+// WireGuard peers see it.
+type LinkStatus struct {
+	A string `json:"a"`
+	B string `json:"b"`
+	// Via is the machine that relays between A and B (both behind NAT);
+	// empty when they reach each other directly.
+	Via string `json:"via,omitempty"`
+	// HandshakeAge is the seconds since the freshest handshake either end
+	// saw (through a relay: the older of the two legs), -1 if none.
+	HandshakeAge float64 `json:"handshake_age_seconds"`
+	// BytesAB and BytesBA are what A's WireGuard sent to B and received
+	// from it (B's own count when A does not answer); a relayed pair has
+	// none of its own, its bytes are counted on the legs.
+	BytesAB int64  `json:"bytes_a_to_b"`
+	BytesBA int64  `json:"bytes_b_to_a"`
+	State   string `json:"state"`
+	// Why says in words what is wrong when the link is not ok.
+	Why string `json:"why,omitempty"`
+}
+
+// Failed says the link is known to be broken.
+func (l LinkStatus) Failed() bool { return l.State == LinkDown }
+
+// NetworkLinks is every pair of network's member machines, in the order
+// of the members: whether they reach each other directly or through a
+// relay (from the specs the helpers hold, Specs), the last handshake and
+// the bytes each way (from the machines' facts), and, for a broken link,
+// why in words.
+func NetworkLinks(inv *inventory.Inventory, machines []MachineStatus, network string) ([]LinkStatus, error) {
+	n, ok := inv.Network(network)
+	if !ok {
+		return nil, fmt.Errorf("no network %q; `butter network list` shows them", network)
+	}
+	specs, err := Specs(inv)
+	if err != nil {
+		return nil, fmt.Errorf("network %q: %w", network, err)
+	}
+	lv := linkView{specs: specs, status: map[string]MachineStatus{}}
+	for _, m := range machines {
+		lv.status[m.Name] = m
+	}
+	var out []LinkStatus
+	for i, a := range n.Machines {
+		for _, b := range n.Machines[i+1:] {
+			out = append(out, lv.link(a, b))
+		}
+	}
+	return out, nil
+}
+
+type linkView struct {
+	specs  map[string]helperapi.Spec
+	status map[string]MachineStatus
+}
+
+func (lv linkView) link(a, b string) LinkStatus {
+	via := ""
+	if p, ok := lv.specPeer(a, b); ok {
+		via = p.Via
+	}
+	if via == "" {
+		return lv.direct(a, b)
+	}
+	l := LinkStatus{A: a, B: b, Via: via, State: LinkOK}
+	legs := []LinkStatus{lv.direct(a, via), lv.direct(via, b)}
+	l.HandshakeAge = max(legs[0].HandshakeAge, legs[1].HandshakeAge)
+	if min(legs[0].HandshakeAge, legs[1].HandshakeAge) < 0 {
+		l.HandshakeAge = -1
+	}
+	for _, leg := range legs {
+		if leg.State != LinkOK && l.State != LinkDown {
+			l.State = leg.State
+			l.Why = fmt.Sprintf("through %s, the leg %s–%s: %s", via, leg.A, leg.B, leg.Why)
+		}
+	}
+	return l
+}
+
+func (lv linkView) specPeer(from, to string) (helperapi.Peer, bool) {
+	for _, p := range lv.specs[from].Peers {
+		if p.Name == to {
+			return p, true
+		}
+	}
+	return helperapi.Peer{}, false
+}
+
+// answers gives a machine's peer facts when it answered.
+func (lv linkView) answers(name string) (helperapi.Facts, bool) {
+	st, ok := lv.status[name]
+	if !ok || st.Status == StatusOffline || st.Status == "" {
+		return helperapi.Facts{}, false
+	}
+	return st.Facts, true
+}
+
+func peerFacts(f helperapi.Facts, name string) (helperapi.PeerFacts, bool) {
+	i := slices.IndexFunc(f.Peers, func(p helperapi.PeerFacts) bool { return p.Name == name })
+	if i < 0 {
+		return helperapi.PeerFacts{}, false
+	}
+	return f.Peers[i], true
+}
+
+func fresh(age float64) bool {
+	return age >= 0 && time.Duration(age*float64(time.Second)) <= StaleHandshake
+}
+
+// direct is the link between two machines that peer with each other.
+func (lv linkView) direct(a, b string) LinkStatus {
+	l := LinkStatus{A: a, B: b, HandshakeAge: -1}
+	fa, aOK := lv.answers(a)
+	fb, bOK := lv.answers(b)
+	if !aOK && !bOK {
+		l.State, l.Why = LinkUnknown, fmt.Sprintf("neither %s nor %s answers", a, b)
+		return l
+	}
+	var missing []string
+	seen := false
+	if aOK {
+		if p, ok := peerFacts(fa, b); ok {
+			seen = true
+			l.HandshakeAge, l.BytesAB, l.BytesBA = p.HandshakeAge, p.TxBytes, p.RxBytes
+		} else {
+			missing = append(missing, fmt.Sprintf("%s has no WireGuard peer for %s", a, b))
+		}
+	}
+	if bOK {
+		if p, ok := peerFacts(fb, a); ok {
+			if !seen {
+				l.BytesAB, l.BytesBA = p.RxBytes, p.TxBytes
+			}
+			seen = true
+			if p.HandshakeAge >= 0 && (l.HandshakeAge < 0 || p.HandshakeAge < l.HandshakeAge) {
+				l.HandshakeAge = p.HandshakeAge
+			}
+		} else {
+			missing = append(missing, fmt.Sprintf("%s has no WireGuard peer for %s", b, a))
+		}
+	}
+	if fresh(l.HandshakeAge) {
+		l.State = LinkOK
+		return l
+	}
+	l.State = LinkDown
+	switch {
+	case !seen:
+		l.Why = joinWords(missing) + ": its spec is not applied (`butter sync`)"
+		return l
+	case l.HandshakeAge < 0:
+		l.Why = "no handshake ever: "
+	default:
+		l.Why = fmt.Sprintf("no handshake for %s: ", time.Duration(l.HandshakeAge*float64(time.Second)).Round(time.Second))
+	}
+	l.Why += "UDP between them is blocked, or an endpoint is wrong" + lv.endpoints(a, b)
+	if len(missing) > 0 {
+		l.Why += "; " + joinWords(missing)
+	}
+	if !aOK || !bOK {
+		quiet := a
+		if aOK {
+			quiet = b
+		}
+		l.Why += fmt.Sprintf(" (%s does not answer)", quiet)
+	}
+	return l
+}
+
+// endpoints says where each end sends the other's WireGuard packets.
+func (lv linkView) endpoints(a, b string) string {
+	var s string
+	for _, e := range [][2]string{{a, b}, {b, a}} {
+		if p, ok := lv.specPeer(e[0], e[1]); ok && p.Endpoint != "" {
+			if s == "" {
+				s = " ("
+			} else {
+				s += ", "
+			}
+			s += fmt.Sprintf("%s sends to %s at %s", e[0], e[1], p.Endpoint)
+		}
+	}
+	if s != "" {
+		s += ")"
+	}
+	return s
+}
+
+func joinWords(s []string) string {
+	switch len(s) {
+	case 0:
+		return ""
+	case 1:
+		return s[0]
+	}
+	return s[0] + " and " + s[1]
+}
+
+// Path says how the pair reaches each other: "direct" or "via R".
+func (l LinkStatus) Path() string {
+	if l.Via != "" {
+		return "via " + l.Via
+	}
+	return "direct"
+}
+
+// Handshake is the last handshake's age in words: "12s ago", "never".
+func (l LinkStatus) Handshake() string {
+	if l.HandshakeAge < 0 {
+		return "never"
+	}
+	return time.Duration(l.HandshakeAge*float64(time.Second)).Round(time.Second).String() + " ago"
+}
+
+// Bytes is n bytes for people, in binary units: 0 B, 1.5 KiB, 12 MiB.
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(n) / float64(div)
+	suffix := "KMGTPE"[exp : exp+1]
+	if v < 10 {
+		return fmt.Sprintf("%.1f %siB", v, suffix)
+	}
+	return fmt.Sprintf("%.0f %siB", v, suffix)
+}
