@@ -47,7 +47,8 @@ type Model struct {
 	filters   [paneCount]string
 
 	showHelp, showLog bool
-	welcome           int // the welcome menu's cursor
+	links             string // the network whose links are shown
+	welcome           int    // the welcome menu's cursor
 
 	form   *modalForm
 	asks   []askMsg
@@ -216,6 +217,11 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 	case m.showLog:
 		if key.Matches(msg, k.Log, k.Escape, k.Quit) {
 			m.showLog = false
+		}
+		return nil
+	case m.links != "":
+		if key.Matches(msg, k.Escape, k.Links, k.Quit) {
+			m.links = ""
 		}
 		return nil
 	case m.shown != nil:

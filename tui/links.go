@@ -1,0 +1,75 @@
+package tui
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"charm.land/lipgloss/v2"
+
+	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/printable"
+)
+
+// linksView is the topology of the network the links modal shows: per
+// pair of members, direct or through a relay, the last handshake, the
+// bytes each way, and why a broken link is, from what the helpers last
+// said (the same reading as `butter network show`).
+func (m *Model) linksView() string {
+	w := max(20, min(m.width-6, 100))
+	title := m.st.title.Render("Links of network " + m.links)
+	if m.data.inv == nil {
+		return title + "\n\n" + m.st.dim.Render("loading…")
+	}
+	statuses := make([]cloud.MachineStatus, 0, len(m.data.machines))
+	for _, st := range m.data.machines {
+		statuses = append(statuses, st)
+	}
+	sort.Slice(statuses, func(i, j int) bool { return statuses[i].Name < statuses[j].Name })
+	links, err := cloud.NetworkLinks(m.data.inv, statuses, m.links)
+	if err != nil {
+		return title + "\n\n" + m.st.errBox.Render(pad(oneLine(err.Error()), w)) + "\n\n" + m.st.dim.Render("esc closes")
+	}
+	t := newTable(column{title: "LINK", max: 30}, column{title: "PATH", max: 16}, column{title: "HANDSHAKE", max: 12},
+		column{title: "A→B", max: 10, right: true}, column{title: "B→A", max: 10, right: true}, column{title: "STATE", max: 8})
+	rows := make([]row, 0, len(links))
+	var why []string
+	for _, l := range links {
+		rows = append(rows, row{id: l.A + "–" + l.B, cells: []cell{
+			{text: l.A + " – " + l.B}, {text: l.Path()}, {text: l.Handshake()},
+			{text: cloud.Bytes(l.BytesAB)}, {text: cloud.Bytes(l.BytesBA)}, {text: l.State, style: linkStyle(l.State)}}})
+		if l.State != cloud.LinkOK {
+			why = append(why, m.st.state(linkStyle(l.State)).Render(l.A+" – "+l.B+" "+l.State+": ")+printable.String(l.Why))
+		}
+	}
+	if len(rows) == 0 {
+		return title + "\n\n" + m.st.dim.Render("one machine: no links") + "\n\n" + m.st.dim.Render("esc closes")
+	}
+	t.SetRows(rows)
+	t.SetSize(w, min(len(rows)+1, max(3, m.height-10-2*len(why))))
+	t.cursor = -1 // no selection: a report
+	var b strings.Builder
+	b.WriteString(title + "\n\n" + t.View(m.st, false))
+	if len(why) > 0 {
+		b.WriteString("\n\n" + lipgloss.NewStyle().Width(w).Render(strings.Join(why, "\n")))
+	}
+	ok := 0
+	for _, l := range links {
+		if l.State == cloud.LinkOK {
+			ok++
+		}
+	}
+	b.WriteString("\n\n" + m.st.dim.Render(fmt.Sprintf("%d of %d links ok · esc closes", ok, len(links))))
+	return b.String()
+}
+
+// linkStyle is the colour word of a link state.
+func linkStyle(state string) string {
+	switch state {
+	case cloud.LinkOK:
+		return "ok"
+	case cloud.LinkDown:
+		return "down"
+	}
+	return "stale"
+}
