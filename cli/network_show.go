@@ -16,7 +16,7 @@ func (s *session) networkShowCommand() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "show NAME",
-		Short: "Show a network's links: direct or relayed, last handshake, bytes each way, and why a broken one is",
+		Short: "Show a network's links: direct or relayed, last handshake, round trip, bytes each way, why a broken one is",
 		Args:  oneName("network"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return s.withCloud(func(cl *cloud.Cloud) error {
@@ -74,9 +74,9 @@ func (s *session) printLinks(links []cloud.LinkStatus) error {
 	}
 	var rows [][]string
 	for _, l := range links {
-		rows = append(rows, []string{l.A + " – " + l.B, l.Path(), l.Handshake(), cloud.Bytes(l.BytesAB), cloud.Bytes(l.BytesBA), l.State})
+		rows = append(rows, []string{l.A + " – " + l.B, l.Path(), l.Handshake(), l.RTT(), cloud.Bytes(l.BytesAB), cloud.Bytes(l.BytesBA), l.State})
 	}
-	if err := s.table("LINK\tPATH\tHANDSHAKE\tA→B\tB→A\tSTATE", rows); err != nil {
+	if err := s.table("LINK\tPATH\tHANDSHAKE\tRTT\tA→B\tB→A\tSTATE", rows); err != nil {
 		return err
 	}
 	writeWhy(s.stdout, links)

@@ -30,9 +30,16 @@ type LinkStatus struct {
 	// BytesAB and BytesBA are what A's WireGuard sent to B and received
 	// from it (B's own count when A does not answer); a relayed pair has
 	// none of its own, its bytes are counted on the legs.
-	BytesAB int64  `json:"bytes_a_to_b"`
-	BytesBA int64  `json:"bytes_b_to_a"`
-	State   string `json:"state"`
+	BytesAB int64 `json:"bytes_a_to_b"`
+	BytesBA int64 `json:"bytes_b_to_a"`
+	// RTTMillis is the round trip of the helpers' last small echo through
+	// the tunnel, -1 when none was answered or made.
+	RTTMillis float64 `json:"rtt_ms"`
+	// FullSize is the size in bytes of the full-size echo (don't fragment)
+	// and FullSizeOK whether it crossed; 0 and false before any echo.
+	FullSize   int    `json:"full_size,omitempty"`
+	FullSizeOK bool   `json:"full_size_ok"`
+	State      string `json:"state"`
 	// Why says in words what is wrong when the link is not ok.
 	Why string `json:"why,omitempty"`
 }
@@ -80,11 +87,14 @@ func (lv linkView) link(a, b string) LinkStatus {
 	if via == "" {
 		return lv.direct(a, b)
 	}
-	l := LinkStatus{A: a, B: b, Via: via, State: LinkOK}
+	l := LinkStatus{A: a, B: b, Via: via, State: LinkOK, RTTMillis: -1}
 	legs := []LinkStatus{lv.direct(a, via), lv.direct(via, b)}
 	l.HandshakeAge = max(legs[0].HandshakeAge, legs[1].HandshakeAge)
 	if min(legs[0].HandshakeAge, legs[1].HandshakeAge) < 0 {
 		l.HandshakeAge = -1
+	}
+	if legs[0].RTTMillis >= 0 && legs[1].RTTMillis >= 0 {
+		l.RTTMillis = legs[0].RTTMillis + legs[1].RTTMillis
 	}
 	for _, leg := range legs {
 		if leg.State != LinkOK && l.State != LinkDown {
@@ -127,7 +137,7 @@ func fresh(age float64) bool {
 
 // direct is the link between two machines that peer with each other.
 func (lv linkView) direct(a, b string) LinkStatus {
-	l := LinkStatus{A: a, B: b, HandshakeAge: -1}
+	l := LinkStatus{A: a, B: b, HandshakeAge: -1, RTTMillis: -1}
 	fa, aOK := lv.answers(a)
 	fb, bOK := lv.answers(b)
 	if !aOK && !bOK {
@@ -135,10 +145,14 @@ func (lv linkView) direct(a, b string) LinkStatus {
 		return l
 	}
 	var missing []string
+	var probes []helperapi.Probe
 	seen := false
 	if aOK {
 		if p, ok := peerFacts(fa, b); ok {
 			seen = true
+			if p.Probe != nil {
+				probes = append(probes, *p.Probe)
+			}
 			l.HandshakeAge, l.BytesAB, l.BytesBA = p.HandshakeAge, p.TxBytes, p.RxBytes
 		} else {
 			missing = append(missing, fmt.Sprintf("%s has no WireGuard peer for %s", a, b))
@@ -149,6 +163,9 @@ func (lv linkView) direct(a, b string) LinkStatus {
 			if !seen {
 				l.BytesAB, l.BytesBA = p.RxBytes, p.TxBytes
 			}
+			if p.Probe != nil {
+				probes = append(probes, *p.Probe)
+			}
 			seen = true
 			if p.HandshakeAge >= 0 && (l.HandshakeAge < 0 || p.HandshakeAge < l.HandshakeAge) {
 				l.HandshakeAge = p.HandshakeAge
@@ -158,7 +175,7 @@ func (lv linkView) direct(a, b string) LinkStatus {
 		}
 	}
 	if fresh(l.HandshakeAge) {
-		l.State = LinkOK
+		l.State, l.Why = framesCross(&l, probes)
 		return l
 	}
 	l.State = LinkDown
@@ -183,6 +200,35 @@ func (lv linkView) direct(a, b string) LinkStatus {
 		l.Why += fmt.Sprintf(" (%s does not answer)", quiet)
 	}
 	return l
+}
+
+// framesCross judges a link with a fresh handshake by the helpers'
+// echoes through it: made while the handshake was fresh, an unanswered
+// small echo is a tunnel that carries no frames, an unanswered full-size
+// one an MTU black hole. Either end's answered echo is enough.
+func framesCross(l *LinkStatus, probes []helperapi.Probe) (state, why string) {
+	judged := false
+	for _, p := range probes {
+		if !p.Handshake || p.Error != "" {
+			continue
+		}
+		judged = true
+		l.FullSize = max(l.FullSize, p.FullSize)
+		if p.RTTMillis >= 0 && (l.RTTMillis < 0 || p.RTTMillis < l.RTTMillis) {
+			l.RTTMillis = p.RTTMillis
+		}
+		l.FullSizeOK = l.FullSizeOK || p.FullSizeReplied
+	}
+	switch {
+	case !judged:
+		return LinkOK, ""
+	case l.RTTMillis < 0:
+		return LinkDown, "handshake but no frames: echoes through the tunnel get no answer, so a firewall drops the tunnel's traffic"
+	case !l.FullSizeOK:
+		return LinkDown, fmt.Sprintf("handshake and small frames, but full-size ones (%d bytes, don't fragment) are lost: "+
+			"an MTU black hole on the path (a hop with a smaller MTU that drops instead of answering)", l.FullSize)
+	}
+	return LinkOK, ""
 }
 
 // endpoints says where each end sends the other's WireGuard packets.
@@ -228,6 +274,14 @@ func (l LinkStatus) Handshake() string {
 		return "never"
 	}
 	return time.Duration(l.HandshakeAge*float64(time.Second)).Round(time.Second).String() + " ago"
+}
+
+// RTT is the echoes' round trip in words: "0.42 ms", "—".
+func (l LinkStatus) RTT() string {
+	if l.RTTMillis < 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f ms", l.RTTMillis)
 }
 
 // Bytes is n bytes for people, in binary units: 0 B, 1.5 KiB, 12 MiB.

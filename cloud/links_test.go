@@ -22,12 +22,23 @@ func status(name string, peers map[string][3]float64) MachineStatus {
 	return st
 }
 
+// probed gives st's peer the probe p.
+func probed(st MachineStatus, peer string, p helperapi.Probe) MachineStatus {
+	for i := range st.Facts.Peers {
+		if st.Facts.Peers[i].Name == peer {
+			st.Facts.Peers[i].Probe = &p
+		}
+	}
+	return st
+}
+
 func TestNetworkLinks(t *testing.T) {
 	// a, b and c reach each other; n1 and n2 are behind NAT (a relays).
 	inv := testInventory(machine("a", 1, false), machine("b", 2, false), machine("c", 3, false),
 		machine("n1", 4, true), machine("n2", 5, true))
 	inv.Networks = []inventory.Network{
 		{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.20.0.0/24"), Tunnel: "auto", Machines: []string{"a", "b", "c"}},
+		{Name: "green", ID: 3, Subnet: netip.MustParsePrefix("10.22.0.0/24"), Tunnel: "auto", Machines: []string{"a", "b"}},
 		{Name: "nat", ID: 2, Subnet: netip.MustParsePrefix("10.21.0.0/24"), Tunnel: "auto", Machines: []string{"n1", "n2"}},
 	}
 	offline := MachineStatus{Name: "c", Status: StatusOffline, Problem: "dial tcp: i/o timeout"}
@@ -62,6 +73,21 @@ func TestNetworkLinks(t *testing.T) {
 		}, []string{"a-b||ok|5|100|200|",
 			"a-c||down|-1|0|0|a has no WireGuard peer for c and c has no WireGuard peer for a: its spec is not applied",
 			"b-c||down|-1|0|0|"}},
+		{"echoes: answered, lost, lost at full size", "blue", []MachineStatus{
+			probed(probed(status("a", map[string][3]float64{"b": {5, 100, 200}, "c": {30, 10, 20}}),
+				"b", helperapi.Probe{Handshake: true, RTTMillis: 0.5, FullSize: 1420, FullSizeReplied: true}),
+				"c", helperapi.Probe{Handshake: true, RTTMillis: -1, FullSize: 1420}),
+			probed(status("b", map[string][3]float64{"a": {5, 200, 100}, "c": {40, 1, 2}}),
+				"c", helperapi.Probe{Handshake: true, RTTMillis: 0.7, FullSize: 1420}),
+			probed(status("c", map[string][3]float64{"a": {30, 20, 10}, "b": {40, 2, 1}}),
+				// Made before the handshake: says nothing.
+				"a", helperapi.Probe{Handshake: false, RTTMillis: -1, FullSize: 1420}),
+		}, []string{"a-b||ok|5|100|200|", "a-c||down|30|10|20|handshake but no frames: echoes through the tunnel get no answer, so a firewall",
+			"b-c||down|40|1|2|handshake and small frames, but full-size ones (1420 bytes, don't fragment) are lost: an MTU black hole"}},
+		{"an echo made before the handshake says nothing", "green", []MachineStatus{
+			probed(status("a", map[string][3]float64{"b": {5, 100, 200}}), "b", helperapi.Probe{Handshake: false, RTTMillis: -1}),
+			status("b", map[string][3]float64{"a": {5, 200, 100}}),
+		}, []string{"a-b||ok|5|100|200|"}},
 		{"nobody answers", "blue", []MachineStatus{offline}, []string{"a-b||unknown|-1|0|0|neither a nor b answers", "a-c||unknown|-1|0|0|", "b-c||unknown|-1|0|0|"}},
 		{"relayed through a", "nat", []MachineStatus{
 			status("a", map[string][3]float64{"n1": {10, 1, 1}, "n2": {20, 1, 1}}),

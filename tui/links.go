@@ -30,13 +30,13 @@ func (m *Model) linksView() string {
 	if err != nil {
 		return title + "\n\n" + m.st.errBox.Render(pad(oneLine(err.Error()), w)) + "\n\n" + m.st.dim.Render("esc closes")
 	}
-	t := newTable(column{title: "LINK", max: 30}, column{title: "PATH", max: 16}, column{title: "HANDSHAKE", max: 12},
+	t := newTable(column{title: "LINK", max: 30}, column{title: "PATH", max: 16}, column{title: "HANDSHAKE", max: 12}, column{title: "RTT", max: 10, right: true},
 		column{title: "A→B", max: 10, right: true}, column{title: "B→A", max: 10, right: true}, column{title: "STATE", max: 8})
 	rows := make([]row, 0, len(links))
 	var why []string
 	for _, l := range links {
 		rows = append(rows, row{id: l.A + "–" + l.B, cells: []cell{
-			{text: l.A + " – " + l.B}, {text: l.Path()}, {text: l.Handshake()},
+			{text: l.A + " – " + l.B}, {text: l.Path()}, {text: l.Handshake()}, {text: l.RTT()},
 			{text: cloud.Bytes(l.BytesAB)}, {text: cloud.Bytes(l.BytesBA)}, {text: l.State, style: linkStyle(l.State)}}})
 		if l.State != cloud.LinkOK {
 			why = append(why, m.st.state(linkStyle(l.State)).Render(l.A+" – "+l.B+" "+l.State+": ")+printable.String(l.Why))
