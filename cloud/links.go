@@ -2,7 +2,6 @@ package cloud
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
@@ -61,22 +60,62 @@ func NetworkLinks(inv *inventory.Inventory, machines []MachineStatus, network st
 	if err != nil {
 		return nil, fmt.Errorf("network %q: %w", network, err)
 	}
-	lv := linkView{specs: specs, status: map[string]MachineStatus{}}
-	for _, m := range machines {
-		lv.status[m.Name] = m
+	return NewTopology(specs).Links(machines, n.Machines), nil
+}
+
+// Topology is the mesh's planned peers (from Specs), indexed to judge
+// many links: build it once per inventory.
+type Topology struct {
+	spec map[[2]string]*helperapi.Peer
+}
+
+// NewTopology indexes specs by (machine, peer).
+func NewTopology(specs map[string]helperapi.Spec) *Topology {
+	n := 0
+	for _, sp := range specs {
+		n += len(sp.Peers)
 	}
-	var out []LinkStatus
-	for i, a := range n.Machines {
-		for _, b := range n.Machines[i+1:] {
+	t := &Topology{spec: make(map[[2]string]*helperapi.Peer, n)}
+	for name, sp := range specs {
+		for i, p := range sp.Peers {
+			t.spec[[2]string{name, p.Name}] = &sp.Peers[i]
+		}
+	}
+	return t
+}
+
+// Links is NetworkLinks for the members given: every pair of them, judged
+// from what machines (all that answered, relays included) last said.
+func (t *Topology) Links(machines []MachineStatus, members []string) []LinkStatus {
+	n := 0
+	for _, m := range machines {
+		n += len(m.Facts.Peers)
+	}
+	lv := linkView{spec: t.spec, peer: make(map[[2]string]*helperapi.PeerFacts, n), answering: make(map[string]bool, len(machines))}
+	for _, m := range machines {
+		if m.Status == StatusOffline || m.Status == "" {
+			continue
+		}
+		lv.answering[m.Name] = true
+		for i, p := range m.Facts.Peers {
+			lv.peer[[2]string{m.Name, p.Name}] = &m.Facts.Peers[i]
+		}
+	}
+	out := make([]LinkStatus, 0, len(members)*(len(members)-1)/2)
+	for i, a := range members {
+		for _, b := range members[i+1:] {
 			out = append(out, lv.link(a, b))
 		}
 	}
-	return out, nil
+	return out
 }
 
+// linkView is what links are judged from: the specs' peers and the
+// answering machines' WireGuard peers, by (machine, peer).
 type linkView struct {
-	specs  map[string]helperapi.Spec
-	status map[string]MachineStatus
+	spec      map[[2]string]*helperapi.Peer
+	peer      map[[2]string]*helperapi.PeerFacts
+	answering map[string]bool
 }
 
 func (lv linkView) link(a, b string) LinkStatus {
@@ -105,30 +144,15 @@ func (lv linkView) link(a, b string) LinkStatus {
 	return l
 }
 
-func (lv linkView) specPeer(from, to string) (helperapi.Peer, bool) {
-	for _, p := range lv.specs[from].Peers {
-		if p.Name == to {
-			return p, true
-		}
-	}
-	return helperapi.Peer{}, false
+func (lv linkView) specPeer(from, to string) (*helperapi.Peer, bool) {
+	p, ok := lv.spec[[2]string{from, to}]
+	return p, ok
 }
 
-// answers gives a machine's peer facts when it answered.
-func (lv linkView) answers(name string) (helperapi.Facts, bool) {
-	st, ok := lv.status[name]
-	if !ok || st.Status == StatusOffline || st.Status == "" {
-		return helperapi.Facts{}, false
-	}
-	return st.Facts, true
-}
-
-func peerFacts(f helperapi.Facts, name string) (helperapi.PeerFacts, bool) {
-	i := slices.IndexFunc(f.Peers, func(p helperapi.PeerFacts) bool { return p.Name == name })
-	if i < 0 {
-		return helperapi.PeerFacts{}, false
-	}
-	return f.Peers[i], true
+// peerFacts is what machine from's WireGuard says of its peer to.
+func (lv linkView) peerFacts(from, to string) (*helperapi.PeerFacts, bool) {
+	p, ok := lv.peer[[2]string{from, to}]
+	return p, ok
 }
 
 func fresh(age float64) bool {
@@ -138,8 +162,7 @@ func fresh(age float64) bool {
 // direct is the link between two machines that peer with each other.
 func (lv linkView) direct(a, b string) LinkStatus {
 	l := LinkStatus{A: a, B: b, HandshakeAge: -1, RTTMillis: -1}
-	fa, aOK := lv.answers(a)
-	fb, bOK := lv.answers(b)
+	aOK, bOK := lv.answering[a], lv.answering[b]
 	if !aOK && !bOK {
 		l.State, l.Why = LinkUnknown, fmt.Sprintf("neither %s nor %s answers", a, b)
 		return l
@@ -148,7 +171,7 @@ func (lv linkView) direct(a, b string) LinkStatus {
 	var probes []helperapi.Probe
 	seen := false
 	if aOK {
-		if p, ok := peerFacts(fa, b); ok {
+		if p, ok := lv.peerFacts(a, b); ok {
 			seen = true
 			if p.Probe != nil {
 				probes = append(probes, *p.Probe)
@@ -159,7 +182,7 @@ func (lv linkView) direct(a, b string) LinkStatus {
 		}
 	}
 	if bOK {
-		if p, ok := peerFacts(fb, a); ok {
+		if p, ok := lv.peerFacts(b, a); ok {
 			if !seen {
 				l.BytesAB, l.BytesBA = p.RxBytes, p.TxBytes
 			}

@@ -2,7 +2,6 @@ package tui
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"charm.land/lipgloss/v2"
@@ -21,15 +20,11 @@ func (m *Model) linksView() string {
 	if m.data.inv == nil {
 		return title + "\n\n" + m.st.dim.Render("loading…")
 	}
-	statuses := make([]cloud.MachineStatus, 0, len(m.data.machines))
-	for _, st := range m.data.machines {
-		statuses = append(statuses, st)
+	n, found := m.data.inv.Network(m.links)
+	if !found {
+		return title + "\n\n" + m.st.errBox.Render(pad("no network "+m.links+" (removed?)", w)) + "\n\n" + m.st.dim.Render("esc closes")
 	}
-	sort.Slice(statuses, func(i, j int) bool { return statuses[i].Name < statuses[j].Name })
-	links, err := cloud.NetworkLinks(m.data.inv, statuses, m.links)
-	if err != nil {
-		return title + "\n\n" + m.st.errBox.Render(pad(oneLine(err.Error()), w)) + "\n\n" + m.st.dim.Render("esc closes")
-	}
+	links := m.data.links(n.Machines)
 	t := newTable(column{title: "LINK", max: 30}, column{title: "PATH", max: 16}, column{title: "HANDSHAKE", max: 12}, column{title: "RTT", max: 10, right: true},
 		column{title: "A→B", max: 10, right: true}, column{title: "B→A", max: 10, right: true}, column{title: "STATE", max: 8})
 	rows := make([]row, 0, len(links))
