@@ -85,9 +85,14 @@ func share(avail int, want []int) []int {
 // paneTitle is a stacked pane's title line, w wide: its number, name,
 // count and filter, and a rule; the focused pane's in the accent colour.
 func (m *Model) paneTitle(p pane, w int) string {
-	label := fmt.Sprintf("%d %s (%d)", p+1, p, m.tables[p].Len())
+	t := m.tables[p]
+	label := fmt.Sprintf("%d %s (%d)", p+1, p, t.Len())
 	if m.filters[p] != "" {
 		label += " /" + m.filters[p]
+	}
+	if body := t.height - 1; t.Len() > body {
+		// Scrolled on its own: which rows are on screen.
+		label += fmt.Sprintf(" · %d–%d", t.top+1, min(t.top+body, t.Len()))
 	}
 	st, mark := m.st.tabOff, " "
 	if p == m.focus {

@@ -78,7 +78,7 @@ func TestFlowStackedFocusAndScroll(t *testing.T) {
 	waitFor(t, tm, m, "the last VM selected and on the screen", func(m *Model) bool {
 		s := ansi.Strip(m.render())
 		return m.tables[paneVMs].SelectedID() == "node003-vm20" && strings.Contains(s, "▌node003-vm20") &&
-			!strings.Contains(s, "node001-vm01") && strings.Contains(s, "node001  online")
+			!strings.Contains(s, "node001-vm01") && strings.Contains(s, "node001  online") && strings.Contains(s, "▸3 VMs (60) · 46–60")
 	})
 	// Two pages up: the pane scrolls back, neither at its top nor its end.
 	tm.Send(press("pgup"))
