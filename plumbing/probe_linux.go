@@ -24,6 +24,8 @@ const (
 	probeEvery = 10 * time.Second
 	probeWait  = time.Second
 	smallEcho  = 64
+	// probeParallel is how many peers are echoed at once.
+	probeParallel = 8
 	// staleHandshake is when a handshake no longer counts as fresh; the
 	// operator's cloud.StaleHandshake.
 	staleHandshake = 3 * time.Minute
@@ -108,13 +110,18 @@ func (h *Helper) probeTargets(ctx context.Context) ([]probeTarget, int) {
 	return out, size
 }
 
-// probeAll echoes every target in parallel.
+// probeAll echoes the targets, probeParallel at a time: each echo has a
+// raw socket of its own, and every one of them sees every ICMP packet
+// that arrives while it is open.
 func probeAll(ctx context.Context, targets []probeTarget, size int) map[string]helperapi.Probe {
 	out := make(map[string]helperapi.Probe, len(targets))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, probeParallel)
 	for _, t := range targets {
 		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
 			p := helperapi.Probe{At: time.Now(), Handshake: t.handshake, RTTMillis: -1, FullSize: size}
 			rtt, err := echo(ctx, t.addr, smallEcho)
 			if err == nil {
