@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,8 +41,11 @@ type e2e struct {
 	t      *testing.T
 	ctx    context.Context
 	butter string
+	home   string
 	env    []string
 	lab    lab.CloudLab
+	// transcript is the protocol transcript's file (BUTTER_PROTOCOL_LOG).
+	transcript string
 	// logs is everything butter printed, stdout and stderr, for the
 	// secrets check.
 	logs bytes.Buffer
@@ -151,48 +155,60 @@ func (e *e2e) checkKernelChain(m string, id int, kind string, mtu, ports int) {
 	}
 }
 
-func TestEndToEnd(t *testing.T) {
-	needE2E(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+// newE2E builds butter into a home of its own for t, and claims a lab
+// name and an underlay of its own (the host link routes the underlay in
+// the root namespace); the lab is taken down when t ends, and its
+// namespaces must be gone.
+func newE2E(t *testing.T, ctx context.Context, prefix string) (*e2e, string, netip.Prefix) {
+	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "butter")
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build butter: %v: %s", err, out)
 	}
 	home := filepath.Join(dir, "home")
-	e := &e2e{t: t, ctx: ctx, butter: bin,
+	e := &e2e{t: t, ctx: ctx, butter: bin, home: home,
 		env: append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
 			"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=",
-			cli.ProtocolLogEnv+"="+filepath.Join(dir, "protocol.log"))}
-	// A name and an underlay of its own: the host link routes the
-	// underlay in the root namespace.
-	name := testbed.ClaimLab(t, "e2e")
-	underlay := testbed.Underlay(name)
-	addr := func(host int) string { return sim.HostAddr(underlay, host).Addr().String() }
+			cli.ProtocolLogEnv+"="+filepath.Join(dir, "protocol.log")),
+		transcript: filepath.Join(dir, "protocol.log")}
+	name := testbed.ClaimLab(t, prefix)
 	t.Cleanup(func() {
 		var cancel context.CancelFunc
 		e.ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		out, err := e.run(nil, "lab", "down", "--name", name)
-		if err != nil {
+		if _, err := e.run(nil, "lab", "down", "--name", name); err != nil {
 			t.Errorf("lab down: %v", err)
 		}
-		_ = out
 		if _, err := os.Stat("/run/netns/" + name + "-m1"); err == nil {
 			t.Errorf("lab down left the machines' namespaces")
 		}
 	})
-	start := time.Now()
-	e.must("lab", "up", "--name", name, "--underlay", underlay.String(), "--machines", "2", "--nat", "1", "--add=false", "--open=false")
-	t.Logf("lab up in %s", time.Since(start))
-	b, err := os.ReadFile(filepath.Join(home, ".config", "butter", "lab-"+name, "lab.json"))
+	return e, name, testbed.Underlay(name)
+}
+
+// labUp runs `butter lab up --name name` with args and reads the lab.
+func (e *e2e) labUp(name string, args ...string) {
+	e.t.Helper()
+	e.must(append([]string{"lab", "up", "--name", name}, args...)...)
+	b, err := os.ReadFile(filepath.Join(e.home, ".config", "butter", "lab-"+name, "lab.json"))
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	if err := json.Unmarshal(b, &e.lab); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	needE2E(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	e, name, underlay := newE2E(t, ctx, "e2e")
+	addr := func(host int) string { return sim.HostAddr(underlay, host).Addr().String() }
+	start := time.Now()
+	e.labUp(name, "--underlay", underlay.String(), "--machines", "2", "--nat", "1", "--add=false", "--open=false")
+	t.Logf("lab up in %s", time.Since(start))
 	inv := []string{"--inventory", e.lab.Inventory}
 	known, err := os.ReadFile(e.lab.KnownHosts)
 	if err != nil {
@@ -408,7 +424,7 @@ func TestEndToEnd(t *testing.T) {
 	// No WireGuard private key in what butter printed, the protocol
 	// transcript, the inventory, or the helpers' logs on the machines.
 	texts := map[string][]byte{"butter's output": e.logs.Bytes()}
-	transcript, err := os.ReadFile(filepath.Join(dir, "protocol.log"))
+	transcript, err := os.ReadFile(e.transcript)
 	if err != nil || !bytes.Contains(transcript, []byte(`"method":"`+helperapi.MethodFacts+`"`)) {
 		t.Fatalf("the protocol transcript: %v; it holds no facts call:\n%.2000s", err, transcript)
 	}

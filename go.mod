@@ -30,6 +30,7 @@ require (
 require (
 	github.com/digitalocean/go-libvirt v0.0.0-20261013170128-efbbdf578ac8
 	github.com/vishvananda/netns v0.0.5
+	golang.org/x/net v0.49.0 // ICMP echo messages for the helper's link probes (plumbing/probe_linux.go); already required through nftables and netlink
 	golang.org/x/term v0.48.0
 )
 
@@ -60,7 +61,6 @@ require (
 	github.com/rivo/uniseg v0.4.7 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
 	github.com/xo/terminfo v1.0.0 // indirect
-	golang.org/x/net v0.49.0 // indirect
 	golang.org/x/sync v0.22.0 // indirect
 	golang.zx2c4.com/wintun v0.0.0-20230126152724-0fa3db229ce2 // indirect
 )

@@ -29,7 +29,7 @@ func (s *session) networkCommand() *cobra.Command {
 		},
 	}
 	waitFlag(remove, &wait)
-	return noun("network", "Create, list and remove private networks", s.networkCreateCommand(), s.networkListCommand(), remove)
+	return noun("network", "Create, list, show and remove private networks", s.networkCreateCommand(), s.networkListCommand(), s.networkShowCommand(), remove)
 }
 
 func (s *session) networkCreateCommand() *cobra.Command {

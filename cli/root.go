@@ -75,7 +75,7 @@ The inventory is --inventory, else $BUTTER_INVENTORY, else
 	root.SetVersionTemplate(versionText(helperapi.ServeProtocol))
 	root.SetUsageFunc(usage)
 	root.PersistentFlags().StringVar(&s.inventory, "inventory", "", "the inventory `FILE` (default: $BUTTER_INVENTORY, else ~/.config/butter/inventory.yaml)")
-	root.AddCommand(s.machineCommand(), s.networkCommand(), s.vmCommand(), s.syncCommand(), s.adoptCommand(), s.labCommand())
+	root.AddCommand(s.machineCommand(), s.networkCommand(), s.vmCommand(), s.syncCommand(), s.adoptCommand(), s.doctorCommand(), s.labCommand())
 	return root
 }
 

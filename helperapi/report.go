@@ -78,6 +78,29 @@ type PeerFacts struct {
 	HandshakeAge float64 `json:"handshake_age_seconds"`
 	RxBytes      int64   `json:"rx_bytes"`
 	TxBytes      int64   `json:"tx_bytes"`
+	// Probe is the helper daemon's last echo through the tunnel to the
+	// peer, if it made one.
+	Probe *Probe `json:"probe,omitempty"`
+}
+
+// Probe is one round of echoes a machine sends a peer's mesh address
+// through WireGuard: a small one, then one as big as the WireGuard
+// device's MTU with don't-fragment set, the largest packet the mesh
+// carries (a network's full-size frame in its tunnel). Small echoes
+// answered and the full-size one not is an MTU black hole on the path.
+type Probe struct {
+	At time.Time `json:"at"`
+	// Handshake says the peer's handshake was fresh when the echoes went:
+	// only then does a missing reply say frames are lost.
+	Handshake bool `json:"handshake"`
+	// RTTMillis is the small echo's round trip, -1 without a reply.
+	RTTMillis float64 `json:"rtt_ms"`
+	// FullSize is the full-size echo's IP packet in bytes, and
+	// FullSizeReplied whether it was answered.
+	FullSize        int  `json:"full_size"`
+	FullSizeReplied bool `json:"full_size_replied"`
+	// Error is why the echoes could not be sent.
+	Error string `json:"error,omitempty"`
 }
 
 // CheckResult is what MethodCheck returns.

@@ -67,9 +67,17 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 			o.Log.Debug("vm manager not opened ahead", "err", err)
 		}
 	}()
+	probing := make(chan struct{})
+	pctx, stopProbes := context.WithCancel(ctx)
+	go func() {
+		defer close(probing)
+		h.probeLoop(pctx)
+	}()
 	o.Log.Info("helper daemon listening", "socket", o.Socket)
 	err = Serve(ctx, l, h, o.Log)
+	stopProbes()
 	<-restored
+	<-probing
 	return err
 }
 

@@ -25,6 +25,8 @@ type Helper struct {
 	log   *slog.Logger
 	links *kernelTable
 	wg    *wgctrl.Client
+	// probes are the daemon's last echoes to the peers (probeLoop).
+	probes probes
 
 	vmMu        sync.Mutex // guards vms and images
 	vmOpts      vm.Options
@@ -297,6 +299,9 @@ func (h *Helper) Facts(ctx context.Context) (helperapi.Facts, error) {
 		if !p.LastHandshakeTime.IsZero() {
 			pf.LastHandshake = p.LastHandshakeTime
 			pf.HandshakeAge = now.Sub(p.LastHandshakeTime).Seconds()
+		}
+		if r, ok := h.probes.get(pf.Name); ok {
+			pf.Probe = &r
 		}
 		f.Peers = append(f.Peers, pf)
 	}

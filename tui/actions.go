@@ -43,6 +43,11 @@ func (m *Model) action(msg tea.KeyPressMsg) tea.Cmd {
 				return m.confirmRemoveNetwork(sel.id)
 			}
 			return nil
+		case key.Matches(msg, k.Links):
+			if need("network") {
+				m.links = sel.id
+			}
+			return nil
 		}
 	case paneVMs:
 		switch {
@@ -110,7 +115,7 @@ func (m *Model) paneKeys() []key.Binding {
 	case paneMachines:
 		ks = []key.Binding{add("add machine"), k.Remove, k.RotateKey, k.Sync}
 	case paneNetworks:
-		ks = []key.Binding{add("new network"), k.Remove}
+		ks = []key.Binding{add("new network"), k.Links, k.Remove}
 	case paneVMs:
 		ks = []key.Binding{add("new VM"), k.Console, k.Start, k.Stop, k.Reboot, k.Remove}
 	}

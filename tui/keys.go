@@ -8,7 +8,7 @@ type keyMap struct {
 	NextTab, PrevTab, Machines, Networks, VMs key.Binding
 	Filter, Help, Quit, Escape, Log           key.Binding
 	Add, Start, Stop, Reboot, Remove, Console key.Binding
-	RotateKey, Sync                           key.Binding
+	RotateKey, Sync, Links                    key.Binding
 }
 
 func newKeyMap() keyMap {
@@ -38,5 +38,7 @@ func newKeyMap() keyMap {
 		// Machines: R and S, apart from the VMs' r (reboot) and s (start).
 		RotateKey: key.NewBinding(key.WithKeys("R"), key.WithHelp("R", "rotate key")),
 		Sync:      key.NewBinding(key.WithKeys("S"), key.WithHelp("S", "sync pending")),
+		// Networks: a network's links, pair by pair.
+		Links: key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "links")),
 	}
 }

@@ -35,6 +35,8 @@ func (m *Model) render() string {
 		modal = m.helpView()
 	case m.showLog:
 		modal = m.logView()
+	case m.links != "":
+		modal = m.linksView()
 	case m.shown != nil:
 		modal = m.taskView(m.shown)
 	}
@@ -110,7 +112,12 @@ func (m *Model) tabs() string {
 
 func (m *Model) dashboardView() string {
 	t := m.tables[m.focus]
-	lines := []string{m.header(), m.tabs(), t.View(m.st, true)}
+	lines := []string{m.header()}
+	if m.arr.stacked {
+		lines = append(lines, m.stackedView())
+	} else {
+		lines = append(lines, m.tabs(), t.View(m.st, true))
+	}
 	detail := ""
 	if r, ok := t.Selected(); ok {
 		detail = printable.String(r.detail)
@@ -169,7 +176,7 @@ func (m *Model) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
 		{k.Up, k.Down, k.PageUp, k.PageDown, k.Top, k.Bottom},
 		{k.NextTab, k.PrevTab, k.Machines, k.Networks, k.VMs, k.Filter},
-		{k.Add, k.Remove, k.RotateKey, k.Sync, k.Start, k.Stop, k.Reboot, k.Console},
+		{k.Add, k.Remove, k.RotateKey, k.Sync, k.Start, k.Stop, k.Reboot, k.Console, k.Links},
 		{k.Log, k.Help, k.Escape, k.Quit},
 	}
 }

@@ -36,6 +36,7 @@ type Model struct {
 	tables [paneCount]*table
 	dirty  paneSet
 	focus  pane
+	arr    arrangement
 
 	events    chan cloud.Event
 	gen       int
@@ -46,7 +47,8 @@ type Model struct {
 	filters   [paneCount]string
 
 	showHelp, showLog bool
-	welcome           int // the welcome menu's cursor
+	links             string // the network whose links are shown
+	welcome           int    // the welcome menu's cursor
 
 	form   *modalForm
 	asks   []askMsg
@@ -109,9 +111,7 @@ func (m *Model) Init() tea.Cmd {
 func (m *Model) resize(w, h int) {
 	m.width, m.height = w, h
 	m.help.SetWidth(w)
-	for _, t := range m.tables {
-		t.SetSize(w, max(h-5, 2))
-	}
+	m.arrange()
 	if m.form != nil {
 		m.form.resize(w, h)
 	}
@@ -219,6 +219,11 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 			m.showLog = false
 		}
 		return nil
+	case m.links != "":
+		if key.Matches(msg, k.Escape, k.Links, k.Quit) {
+			m.links = ""
+		}
+		return nil
 	case m.shown != nil:
 		if key.Matches(msg, k.Escape) || (!m.shown.running && msg.String() == "enter") {
 			if m.shown.running {
@@ -250,6 +255,7 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 		if m.filters[m.focus] != "" {
 			m.filters[m.focus] = ""
 			m.tables[m.focus].SetFilter("")
+			m.arrange()
 		}
 		m.setStatus("", false)
 	case key.Matches(msg, k.NextTab):
@@ -301,5 +307,6 @@ func (m *Model) filterKey(msg tea.KeyPressMsg) tea.Cmd {
 	}
 	m.filters[m.focus] = f
 	m.tables[m.focus].SetFilter(f)
+	m.arrange()
 	return nil
 }

@@ -252,7 +252,7 @@ func (s *store) networkRows() []row {
 		}
 		detail := fmt.Sprintf("%s (id %d) on %s", n.Name, n.ID, strings.Join(n.Machines, ", "))
 		if len(bad) > 0 {
-			detail = fmt.Sprintf("%s: no recent handshake on %s", n.Name, strings.Join(bad, ", "))
+			detail = fmt.Sprintf("%s: links not ok: %s (enter says why)", n.Name, strings.Join(bad, ", "))
 		}
 		rows = append(rows, row{id: n.Name, detail: detail, cells: []cell{
 			{text: n.Name},

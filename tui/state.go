@@ -16,6 +16,9 @@ type store struct {
 	vms      map[string]*vmRecord
 	// catchUp is the dashboard's own syncs of pending machines.
 	catchUp catchUps
+	// topology is the mesh planned from topologyOf, for links.
+	topology   *cloud.Topology
+	topologyOf *inventory.Inventory
 }
 
 type vmRecord struct {
@@ -118,40 +121,37 @@ func (s *store) vmsOf(machine string) []string {
 	return out
 }
 
-// linkHealth counts a network's links (pairs of member machines) whose
-// WireGuard handshake is recent, and names the first bad ones.
+// linkHealth counts a network's links (pairs of member machines) that
+// are ok, as `network show` judges them (cloud.Topology.Links: handshakes,
+// relays, echoes), and names the first bad ones.
 func (s *store) linkHealth(members []string) (ok, total int, bad []string) {
-	ages := map[string]map[string]float64{}
-	for _, n := range members {
-		st, found := s.machines[n]
-		if !found || st.Status == cloud.StatusOffline {
-			continue
-		}
-		a := make(map[string]float64, len(st.Facts.Peers))
-		for _, p := range st.Facts.Peers {
-			a[p.Name] = p.HandshakeAge
-		}
-		ages[n] = a
-	}
-	fresh := func(from, to string) bool {
-		a, found := ages[from]
-		if !found {
-			return false
-		}
-		h, found := a[to]
-		return found && h >= 0 && time.Duration(h*float64(time.Second)) <= cloud.StaleHandshake
-	}
-	for i, a := range members {
-		for _, b := range members[i+1:] {
-			total++
-			if fresh(a, b) || fresh(b, a) {
-				ok++
-			} else if len(bad) < 3 {
-				bad = append(bad, a+"–"+b)
-			}
+	for _, l := range s.links(members) {
+		total++
+		if l.State == cloud.LinkOK {
+			ok++
+		} else if len(bad) < 3 {
+			bad = append(bad, l.A+"–"+l.B)
 		}
 	}
 	return ok, total, bad
+}
+
+// links are the links between members, from the specs of the inventory
+// (computed once per inventory) and what the helpers last said.
+func (s *store) links(members []string) []cloud.LinkStatus {
+	if s.inv == nil {
+		return nil
+	}
+	if s.topologyOf != s.inv {
+		specs, _ := cloud.Specs(s.inv)
+		s.topology, s.topologyOf = cloud.NewTopology(specs), s.inv
+	}
+	// Every machine's, not only the members': a relay may be none.
+	statuses := make([]cloud.MachineStatus, 0, len(s.machines))
+	for _, st := range s.machines {
+		statuses = append(statuses, st)
+	}
+	return s.topology.Links(statuses, members)
 }
 
 // counts are the header's figures.

@@ -38,7 +38,13 @@ type table struct {
 	width, height int
 	widths        []int
 	natural       []int
+	// memo keeps styled cells: a state word padded to its column is
+	// rendered once, not on every row of every frame.
+	memo     map[memoKey]string
+	memoDark bool
 }
+
+type memoKey struct{ style, text string }
 
 func newTable(cols ...column) *table { return &table{cols: cols} }
 
@@ -224,7 +230,12 @@ func (t *table) View(st styles, focused bool) string {
 			continue
 		}
 		var lb strings.Builder
-		lb.WriteByte(' ')
+		if i == t.cursor {
+			// The selection of a pane that is not focused: kept, and marked.
+			lb.WriteString(st.dim.Render("›"))
+		} else {
+			lb.WriteByte(' ')
+		}
 		w := 1
 		for j := range t.cols {
 			if j > 0 {
@@ -234,7 +245,7 @@ func (t *table) View(st styles, focused bool) string {
 			text := fit(cellText(r, j), t.widths[j], t.cols[j].right)
 			w += t.widths[j]
 			if j < len(r.cells) && r.cells[j].style != "" {
-				text = st.state(r.cells[j].style).Render(text)
+				text = t.styled(st, r.cells[j].style, text)
 			}
 			lb.WriteString(text)
 		}
@@ -247,6 +258,21 @@ func (t *table) View(st styles, focused bool) string {
 		}
 	}
 	return b.String()
+}
+
+// styled renders text in the colour of the state word style, once per
+// background.
+func (t *table) styled(st styles, style, text string) string {
+	if t.memo == nil || t.memoDark != st.dark || len(t.memo) > 4096 {
+		t.memo, t.memoDark = map[memoKey]string{}, st.dark
+	}
+	k := memoKey{style, text}
+	s, ok := t.memo[k]
+	if !ok {
+		s = st.state(style).Render(text)
+		t.memo[k] = s
+	}
+	return s
 }
 
 func cellText(r row, j int) string {

@@ -149,6 +149,12 @@ func TestUpdateKeys(t *testing.T) {
 		{"new network form", []string{"2", "a"}, func(m *Model) string {
 			return contains(m.render(), "Create a network") + contains(m.render(), "proposed: a free /24")
 		}},
+		{"enter on a network shows its links", []string{"2", "enter"}, func(m *Model) string {
+			return eq(m.links, "blue") + contains(m.render(), "Links of network blue") +
+				contains(m.render(), "direct  8s ago") + contains(m.render(), "bravo – charlie down: no handshake ever: UDP between them is blocked")
+		}},
+		{"esc closes the links", []string{"2", "enter", "esc"}, func(m *Model) string { return eq(m.links, "") }},
+		{"enter on the machines shows no links", []string{"enter"}, func(m *Model) string { return eq(m.links, "") }},
 		{"new VM form", []string{"3", "a"}, func(m *Model) string { return contains(m.render(), "Create a VM") }},
 		{"add machine form", []string{"a"}, func(m *Model) string { return contains(m.render(), "Add a machine") }},
 		{"L shows the log", []string{"L"}, func(m *Model) string { return contains(m.render(), "Operations") }},
@@ -208,7 +214,15 @@ func TestGoldenViews(t *testing.T) {
 		{"machines-80x24-light", 80, 24, false, nil},
 		{"networks-80x24-dark", 80, 24, true, []string{"2"}},
 		{"vms-120x30-dark", 120, 30, true, []string{"3", "down", "down"}},
+		// From 100×30 the panes are stacked; from 180 columns machines and
+		// networks sit side by side.
+		{"stacked-100x30-dark", 100, 30, true, []string{"down", "tab"}},
+		{"stacked-120x40-dark", 120, 40, true, nil},
+		{"stacked-120x40-light", 120, 40, false, nil},
+		{"wide-200x60-dark", 200, 60, true, []string{"3", "down"}},
+		{"wide-200x60-light", 200, 60, false, []string{"3", "down"}},
 		{"help-80x24-dark", 80, 24, true, []string{"?"}},
+		{"links-120x40-dark", 120, 40, true, []string{"2", "enter"}},
 		{"confirm-80x24-dark", 80, 24, true, []string{"3", "d"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -105,4 +105,5 @@ func (m *Model) rebuild() {
 		m.dirty[p] = false
 		m.tables[p].SetRows(paneDefs[p].rows(m.data))
 	}
+	m.arrange()
 }
