@@ -124,6 +124,11 @@ func (c *Cloud) Adopt(ctx context.Context, from AdoptFrom, trust Trust, steps fu
 	if err := inv.Validate(); err != nil {
 		return Adopted{}, fmt.Errorf("adopt: the copy from %s does not make a valid inventory: %w", fromName, err)
 	}
+	unlock, err := inventory.LockChanges(ctx, c.path)
+	if err != nil {
+		return Adopted{}, err
+	}
+	defer unlock()
 	err = inventory.Update(ctx, c.path, func(cur *inventory.Inventory) error {
 		n := clone(inv)
 		for i := range n.Machines {

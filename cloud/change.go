@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -121,7 +122,26 @@ func refused(err error) bool {
 //     is behind (pending) and the change still holds;
 //  5. next is recorded, each machine that applied confirming the
 //     generation, unless another butter changed the inventory meanwhile.
+//
+// It holds the inventory's change lock throughout (inventory.LockChanges),
+// and moves nothing when the inventory is no longer prev by then.
 func (c *Cloud) change(ctx context.Context, prev, next *inventory.Inventory, must []string, steps func(Step)) (Outcome, error) {
+	unlock, err := inventory.LockChanges(ctx, c.path)
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer unlock()
+	if cur, err := c.Inventory(); err != nil {
+		return Outcome{}, err
+	} else if !reflect.DeepEqual(cur, prev) {
+		return Outcome{}, fmt.Errorf("nothing changed: the inventory changed while this change was being made "+
+			"(another butter, or a VM made or removed alongside, now at generation %d): make the change again", cur.Generation)
+	}
+	return c.changeLocked(ctx, prev, next, must, steps)
+}
+
+// changeLocked is change with the change lock held and prev checked.
+func (c *Cloud) changeLocked(ctx context.Context, prev, next *inventory.Inventory, must []string, steps func(Step)) (Outcome, error) {
 	p, err := c.prepare(ctx, prev, next, must)
 	if err != nil {
 		return Outcome{}, err
@@ -130,7 +150,7 @@ func (c *Cloud) change(ctx context.Context, prev, next *inventory.Inventory, mus
 	if f := out.failedMust; f != nil {
 		return Outcome{}, fmt.Errorf("nothing recorded: %w", f)
 	}
-	err = c.record(ctx, prev.Generation, next, out.Applied)
+	err = c.record(ctx, prev, next, out.Applied)
 	return out.Outcome, err
 }
 
@@ -247,15 +267,25 @@ func (c *Cloud) reach(ctx context.Context, m inventory.Machine) (Helper, error) 
 	return c.helper(rctx, m)
 }
 
-// publish makes the inventory as it now is the cloud's next generation on
-// the machines, after a change recorded without one (a VM made or
-// removed), so every helper's copy of the desired state has its VMs.
-// Machines away are pending as after any change. It cannot undo the
-// change it follows: a failure is told as a step of machine, not returned.
-func (c *Cloud) publish(ctx context.Context, machine string, steps func(Step)) {
+// publish writes a change to the inventory that has no generation of its
+// own (a VM made or removed: write), then makes the inventory as it now is
+// the cloud's next generation on the machines, so every helper's copy of
+// the desired state has its VMs. Both happen under the change lock, so a
+// change or another VM never comes between them. Machines away are
+// pending as after any change. write's error is returned; publishing
+// cannot undo it, so its failure is told as a step of machine.
+func (c *Cloud) publish(ctx context.Context, machine string, steps func(Step), write func(context.Context) error) error {
+	unlock, err := inventory.LockChanges(ctx, c.path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := write(ctx); err != nil {
+		return err
+	}
 	prev, err := c.Inventory()
 	if err == nil {
-		_, err = c.change(ctx, prev, clone(prev), nil, nil)
+		_, err = c.changeLocked(ctx, prev, clone(prev), nil, nil)
 	}
 	if err != nil {
 		c.log.Warn("the machines' copies of the cloud were not updated", "err", err)
@@ -263,18 +293,27 @@ func (c *Cloud) publish(ctx context.Context, machine string, steps func(Step)) {
 			steps(Step{Machine: machine, Text: "the machines' copies of the cloud were not updated (the next change carries it): " + err.Error()})
 		}
 	}
+	return nil
 }
 
 // record writes next as the inventory, the machines in applied confirming
-// its generation, if the file is still at generation base.
-func (c *Cloud) record(ctx context.Context, base int, next *inventory.Inventory, applied []string) error {
+// its generation, if the file is still prev: not only at prev's generation
+// (another change), but with nothing else written meanwhile either (a VM
+// made alongside is recorded without a generation of its own, and must
+// not be written over).
+func (c *Cloud) record(ctx context.Context, prev, next *inventory.Inventory, applied []string) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return inventory.Update(rctx, c.path, func(inv *inventory.Inventory) error {
-		if inv.Generation != base {
+		if inv.Generation != prev.Generation {
 			return fmt.Errorf("the inventory changed meanwhile (another butter made generation %d; this change was made from %d): "+
 				"the machines that answered have this change; run `butter sync` to put them on the inventory's state, then make the change again",
-				inv.Generation, base)
+				inv.Generation, prev.Generation)
+		}
+		if !reflect.DeepEqual(inv, prev) {
+			return fmt.Errorf("the inventory changed meanwhile (at generation %d, by a VM made or removed alongside): "+
+				"the machines that answered have this change; run `butter sync` to put them on the inventory's state, then make the change again",
+				inv.Generation)
 		}
 		n := clone(next)
 		for i := range n.Machines {

@@ -15,7 +15,15 @@ import (
 // the cloud's generation, and confirms it. A returning machine ends
 // exactly where a fresh apply puts it, whatever it missed. Machines still
 // away stay pending (Outcome.Behind).
+//
+// It holds the change lock (inventory.LockChanges): a change waits for it,
+// and it for a change.
 func (c *Cloud) Sync(ctx context.Context, only []string, steps func(Step)) (Outcome, error) {
+	unlock, err := inventory.LockChanges(ctx, c.path)
+	if err != nil {
+		return Outcome{}, err
+	}
+	defer unlock()
 	inv, err := c.Inventory()
 	if err != nil {
 		return Outcome{}, err

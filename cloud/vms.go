@@ -105,10 +105,9 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 	// The VM is made: record it even if ctx ended meanwhile.
 	actx, cancel := afterwards(ctx)
 	defer cancel()
-	if err := r.Commit(actx); err != nil {
+	if err := c.publish(actx, m.Name, steps, r.Commit); err != nil {
 		return VMStatus{}, c.unmake(actx, m, nv.Name, err)
 	}
-	c.publish(actx, m.Name, steps)
 	return vmStatus(m.Name, info), nil
 }
 
@@ -312,13 +311,12 @@ func (c *Cloud) VMAction(ctx context.Context, name, action string, timeout time.
 		return res, err
 	}
 	if action == "remove" {
-		err = inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
-			inv.VMs = slices.DeleteFunc(inv.VMs, func(o inventory.VM) bool { return o.Name == name })
-			return nil
+		err = c.publish(ctx, m.Name, nil, func(ctx context.Context) error {
+			return inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
+				inv.VMs = slices.DeleteFunc(inv.VMs, func(o inventory.VM) bool { return o.Name == name })
+				return nil
+			})
 		})
-		if err == nil {
-			c.publish(ctx, m.Name, nil)
-		}
 	}
 	return res, err
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -225,7 +226,56 @@ func TestCreateVMConcurrent(t *testing.T) {
 	if len(inv.VMs) != 2 {
 		t.Errorf("inventory VMs = %+v, want both", inv.VMs)
 	}
+	// Each VM was published under the change lock: the machines hold the
+	// inventory's generation, and their copy of the cloud has both VMs.
+	for _, fm := range ac.machines {
+		fm.mu.Lock()
+		spec := fm.spec
+		fm.mu.Unlock()
+		if spec == nil || spec.Generation != int64(inv.Generation) || spec.Desired == nil || len(spec.Desired.VMs) != 2 {
+			t.Errorf("%s holds %+v; want generation %d with both VMs", fm.name, spec, inv.Generation)
+		}
+	}
 	noReservations(t, c.path)
+}
+
+// A change made from an inventory that moved before the change began
+// (another butter, a VM recorded alongside) moves nothing on the machines
+// and records nothing.
+func TestChangeFromAMovedInventoryMovesNothing(t *testing.T) {
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, 2)
+	addAll(t, c, 2)
+	prev, err := c.Inventory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := clone(prev)
+	next.Networks = append(next.Networks, inventory.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.100.0.0/24"),
+		Tunnel: "auto", Machines: []string{"m1", "m2"}})
+	// Meanwhile another butter records a VM-less change of its own.
+	if err := inventory.Update(ctx, c.path, func(inv *inventory.Inventory) error {
+		inv.Machines[0].Accel = "tcg"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	applies := fc.machines["192.0.2.1"].applies
+	sums := fileSums(t, c.path)
+	if _, err := c.change(ctx, prev, next, nil, nil); err == nil || !strings.Contains(err.Error(), "nothing changed") {
+		t.Fatalf("change from a moved inventory = %v, want nothing changed", err)
+	}
+	if fc.machines["192.0.2.1"].applies != applies || fileSums(t, c.path) != sums {
+		t.Error("a change from a moved inventory applied on a machine or wrote the inventory")
+	}
+	// The control: made again from the inventory as it is, it takes.
+	prev, _ = c.Inventory()
+	next = clone(prev)
+	next.Networks = append(next.Networks, inventory.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.100.0.0/24"),
+		Tunnel: "auto", Machines: []string{"m1", "m2"}})
+	if _, err := c.change(ctx, prev, next, nil, nil); err != nil {
+		t.Fatalf("the same change from the current inventory: %v", err)
+	}
 }
 
 // vm start, stop, remove and console on a machine that does not answer
