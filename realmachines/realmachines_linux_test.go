@@ -1,0 +1,113 @@
+package realmachines
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/butter-cloud/butter/assets"
+	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/internal/testbed"
+)
+
+// machines is how many real machines the tier boots.
+const machines = 3
+
+func needTier(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots three Debian systems under qemu TCG (minutes); not in -short")
+	}
+	testbed.NeedRoot(t) // debootstrap, taps, a bridge, caches under /var/cache/butter
+	testbed.NeedPrograms(t, "qemu-system-x86_64", "qemu-img", "ip", "mkfs.ext4", "go")
+	missing := testbed.CloudImageTools()
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		missing = append(missing, "/dev/net/tun")
+	}
+	testbed.Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
+}
+
+func TestRealMachines(t *testing.T) {
+	needTier(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	r := newRig(t, ctx, machines)
+
+	// Boot all three at once, then wait for each one's sshd.
+	start := time.Now()
+	for _, m := range r.machines {
+		r.boot(m)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(r.machines))
+	for i, m := range r.machines {
+		wg.Go(func() {
+			_, errs[i] = r.ssh(m, bootWithin)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d machines booted and answer SSH %s after qemu started", len(r.machines), time.Since(start).Round(100*time.Millisecond))
+
+	for _, m := range r.machines {
+		addStart := time.Now()
+		out := r.add(m)
+		t.Logf("%s added in %s: %s", m.name, time.Since(addStart).Round(100*time.Millisecond), strings.TrimSpace(out))
+	}
+	for _, m := range r.machines {
+		checkUnit(t, r, m)
+		f := facts(t, r, m)
+		if !f.KernelWireGuard || !f.Gretap {
+			t.Errorf("%s: facts say kernel WireGuard %v, gretap %v; Debian's kernel has both", m.name, f.KernelWireGuard, f.Gretap)
+		}
+		if f.Uplink != "eth0" || !strings.Contains(strings.Join(f.Addresses, " "), m.addr().String()) {
+			t.Errorf("%s: facts say uplink %q with addresses %v; want eth0 with %s", m.name, f.Uplink, f.Addresses, m.addr())
+		}
+	}
+	if t.Failed() {
+		return
+	}
+
+	nw := r.createNetwork("net1", netip.MustParsePrefix("10.77.1.0/24"))
+	for i, m := range r.machines {
+		r.installProbe(m, nw.Bridge, probeAddr(nw.subnet, i))
+	}
+	r.reachAll(nw)
+	if t.Failed() {
+		return
+	}
+	faults(t, r, nw)
+}
+
+// checkUnit checks that the helper runs on m as the systemd unit butter
+// installed.
+func checkUnit(t *testing.T, r *rig, m *machine) {
+	t.Helper()
+	out, err := r.sh(m, "systemctl is-active "+assets.HelperUnitName+"; systemctl is-enabled "+assets.HelperUnitName)
+	if got := strings.Fields(out); err != nil || len(got) != 2 || got[0] != "active" || got[1] != "enabled" {
+		t.Errorf("%s: systemctl is-active, is-enabled %s: %q (%v); want active, enabled", m.name, assets.HelperUnitName, out, err)
+	}
+}
+
+// helperCmd runs the installed helper on the machine (the unit's binary).
+const helperCmd = `"$(systemctl show -P ExecStart ` + assets.HelperUnitName + ` | sed -n 's/.*path=\([^ ;]*\).*/\1/p')" helper `
+
+// facts is `butter helper facts` on m, through the unit's own binary.
+func facts(t *testing.T, r *rig, m *machine) helperapi.Facts {
+	t.Helper()
+	out := r.mustSh(m, helperCmd+"facts")
+	var f helperapi.Facts
+	if err := json.Unmarshal([]byte(out), &f); err != nil {
+		t.Fatalf("%s: helper facts: %v: %s", m.name, err, out)
+	}
+	return f
+}
