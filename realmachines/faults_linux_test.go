@@ -233,6 +233,80 @@ func faults(t *testing.T, parent *rig, nw network) {
 		checkUnit(t, r, m)
 		r.reachAll(nw)
 	})
+
+	t.Run("mtu", func(t *testing.T) { mtuSubtest(t, parent.with(t), nw) })
+}
+
+// mtuSubtest: a machine powered off, its uplink's MTU lowered (on its
+// NIC, host_mtu, and its tap) and booted: its helper derives the network's
+// MTU from the new uplink at start, and the operator reports the network
+// as built with different MTUs, or all agree.
+func mtuSubtest(t *testing.T, r *rig, nw network) {
+	m := r.machines[1]
+	if err := r.detach(m, "systemctl poweroff"); err != nil {
+		t.Fatal(err)
+	}
+	m.forget()
+	m.mu.Lock()
+	g := m.guest
+	m.mu.Unlock()
+	select {
+	case <-g.Done():
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("%s did not power off within 3 minutes:\n%s", m.name, m.consoleTail(30))
+	}
+	m.kill()
+	m.mtu = 1400
+	r.boot(m)
+	if _, err := r.ssh(m, bootWithin); err != nil {
+		t.Fatal(err)
+	}
+	f := facts(t, r, m)
+	if f.UplinkMTU != m.mtu {
+		t.Fatalf("%s: facts say uplink MTU %d; its NIC was given %d", m.name, f.UplinkMTU, m.mtu)
+	}
+	checkUnit(t, r, m)
+	mine := r.checkChain(m, nw.Name, len(r.machines)-1) // from its facts: recomputed at start
+	var others []string
+	same := true
+	for _, o := range r.machines {
+		if o != m {
+			on := r.checkChain(o, nw.Name, len(r.machines)-1)
+			others = append(others, fmt.Sprintf("%s %d", o.name, on.MTU))
+			same = same && on.MTU == mine.MTU
+		}
+	}
+	t.Logf("after the reboot with uplink MTU %d: %s built %s at MTU %d; %s", m.mtu, m.name, nw.Name, mine.MTU, strings.Join(others, ", "))
+	var list []struct {
+		Name    string `json:"name"`
+		Problem string `json:"problem"`
+	}
+	out := r.must("network", "list", "--json")
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("network list --json: %v: %s", err, out)
+	}
+	problem := ""
+	for _, n := range list {
+		if n.Name == nw.Name {
+			problem = n.Problem
+		}
+	}
+	switch {
+	case same && problem != "":
+		t.Errorf("every machine built %s at MTU %d, and yet network list reports %q", nw.Name, mine.MTU, problem)
+	case !same && !strings.Contains(problem, m.name):
+		t.Errorf("the machines built %s with different MTUs and network list reports %q, not naming %s", nw.Name, problem, m.name)
+	case !same:
+		t.Logf("reported as drift: %s", problem)
+	}
+	// Frames of the smallest MTU still cross both ways.
+	size := mine.MTU - 28
+	for _, pair := range [][2]int{{1, 0}, {0, 1}} {
+		from, to := r.machines[pair[0]], probeAddr(nw.subnet, pair[1]).Addr()
+		if got, err := r.ping(from, to, 3, size); err != nil || got == 0 {
+			t.Errorf("%s's probe: %d answers from %s with %d bytes and DF (%v)", from.name, got, to, size, err)
+		}
+	}
 }
 
 // with is r for subtest t: its failures go to t.

@@ -63,6 +63,7 @@ func TestRealMachines(t *testing.T) {
 		out := r.add(m)
 		t.Logf("%s added in %s: %s", m.name, time.Since(addStart).Round(100*time.Millisecond), strings.TrimSpace(out))
 	}
+	checkHardening(t, r, r.machines[0])
 	for _, m := range r.machines {
 		checkUnit(t, r, m)
 		f := facts(t, r, m)
@@ -110,4 +111,24 @@ func facts(t *testing.T, r *rig, m *machine) helperapi.Facts {
 		t.Fatalf("%s: helper facts: %v: %s", m.name, err, out)
 	}
 	return f
+}
+
+// checkHardening checks, on m, that the running helper is confined as its
+// unit says (and still does its job, which the rest of the tier shows):
+// its capability bounding set, no new privileges, a read-only /usr and
+// /etc in its mount namespace, and its private state folder.
+func checkHardening(t *testing.T, r *rig, m *machine) {
+	t.Helper()
+	out := r.mustSh(m, `pid=$(systemctl show -P MainPID `+assets.HelperUnitName+`)
+grep -E '^(CapBnd|NoNewPrivs):' /proc/$pid/status | tr -s '\t ' ' '
+nsenter -t $pid -m sh -c 'touch /usr/lib/.butter-probe /etc/.butter-probe 2>&1; touch /var/lib/butter/.probe && rm /var/lib/butter/.probe && echo state writable'
+stat -c 'state %a %U' /var/lib/butter`)
+	// CAP_CHOWN 0, CAP_DAC_OVERRIDE 1, CAP_FOWNER 3, CAP_NET_ADMIN 12.
+	for _, want := range []string{"CapBnd: 000000000000100b", "NoNewPrivs: 1",
+		"/usr/lib/.butter-probe': Read-only file system", "/etc/.butter-probe': Read-only file system",
+		"state writable", "state 700 root"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("%s: the helper's confinement: no %q in:\n%s", m.name, want, out)
+		}
+	}
 }
