@@ -132,23 +132,10 @@ func (e *e2e) chainFacts(m string) testbed.ChainFacts {
 // tunnel ports as the kernel shows them (no VMs on it yet).
 func (e *e2e) checkKernelChain(m string, id int, kind string, mtu, ports int) {
 	e.t.Helper()
-	var links []struct {
-		Name     string `json:"ifname"`
-		MTU      int    `json:"mtu"`
-		LinkInfo struct {
-			Kind string `json:"info_kind"`
-		} `json:"linkinfo"`
-	}
 	br := plumbing.BridgeName(id)
-	out := e.onMachine(m, "/usr/sbin/ip", "-d", "-j", "link", "show", "master", br)
-	if err := json.Unmarshal([]byte(out), &links); err != nil {
-		e.t.Fatalf("%s: ip -d -j link show master %s: %v: %s", m, br, err, out)
-	}
-	n := 0
-	for _, l := range links {
-		if l.LinkInfo.Kind == kind && l.MTU == mtu {
-			n++
-		}
+	links, n, err := testbed.BridgePorts(e.ctx, e.runner(m), "/usr/sbin/ip", br, kind, mtu)
+	if err != nil {
+		e.t.Fatal(err)
 	}
 	if n != ports || len(links) != ports {
 		e.t.Errorf("%s: %s has ports %+v; want %d %s at MTU %d", m, br, links, ports, kind, mtu)

@@ -33,8 +33,22 @@ func (u HelperUnit) Render() (string, error) {
 			return "", fmt.Errorf("helper unit %s %q: want an absolute path without spaces, quotes or %%", name, p)
 		}
 	}
+	// systemd makes StateDirectory= under /var/lib and RuntimeDirectory=
+	// under /run, and makes them writable under ProtectSystem=strict.
+	state, ok := strings.CutPrefix(filepath.Clean(u.StateDir), "/var/lib/")
+	if !ok {
+		return "", fmt.Errorf("helper unit state dir %q: want a folder under /var/lib", u.StateDir)
+	}
+	run, ok := strings.CutPrefix(filepath.Dir(filepath.Clean(u.Socket)), "/run/")
+	if !ok {
+		return "", fmt.Errorf("helper unit socket %q: want a file in a folder under /run", u.Socket)
+	}
+	data := struct {
+		HelperUnit
+		StateDirName, RuntimeDirName string
+	}{u, state, run}
 	var b strings.Builder
-	if err := helperUnitTmpl.Execute(&b, u); err != nil {
+	if err := helperUnitTmpl.Execute(&b, data); err != nil {
 		return "", fmt.Errorf("render %s: %w", HelperUnitName, err)
 	}
 	return b.String(), nil

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/printable"
 )
 
 func (s *session) networkCommand() *cobra.Command {
@@ -99,5 +100,13 @@ func (s *session) networkList(ctx context.Context, cl *cloud.Cloud, asJSON bool)
 	for _, n := range ns {
 		text = append(text, []string{n.Name, n.Subnet, fmt.Sprint(n.MTU), n.Tunnel, strings.Join(n.Machines, ",")})
 	}
-	return s.table("NAME\tSUBNET\tMTU\tTUNNEL\tMACHINES", text)
+	if err := s.table("NAME\tSUBNET\tMTU\tTUNNEL\tMACHINES", text); err != nil {
+		return err
+	}
+	for _, n := range ns {
+		if n.Problem != "" {
+			fmt.Fprintf(s.stderr, "butter: network %s: %s\n", n.Name, printable.String(n.Problem))
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -96,6 +97,10 @@ type NetworkStatus struct {
 	// requested kind when none answered).
 	MTU    int    `json:"mtu"`
 	Tunnel string `json:"tunnel"`
+	// Problem says what is wrong with it as built: its machines built it
+	// with different MTUs (each derives its own from its uplink), so
+	// full-size frames from the larger side are lost on the way.
+	Problem string `json:"problem,omitempty"`
 }
 
 // Networks lists the networks; machines (from Machines) fill in the MTU
@@ -108,19 +113,38 @@ func Networks(inv *inventory.Inventory, machines []MachineStatus) []NetworkStatu
 		if ns.Machines == nil {
 			ns.Machines = []string{}
 		}
-	found:
+		mtus := map[int][]string{}
 		for _, m := range machines {
 			if !slices.Contains(n.Machines, m.Name) {
 				continue
 			}
 			for _, r := range m.Facts.Networks {
 				if r.Name == n.Name {
-					ns.MTU, ns.Tunnel = r.MTU, r.Tunnel
-					break found
+					if ns.MTU == 0 {
+						ns.MTU, ns.Tunnel = r.MTU, r.Tunnel
+					}
+					mtus[r.MTU] = append(mtus[r.MTU], m.Name)
 				}
 			}
 		}
+		ns.Problem = mtuProblem(mtus)
 		out = append(out, ns)
 	}
 	return out
+}
+
+// mtuProblem describes a network built with different MTUs (machines by
+// the MTU they built it with); "" when they agree.
+func mtuProblem(mtus map[int][]string) string {
+	if len(mtus) < 2 {
+		return ""
+	}
+	sizes := slices.Sorted(maps.Keys(mtus))
+	var parts []string
+	for _, mtu := range sizes {
+		parts = append(parts, fmt.Sprintf("%d on %s", mtu, strings.Join(mtus[mtu], ", ")))
+	}
+	return fmt.Sprintf("MTU differs across machines (%s): frames larger than %d are lost on the way to %s; "+
+		"their uplinks' MTUs differ (butter helper facts on each shows uplink_mtu)",
+		strings.Join(parts, "; "), sizes[0], strings.Join(mtus[sizes[0]], ", "))
 }

@@ -107,8 +107,8 @@ func restore(ctx context.Context, h *Helper, log *slog.Logger) {
 
 // lockDir takes an exclusive lock on the state folder for this process.
 func lockDir(dir string) (func(), error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("make state folder: %w", err)
+	if err := ensureStateDir(dir); err != nil {
+		return nil, err
 	}
 	path := filepath.Join(dir, "daemon.lock")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)

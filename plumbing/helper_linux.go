@@ -43,8 +43,8 @@ func New(opts Options) (*Helper, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("make state folder: %w", err)
+	if err := ensureStateDir(opts.StateDir); err != nil {
+		return nil, err
 	}
 	links, err := newKernelTable(opts.Log)
 	if err != nil {

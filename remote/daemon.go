@@ -28,8 +28,14 @@ type DaemonOptions struct {
 	Wait time.Duration
 }
 
-// supervisedLog is where the supervised daemon's log goes.
-const supervisedLog = helperapi.DefaultStateDir + "/helper.log"
+// supervisedLog is where the supervised daemon's log goes (0600, in the
+// 0700 state folder; under systemd the journal has it). Past
+// supervisedLogMax bytes it is moved to helper.log.1 when the supervisor
+// (re)starts, so at most two are kept.
+const (
+	supervisedLog    = helperapi.DefaultStateDir + "/helper.log"
+	supervisedLogMax = 16 << 20
+)
 
 // StartDaemon makes sure `h helper daemon` runs on the machine and answers:
 // as the systemd unit butter-helper.service where systemd runs (installed,
@@ -101,10 +107,14 @@ if [ -f "$pidfile" ]; then
     if [ -d "/proc/$pid" ]; then kill -9 "$pid" 2>/dev/null || true; sleep 0.2; fi
   fi
 fi
+umask 077
 mkdir -p %s
-setsid nohup %s </dev/null >>%s 2>&1 &
+log=%s
+if [ -f "$log" ] && [ "$(wc -c <"$log")" -gt %d ]; then mv -f "$log" "$log.1"; fi
+if [ -f "$log" ]; then chmod 600 "$log"; fi
+setsid nohup %s </dev/null >>"$log" 2>&1 &
 echo started
-`, shellQuote(h.Path), shellQuote(pidFile), shellQuote(path.Dir(supervisedLog)), start, shellQuote(supervisedLog))
+`, shellQuote(h.Path), shellQuote(pidFile), shellQuote(path.Dir(supervisedLog)), shellQuote(supervisedLog), supervisedLogMax, start)
 	return c.Run(ctx, Cmd{Root: true, Line: script})
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/lab/sim"
 	"golang.org/x/crypto/ssh"
@@ -132,6 +133,11 @@ func TestRealSSHD(t *testing.T) {
 	}
 	if mode != DaemonSupervised {
 		t.Fatalf("daemon mode %q in a lab machine", mode)
+	}
+	// The first install made the state folder private, and the log too.
+	perms, err := m.Run(ctx, "/usr/bin/stat", "-c", "%a %U %n", helperapi.DefaultStateDir, supervisedLog)
+	if want := fmt.Sprintf("700 root %s\n600 root %s\n", helperapi.DefaultStateDir, supervisedLog); err != nil || string(perms) != want {
+		t.Errorf("stat: %q, %v; want %q", perms, err, want)
 	}
 	// Starting it again leaves the running one alone.
 	if _, err := c.StartDaemon(ctx, h, DaemonOptions{}); err != nil {

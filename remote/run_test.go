@@ -99,7 +99,7 @@ func sum(b []byte) string {
 func TestUpload(t *testing.T) {
 	f := newFixture(t)
 	c := f.client(t)
-	dir := filepath.Join(t.TempDir(), "bin")
+	dir := filepath.Join(t.TempDir(), "state", "bin")
 	target := filepath.Join(dir, "tool")
 	body := []byte("#!/bin/sh\necho tool\n")
 	ctx := context.Background()
@@ -120,6 +120,13 @@ func TestUpload(t *testing.T) {
 	fi, _ := os.Stat(target)
 	if err != nil || !bytes.Equal(got, body) || fi.Mode().Perm() != 0o755 {
 		t.Fatalf("uploaded %q (%v), %v", got, fi.Mode(), err)
+	}
+	// The folders it made are private (the helper's state folder is made
+	// this way on a first install).
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("folder %s made by the upload: %v, %v; want 0700", d, fi.Mode(), err)
+		}
 	}
 	// Replacing it with a mismatch keeps the old file.
 	err = c.Upload(ctx, Upload{Path: target, SHA256: sum(body), Body: strings.NewReader("truncated"), Root: true})

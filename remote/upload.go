@@ -17,7 +17,9 @@ var ErrChecksum = errors.New("sha256 mismatch")
 
 // Upload is one file to write on the machine.
 type Upload struct {
-	// Path is where it goes; its folder is made if missing.
+	// Path is where it goes; its folder is made if missing, and so are
+	// its parents, each 0700 (the helper's /var/lib/butter is private
+	// from the first install).
 	Path string
 	// Mode is its permission bits (0644 if zero).
 	Mode os.FileMode
@@ -54,7 +56,7 @@ func (c *Client) Upload(ctx context.Context, u Upload) error {
 	tmp := path.Join(path.Dir(u.Path), "."+path.Base(u.Path)+".tmp-"+hex.EncodeToString(r[:]))
 	script := fmt.Sprintf(`set -e
 t=%s
-mkdir -p %s
+(umask 077; mkdir -p %s)
 trap 'rm -f "$t"' EXIT HUP INT TERM
 (umask 077; cat > "$t")
 got=$(sha256sum "$t" | cut -d' ' -f1)

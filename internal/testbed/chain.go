@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -92,4 +93,32 @@ func KernelGretap(ctx context.Context, run Runner, ipPath string) (bool, error) 
 		return false, nil
 	}
 	return false, fmt.Errorf("probe for gretap: %w", err)
+}
+
+// BridgePort is one link on a bridge, as `ip -d -j link show master`
+// shows it.
+type BridgePort struct {
+	Name     string `json:"ifname"`
+	MTU      int    `json:"mtu"`
+	LinkInfo struct {
+		Kind string `json:"info_kind"`
+	} `json:"linkinfo"`
+}
+
+// BridgePorts lists the links on bridge where run runs (ipPath, e.g.
+// /usr/sbin/ip), and how many of them are of kind at mtu.
+func BridgePorts(ctx context.Context, run Runner, ipPath, bridge, kind string, mtu int) (ports []BridgePort, matching int, err error) {
+	out, err := run(ctx, ipPath, "-d", "-j", "link", "show", "master", bridge)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := json.Unmarshal(out, &ports); err != nil {
+		return nil, 0, fmt.Errorf("ip -d -j link show master %s: %w: %s", bridge, err, out)
+	}
+	for _, p := range ports {
+		if p.LinkInfo.Kind == kind && p.MTU == mtu {
+			matching++
+		}
+	}
+	return ports, matching, nil
 }

@@ -83,10 +83,7 @@ const cloudImageDiskMiB = 2048
 // CloudImage.Cmdline), always on a copy-on-write overlay of Disk; the image
 // itself must stay unchanged.
 type CloudImage struct {
-	Dir    string // the cache folder holding it all
-	Disk   string // qcow2: MBR, GRUB, one ext4 partition
-	Kernel string // the image's own vmlinuz
-	Initrd string // its initrd, virtio and ext4 only
+	BuiltImage
 }
 
 // Cmdline is the kernel command line that boots the image's kernel
@@ -132,14 +129,35 @@ func CloudImageTools() []string {
 // callers wait for one build. The build's output goes to log (may be nil).
 // It needs root.
 func BuildCloudImage(ctx context.Context, cacheDir string, log io.Writer) (CloudImage, error) {
+	b, err := cachedImage(ctx, cacheDir, CloudImageKey(), cloudImageRecipe, debianImage{
+		packages: cloudImagePackages,
+		files:    []imageFile{{path: "etc/cloud/cloud.cfg.d/90-butter.cfg", data: cloudImageConfig}},
+		modules:  cloudImageModules,
+		diskMiB:  cloudImageDiskMiB,
+	}, log)
+	return CloudImage{b}, err
+}
+
+// BuiltImage is a built Debian image's files, in its cache folder.
+type BuiltImage struct {
+	Dir    string // the cache folder holding it all
+	Disk   string // qcow2: MBR, GRUB, one ext4 partition
+	Kernel string // the image's own vmlinuz
+	Initrd string // its initrd, virtio and ext4 only
+}
+
+// cachedImage returns the image img describes in cacheDir/key (cacheDir
+// DefaultImageDir if empty), building it first if it is not there, and
+// keeps the two newest images whose key has the same prefix (up to its
+// last "-"; older recipes' are ~800 MB each).
+func cachedImage(ctx context.Context, cacheDir, key, recipe string, img debianImage, log io.Writer) (BuiltImage, error) {
 	if cacheDir == "" {
 		cacheDir = DefaultImageDir
 	}
 	if log == nil {
 		log = io.Discard
 	}
-	key := CloudImageKey()
-	dir, err := sim.Cached(ctx, cacheDir, key, cloudImageRecipe, func(dir string) error {
+	dir, err := sim.Cached(ctx, cacheDir, key, recipe, func(dir string) error {
 		if missing := CloudImageTools(); len(missing) > 0 {
 			return fmt.Errorf("missing %s: install it", strings.Join(missing, ", "))
 		}
@@ -150,31 +168,43 @@ func BuildCloudImage(ctx context.Context, cacheDir string, log io.Writer) (Cloud
 		if err != nil {
 			return err
 		}
-		return buildCloudImage(ctx, dir, mirror, log)
+		return buildImage(ctx, dir, mirror, img, log)
 	})
 	if err != nil {
-		return CloudImage{}, err
+		return BuiltImage{}, err
 	}
-	// Images of older recipes are ~750 MB each: keep only the last two.
-	if err := sim.PruneCache(cacheDir, "cloud-debian12-", 2); err != nil {
-		fmt.Fprintf(log, "prune old cloud images: %v\n", err)
+	prefix := key[:strings.LastIndex(key, "-")+1]
+	if err := sim.PruneCache(cacheDir, prefix, 2); err != nil {
+		fmt.Fprintf(log, "prune old %s images: %v\n", prefix, err)
 	}
-	img := CloudImage{
+	b := BuiltImage{
 		Dir:    dir,
 		Disk:   filepath.Join(dir, "disk.qcow2"),
 		Kernel: filepath.Join(dir, "vmlinuz"),
 		Initrd: filepath.Join(dir, "initrd.img"),
 	}
-	for _, f := range []string{img.Disk, img.Kernel, img.Initrd} {
+	for _, f := range []string{b.Disk, b.Kernel, b.Initrd} {
 		if _, err := os.Stat(f); err != nil {
-			return CloudImage{}, fmt.Errorf("cloud image %s: %w (remove the folder to rebuild it)", dir, err)
+			return BuiltImage{}, fmt.Errorf("image %s: %w (remove the folder to rebuild it)", dir, err)
 		}
 	}
-	return img, nil
+	return b, nil
 }
 
-// buildCloudImage fills dir with disk.qcow2, vmlinuz and initrd.img.
-func buildCloudImage(ctx context.Context, dir, mirror string, log io.Writer) (err error) {
+// debianImage is what an image builder varies: the packages installed on
+// top of debootstrap's minbase, the image's own files, the modules its
+// initramfs holds and the disk's size.
+type debianImage struct {
+	packages []string
+	files    []imageFile
+	remove   []string // files of installed packages to drop
+	modules  []string
+	diskMiB  int
+}
+
+// buildImage fills dir with disk.qcow2, vmlinuz and initrd.img of Debian
+// (cloudImageSuite) as img says, from mirror.
+func buildImage(ctx context.Context, dir, mirror string, img debianImage, log io.Writer) (err error) {
 	root := filepath.Join(dir, "root")
 	defer func() {
 		// debootstrap mounts proc and sys (and may bind /dev) in the
@@ -205,7 +235,7 @@ func buildCloudImage(ctx context.Context, dir, mirror string, log io.Writer) (er
 		return nil
 	}
 
-	if err := step("debootstrap", "--variant=minbase", "--include="+strings.Join(cloudImagePackages, ","),
+	if err := step("debootstrap", "--variant=minbase", "--include="+strings.Join(img.packages, ","),
 		cloudImageSuite, root, mirror); err != nil {
 		return err
 	}
@@ -222,41 +252,59 @@ func buildCloudImage(ctx context.Context, dir, mirror string, log io.Writer) (er
 		return fmt.Errorf("dpkg --audit in the new root reports broken packages:\n%s", s)
 	}
 
-	return makeDisk(ctx, dir, root, step, log)
+	return makeDisk(ctx, dir, root, img, step, log)
 }
 
-// makeDisk turns the installed root into the image in dir: settings,
-// initramfs, GRUB, and disk.qcow2, vmlinuz and initrd.img. step runs a
-// command, logging it.
-func makeDisk(ctx context.Context, dir, root string, step func(name string, args ...string) error, log io.Writer) error {
+// imageFile is a file an image builder writes into the root (path relative
+// to it), mode 0644; a data starting with "->" makes a symbolic link to
+// the rest instead.
+type imageFile struct {
+	path string
+	data string
+}
+
+// makeDisk turns the installed root into the image in dir: img's own
+// settings and the common files, an initramfs with img's modules only,
+// GRUB, and disk.qcow2, vmlinuz and initrd.img. step runs a command,
+// logging it.
+func makeDisk(ctx context.Context, dir, root string, img debianImage,
+	step func(name string, args ...string) error, log io.Writer) error {
 	rootUUID, err := newUUID()
 	if err != nil {
 		return err
 	}
-	files := []struct {
-		path string
-		data string
-	}{
-		{"etc/cloud/cloud.cfg.d/90-butter.cfg", cloudImageConfig},
+	files := append([]imageFile{
 		{"etc/fstab", "# Written by butter's lab image builder.\nUUID=" + rootUUID + " / ext4 rw,discard,errors=remount-ro 0 1\n"},
 		{"boot/grub/grub.cfg", grubConfig(rootUUID)},
 		{"etc/initramfs-tools/conf.d/butter", "MODULES=list\n"},
-		{"etc/initramfs-tools/modules", strings.Join(cloudImageModules, "\n") + "\n"},
+		{"etc/initramfs-tools/modules", strings.Join(img.modules, "\n") + "\n"},
 		// Empty: every VM makes its own at first boot.
 		{"etc/machine-id", ""},
 		{"etc/hostname", "localhost\n"},
+	}, img.files...)
+	for _, f := range img.remove {
+		if err := os.Remove(filepath.Join(root, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("image: %w", err)
+		}
 	}
 	for _, f := range files {
 		path := filepath.Join(root, f.path)
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return fmt.Errorf("cloud image: %w", err)
+			return fmt.Errorf("image: %w", err)
+		}
+		if target, ok := strings.CutPrefix(f.data, "->"); ok {
+			os.Remove(path)
+			if err := os.Symlink(target, path); err != nil {
+				return fmt.Errorf("image: %w", err)
+			}
+			continue
 		}
 		if err := os.WriteFile(path, []byte(f.data), 0o644); err != nil {
-			return fmt.Errorf("cloud image: %w", err)
+			return fmt.Errorf("image: %w", err)
 		}
 	}
 	// Host keys made by openssh-server's postinst would be shared by every
-	// VM: cloud-init makes each VM its own.
+	// VM: each VM gets its own at first boot (cloud-init, or the seed).
 	keys, _ := filepath.Glob(filepath.Join(root, "etc/ssh/ssh_host_*"))
 	for _, k := range keys {
 		if err := os.Remove(k); err != nil {
@@ -300,7 +348,7 @@ func makeDisk(ctx context.Context, dir, root string, step func(name string, args
 	// offset; the MBR and GRUB's core image then fill the first MiB.
 	raw := filepath.Join(dir, "disk.raw")
 	defer os.Remove(raw)
-	partSectors := uint64(cloudImageDiskMiB-1) << 20 / sectorSize
+	partSectors := uint64(img.diskMiB-1) << 20 / sectorSize
 	if err := step("mkfs.ext4", "-q", "-L", "root", "-U", rootUUID, "-E", fmt.Sprintf("offset=%d", partStart*sectorSize),
 		"-d", root, raw, fmt.Sprintf("%dk", partSectors*sectorSize/1024)); err != nil {
 		return err

@@ -24,7 +24,19 @@ type GuestOptions struct {
 	CPUs    int    // 1 if zero
 	QEMU    string // qemu-system-x86_64 if empty
 	Network *SocketNetwork
-	MAC     string // of the guest's one NIC; required with Network
+	MAC     string // of the guest's one NIC; required with Network or Tap
+	// Tap is a tap device (made by the caller) for the guest's one NIC,
+	// instead of Network.
+	Tap string
+	// HostMTU is offered to the guest's virtio NIC (host_mtu): its driver
+	// takes it as the link's MTU at boot. 0 leaves the default.
+	HostMTU int
+	// Disks are attached as virtio disks in order (vda, vdb, …): qcow2
+	// when the name ends in .qcow2, raw otherwise.
+	Disks []string
+	// Reboot makes a reboot in the guest restart it in the same qemu;
+	// otherwise qemu exits when the guest reboots or powers off.
+	Reboot bool
 }
 
 // SocketNetwork is a qemu "socket" network: every guest joining the same
@@ -74,15 +86,37 @@ func QEMUArgs(opts GuestOptions) ([]string, error) {
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-machine", "pc", "-accel", "tcg,tb-size=32", "-cpu", "max",
 		"-m", strconv.Itoa(mem) + "M", "-smp", strconv.Itoa(cpus),
-		"-no-reboot",
 		"-serial", "stdio", "-monitor", "none",
 		"-kernel", opts.Kernel, "-initrd", opts.Initrd,
 		"-append", opts.Append,
 	}
-	if n := opts.Network; n != nil {
-		if opts.MAC == "" {
-			return nil, fmt.Errorf("guest %s: a MAC address is required with a network", opts.Name)
+	if !opts.Reboot {
+		args = append(args, "-no-reboot")
+	}
+	for _, d := range opts.Disks {
+		if strings.Contains(d, ",") {
+			return nil, fmt.Errorf("guest %s: disk %q: a comma cannot be passed to qemu", opts.Name, d)
 		}
+		format := "raw"
+		if strings.HasSuffix(d, ".qcow2") {
+			format = "qcow2"
+		}
+		args = append(args, "-drive", "file="+d+",if=virtio,format="+format)
+	}
+	nic := "virtio-net-pci,netdev=n0,mac=" + opts.MAC
+	if opts.HostMTU > 0 {
+		nic += ",host_mtu=" + strconv.Itoa(opts.HostMTU)
+	}
+	if opts.Network != nil && opts.Tap != "" {
+		return nil, fmt.Errorf("guest %s: a socket network or a tap, not both", opts.Name)
+	}
+	if (opts.Network != nil || opts.Tap != "") && opts.MAC == "" {
+		return nil, fmt.Errorf("guest %s: a MAC address is required with a network", opts.Name)
+	}
+	if opts.Tap != "" {
+		args = append(args, "-netdev", "tap,id=n0,ifname="+opts.Tap+",script=no,downscript=no", "-device", nic)
+	}
+	if n := opts.Network; n != nil {
 		group := n.Group
 		if group == "" {
 			group = "230.0.0.1"
@@ -92,7 +126,7 @@ func QEMUArgs(opts GuestOptions) ([]string, error) {
 		}
 		args = append(args,
 			"-netdev", fmt.Sprintf("socket,id=n0,mcast=%s:%d,localaddr=127.0.0.1", group, n.Port),
-			"-device", "virtio-net-pci,netdev=n0,mac="+opts.MAC)
+			"-device", nic)
 	}
 	return args, nil
 }

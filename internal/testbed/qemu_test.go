@@ -48,6 +48,39 @@ func TestQEMUArgs(t *testing.T) {
 			err:  "port 70000 out of range",
 		},
 		{
+			name: "tap, disks, host MTU, reboot in place",
+			opts: func(o *GuestOptions) {
+				o.Tap = "rm1-tap"
+				o.MAC = "52:54:00:00:00:02"
+				o.HostMTU = 1400
+				o.Disks = []string{"/d/disk.qcow2", "/d/seed.raw"}
+				o.Reboot = true
+			},
+			has: [][]string{{"-drive", "file=/d/disk.qcow2,if=virtio,format=qcow2"},
+				{"file=/d/disk.qcow2,if=virtio,format=qcow2", "-drive", "file=/d/seed.raw,if=virtio,format=raw"},
+				{"-netdev", "tap,id=n0,ifname=rm1-tap,script=no,downscript=no"},
+				{"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:02,host_mtu=1400"}},
+		},
+		{
+			name: "tap without a MAC",
+			opts: func(o *GuestOptions) { o.Tap = "rm1-tap" },
+			err:  "MAC address is required",
+		},
+		{
+			name: "tap and socket network",
+			opts: func(o *GuestOptions) {
+				o.Tap = "t"
+				o.Network = &SocketNetwork{Port: 40123}
+				o.MAC = "52:54:00:00:00:01"
+			},
+			err: "not both",
+		},
+		{
+			name: "disk with a comma",
+			opts: func(o *GuestOptions) { o.Disks = []string{"/d/a,b.qcow2"} },
+			err:  "comma",
+		},
+		{
 			name: "no kernel",
 			opts: func(o *GuestOptions) { o.Kernel = "" },
 			err:  "kernel and initrd are required",
@@ -76,6 +109,9 @@ func TestQEMUArgs(t *testing.T) {
 				if diff := cmp.Diff(want, args[i:i+len(want)]); diff != "" {
 					t.Errorf("%s (-want +got):\n%s", want[0], diff)
 				}
+			}
+			if o.Reboot == slices.Contains(args, "-no-reboot") {
+				t.Errorf("Reboot %v, and -no-reboot in %q", o.Reboot, args)
 			}
 			if slices.Contains(args, "kvm") || slices.Contains(args, "-enable-kvm") {
 				t.Errorf("KVM in %q", args)
