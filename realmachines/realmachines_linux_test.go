@@ -123,8 +123,9 @@ func checkHardening(t *testing.T, r *rig, m *machine) {
 grep -E '^(CapBnd|NoNewPrivs):' /proc/$pid/status | tr -s '\t ' ' '
 nsenter -t $pid -m sh -c 'touch /usr/lib/.butter-probe /etc/.butter-probe 2>&1; touch /var/lib/butter/.probe && rm /var/lib/butter/.probe && echo state writable'
 stat -c 'state %a %U' /var/lib/butter`)
-	// CAP_CHOWN 0, CAP_DAC_OVERRIDE 1, CAP_FOWNER 3, CAP_NET_ADMIN 12.
-	for _, want := range []string{"CapBnd: 000000000000100b", "NoNewPrivs: 1",
+	// CAP_CHOWN 0, CAP_DAC_OVERRIDE 1, CAP_FOWNER 3, CAP_NET_BIND_SERVICE 10,
+	// CAP_NET_ADMIN 12, CAP_NET_RAW 13.
+	for _, want := range []string{"CapBnd: 000000000000340b", "NoNewPrivs: 1",
 		"/usr/lib/.butter-probe': Read-only file system", "/etc/.butter-probe': Read-only file system",
 		"state writable", "state 700 root"} {
 		if !strings.Contains(out, want) {
