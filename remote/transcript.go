@@ -3,6 +3,7 @@ package remote
 import (
 	"bytes"
 	"io"
+	"regexp"
 
 	"github.com/butter-cloud/butter/internal/printable"
 )
@@ -43,5 +44,15 @@ func (t *transcript) Write(p []byte) (int, error) {
 
 func (t *transcript) emit(line []byte) {
 	// One Write per line: several sessions may share w.
-	_, _ = io.WriteString(t.w, t.host+" "+t.dir+" "+printable.String(string(line))+"\n")
+	_, _ = io.WriteString(t.w, t.host+" "+t.dir+" "+printable.String(redact(string(line)))+"\n")
+}
+
+// privateKeyRE matches a PEM or OpenSSH private key block, as it is or
+// inside a JSON string (newlines as \n).
+var privateKeyRE = regexp.MustCompile(`-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----`)
+
+// redact takes private keys out of a message (a VM's SSH host key rides in
+// its seed request): a transcript is a log, and no secret goes into a log.
+func redact(line string) string {
+	return privateKeyRE.ReplaceAllString(line, "[private key left out]")
 }

@@ -179,3 +179,19 @@ func TestLoginShellNotPOSIX(t *testing.T) {
 		t.Fatalf("the fish-like shell ran a raw POSIX line: %q, %v", raw, err)
 	}
 }
+
+// A private key in a message (a VM's host key in its seed request) never
+// reaches the transcript; the rest of the message does.
+func TestTranscriptLeavesOutPrivateKeys(t *testing.T) {
+	var buf bytes.Buffer
+	tr := &transcript{w: &buf, host: "m1", dir: ">"}
+	key := "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\\n-----END OPENSSH PRIVATE KEY-----\\n"
+	fmt.Fprintf(tr, `{"method":"vm.create","params":{"name":"web","host_key":"%s","hostname":"web"}}`+"\n", key)
+	got := buf.String()
+	if strings.Contains(got, "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ") || strings.Contains(got, "PRIVATE KEY-----") {
+		t.Errorf("the transcript holds the private key:\n%s", got)
+	}
+	if !strings.Contains(got, `"hostname":"web"`) || !strings.Contains(got, "[private key left out]") {
+		t.Errorf("the transcript lost the rest of the message:\n%s", got)
+	}
+}
