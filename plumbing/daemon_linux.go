@@ -56,9 +56,17 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 		defer close(restored)
 		restore(ctx, h, o.Log)
 	}()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		if err := watchPorts(ctx, o.Log); err != nil {
+			o.Log.Error("ports keep IPv6 until the next apply", "err", err)
+		}
+	}()
 	o.Log.Info("helper daemon listening", "socket", o.Socket)
 	err = Serve(ctx, l, h, o.Log)
 	<-restored
+	<-watched
 	return err
 }
 

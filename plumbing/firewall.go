@@ -27,12 +27,15 @@ import (
 //   - nothing is forwarded into or out of the WireGuard device, except
 //     WireGuard to WireGuard on a relay;
 //   - nothing is routed from one network's bridge to another's;
-//   - a bridge reaches the machine itself for nothing (no sshd, no mesh
-//     address), or, once the spec gives a network a gateway address, only
-//     for ICMP, DHCP and DNS to that address.
+//   - a bridge reaches the machine itself only for ICMP and DNS (UDP and
+//     TCP 53) to its own network's gateway address (helperapi.GatewayAddr
+//     of the network's subnet), nothing else: no sshd, no mesh address,
+//     no other network's gateway; a network without a subnet reaches
+//     nothing.
 //
-// Besides the table, IPv6 is off on the bridges and tunnel ports (no
-// link-local address, no router advertisement taken).
+// Besides the table, IPv6 is off on the bridges and all their ports (no
+// link-local address, no router advertisement taken), and the port guard
+// (guard.go) holds each VM to its own MAC and address.
 
 // bridgeGlob matches the name of every bridge the helper makes.
 const bridgeGlob = "btbr*"
@@ -183,13 +186,17 @@ type fwInput struct {
 // taken from exactly the peers its tunnels point at.
 func makeFirewall(spec helperapi.Spec, p plan) fwTable {
 	in := fwInput{Relay: spec.Mesh.Relay}
+	gateways := map[string]netip.Addr{}
+	for _, n := range spec.Networks {
+		gateways[BridgeName(n.ID)] = helperapi.GatewayAddr(n.Subnet)
+	}
 	byBridge := map[string]int{}
 	for _, l := range p.Links {
 		if l.Kind == KindBridge {
 			byBridge[l.Name] = len(in.Networks)
-			// Gateway stays unset: the spec gives networks no gateway
-			// address yet. A bridge then reaches the machine for nothing.
-			in.Networks = append(in.Networks, fwNetwork{Bridge: l.Name})
+			// A network without a subnet has no gateway: its bridge
+			// reaches the machine for nothing.
+			in.Networks = append(in.Networks, fwNetwork{Bridge: l.Name, Gateway: gateways[l.Name]})
 		}
 	}
 	for _, l := range p.Links {
@@ -249,7 +256,6 @@ func firewallFor(in fwInput) fwTable {
 		}
 		input = append(input,
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "icmp", Verdict: VerdictAccept},
-			fwRule{IIF: n.Bridge, Proto: "udp", SPort: 68, DPort: 67, Verdict: VerdictAccept},
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "udp", DPort: 53, Verdict: VerdictAccept},
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "tcp", DPort: 53, Verdict: VerdictAccept},
 		)
@@ -318,7 +324,11 @@ func ruleDiff(chain string, want, have []fwRule) []string {
 		}
 		return s
 	}
-	w, h := text(want), text(have)
+	return textDiff(chain, text(want), text(have))
+}
+
+// textDiff compares a chain's rules in words, which count in order.
+func textDiff(chain string, w, h []string) []string {
 	if slices.Equal(w, h) {
 		return nil
 	}

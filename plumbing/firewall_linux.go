@@ -33,65 +33,19 @@ var hooks = map[string]nftables.ChainHook{
 }
 
 func (nftTable) Table(ctx context.Context) (*fwTable, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return nil, fmt.Errorf("open nftables: %w", err)
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if errors.Is(err, unix.EPROTONOSUPPORT) {
-		return nil, fmt.Errorf("list nftables tables: %w; this kernel has no nf_tables loaded (modules nfnetlink and nf_tables), which the helper's firewall needs", err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list nftables tables: %w", err)
-	}
-	var found *nftables.Table
-	for _, t := range tables {
-		if t.Name == FirewallTable {
-			found = t
-		}
-	}
-	if found == nil {
-		return nil, nil
-	}
-	out := &fwTable{Dormant: found.Flags&unix.NFT_TABLE_F_DORMANT != 0}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return nil, fmt.Errorf("list chains of table inet %s: %w", FirewallTable, err)
-	}
-	for _, ch := range chains {
-		if ch.Table == nil || ch.Table.Name != FirewallTable {
-			continue
-		}
-		fc := fwChain{Name: ch.Name, Hook: "none", Policy: "none"}
-		if ch.Hooknum != nil {
-			fc.Hook = fmt.Sprint(uint32(*ch.Hooknum))
-			for name, h := range hooks {
-				if h == *ch.Hooknum {
-					fc.Hook = name
-				}
-			}
-		}
-		if ch.Priority != nil {
-			fc.Priority = int(*ch.Priority)
-		}
-		if ch.Type != nftables.ChainTypeFilter {
-			fc.Hook += " type " + string(ch.Type)
-		}
-		if ch.Policy != nil {
-			fc.Policy = VerdictDrop
-			if *ch.Policy == nftables.ChainPolicyAccept {
-				fc.Policy = VerdictAccept
-			}
-		}
-		rules, err := c.GetRules(butterTable, ch)
-		if err != nil {
-			return nil, fmt.Errorf("list rules of chain %s in table inet %s: %w", ch.Name, FirewallTable, err)
-		}
+	out := &fwTable{}
+	dormant, ok, err := readTable(butterTable, func(ch *nftables.Chain, rules []*nftables.Rule) {
+		fc := fwChain{Name: ch.Name}
+		fc.Hook, fc.Priority, fc.Policy = chainHeader(ch, hooks)
 		for _, r := range rules {
 			fc.Rules = append(fc.Rules, decodeRule(r.Exprs))
 		}
 		out.Chains = append(out.Chains, fc)
+	})
+	if err != nil || !ok {
+		return nil, err
 	}
+	out.Dormant = dormant
 	return out, nil
 }
 
@@ -134,15 +88,8 @@ func (nftTable) Write(ctx context.Context, t fwTable) error {
 }
 
 func (nftTable) Delete(ctx context.Context) error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("open nftables: %w", err)
-	}
-	// Added and deleted in one transaction: gone either way, no ENOENT.
-	c.AddTable(butterTable)
-	c.DelTable(butterTable)
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("delete table inet %s: %w", FirewallTable, err)
+	if err := deleteTable(butterTable); err != nil {
+		return fmt.Errorf("table inet: %w", err)
 	}
 	return nil
 }
@@ -242,15 +189,11 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 	if r.GREKey != 0 {
 		payload(expr.PayloadBaseTransportHeader, offGRE, binary.BigEndian.AppendUint64(nil, greTEBKey<<32|uint64(r.GREKey)))
 	}
-	switch r.Verdict {
-	case VerdictAccept:
-		out = append(out, &expr.Verdict{Kind: expr.VerdictAccept})
-	case VerdictDrop:
-		out = append(out, &expr.Verdict{Kind: expr.VerdictDrop})
-	default:
-		return nil, fmt.Errorf("rule %s: unknown verdict %q", r, r.Verdict)
+	v, err := verdictExpr(r.Verdict)
+	if err != nil {
+		return nil, fmt.Errorf("rule %s: %w", r, err)
 	}
-	return out, nil
+	return append(out, v), nil
 }
 
 // decodeRule reads expressions as encodeRule writes them. What it does

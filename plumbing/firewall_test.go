@@ -113,7 +113,7 @@ func TestFirewallRelayedPeer(t *testing.T) {
 }
 
 // Once a network has a gateway on the machine, its bridge reaches the
-// machine there for ICMP, DHCP and DNS, and for nothing else; another
+// machine there for ICMP and DNS, and for nothing else; another
 // network's bridge still reaches nothing.
 func TestFirewallGateway(t *testing.T) {
 	gw := netip.MustParseAddr("10.10.1.1")
@@ -124,7 +124,6 @@ func TestFirewallGateway(t *testing.T) {
 	want := `chain input hook input priority 0 policy accept
   udp dport 4789 drop
   iifname "btbr1" ip daddr 10.10.1.1 meta l4proto icmp accept
-  iifname "btbr1" udp sport 68 udp dport 67 accept
   iifname "btbr1" ip daddr 10.10.1.1 udp dport 53 accept
   iifname "btbr1" ip daddr 10.10.1.1 tcp dport 53 accept
   iifname "btbr*" drop

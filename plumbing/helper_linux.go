@@ -103,6 +103,11 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 	if err != nil {
 		return helperapi.Report{}, err
 	}
+	guard, err := h.applyGuard(ctx, spec)
+	if err != nil {
+		return helperapi.Report{}, err
+	}
+	fw = append(fw, guard...)
 	changes, err := converge(ctx, h.links, p.Links)
 	rep := h.report(spec, p, priv)
 	rep.Changes = append(rep.Changes, fw...)
@@ -118,6 +123,11 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 		rep.Changes = append(rep.Changes, fmt.Sprintf("set %s forwarding %s", WireGuardName, onOff(spec.Mesh.Relay)))
 	}
 	v6, err := setIPv6Off(ipv6Off(p))
+	rep.Changes = append(rep.Changes, v6...)
+	if err != nil {
+		return rep, err
+	}
+	v6, err = portsIPv6Off()
 	rep.Changes = append(rep.Changes, v6...)
 	if err != nil {
 		return rep, err
@@ -186,6 +196,11 @@ func (h *Helper) Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Dr
 		return nil, err
 	}
 	drift = append(drift, fw...)
+	guard, err := h.guardDrift(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	drift = append(drift, guard...)
 	priv, err := h.state.privateKey()
 	if err != nil {
 		return nil, err
@@ -225,7 +240,10 @@ func (h *Helper) teardown(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("remove links: %w", err)
 	}
-	return h.removeFirewall(ctx)
+	if err := h.removeFirewall(ctx); err != nil {
+		return err
+	}
+	return h.removeGuard(ctx)
 }
 
 // Restore re-applies the persisted spec, if there is one. With none, it
