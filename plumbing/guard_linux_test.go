@@ -2,12 +2,16 @@ package plumbing
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -385,4 +389,70 @@ func sum16(s uint16, b []byte) uint16 {
 		acc = acc&0xffff + acc>>16
 	}
 	return uint16(acc)
+}
+
+// TestWatchPorts: a link that becomes a port of a helper bridge while the
+// daemon runs (a VM's tap libvirt makes) has IPv6 off without an apply; a
+// link on no helper bridge keeps it (the control: the watcher is not
+// turning IPv6 off everywhere).
+func TestWatchPorts(t *testing.T) {
+	inFreshNetns(t)
+	machine, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer machine.Close()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: BridgeName(1)}}
+	if err := h.LinkAdd(br); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		// In the test's namespace, on a thread that dies with the
+		// goroutine: /proc/sys/net is the namespace's of the thread.
+		runtime.LockOSThread()
+		if err := netns.Set(machine); err != nil {
+			done <- err
+			return
+		}
+		done <- watchPorts(ctx, slog.New(slog.DiscardHandler))
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	other := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "other0"}, PeerName: "other1"}
+	tap := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: helperapi.VMPort("web"), MasterIndex: br.Attrs().Index}, PeerName: "vm0"}
+	for _, l := range []netlink.Link{other, tap} {
+		if err := h.LinkAdd(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(link string) string {
+		b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + link + "/disable_ipv6")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for read(tap.Name) != "1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after %s joined %s its disable_ipv6 is still %s", tap.Name, br.Name, read(tap.Name))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, l := range []string{"other0", "other1", "vm0"} {
+		if v := read(l); v != "0" {
+			t.Errorf("%s, on no helper bridge, has disable_ipv6 %s: the watcher turns IPv6 off beyond the bridges' ports", l, v)
+		}
+	}
 }
