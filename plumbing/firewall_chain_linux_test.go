@@ -121,10 +121,13 @@ func TestFirewall(t *testing.T) {
 		f    func(*testing.T, context.Context)
 	}{
 		{"every machine has the table, IPv6 off on bridges and tunnels, no drift", f.testInPlace},
+		{"ports plugged in after the daemon started have IPv6 off", f.testPortsIPv6},
 		{"tunnel packets from outside a network reach no bridge", f.testTunnelsClosed},
 		{"members' probes still talk", f.testMembersTalk},
 		{"a bridge reaches nothing on the machine", f.testBridgeToMachine},
 		{"nothing is forwarded into the mesh or between networks", f.testForwarding},
+		{"a bridge reaches its own gateway for ICMP and DNS, nothing else", f.testGateway},
+		{"a VM's port carries only its own MAC and address", f.testGuard},
 		{"a deleted rule, a deleted table, IPv6 on, VXLAN learning off are drift and come back", f.testDrift},
 		{"the daemon restores a table deleted while it was down", f.testRestart},
 		{"remove takes the helper's table and no other", f.testRemove},
@@ -598,6 +601,7 @@ func (f *fwLab) testRestart(t *testing.T, ctx context.Context) {
 		t.Fatal(err)
 	}
 	deleteTable(t, m1)
+	deleteGuardTable(t, m1)
 	p, err := f.butter.StartHelper(ctx, m1, f.logs[m1.Name])
 	if err != nil {
 		t.Fatal(err)
@@ -641,7 +645,9 @@ func (f *fwLab) testRemove(t *testing.T, ctx context.Context) {
 		t.Fatal(err)
 	} else {
 		for _, l := range ls {
-			if strings.HasPrefix(l.Name, plumbing.Prefix) {
+			// A VM's tap (here the probe's renamed port) is libvirt's,
+			// never the helper's to delete.
+			if strings.HasPrefix(l.Name, plumbing.Prefix) && !strings.HasPrefix(l.Name, helperapi.VMPortPrefix) {
 				t.Errorf("%s: %s is still there after remove", m1.Name, l)
 			}
 		}
@@ -689,8 +695,15 @@ func deleteTable(t *testing.T, m *sim.Machine) {
 // and returns its comment (the rule in words).
 func deleteRule(t *testing.T, m *sim.Machine, chain string, i int) string {
 	t.Helper()
+	return deleteRuleOf(t, m, butterTable, chain, i)
+}
+
+// deleteRuleOf deletes rule i of a chain of table on m by hand and
+// returns its comment.
+func deleteRuleOf(t *testing.T, m *sim.Machine, table *nftables.Table, chain string, i int) string {
+	t.Helper()
 	c := nft(t, m)
-	rules, err := c.GetRules(butterTable, &nftables.Chain{Name: chain, Table: butterTable})
+	rules, err := c.GetRules(table, &nftables.Chain{Name: chain, Table: table})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -96,13 +98,7 @@ func (g *guardLab) port(t *testing.T, name string, ns netns.NsHandle, mac net.Ha
 		t.Fatal(err)
 	}
 	defer h.Close()
-	eth0, err := h.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetUp(eth0); err != nil {
-		t.Fatal(err)
-	}
+	eth0 := linkUp(t, h, "eth0")
 	if err := netns.Set(ns); err != nil {
 		t.Fatal(err)
 	}
@@ -238,14 +234,7 @@ func TestGuardKernel(t *testing.T) {
 	if _, err := convergeGuard(g.rules); err != nil {
 		t.Fatal(err)
 	}
-	c, err := nftables.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := c.GetRules(guardTable, &nftables.Chain{Name: ChainGuard, Table: guardTable})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _, rules := chainRules(t, guardTable, ChainGuard)
 	if err := c.DelRule(rules[1]); err != nil {
 		t.Fatal(err)
 	}
@@ -455,4 +444,109 @@ func TestWatchPorts(t *testing.T) {
 			t.Errorf("%s, on no helper bridge, has disable_ipv6 %s: the watcher turns IPv6 off beyond the bridges' ports", l, v)
 		}
 	}
+}
+
+// TestGuardRandomDamage damages the port guard's table in the kernel at
+// random, as a person with nft might (a rule deleted, a foreign rule
+// added, the rules swapped, the chain's policy or priority changed, the
+// chain or the table deleted), and checks each converge brings back
+// exactly the planned table, and that the damage was seen as drift first.
+func TestGuardRandomDamage(t *testing.T) {
+	inFreshNetns(t)
+	rules := guardFor(guardVMs(guardSpec()))
+	kinds := []string{"delete rule", "foreign rule", "swap rules", "policy", "priority", "delete chain", "delete table"}
+	seen := map[string]int{}
+	rng := rand.New(rand.NewPCG(5, 6))
+	if _, err := convergeGuard(rules); err != nil {
+		t.Fatal(err)
+	}
+	for step := range 40 {
+		what := kinds[rng.IntN(len(kinds))]
+		seen[what]++
+		c, chain, have := chainRules(t, guardTable, ChainGuard)
+		var err error
+		switch what {
+		case "delete rule":
+			err = c.DelRule(have[rng.IntN(len(have))])
+		case "foreign rule":
+			c.InsertRule(&nftables.Rule{Table: guardTable, Chain: chain, Exprs: []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictAccept}}})
+		case "swap rules":
+			// The first rule again at the end, the original deleted.
+			c.AddRule(&nftables.Rule{Table: guardTable, Chain: chain, Exprs: have[0].Exprs})
+			err = c.DelRule(have[0])
+		case "policy", "priority":
+			policy, prio := nftables.ChainPolicyAccept, nftables.ChainPriority(guardPriority)
+			if what == "policy" {
+				policy = nftables.ChainPolicyDrop
+			} else {
+				prio = 0
+			}
+			c.FlushTable(guardTable)
+			c.DelChain(chain)
+			c.AddChain(&nftables.Chain{Name: ChainGuard, Table: guardTable, Type: nftables.ChainTypeFilter,
+				Hooknum: nftables.ChainHookPrerouting, Priority: &prio, Policy: &policy})
+		case "delete chain":
+			c.FlushTable(guardTable)
+			c.DelChain(chain)
+		case "delete table":
+			c.DelTable(guardTable)
+		}
+		if err == nil {
+			err = c.Flush()
+		}
+		if err != nil {
+			t.Fatalf("step %d: damage %q: %v", step, what, err)
+		}
+		hv, err := readGuard(rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := guardDiff(rules, hv); len(d) == 0 {
+			t.Fatalf("step %d: damage %q is no drift", step, what)
+		}
+		if _, err := convergeGuard(rules); err != nil {
+			t.Fatalf("step %d after %q: %v", step, what, err)
+		}
+		hv, err = readGuard(rules)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := guardDiff(rules, hv); len(d) != 0 {
+			t.Fatalf("step %d: after %q and a converge: %v", step, what, d)
+		}
+	}
+	for _, k := range kinds {
+		if seen[k] == 0 {
+			t.Errorf("no step did damage %q; the walk does not cover it", k)
+		}
+	}
+	t.Logf("damage: %v", seen)
+}
+
+// linkUp sets the named link up and returns it.
+func linkUp(t testing.TB, h *netlink.Handle, name string) netlink.Link {
+	t.Helper()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// chainRules opens nf_tables and reads the rules of a chain of table.
+func chainRules(t *testing.T, table *nftables.Table, name string) (*nftables.Conn, *nftables.Chain, []*nftables.Rule) {
+	t.Helper()
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := &nftables.Chain{Name: name, Table: table}
+	rules, err := c.GetRules(table, chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, chain, rules
 }
