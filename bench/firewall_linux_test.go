@@ -25,7 +25,7 @@ const rounds = 6
 // (m1 to m2) with the helper's firewall (its nftables table) on and off,
 // in rounds of one each, and prints the median of the rounds' ratios. The
 // probes are VMs of the desired state (guardProbes), so the port guard
-// (table bridge butter) checks every frame they send. Off is both tables
+// (table bridge butter-guard) checks every frame they send. Off is both tables
 // deleted by hand on every machine; an apply puts them back. It also
 // measures the chain with VXLAN learning turned off by hand, which the
 // helper leaves on: a VXLAN device that does not learn sends every frame

@@ -33,8 +33,12 @@ import (
 // tap is named helperapi.VMPort(name) in the VM's domain, and its MAC is
 // helperapi.VMMAC(address).
 
-// GuardTable is the name of the port guard's table (family bridge).
-const GuardTable = "butter"
+// GuardTable is the name of the port guard's table (family bridge). It is
+// a table of its own, beside the gateway filter (table bridge butter,
+// gateway.go): the guard is planned from the desired state's VMs, the
+// gateway filter from the links, and each is written whole without
+// rewriting the other. Its chain runs first (priority -200).
+const GuardTable = "butter-guard"
 
 // The port guard's one chain: a base chain on the bridge family's
 // prerouting hook, at the filter priority, accepting what no rule drops

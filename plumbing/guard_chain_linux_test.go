@@ -210,7 +210,7 @@ func (f *fwLab) testGuard(t *testing.T, ctx context.Context) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(strings.Join(rep.Changes, "\n"), "guard: table bridge butter missing") {
+	if !strings.Contains(strings.Join(rep.Changes, "\n"), "guard: table bridge butter-guard missing") {
 		t.Errorf("%s: apply after the guard was deleted changed %q, want the guard written", m1.Name, rep.Changes)
 	}
 	check(true)

@@ -208,7 +208,7 @@ func TestGuardKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"guard: table bridge butter missing"}, changes); diff != "" {
+	if diff := cmp.Diff([]string{"guard: table bridge butter-guard missing"}, changes); diff != "" {
 		t.Errorf("first write (-want +got):\n%s", diff)
 	}
 	if changes, err := convergeGuard(g.rules); err != nil || len(changes) != 0 {

@@ -104,13 +104,13 @@ func TestGuardDiff(t *testing.T) {
 	if d := guardDiff(want, same); len(d) != 0 {
 		t.Errorf("same table: %v", d)
 	}
-	if d := guardDiff(want, nil); !cmp.Equal(d, []string{"table bridge butter missing"}) {
+	if d := guardDiff(want, nil); !cmp.Equal(d, []string{"table bridge butter-guard missing"}) {
 		t.Errorf("no table: %v", d)
 	}
 	gone := &guardHave{Dormant: true, Chains: map[string]string{ChainGuard: "hook prerouting priority 0 policy accept", "x": ""},
 		Rules: map[string][]string{ChainGuard: texts()[1:]}}
 	d := guardDiff(want, gone)
-	wantD := []string{"table bridge butter is dormant", "extra chain x",
+	wantD := []string{"table bridge butter-guard is dormant", "extra chain x",
 		"chain ports has hook prerouting priority 0 policy accept, want hook prerouting priority -200 policy accept",
 		"ports: missing rule: " + want[0].String()}
 	if diff := cmp.Diff(wantD, d); diff != "" {
