@@ -25,7 +25,8 @@ const rounds = 6
 // (m1 to m2) with the helper's firewall (its nftables table) on and off,
 // in rounds of one each, and prints the median of the rounds' ratios. The
 // probes are VMs of the desired state (guardProbes), so the port guard
-// (table bridge butter-guard) checks every frame they send. Off is both tables
+// (table bridge butter-guard) checks every frame they send. Off is the three
+// tables (inet butter, bridge butter-guard, bridge butter: the gateway's)
 // deleted by hand on every machine; an apply puts them back. It also
 // measures the chain with VXLAN learning turned off by hand, which the
 // helper leaves on: a VXLAN device that does not learn sends every frame
@@ -69,7 +70,7 @@ func BenchmarkFirewall(b *testing.B) {
 		}
 		for _, m := range l.Machines {
 			deleteButterTable(b, m)
-			deleteGuardTable(b, m)
+			deleteBridgeTables(b, m)
 		}
 		o = chain("firewall off")
 		applyAll()
@@ -110,8 +111,8 @@ func BenchmarkFirewall(b *testing.B) {
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "TCP probe m1 -> probe m2 across the chain (%s, network MTU %d, 3 machines in the network), iperf3 -t %d,\n"+
-		"%d rounds (on-off, off-on, …); off = tables inet and bridge %s (the probes guarded as VMs) deleted on every machine. Per run: Mbit/s, packets/s and bytes per packet m1's %s sent.\n",
-		rep.Tunnel, rep.MTU, seconds, rounds, plumbing.FirewallTable, plumbing.WireGuardName)
+		"%d rounds (on-off, off-on, …); off = tables inet butter, bridge butter-guard (the probes guarded as VMs) and bridge butter deleted on every machine. Per run: Mbit/s, packets/s and bytes per packet m1's %s sent.\n",
+		rep.Tunnel, rep.MTU, seconds, rounds, plumbing.WireGuardName)
 	row := func(name string, rs ...result) {
 		var cells []string
 		for _, r := range rs {
