@@ -101,6 +101,9 @@ func readGuard(want []guardRule) (*guardHave, error) {
 	have := &guardHave{Chains: map[string]string{}, Rules: map[string][]string{}}
 	dormant, ok, err := readTable(guardTable, func(ch *nftables.Chain, rules []*nftables.Rule) {
 		hook, prio, policy := chainHeader(ch, map[string]nftables.ChainHook{guardHook: *nftables.ChainHookPrerouting})
+		if ch.Type != nftables.ChainTypeFilter {
+			hook += " type " + string(ch.Type)
+		}
 		have.Chains[ch.Name] = fmt.Sprintf("hook %s priority %d policy %s", hook, prio, policy)
 		have.Rules[ch.Name] = []string{}
 		for _, r := range rules {

@@ -57,7 +57,7 @@ func findTable(c *nftables.Conn, want *nftables.Table) (*nftables.Table, error) 
 }
 
 // chainHeader reads a base chain's hook (by its name in hooks, else its
-// number, with its type when not filter), priority and policy.
+// number), priority and policy.
 func chainHeader(ch *nftables.Chain, hooks map[string]nftables.ChainHook) (hook string, prio int, policy string) {
 	hook, policy = "none", "none"
 	if ch.Hooknum != nil {
@@ -70,9 +70,6 @@ func chainHeader(ch *nftables.Chain, hooks map[string]nftables.ChainHook) (hook 
 	}
 	if ch.Priority != nil {
 		prio = int(*ch.Priority)
-	}
-	if ch.Type != nftables.ChainTypeFilter {
-		hook += " type " + string(ch.Type)
 	}
 	if ch.Policy != nil {
 		policy = VerdictDrop
@@ -105,6 +102,8 @@ func verdictExpr(v string) (expr.Any, error) {
 		return &expr.Verdict{Kind: expr.VerdictAccept}, nil
 	case VerdictDrop:
 		return &expr.Verdict{Kind: expr.VerdictDrop}, nil
+	case VerdictMasquerade:
+		return &expr.Masq{}, nil
 	}
 	return nil, fmt.Errorf("unknown verdict %q", v)
 }
