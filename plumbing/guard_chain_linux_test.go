@@ -233,13 +233,15 @@ func deleteGuardTable(t *testing.T, m *sim.Machine) {
 }
 
 // testPortsIPv6 checks that the probes' ports, plugged into the bridges
-// after the daemon started, have IPv6 off with no apply since; the
-// machine's eth0, no bridge's port, keeps it (the control: the check
-// reads a setting that can be on).
+// after the daemon started, have IPv6 off with no apply since. The lab
+// turns IPv6 off machine-wide (all and default disable_ipv6), so the sign
+// of the daemon's watch is accept_ra: 0 on the ports, while the machine's
+// eth0, no bridge's port, keeps the kernel's 1 (the control: the check
+// reads a setting the helper did not change everywhere).
 func (f *fwLab) testPortsIPv6(t *testing.T, ctx context.Context) {
 	for _, m := range f.lab.Machines {
-		if out, err := m.Run(ctx, "/bin/cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"); err != nil || strings.TrimSpace(string(out)) != "0" {
-			t.Errorf("control: %s: eth0 has disable_ipv6 %q (err %v), want 0: the helper turns IPv6 off beyond its bridges", m.Name, out, err)
+		if out, err := m.Run(ctx, "/bin/cat", "/proc/sys/net/ipv6/conf/eth0/accept_ra"); err != nil || strings.TrimSpace(string(out)) != "1" {
+			t.Errorf("control: %s: eth0 has accept_ra %q (err %v), want the kernel's 1: the check cannot tell the watch's work", m.Name, out, err)
 		}
 	}
 	for _, p := range append(append([]*sim.Probe{}, f.blue...), f.red...) {
