@@ -70,7 +70,6 @@ func BenchmarkFirewall(b *testing.B) {
 		}
 		for _, m := range l.Machines {
 			deleteButterTable(b, m)
-			deleteBridgeTables(b, m)
 		}
 		o = chain("firewall off")
 		applyAll()
@@ -176,6 +175,7 @@ func deleteButterTable(b *testing.B, m *sim.Machine) {
 	defer done()
 	c.DelTable(butterTable)
 	c.DelTable(gatewayTable)
+	c.DelTable(guardTable)
 	if err := c.Flush(); err != nil {
 		b.Fatalf("%s: delete table inet %s: %v", m.Name, plumbing.FirewallTable, err)
 	}

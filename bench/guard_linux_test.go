@@ -53,23 +53,6 @@ func guardProbes(b *testing.B, ctx context.Context, c chainLab) {
 
 func vmName(i int) string { return []string{"bench-a", "bench-b"}[i] }
 
-// bridgeTables are the helper's bridge-family tables: the port guard and
-// the gateway filter.
-var bridgeTables = []*nftables.Table{
-	{Name: plumbing.GuardTable, Family: nftables.TableFamilyBridge},
-	{Name: plumbing.FirewallTable, Family: nftables.TableFamilyBridge},
-}
-
-// deleteBridgeTables deletes m's port guard and gateway filter by hand.
-func deleteBridgeTables(b *testing.B, m *sim.Machine) {
-	b.Helper()
-	c, done := nftIn(b, m)
-	defer done()
-	for _, t := range bridgeTables {
-		c.AddTable(t)
-		c.DelTable(t)
-	}
-	if err := c.Flush(); err != nil {
-		b.Fatalf("%s: delete the bridge tables: %v", m.Name, err)
-	}
-}
+// guardTable is the helper's port guard (bridge family): deleteButterTable
+// takes it away with the others.
+var guardTable = &nftables.Table{Name: plumbing.GuardTable, Family: nftables.TableFamilyBridge}
