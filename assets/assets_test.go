@@ -42,7 +42,7 @@ func TestDomainGolden(t *testing.T) {
 		file: "domain-disk.xml",
 		d: Domain{Name: "db", Type: "kvm", Arch: "x86_64", Machine: "pc", MemoryMiB: 2048, CPUs: 2,
 			Disk: "/var/lib/libvirt/butter/vms/db.qcow2", Seed: "/var/lib/libvirt/butter/vms/db-seed.iso",
-			Bridge: "btbr1", MAC: "52:54:00:00:00:02", MTU: 1378, ConsoleLog: "/var/log/libvirt/butter/db.console.log",
+			Bridge: "btbr1", Port: "btvm5f4d1b2c", MAC: "52:54:00:00:00:02", MTU: 1378, ConsoleLog: "/var/log/libvirt/butter/db.console.log",
 			Network: "red", Address: "10.1.0.9/24", Image: "debian-12", Creator: "bob <b&b>", Created: "2026-11-26T00:00:00Z"},
 	}} {
 		got, err := tc.d.Render()

@@ -30,7 +30,10 @@ type Domain struct {
 	Disk                    string // the qcow2 overlay, if any
 	Seed                    string // the cloud-init seed ISO, if any
 
-	Bridge     string
+	Bridge string
+	// Port names the VM's tap (libvirt makes it under that name), so the
+	// helper's port guard finds it; empty lets libvirt pick vnetN.
+	Port       string
 	MAC        string
 	MTU        int
 	ConsoleLog string

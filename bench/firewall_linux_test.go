@@ -23,8 +23,11 @@ const rounds = 6
 // BenchmarkFirewall measures, in one lab of three machines and one
 // network over all three, TCP throughput probe to probe across the chain
 // (m1 to m2) with the helper's firewall (its nftables table) on and off,
-// in rounds of one each, and prints the median of the rounds' ratios. Off is the table
-// deleted by hand on every machine; an apply puts it back. It also
+// in rounds of one each, and prints the median of the rounds' ratios. The
+// probes are VMs of the desired state (guardProbes), so the port guard
+// (table bridge butter-guard) checks every frame they send. Off is the three
+// tables (inet butter, bridge butter-guard, bridge butter: the gateway's)
+// deleted by hand on every machine; an apply puts them back. It also
 // measures the chain with VXLAN learning turned off by hand, which the
 // helper leaves on: a VXLAN device that does not learn sends every frame
 // to every member (its flood list), so with three machines m1's WireGuard
@@ -39,6 +42,7 @@ func BenchmarkFirewall(b *testing.B) {
 	c := newChainLab(b, ctx, "bf")
 	butter, l, h, net, m1, m2, p1, p2, rep := c.butter, c.lab, c.helpers, c.net, c.m1, c.m2, c.p1, c.p2, c.rep
 	d1, d2 := h.Daemons[m1.Name].PID(), h.Daemons[m2.Name].PID()
+	guardProbes(b, ctx, c)
 	applyAll := func() {
 		b.Helper()
 		for _, m := range l.Machines {
@@ -106,8 +110,8 @@ func BenchmarkFirewall(b *testing.B) {
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "TCP probe m1 -> probe m2 across the chain (%s, network MTU %d, 3 machines in the network), iperf3 -t %d,\n"+
-		"%d rounds (on-off, off-on, …); off = table inet %s deleted on every machine. Per run: Mbit/s, packets/s and bytes per packet m1's %s sent.\n",
-		rep.Tunnel, rep.MTU, seconds, rounds, plumbing.FirewallTable, plumbing.WireGuardName)
+		"%d rounds (on-off, off-on, …); off = tables inet butter, bridge butter-guard (the probes guarded as VMs) and bridge butter deleted on every machine. Per run: Mbit/s, packets/s and bytes per packet m1's %s sent.\n",
+		rep.Tunnel, rep.MTU, seconds, rounds, plumbing.WireGuardName)
 	row := func(name string, rs ...result) {
 		var cells []string
 		for _, r := range rs {
@@ -161,11 +165,17 @@ func nftIn(b *testing.B, m *sim.Machine) (*nftables.Conn, func()) {
 
 var butterTable = &nftables.Table{Name: plumbing.FirewallTable, Family: nftables.TableFamilyINet}
 
+// gatewayTable is the helper's gateway filter (bridge family): "off" takes
+// it away too, so the ratio prices every rule a frame of the chain meets.
+var gatewayTable = &nftables.Table{Name: plumbing.FirewallTable, Family: nftables.TableFamilyBridge}
+
 func deleteButterTable(b *testing.B, m *sim.Machine) {
 	b.Helper()
 	c, done := nftIn(b, m)
 	defer done()
 	c.DelTable(butterTable)
+	c.DelTable(gatewayTable)
+	c.DelTable(guardTable)
 	if err := c.Flush(); err != nil {
 		b.Fatalf("%s: delete table inet %s: %v", m.Name, plumbing.FirewallTable, err)
 	}

@@ -42,6 +42,8 @@ type fakeMachine struct {
 	rotations int
 	// noLibvirt makes ListVMs fail, as a machine for networks only does.
 	noLibvirt bool
+	// created is the last VM request the machine was asked for.
+	created helperapi.VMRequest
 }
 
 func (f *fakeMachine) PublicKey(ctx context.Context) (string, error) {
@@ -140,6 +142,7 @@ func (f *fakeMachine) CreateVM(ctx context.Context, r helperapi.VMRequest, progr
 	}
 	info := helperapi.VMInfo{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24", CPUs: r.CPUs, MemoryMiB: r.MemoryMiB}
 	f.vms[r.Name] = info
+	f.created = r
 	return info, nil
 }
 func (f *fakeMachine) ListVMs(ctx context.Context) ([]helperapi.VMInfo, error) {

@@ -157,6 +157,46 @@ func TestCreateVMRefusedByTheMachine(t *testing.T) {
 	noReservations(t, c.path)
 }
 
+// An explicit address the network cannot give a VM (its gateway, network
+// or broadcast address) is refused by the one rule before anything moves:
+// no reservation, no call to the machine, the inventory untouched.
+func TestCreateVMRefusesReservedAddresses(t *testing.T) {
+	for _, tt := range []struct{ addr, want string }{
+		{"10.100.0.1", `vm "web": address 10.100.0.1: network "blue"'s gateway`},
+		{"10.100.0.0", `vm "web": address 10.100.0.0: network "blue"'s network address`},
+		{"10.100.0.255", `vm "web": address 10.100.0.255: network "blue"'s broadcast address`},
+	} {
+		t.Run(tt.addr, func(t *testing.T) {
+			c, ac := vmCloud(t)
+			before := fileSums(t, c.path)
+			nv := web
+			nv.Address = netip.MustParseAddr(tt.addr)
+			_, err := c.CreateVM(context.Background(), nv, nil, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("CreateVM at %s = %v, want an error saying %q", tt.addr, err, tt.want)
+			}
+			if fileSums(t, c.path) != before {
+				t.Error("the refused create changed the inventory or its .bak")
+			}
+			noReservations(t, c.path)
+			if n := len(ac.machines["192.0.2.2"].vms); n != 0 {
+				t.Errorf("the machine got %d VMs, want none", n)
+			}
+		})
+	}
+	// The control: the next address is fine, and the VM is told the
+	// gateway as its default route and name server.
+	c, ac := vmCloud(t)
+	nv := web
+	nv.Address = netip.MustParseAddr("10.100.0.2")
+	if _, err := c.CreateVM(context.Background(), nv, nil, nil); err != nil {
+		t.Fatalf("CreateVM at 10.100.0.2: %v", err)
+	}
+	if r := ac.machines["192.0.2.2"].created; r.Address != "10.100.0.2" || r.Gateway != "10.100.0.1" || !slices.Equal(r.DNS, []string{"10.100.0.1"}) {
+		t.Errorf("the machine was asked for %+v; want address 10.100.0.2, gateway and name server 10.100.0.1", r)
+	}
+}
+
 // A create that succeeds records the VM once, keeps the file's mode, and
 // it reaches the machines' copies of the desired state as a generation.
 func TestCreateVMRecordsOnce(t *testing.T) {

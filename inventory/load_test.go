@@ -103,7 +103,7 @@ func TestHostileFiles(t *testing.T) {
 	}{
 		{"unknown_field.yaml", []Problem{
 			{5, `machines[0]: unknown field "hostname"; known fields: name, address, port, user, identity, endpoint, nat, mesh_ip, public_key, accel, confirmed`},
-			{10, `networks[0]: unknown field "colour"; known fields: name, subnet, id, tunnel, machines`},
+			{10, `networks[0]: unknown field "colour"; known fields: name, subnet, id, tunnel, machines, egress`},
 		}},
 		{"private_key.yaml", []Problem{
 			{5, `machines[0]: unknown field "private_key"; butter keeps no secrets in the inventory: leave keys in their files (a machine's identity is the path of its SSH key)`},
@@ -147,7 +147,7 @@ func TestHostileFiles(t *testing.T) {
 			{20, `network "green" id 1: already network "blue"'s; each network needs its own id`},
 			{21, `network "green" tunnel "ipip": choose "auto", "gretap" or "vxlan"`},
 			{24, `VM "web" machine "alpha": not in network "green"; add the machine to the network first`},
-			{26, `VM "web" address 10.100.2.5: outside network "green"'s subnet 10.100.1.0/24`},
+			{26, `VM "web" address 10.100.2.5: outside network "green"'s subnet 10.100.1.0/24; pick one inside it, or leave it out for the next free one`},
 		}},
 	}
 	for _, tt := range tests {

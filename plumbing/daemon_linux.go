@@ -73,11 +73,19 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 		defer close(probing)
 		h.probeLoop(pctx)
 	}()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		if err := watchPorts(ctx, o.Log); err != nil {
+			o.Log.Error("ports keep IPv6 until the next apply", "err", err)
+		}
+	}()
 	o.Log.Info("helper daemon listening", "socket", o.Socket)
 	err = Serve(ctx, l, h, o.Log)
 	stopProbes()
 	<-restored
 	<-probing
+	<-watched
 	return err
 }
 

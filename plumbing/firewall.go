@@ -27,12 +27,15 @@ import (
 //   - nothing is forwarded into or out of the WireGuard device, except
 //     WireGuard to WireGuard on a relay;
 //   - nothing is routed from one network's bridge to another's;
-//   - a bridge reaches the machine itself for nothing (no sshd, no mesh
-//     address), or, once the spec gives a network a gateway address, only
-//     for ICMP, DHCP and DNS to that address.
+//   - a bridge reaches the machine itself only for ICMP and DNS (UDP and
+//     TCP 53) to its own network's gateway address (helperapi.GatewayAddr
+//     of the network's subnet), nothing else: no sshd, no mesh address,
+//     no other network's gateway; a network without a subnet reaches
+//     nothing.
 //
-// Besides the table, IPv6 is off on the bridges and tunnel ports (no
-// link-local address, no router advertisement taken).
+// Besides the table, IPv6 is off on the bridges and all their ports (no
+// link-local address, no router advertisement taken), and the port guard
+// (guard.go) holds each VM to its own MAC and address.
 
 // bridgeGlob matches the name of every bridge the helper makes.
 const bridgeGlob = "btbr*"
@@ -48,8 +51,9 @@ const (
 
 // Verdicts of a firewall rule.
 const (
-	VerdictAccept = "accept"
-	VerdictDrop   = "drop"
+	VerdictAccept     = "accept"
+	VerdictDrop       = "drop"
+	VerdictMasquerade = "masquerade" // nat chains: the outgoing interface's address as source
 )
 
 // fwRule is one rule of the firewall in the few terms the helper uses. Its
@@ -59,9 +63,15 @@ type fwRule struct {
 	IIF    string // iifname; a trailing "*" matches names that start so
 	OIF    string // oifname, the same way
 	NotOIF string // oifname is not this one
+	NotIIF string // iifname is not this one
 
-	SAddr netip.Addr // IPv4 source address
-	DAddr netip.Addr // IPv4 destination address
+	SAddr netip.Addr   // IPv4 source address
+	DAddr netip.Addr   // IPv4 destination address
+	SNet  netip.Prefix // IPv4 source address inside this prefix
+
+	// Reply matches packets of a connection conntrack has seen both ways
+	// (ct state established,related).
+	Reply bool
 
 	Proto  string // "udp", "tcp", "gre", "icmp" (meta l4proto)
 	SPort  uint16 // udp or tcp source port
@@ -69,6 +79,12 @@ type fwRule struct {
 	VNI    uint32 // udp: the VXLAN header's network id (0: any)
 	GREKey uint32 // gre: a keyed Ethernet-over-GRE header with this key (0: any)
 
+	// Bridge family (the gateway filter, gateway.go):
+	EtherSAddr string     // Ethernet source address
+	EtherDAddr string     // Ethernet destination address
+	ARPTarget  netip.Addr // an ARP packet's target IPv4 address
+
+	// Verdict is accept or drop, or masquerade in a nat chain.
 	Verdict string
 
 	// Unknown describes a rule read from the kernel that says something
@@ -88,6 +104,9 @@ func (r fwRule) String() string {
 	if r.IIF != "" {
 		add("iifname", strconv.Quote(r.IIF))
 	}
+	if r.NotIIF != "" {
+		add("iifname", "!=", strconv.Quote(r.NotIIF))
+	}
 	if r.OIF != "" {
 		add("oifname", strconv.Quote(r.OIF))
 	}
@@ -99,6 +118,21 @@ func (r fwRule) String() string {
 	}
 	if r.DAddr.IsValid() {
 		add("ip", "daddr", r.DAddr.String())
+	}
+	if r.SNet.IsValid() {
+		add("ip", "saddr", r.SNet.String())
+	}
+	if r.Reply {
+		add("ct", "state", "established,related")
+	}
+	if r.EtherSAddr != "" {
+		add("ether", "saddr", r.EtherSAddr)
+	}
+	if r.EtherDAddr != "" {
+		add("ether", "daddr", r.EtherDAddr)
+	}
+	if r.ARPTarget.IsValid() {
+		add("arp", "daddr", "ip", r.ARPTarget.String())
 	}
 	switch {
 	case r.Proto == "gre" && r.GREKey != 0:
@@ -122,21 +156,37 @@ func (r fwRule) String() string {
 // fwChain is a base chain of the firewall table.
 type fwChain struct {
 	Name     string
-	Hook     string // the netfilter hook: "input" or "forward"
+	Type     string // "" (filter) or "nat"
+	Hook     string // the netfilter hook: "input", "forward", ...
 	Priority int
 	Policy   string
 	Rules    []fwRule
 }
 
 func (c fwChain) header() string {
-	return fmt.Sprintf("hook %s priority %d policy %s", c.Hook, c.Priority, c.Policy)
+	h := fmt.Sprintf("hook %s priority %d policy %s", c.Hook, c.Priority, c.Policy)
+	if c.Type != "" {
+		h = "type " + c.Type + " " + h
+	}
+	return h
 }
 
 // fwTable is the firewall table: the plan, or what the kernel has.
 type fwTable struct {
+	// Family is the table's nftables family: "inet" (the default, "")
+	// or "bridge" (the gateway filter).
+	Family string
 	Chains []fwChain
 	// Dormant is a table that is there but switched off (flags dormant).
 	Dormant bool
+}
+
+// name is the table's family and name, as nft names it.
+func (t fwTable) name() string {
+	if t.Family == "" {
+		return "inet " + FirewallTable
+	}
+	return t.Family + " " + FirewallTable
 }
 
 // String prints the table as `nft list table` would, less the syntax.
@@ -187,9 +237,13 @@ func makeFirewall(spec helperapi.Spec, p plan) fwTable {
 	for _, l := range p.Links {
 		if l.Kind == KindBridge {
 			byBridge[l.Name] = len(in.Networks)
-			// Gateway stays unset: the spec gives networks no gateway
-			// address yet. A bridge then reaches the machine for nothing.
-			in.Networks = append(in.Networks, fwNetwork{Bridge: l.Name})
+			// A network without a subnet has no gateway: its bridge
+			// reaches the machine for nothing.
+			n := fwNetwork{Bridge: l.Name}
+			if len(l.Addrs) > 0 {
+				n.Gateway = l.Addrs[0].Addr()
+			}
+			in.Networks = append(in.Networks, n)
 		}
 	}
 	for _, l := range p.Links {
@@ -207,7 +261,9 @@ func makeFirewall(spec helperapi.Spec, p plan) fwTable {
 			n.Peers = append(n.Peers, l.Remote)
 		}
 	}
-	return firewallFor(in)
+	t := firewallFor(in)
+	t.Chains = append(t.Chains, egressChains(egressFor(spec, p))...)
+	return t
 }
 
 // firewallFor is the firewall table for in.
@@ -249,7 +305,6 @@ func firewallFor(in fwInput) fwTable {
 		}
 		input = append(input,
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "icmp", Verdict: VerdictAccept},
-			fwRule{IIF: n.Bridge, Proto: "udp", SPort: 68, DPort: 67, Verdict: VerdictAccept},
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "udp", DPort: 53, Verdict: VerdictAccept},
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "tcp", DPort: 53, Verdict: VerdictAccept},
 		)
@@ -278,11 +333,11 @@ func firewallFor(in fwInput) fwTable {
 // nothing when they are the same.
 func fwDiff(want fwTable, have *fwTable) []string {
 	if have == nil {
-		return []string{fmt.Sprintf("table inet %s missing", FirewallTable)}
+		return []string{fmt.Sprintf("table %s missing", want.name())}
 	}
 	var out []string
 	if have.Dormant {
-		out = append(out, fmt.Sprintf("table inet %s is dormant", FirewallTable))
+		out = append(out, fmt.Sprintf("table %s is dormant", want.name()))
 	}
 	haveBy := map[string]fwChain{}
 	for _, c := range have.Chains {
@@ -318,7 +373,11 @@ func ruleDiff(chain string, want, have []fwRule) []string {
 		}
 		return s
 	}
-	w, h := text(want), text(have)
+	return textDiff(chain, text(want), text(have))
+}
+
+// textDiff compares a chain's rules in words, which count in order.
+func textDiff(chain string, w, h []string) []string {
 	if slices.Equal(w, h) {
 		return nil
 	}
@@ -379,7 +438,7 @@ func convergeFirewall(ctx context.Context, t ruleTable, want fwTable) ([]string,
 		return nil, err
 	}
 	if left := fwDiff(want, have); len(left) > 0 {
-		return nil, fmt.Errorf("table inet %s written but it reads back otherwise: %s", FirewallTable, strings.Join(left, "; "))
+		return nil, fmt.Errorf("table %s written but it reads back otherwise: %s", want.name(), strings.Join(left, "; "))
 	}
 	changes := make([]string, len(diff))
 	for i, d := range diff {

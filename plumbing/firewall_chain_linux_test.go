@@ -121,10 +121,13 @@ func TestFirewall(t *testing.T) {
 		f    func(*testing.T, context.Context)
 	}{
 		{"every machine has the table, IPv6 off on bridges and tunnels, no drift", f.testInPlace},
+		{"ports plugged in after the daemon started have IPv6 off", f.testPortsIPv6},
 		{"tunnel packets from outside a network reach no bridge", f.testTunnelsClosed},
 		{"members' probes still talk", f.testMembersTalk},
 		{"a bridge reaches nothing on the machine", f.testBridgeToMachine},
 		{"nothing is forwarded into the mesh or between networks", f.testForwarding},
+		{"a bridge reaches its own gateway for ICMP and DNS, nothing else", f.testGateway},
+		{"a VM's port carries only its own MAC and address", f.testGuard},
 		{"a deleted rule, a deleted table, IPv6 on, VXLAN learning off are drift and come back", f.testDrift},
 		{"the daemon restores a table deleted while it was down", f.testRestart},
 		{"remove takes the helper's table and no other", f.testRemove},
@@ -327,39 +330,37 @@ func (f *fwLab) testMembersTalk(t *testing.T, ctx context.Context) {
 }
 
 // routeProbes lets blue's and red's probes on m1 reach m1 and route
-// through it (as if m1 were their router): m1 forwards from its bridges
-// and routes their subnets to them; the probes use m1's mesh address as
-// their gateway (m1 answers ARP for it on the bridge). Undone at the end
-// of the test.
+// through it (as if m1 were their router): m1 forwards from its bridges,
+// and the probes route through their network's gateway address on m1's
+// bridge. Undone at the end of the test.
 func (f *fwLab) routeProbes(t *testing.T, ctx context.Context) {
 	t.Helper()
 	m1 := f.m(0)
-	gw := f.meshIP(0).String()
 	run := func(where string, run func(context.Context, string, ...string) ([]byte, error), name string, args ...string) {
 		t.Helper()
 		if out, err := run(ctx, name, args...); err != nil {
 			t.Fatalf("%s: %s %s: %v: %s", where, name, strings.Join(args, " "), err, out)
 		}
 	}
+	// m1 has a route to each subnet: its gateway address on the bridge.
 	for _, n := range []int{1, 2} {
 		br := plumbing.BridgeName(n)
-		run(m1.Name, m1.Run, ipBin, "route", "add", fmt.Sprintf("10.10.%d.0/24", n), "dev", br)
 		run(m1.Name, m1.Run, "/bin/sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/"+br+"/forwarding")
 	}
 	bp, rp := f.blue[0], f.red[0]
-	run(bp.Name, bp.Run, ipBin, "route", "add", testbed.DefaultMesh.String(), "via", gw, "dev", "eth0", "onlink")
-	run(bp.Name, bp.Run, ipBin, "route", "add", m1.Addr.Addr().String(), "via", gw, "dev", "eth0", "onlink")
-	run(bp.Name, bp.Run, ipBin, "route", "add", "10.10.2.0/24", "via", gw, "dev", "eth0", "onlink")
-	run(rp.Name, rp.Run, ipBin, "route", "add", "10.10.1.0/24", "via", gw, "dev", "eth0", "onlink")
+	bgw, rgw := helperapi.GatewayAddr(firewallNetworks[0].Subnet).String(), helperapi.GatewayAddr(firewallNetworks[1].Subnet).String()
+	run(bp.Name, bp.Run, ipBin, "route", "add", testbed.DefaultMesh.String(), "via", bgw, "dev", "eth0")
+	run(bp.Name, bp.Run, ipBin, "route", "add", m1.Addr.Addr().String(), "via", bgw, "dev", "eth0")
+	run(bp.Name, bp.Run, ipBin, "route", "add", "10.10.2.0/24", "via", bgw, "dev", "eth0")
+	run(rp.Name, rp.Run, ipBin, "route", "add", "10.10.1.0/24", "via", rgw, "dev", "eth0")
 	t.Cleanup(func() {
 		ctx := context.WithoutCancel(ctx)
 		for _, n := range []int{1, 2} {
 			br := plumbing.BridgeName(n)
-			_, _ = m1.Run(ctx, ipBin, "route", "del", fmt.Sprintf("10.10.%d.0/24", n), "dev", br)
 			_, _ = m1.Run(ctx, "/bin/sh", "-c", "echo 0 > /proc/sys/net/ipv4/conf/"+br+"/forwarding")
 		}
-		_, _ = bp.Run(ctx, ipBin, "route", "flush", "table", "main", "via", gw)
-		_, _ = rp.Run(ctx, ipBin, "route", "flush", "table", "main", "via", gw)
+		_, _ = bp.Run(ctx, ipBin, "route", "flush", "table", "main", "via", bgw)
+		_, _ = rp.Run(ctx, ipBin, "route", "flush", "table", "main", "via", rgw)
 	})
 }
 
@@ -598,6 +599,7 @@ func (f *fwLab) testRestart(t *testing.T, ctx context.Context) {
 		t.Fatal(err)
 	}
 	deleteTable(t, m1)
+	deleteGuardTable(t, m1)
 	p, err := f.butter.StartHelper(ctx, m1, f.logs[m1.Name])
 	if err != nil {
 		t.Fatal(err)
@@ -641,7 +643,9 @@ func (f *fwLab) testRemove(t *testing.T, ctx context.Context) {
 		t.Fatal(err)
 	} else {
 		for _, l := range ls {
-			if strings.HasPrefix(l.Name, plumbing.Prefix) {
+			// A VM's tap (here the probe's renamed port) is libvirt's,
+			// never the helper's to delete.
+			if strings.HasPrefix(l.Name, plumbing.Prefix) && !strings.HasPrefix(l.Name, helperapi.VMPortPrefix) {
 				t.Errorf("%s: %s is still there after remove", m1.Name, l)
 			}
 		}
@@ -689,8 +693,15 @@ func deleteTable(t *testing.T, m *sim.Machine) {
 // and returns its comment (the rule in words).
 func deleteRule(t *testing.T, m *sim.Machine, chain string, i int) string {
 	t.Helper()
+	return deleteRuleOf(t, m, butterTable, chain, i)
+}
+
+// deleteRuleOf deletes rule i of a chain of table on m by hand and
+// returns its comment.
+func deleteRuleOf(t *testing.T, m *sim.Machine, table *nftables.Table, chain string, i int) string {
+	t.Helper()
 	c := nft(t, m)
-	rules, err := c.GetRules(butterTable, &nftables.Chain{Name: chain, Table: butterTable})
+	rules, err := c.GetRules(table, &nftables.Chain{Name: chain, Table: table})
 	if err != nil {
 		t.Fatal(err)
 	}

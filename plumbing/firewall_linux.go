@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,97 +15,82 @@ import (
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 )
 
 // nftTable is the helper's firewall table in the kernel of the current
-// network namespace, read and written through nf_tables netlink. It holds
-// no connection: each call opens its own.
-type nftTable struct{}
+// network namespace, read and written through nf_tables netlink: the inet
+// one, or with bridge the bridge-family gateway filter. It holds no
+// connection: each call opens its own.
+type nftTable struct{ bridge bool }
 
 var butterTable = &nftables.Table{Name: FirewallTable, Family: nftables.TableFamilyINet}
 
-// hooks maps fwChain.Hook to netfilter's hook numbers.
-var hooks = map[string]nftables.ChainHook{
-	"input":   *nftables.ChainHookInput,
-	"forward": *nftables.ChainHookForward,
+var bridgeTable = &nftables.Table{Name: FirewallTable, Family: nftables.TableFamilyBridge}
+
+func (k nftTable) table() *nftables.Table {
+	if k.bridge {
+		return bridgeTable
+	}
+	return butterTable
 }
 
-func (nftTable) Table(ctx context.Context) (*fwTable, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return nil, fmt.Errorf("open nftables: %w", err)
+func (k nftTable) name() string { return fwTable{Family: k.family()}.name() }
+
+func (k nftTable) family() string {
+	if k.bridge {
+		return "bridge"
 	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if errors.Is(err, unix.EPROTONOSUPPORT) {
-		return nil, fmt.Errorf("list nftables tables: %w; this kernel has no nf_tables loaded (modules nfnetlink and nf_tables), which the helper's firewall needs", err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list nftables tables: %w", err)
-	}
-	var found *nftables.Table
-	for _, t := range tables {
-		if t.Name == FirewallTable {
-			found = t
-		}
-	}
-	if found == nil {
-		return nil, nil
-	}
-	out := &fwTable{Dormant: found.Flags&unix.NFT_TABLE_F_DORMANT != 0}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return nil, fmt.Errorf("list chains of table inet %s: %w", FirewallTable, err)
-	}
-	for _, ch := range chains {
-		if ch.Table == nil || ch.Table.Name != FirewallTable {
-			continue
-		}
-		fc := fwChain{Name: ch.Name, Hook: "none", Policy: "none"}
-		if ch.Hooknum != nil {
-			fc.Hook = fmt.Sprint(uint32(*ch.Hooknum))
-			for name, h := range hooks {
-				if h == *ch.Hooknum {
-					fc.Hook = name
-				}
-			}
-		}
-		if ch.Priority != nil {
-			fc.Priority = int(*ch.Priority)
-		}
+	return ""
+}
+
+// hooks maps fwChain.Hook to netfilter's hook numbers (the bridge family
+// numbers its hooks the same way).
+var hooks = map[string]nftables.ChainHook{
+	"prerouting":  *nftables.ChainHookPrerouting,
+	"input":       *nftables.ChainHookInput,
+	"forward":     *nftables.ChainHookForward,
+	"output":      *nftables.ChainHookOutput,
+	"postrouting": *nftables.ChainHookPostrouting,
+}
+
+func (k nftTable) Table(ctx context.Context) (*fwTable, error) {
+	out := &fwTable{Family: k.family()}
+	dormant, ok, err := readTable(k.table(), func(ch *nftables.Chain, rules []*nftables.Rule) {
+		fc := fwChain{Name: ch.Name}
+		fc.Hook, fc.Priority, fc.Policy = chainHeader(ch, hooks)
 		if ch.Type != nftables.ChainTypeFilter {
-			fc.Hook += " type " + string(ch.Type)
-		}
-		if ch.Policy != nil {
-			fc.Policy = VerdictDrop
-			if *ch.Policy == nftables.ChainPolicyAccept {
-				fc.Policy = VerdictAccept
-			}
-		}
-		rules, err := c.GetRules(butterTable, ch)
-		if err != nil {
-			return nil, fmt.Errorf("list rules of chain %s in table inet %s: %w", ch.Name, FirewallTable, err)
+			fc.Type = string(ch.Type)
 		}
 		for _, r := range rules {
 			fc.Rules = append(fc.Rules, decodeRule(r.Exprs))
 		}
 		out.Chains = append(out.Chains, fc)
+	})
+	if err != nil || !ok {
+		return nil, err
 	}
+	out.Dormant = dormant
 	return out, nil
 }
 
-func (nftTable) Write(ctx context.Context, t fwTable) error {
+func (k nftTable) Write(ctx context.Context, t fwTable) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
+	if t.Family != k.family() {
+		return fmt.Errorf("write table %s as table %s: not the same table", t.name(), k.name())
+	}
+	table := k.table()
 	// One batch, one transaction: make sure the table exists, delete it
 	// with whatever it holds, and make it again as planned.
-	c.AddTable(butterTable)
-	c.DelTable(butterTable)
-	c.AddTable(butterTable)
+	c.AddTable(table)
+	c.DelTable(table)
+	c.AddTable(table)
 	for _, fc := range t.Chains {
 		hook, ok := hooks[fc.Hook]
 		if !ok {
@@ -114,8 +100,16 @@ func (nftTable) Write(ctx context.Context, t fwTable) error {
 		if fc.Policy == VerdictDrop {
 			policy = nftables.ChainPolicyDrop
 		}
+		typ := nftables.ChainTypeFilter
+		switch fc.Type {
+		case "":
+		case "nat":
+			typ = nftables.ChainTypeNAT
+		default:
+			return fmt.Errorf("chain %s: unknown type %q", fc.Name, fc.Type)
+		}
 		ch := c.AddChain(&nftables.Chain{
-			Name: fc.Name, Table: butterTable, Type: nftables.ChainTypeFilter,
+			Name: fc.Name, Table: table, Type: typ,
 			Hooknum: &hook, Priority: nftables.ChainPriorityRef(nftables.ChainPriority(fc.Priority)), Policy: &policy,
 		})
 		for _, r := range fc.Rules {
@@ -123,26 +117,19 @@ func (nftTable) Write(ctx context.Context, t fwTable) error {
 			if err != nil {
 				return fmt.Errorf("chain %s: %w", fc.Name, err)
 			}
-			c.AddRule(&nftables.Rule{Table: butterTable, Chain: ch, Exprs: exprs,
+			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: exprs,
 				UserData: userdata.AppendString(nil, userdata.TypeComment, r.String())})
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("write table inet %s: %w", FirewallTable, err)
+		return fmt.Errorf("write table %s: %w", k.name(), err)
 	}
 	return nil
 }
 
-func (nftTable) Delete(ctx context.Context) error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("open nftables: %w", err)
-	}
-	// Added and deleted in one transaction: gone either way, no ENOENT.
-	c.AddTable(butterTable)
-	c.DelTable(butterTable)
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("delete table inet %s: %w", FirewallTable, err)
+func (k nftTable) Delete(ctx context.Context) error {
+	if err := deleteTable(k.table()); err != nil {
+		return fmt.Errorf("%s: %w", k.name(), err)
 	}
 	return nil
 }
@@ -158,7 +145,14 @@ const (
 	offDPort = 2  // UDP or TCP destination port
 	offVNI   = 12 // VXLAN network id: UDP header 8 + VXLAN flags and reserved 4
 	offGRE   = 0  // GRE flags, protocol and key
+
+	offEtherDAddr = 0  // Ethernet destination address
+	offEtherSAddr = 6  // Ethernet source address
+	offARPTarget  = 24 // ARP (Ethernet, IPv4): the target protocol address
 )
+
+// etherTypeARP is ARP's EtherType, as meta protocol reads it.
+var etherTypeARP = []byte{0x08, 0x06}
 
 // greTEBKey is the start of a GRE header that carries a key and nothing
 // else optional (flags 0x2000) and Ethernet (protocol 0x6558), which is
@@ -202,13 +196,36 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 	if r.IIF != "" {
 		meta(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifname(r.IIF))
 	}
+	if r.NotIIF != "" {
+		meta(expr.MetaKeyIIFNAME, expr.CmpOpNeq, ifname(r.NotIIF))
+	}
 	if r.OIF != "" {
 		meta(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifname(r.OIF))
 	}
 	if r.NotOIF != "" {
 		meta(expr.MetaKeyOIFNAME, expr.CmpOpNeq, ifname(r.NotOIF))
 	}
-	if r.SAddr.IsValid() || r.DAddr.IsValid() {
+	for _, m := range []struct {
+		mac string
+		off uint32
+	}{{r.EtherSAddr, offEtherSAddr}, {r.EtherDAddr, offEtherDAddr}} {
+		if m.mac == "" {
+			continue
+		}
+		hw, err := net.ParseMAC(m.mac)
+		if err != nil || len(hw) != 6 {
+			return nil, fmt.Errorf("rule %s: %q is no Ethernet address", r, m.mac)
+		}
+		payload(expr.PayloadBaseLLHeader, m.off, hw)
+	}
+	if r.ARPTarget.IsValid() {
+		if !r.ARPTarget.Is4() {
+			return nil, fmt.Errorf("rule %s: ARP target %s is not IPv4", r, r.ARPTarget)
+		}
+		meta(expr.MetaKeyPROTOCOL, expr.CmpOpEq, etherTypeARP)
+		payload(expr.PayloadBaseNetworkHeader, offARPTarget, r.ARPTarget.AsSlice())
+	}
+	if r.SAddr.IsValid() || r.DAddr.IsValid() || r.SNet.IsValid() {
 		meta(expr.MetaKeyNFPROTO, expr.CmpOpEq, []byte{unix.NFPROTO_IPV4})
 	}
 	if r.SAddr.IsValid() {
@@ -222,6 +239,20 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 			return nil, fmt.Errorf("rule %s: destination %s is not IPv4", r, r.DAddr)
 		}
 		payload(expr.PayloadBaseNetworkHeader, offDAddr, r.DAddr.AsSlice())
+	}
+	if r.SNet.IsValid() {
+		if !r.SNet.Addr().Is4() || r.SNet != r.SNet.Masked() {
+			return nil, fmt.Errorf("rule %s: source %s is no IPv4 network prefix", r, r.SNet)
+		}
+		mask := net.CIDRMask(r.SNet.Bits(), 32)
+		out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: offSAddr, Len: 4},
+			&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: r.SNet.Addr().AsSlice()})
+	}
+	if r.Reply {
+		out = append(out, &expr.Ct{Register: reg, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 4, Mask: ctReplyMask(), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg, Data: make([]byte, 4)})
 	}
 	if r.Proto != "" {
 		p, ok := fwProtocols[r.Proto]
@@ -242,15 +273,11 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 	if r.GREKey != 0 {
 		payload(expr.PayloadBaseTransportHeader, offGRE, binary.BigEndian.AppendUint64(nil, greTEBKey<<32|uint64(r.GREKey)))
 	}
-	switch r.Verdict {
-	case VerdictAccept:
-		out = append(out, &expr.Verdict{Kind: expr.VerdictAccept})
-	case VerdictDrop:
-		out = append(out, &expr.Verdict{Kind: expr.VerdictDrop})
-	default:
-		return nil, fmt.Errorf("rule %s: unknown verdict %q", r, r.Verdict)
+	v, err := verdictExpr(r.Verdict)
+	if err != nil {
+		return nil, fmt.Errorf("rule %s: %w", r, err)
 	}
-	return out, nil
+	return append(out, v), nil
 }
 
 // decodeRule reads expressions as encodeRule writes them. What it does
@@ -272,8 +299,42 @@ func decodeRule(exprs []expr.Any) fwRule {
 		*field = v
 		return true
 	}
-	ipv4 := false
+	ipv4, arp := false, false
 	for i := 0; i < len(exprs); i++ {
+		if _, ok := exprs[i].(*expr.Masq); ok {
+			if i != len(exprs)-1 || r.Verdict != "" {
+				return unknown()
+			}
+			r.Verdict = VerdictMasquerade
+			continue
+		}
+		// Three expressions: a load, a mask, a comparison.
+		if i+2 < len(exprs) {
+			if bw, ok := exprs[i+1].(*expr.Bitwise); ok {
+				cmp, ok := exprs[i+2].(*expr.Cmp)
+				if !ok {
+					return unknown()
+				}
+				switch e := exprs[i].(type) {
+				case *expr.Ct:
+					if e.Key != expr.CtKeySTATE || r.Reply || cmp.Op != expr.CmpOpNeq {
+						return unknown()
+					}
+					r.Reply = true
+				case *expr.Payload:
+					if e.Base != expr.PayloadBaseNetworkHeader || e.Offset != offSAddr || e.Len != 4 || !ipv4 ||
+						r.SNet.IsValid() || len(cmp.Data) != 4 || len(bw.Mask) != 4 {
+						return unknown()
+					}
+					ones, _ := net.IPMask(bw.Mask).Size()
+					r.SNet = netip.PrefixFrom(netip.AddrFrom4([4]byte(cmp.Data)), ones)
+				default:
+					return unknown()
+				}
+				i += 2
+				continue
+			}
+		}
 		if v, ok := exprs[i].(*expr.Verdict); ok {
 			if i != len(exprs)-1 || r.Verdict != "" {
 				return unknown()
@@ -309,12 +370,16 @@ func decodeRule(exprs []expr.Any) fwRule {
 			switch {
 			case e.Key == expr.MetaKeyIIFNAME && eq:
 				ok = set(&r.IIF, ifnameOf(cmp.Data))
+			case e.Key == expr.MetaKeyIIFNAME:
+				ok = set(&r.NotIIF, ifnameOf(cmp.Data))
 			case e.Key == expr.MetaKeyOIFNAME && eq:
 				ok = set(&r.OIF, ifnameOf(cmp.Data))
 			case e.Key == expr.MetaKeyOIFNAME:
 				ok = set(&r.NotOIF, ifnameOf(cmp.Data))
 			case e.Key == expr.MetaKeyNFPROTO && eq && bytes.Equal(cmp.Data, []byte{unix.NFPROTO_IPV4}) && !ipv4:
 				ipv4, ok = true, true
+			case e.Key == expr.MetaKeyPROTOCOL && eq && bytes.Equal(cmp.Data, etherTypeARP) && !arp:
+				arp, ok = true, true
 			case e.Key == expr.MetaKeyL4PROTO && eq && len(cmp.Data) == 1:
 				for name, p := range fwProtocols {
 					if p == cmp.Data[0] {
@@ -328,6 +393,12 @@ func decodeRule(exprs []expr.Any) fwRule {
 			}
 			d := cmp.Data
 			switch {
+			case e.Base == expr.PayloadBaseLLHeader && e.Offset == offEtherSAddr && e.Len == 6 && r.EtherSAddr == "":
+				r.EtherSAddr, ok = net.HardwareAddr(d).String(), true
+			case e.Base == expr.PayloadBaseLLHeader && e.Offset == offEtherDAddr && e.Len == 6 && r.EtherDAddr == "":
+				r.EtherDAddr, ok = net.HardwareAddr(d).String(), true
+			case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == offARPTarget && e.Len == 4 && arp && !r.ARPTarget.IsValid():
+				r.ARPTarget, ok = netip.AddrFrom4([4]byte(d)), true
 			case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == offSAddr && e.Len == 4 && ipv4 && !r.SAddr.IsValid():
 				r.SAddr, ok = netip.AddrFrom4([4]byte(d)), true
 			case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == offDAddr && e.Len == 4 && ipv4 && !r.DAddr.IsValid():
@@ -358,6 +429,12 @@ func decodeRule(exprs []expr.Any) fwRule {
 		return unknown()
 	}
 	return r
+}
+
+// ctReplyMask is ct state's established and related bits, as the kernel
+// keeps them (host byte order).
+func ctReplyMask() []byte {
+	return binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)
 }
 
 func ifnameOf(data []byte) string {

@@ -126,15 +126,7 @@ func TestFirewallKernel(t *testing.T) {
 
 	// Damage by hand, as nft would: delete a rule, add one of another
 	// program's kind. (The library cannot make a table dormant.)
-	c, err := nftables.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	input := &nftables.Chain{Name: ChainInput, Table: butterTable}
-	rules, err := c.GetRules(butterTable, input)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, input, rules := chainRules(t, butterTable, ChainInput)
 	if err := c.DelRule(rules[2]); err != nil {
 		t.Fatal(err)
 	}
@@ -465,13 +457,7 @@ func BenchmarkFirewallInput(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer h.Close()
-			lo, err := h.LinkByName("lo")
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := h.LinkSetUp(lo); err != nil {
-				b.Fatal(err)
-			}
+			linkUp(b, h, "lo")
 			if withTable {
 				spec := testSpec(helperapi.Network{Name: "blue", ID: 1, Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m2", "m3"}},
 					helperapi.Network{Name: "red", ID: 2, Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m2"}})

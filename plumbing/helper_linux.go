@@ -86,8 +86,8 @@ func (h *Helper) PublicKey() (string, error) {
 }
 
 func (h *Helper) machine(spec helperapi.Spec) machine {
-	_, mtu := h.links.uplink(endpointAddrs(spec))
-	return machine{UplinkMTU: mtu, Gretap: h.links.capabilities().Gretap}
+	uplink, mtu := h.links.uplink(endpointAddrs(spec))
+	return machine{Uplink: uplink, UplinkMTU: mtu, Gretap: h.links.capabilities().Gretap}
 }
 
 func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Report, error) {
@@ -105,6 +105,16 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 	if err != nil {
 		return helperapi.Report{}, err
 	}
+	guard, err := h.applyGuard(ctx, spec)
+	if err != nil {
+		return helperapi.Report{}, err
+	}
+	fw = append(fw, guard...)
+	gw, err := h.applyGatewayFilter(ctx, p)
+	if err != nil {
+		return helperapi.Report{}, err
+	}
+	fw = append(fw, gw...)
 	changes, err := converge(ctx, h.links, p.Links)
 	rep := h.report(spec, p, priv)
 	rep.Changes = append(rep.Changes, fw...)
@@ -121,6 +131,16 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 	}
 	v6, err := setIPv6Off(ipv6Off(p))
 	rep.Changes = append(rep.Changes, v6...)
+	if err != nil {
+		return rep, err
+	}
+	v6, err = portsIPv6Off()
+	rep.Changes = append(rep.Changes, v6...)
+	if err != nil {
+		return rep, err
+	}
+	fwd, err := setEgressForwarding(egressForwarding(spec, p))
+	rep.Changes = append(rep.Changes, fwd...)
 	if err != nil {
 		return rep, err
 	}
@@ -188,6 +208,23 @@ func (h *Helper) Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Dr
 		return nil, err
 	}
 	drift = append(drift, fw...)
+	guard, err := h.guardDrift(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	drift = append(drift, guard...)
+	gw, err := h.gatewayFilterDrift(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	drift = append(drift, gw...)
+	fwd, err := forwardingDrift(egressForwarding(spec, p))
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range fwd {
+		drift = append(drift, helperapi.Drift{Link: d[0], Problem: fmt.Sprintf("forwarding is %s, want %s", d[1], onOff(!(d[1] == "1")))})
+	}
 	priv, err := h.state.privateKey()
 	if err != nil {
 		return nil, err
@@ -227,7 +264,7 @@ func (h *Helper) teardown(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("remove links: %w", err)
 	}
-	return h.removeFirewall(ctx)
+	return errors.Join(h.removeFirewall(ctx), h.removeGatewayFilter(ctx), h.removeGuard(ctx))
 }
 
 // Restore re-applies the persisted spec, if there is one. With none, it

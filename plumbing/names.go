@@ -33,8 +33,12 @@ func GretapName(id int, meshIP netip.Addr) string {
 	return fmt.Sprintf("btgt%d-%d", id, helperapi.HostNumber(meshIP))
 }
 
-// ours tells whether a link name is one the helper made.
-func ours(name string) bool { return strings.HasPrefix(name, Prefix) }
+// ours tells whether a link name is one the helper made. A VM's tap
+// (helperapi.VMPort) is named by the helper but made and removed by
+// libvirt with its VM: never the helper's to delete.
+func ours(name string) bool {
+	return strings.HasPrefix(name, Prefix) && !strings.HasPrefix(name, helperapi.VMPortPrefix)
+}
 
 func parseKey(s string) (wgtypes.Key, error) {
 	if s == "" {

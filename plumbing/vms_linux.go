@@ -180,11 +180,21 @@ func (h *Helper) vmNIC(req helperapi.VMRequest) (vm.NIC, error) {
 	if err != nil {
 		return vm.NIC{}, fmt.Errorf("vm %q: %w", req.Name, err)
 	}
+	if err := helperapi.CheckVMAddress(net.Name, net.Subnet, addr.Addr()); err != nil {
+		return vm.NIC{}, fmt.Errorf("vm %q: %w", req.Name, err)
+	}
 	nic.Address = addr
 	if req.Gateway != "" {
 		if nic.Gateway, err = netip.ParseAddr(req.Gateway); err != nil {
 			return vm.NIC{}, fmt.Errorf("vm %q gateway %q: %w", req.Name, req.Gateway, err)
 		}
+	}
+	for _, d := range req.DNS {
+		a, err := netip.ParseAddr(d)
+		if err != nil {
+			return vm.NIC{}, fmt.Errorf("vm %q name server %q: %w", req.Name, d, err)
+		}
+		nic.DNS = append(nic.DNS, a)
 	}
 	return nic, nil
 }

@@ -2,7 +2,6 @@ package vm
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -32,9 +31,11 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ helperapi.VMInfo, err e
 	if err := m.checkFree(s); err != nil {
 		return helperapi.VMInfo{}, err
 	}
-	mac, err := randomMAC()
-	if err != nil {
-		return helperapi.VMInfo{}, err
+	// The MAC and the tap's name follow from the VM's address and name,
+	// so the helper's port guard knows both from the desired state.
+	mac := helperapi.VMMAC(s.NIC.Address.Addr())
+	if mac == nil {
+		return helperapi.VMInfo{}, fmt.Errorf("vm %q: address %s is not IPv4; give an IPv4 address", s.Name, s.NIC.Address)
 	}
 
 	var undo []func()
@@ -48,7 +49,7 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ helperapi.VMInfo, err e
 	d := assets.Domain{
 		Name: s.Name, Type: m.domType, Arch: m.arch, Machine: m.machine,
 		MemoryMiB: s.MemoryMiB, CPUs: s.CPUs,
-		Bridge: s.NIC.Bridge, MAC: mac.String(), MTU: s.NIC.MTU, ConsoleLog: m.logPath(s.Name),
+		Bridge: s.NIC.Bridge, Port: helperapi.VMPort(s.Name), MAC: mac.String(), MTU: s.NIC.MTU, ConsoleLog: m.logPath(s.Name),
 		Network: s.NIC.Network, Address: s.NIC.Address.String(), Image: s.ImageName, Creator: s.Creator,
 		Created: time.Now().UTC().Format(time.RFC3339),
 	}
@@ -169,14 +170,6 @@ func (m *Manager) checkFree(s Spec) error {
 func addrOnly(cidr string) string {
 	a, _, _ := strings.Cut(cidr, "/")
 	return a
-}
-
-func randomMAC() (net.HardwareAddr, error) {
-	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0, 0, 0} // the qemu/KVM prefix
-	if _, err := rand.Read(mac[3:]); err != nil {
-		return nil, err
-	}
-	return mac, nil
 }
 
 // makeDisk makes the VM's disk: a qcow2 overlay of the base image, or a
