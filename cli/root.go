@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/spf13/cobra"
@@ -35,6 +36,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		markFailures(c)
 		c.Flags().SortFlags = false // help lists flags as defined: required first
 		c.SuggestionsMinimumDistance = 2
+		s.completeNames(c)
 	})
 	root.SetArgs(args)
 	root.SetIn(stdin)
@@ -61,7 +63,8 @@ The inventory is --inventory, else $BUTTER_INVENTORY, else
 		Version: Version,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !s.interactive {
-				return fmt.Errorf("the dashboard needs a terminal, and standard input is not one; give a verb:\n\n%s", cmd.UsageString())
+				// Exit 2: without a terminal, a command line needs a verb.
+				return usageErrorf("the dashboard needs a terminal, and standard input is not one; give a verb: %s", verbList(cmd))
 			}
 			return s.dashboard(cmd.Context())
 		},
@@ -77,6 +80,20 @@ The inventory is --inventory, else $BUTTER_INVENTORY, else
 	root.PersistentFlags().StringVar(&s.inventory, "inventory", "", "the inventory `FILE` (default: $BUTTER_INVENTORY, else ~/.config/butter/inventory.yaml)")
 	root.AddCommand(s.machineCommand(), s.networkCommand(), s.vmCommand(), s.syncCommand(), s.adoptCommand(), s.labCommand())
 	return root
+}
+
+// verbList is root's verbs for people: "machine, network, ... or lab".
+func verbList(root *cobra.Command) string {
+	var names []string
+	for _, c := range root.Commands() {
+		if c.IsAvailableCommand() && c.Name() != "helper" && c.Name() != "completion" {
+			names = append(names, c.Name())
+		}
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 // walk calls fn on c and every command under it.
