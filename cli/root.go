@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -26,7 +27,7 @@ type Options struct {
 // failed, 2 for a usage error. An error goes to stderr once, as
 // "butter: ...", and a usage error's with a hint to the verb's help.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, o Options) int {
-	s := &session{stdin: stdin, stdout: stdout, stderr: stderr}
+	s := &session{stdin: stdin, stdout: stdout, stderr: stderr, log: slog.New(slog.DiscardHandler)}
 	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		s.interactive = true
 	}
@@ -46,7 +47,24 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if cmd == nil {
 		cmd = root
 	}
-	return report(stderr, cmd, err)
+	code := report(stderr, cmd, err)
+	if s.closeLog != nil {
+		logged(ctx, s.log, args, code, err)
+		s.closeLog()
+	}
+	return code
+}
+
+// startLog opens the log for cmd, unless cmd is the machine side or a
+// shell's completion (which must print nothing else).
+func (s *session) startLog(cmd *cobra.Command) {
+	for c := cmd; c != nil; c = c.Parent() {
+		if c.Name() == "helper" || c.Name() == "completion" || strings.HasPrefix(c.Name(), "__complete") {
+			return
+		}
+	}
+	// The dashboard owns the terminal: --debug goes to the file only.
+	s.log, s.closeLog = openLog(s.debug && cmd.HasParent(), s.stderr)
 }
 
 // root is `butter`: with no verb, the dashboard.
@@ -58,7 +76,10 @@ func (s *session) root() *cobra.Command {
 and virtual machines across them. With no verb, it opens the dashboard.
 
 The inventory is --inventory, else $BUTTER_INVENTORY, else
-~/.config/butter/inventory.yaml (while none of those exists, a lab's).`,
+~/.config/butter/inventory.yaml (while none of those exists, a lab's).
+
+Every SSH dial, remote command and helper call is logged, with its duration
+and outcome, in ` + logPathHelp + `.`,
 		Args:    verbs,
 		Version: Version,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -68,6 +89,7 @@ The inventory is --inventory, else $BUTTER_INVENTORY, else
 			}
 			return s.dashboard(cmd.Context())
 		},
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) { s.startLog(cmd) },
 		// Run prints errors and usage, once.
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -75,6 +97,7 @@ The inventory is --inventory, else $BUTTER_INVENTORY, else
 		// exactly the arguments after its name.
 		TraverseChildren: true,
 	}
+	root.PersistentFlags().BoolVar(&s.debug, "debug", false, "also print the log on stderr: every remote command, its duration and exit")
 	root.SetVersionTemplate(versionText(helperapi.ServeProtocol))
 	root.SetUsageFunc(usage)
 	root.PersistentFlags().StringVar(&s.inventory, "inventory", "", "the inventory `FILE` (default: $BUTTER_INVENTORY, else ~/.config/butter/inventory.yaml)")

@@ -30,6 +30,7 @@ func emptyCloud(t *testing.T) (inventory string) {
 	dir := t.TempDir()
 	t.Setenv("HOME", dir)
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, ".config"))
+	t.Setenv("XDG_STATE_HOME", filepath.Join(dir, ".local", "state"))
 	inventory = filepath.Join(dir, "inventory.yaml")
 	if err := os.WriteFile(inventory, []byte("version: 1\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,9 @@ type session struct {
 	inventory      string // --inventory
 	interactive    bool   // a person at a terminal can answer questions
 	yes            bool   // install prerequisites without asking
+	debug          bool   // --debug: the log on stderr too
+	log            *slog.Logger
+	closeLog       func() // nil: no log was opened
 }
 
 // open opens the cloud in the inventory.
@@ -72,7 +76,12 @@ func (s *session) inventoryPath() (string, error) {
 func (s *session) connectorFor(path string) cloud.Connector {
 	if lc, ok := labOf(path); ok {
 		self, _ := os.Executable()
-		return lc.Connector(self)
+		conn := lc.Connector(self)
+		if ssh, ok := conn.(cloud.SSH); ok {
+			ssh.Log = s.log
+			conn = ssh
+		}
+		return conn
 	}
 	return s.sshConnector()
 }
@@ -80,7 +89,7 @@ func (s *session) connectorFor(path string) cloud.Connector {
 // sshConnector reaches the user's machines: their ~/.ssh/config and agent,
 // butter's known_hosts, and missing packages installed with consent.
 func (s *session) sshConnector() cloud.Connector {
-	return cloud.SSH{InstallPrerequisites: func(ctx context.Context, machine, missing, command string) (bool, error) {
+	return cloud.SSH{Log: s.log, InstallPrerequisites: func(ctx context.Context, machine, missing, command string) (bool, error) {
 		if s.yes {
 			return true, nil
 		}
@@ -123,6 +132,7 @@ func (s *session) table(header string, rows [][]string) error {
 
 // steps prints a long operation's steps to stderr.
 func (s *session) steps(st cloud.Step) {
+	s.log.Info("step", "machine", st.Machine, "text", st.Text)
 	// A step's text can quote a machine.
 	if st.Machine != "" {
 		fmt.Fprintf(s.stderr, "%s: %s\n", st.Machine, printable.String(st.Text))

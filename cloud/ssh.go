@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,8 @@ type SSH struct {
 	SSHConfig, AgentSocket string
 	// IdentityFiles are tried when the inventory names none.
 	IdentityFiles []string
+	// Log records every dial, command and helper call (remote.DialOptions.Log).
+	Log *slog.Logger
 }
 
 // DefaultKnownHosts is butter's known_hosts file.
@@ -51,7 +54,7 @@ func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, step
 	o := remote.DialOptions{User: m.User, Port: m.Port, KnownHosts: s.KnownHosts,
 		AcceptNewHostKey: trust.AcceptNew, HostKey: trust.Pinned,
 		SSHConfig: s.SSHConfig, AgentSocket: s.AgentSocket, IdentityFiles: s.IdentityFiles,
-		ConnectTimeout: connectTimeout(ctx)}
+		ConnectTimeout: connectTimeout(ctx), Log: s.Log}
 	if o.KnownHosts == "" {
 		o.KnownHosts = DefaultKnownHosts()
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -60,6 +61,10 @@ type DialOptions struct {
 	// KeepAlive is how often an idle connection is checked; default 30 s,
 	// negative: never. A connection that does not answer is closed.
 	KeepAlive time.Duration
+
+	// Log records every dial and every command run, with its duration and
+	// exit status (see log.go for what never goes in); nil: no log.
+	Log *slog.Logger
 }
 
 func (o DialOptions) userKnownHosts() []string {
@@ -112,6 +117,7 @@ func Dial(ctx context.Context, host string, o DialOptions) (*Client, error) {
 	c := &Client{Host: host, Addr: target.Addr(), User: target.User, opts: o}
 	hops := append(append([]hop(nil), target.Jumps...), target)
 	var prev *ssh.Client
+	start := time.Now()
 	for i, h := range hops {
 		policy := trustPolicy{acceptNew: o.AcceptNewHostKey, ask: o.TrustUnknown}
 		if i == len(hops)-1 {
@@ -119,6 +125,7 @@ func Dial(ctx context.Context, host string, o DialOptions) (*Client, error) {
 		}
 		cl, err := dialHop(ctx, prev, h, hk, policy, a, o)
 		if err != nil {
+			logDial(ctx, o.log(), host, h.Addr(), h.User, i, start, err)
 			c.Close()
 			if i < len(hops)-1 {
 				return nil, fmt.Errorf("reach %s through jump host %s: %w", host, h.Addr(), err)
@@ -139,6 +146,7 @@ func Dial(ctx context.Context, host string, o DialOptions) (*Client, error) {
 		}
 		go c.keepAlive(every)
 	}
+	logDial(ctx, o.log(), host, c.Addr, c.User, len(target.Jumps), start, nil)
 	return c, nil
 }
 
