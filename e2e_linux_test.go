@@ -38,6 +38,7 @@ type e2e struct {
 	t      *testing.T
 	ctx    context.Context
 	butter string
+	home   string // its HOME
 	env    []string
 	lab    lab.CloudLab
 }
@@ -145,19 +146,28 @@ func (e *e2e) checkKernelChain(m string, id int, kind string, mtu, ports int) {
 	}
 }
 
-func TestEndToEnd(t *testing.T) {
-	needE2E(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+// newE2E builds butter and gives it a home of its own (config, cache and
+// state under it), no agent, and env's variables.
+func newE2E(t *testing.T, ctx context.Context, env ...string) *e2e {
+	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "butter")
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build butter: %v: %s", err, out)
 	}
 	home := filepath.Join(dir, "home")
-	e := &e2e{t: t, ctx: ctx, butter: bin,
-		env: append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
-			"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=")}
+	return &e2e{t: t, ctx: ctx, butter: bin, home: home,
+		env: append(append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
+			"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "XDG_STATE_HOME="+filepath.Join(home, ".local", "state"),
+			"SSH_AUTH_SOCK="), env...)}
+}
+
+func TestEndToEnd(t *testing.T) {
+	needE2E(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	e := newE2E(t, ctx)
+	home := e.home
 	// A name and an underlay of its own: the host link routes the
 	// underlay in the root namespace.
 	name := testbed.ClaimLab(t, "e2e")

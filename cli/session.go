@@ -37,7 +37,9 @@ func (s *session) open() (*cloud.Cloud, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cloud.New(path, s.connectorFor(path), nil), nil
+	cl := cloud.New(path, s.connectorFor(path), s.log)
+	cl.SayConnects(s.steps)
+	return cl, nil
 }
 
 // withCloud opens the cloud for one verb and closes it after.

@@ -125,17 +125,17 @@ func TestRealSSHD(t *testing.T) {
 	}
 	t.Logf("prerequisites: %+v", pre)
 
-	mode, err := c.StartDaemon(ctx, h, DaemonOptions{})
+	d, err := c.StartDaemon(ctx, h, DaemonOptions{})
 	if err != nil {
 		log, _ := m.Run(ctx, "/bin/cat", supervisedLog)
 		t.Fatalf("start daemon: %v\nlog:\n%s", err, log)
 	}
-	if mode != DaemonSupervised {
-		t.Fatalf("daemon mode %q in a lab machine", mode)
+	if d.Mode != DaemonSupervised || !d.Started {
+		t.Fatalf("daemon %+v in a lab machine, want supervised, started", d)
 	}
-	// Starting it again leaves the running one alone.
-	if _, err := c.StartDaemon(ctx, h, DaemonOptions{}); err != nil {
-		t.Fatal(err)
+	// Starting it again leaves the running one alone, and says so.
+	if d, err := c.StartDaemon(ctx, h, DaemonOptions{}); err != nil || d.Started {
+		t.Fatalf("second start: %+v, %v; want not started", d, err)
 	}
 
 	mc, err := Connect(ctx, c, h)
