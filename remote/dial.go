@@ -99,15 +99,15 @@ func Dial(ctx context.Context, host string, o DialOptions) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := loadSSHConfig(o.SSHConfig)
+	target, err := resolveHost(ctx, host, o)
 	if err != nil {
 		return nil, err
 	}
-	target, err := cfg.resolve(host, o, 0)
-	if err != nil {
-		return nil, err
+	read := o.userKnownHosts()
+	if o.UserKnownHosts == nil && target.KnownHosts != nil {
+		read = target.KnownHosts // as the ssh config says
 	}
-	hk, err := newHostKeys(o.userKnownHosts(), o.KnownHosts)
+	hk, err := newHostKeys(read, o.KnownHosts)
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +150,19 @@ func Dial(ctx context.Context, host string, o DialOptions) (*Client, error) {
 	return c, nil
 }
 
+// resolveHost works out how to reach host: by `ssh -G` where OpenSSH is
+// installed, else by reading the ssh config with the library.
+func resolveHost(ctx context.Context, host string, o DialOptions) (hop, error) {
+	if bin, ok := openSSH(o); ok {
+		return resolveOpenSSH(ctx, bin, host, o, 0)
+	}
+	cfg, err := loadSSHConfig(o.SSHConfig)
+	if err != nil {
+		return hop{}, err
+	}
+	return cfg.resolve(host, o, 0)
+}
+
 // dialHop connects to h, directly or through prev, and logs in.
 func dialHop(ctx context.Context, prev *ssh.Client, h hop, hk *hostKeys, policy trustPolicy, a *agentConn, o DialOptions) (*ssh.Client, error) {
 	timeout := o.ConnectTimeout
@@ -159,10 +172,13 @@ func dialHop(ctx context.Context, prev *ssh.Client, h hop, hk *hostKeys, policy 
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	var conn net.Conn
 	var err error
-	if prev == nil {
+	switch {
+	case prev == nil && h.ProxyCommand != "":
+		conn, err = dialProxyCommand(dctx, h.ProxyCommand, h.Addr())
+	case prev == nil:
 		d := net.Dialer{}
 		conn, err = d.DialContext(dctx, "tcp", h.Addr())
-	} else {
+	default:
 		conn, err = prev.DialContext(dctx, "tcp", h.Addr())
 	}
 	cancel()
