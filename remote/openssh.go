@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
@@ -39,8 +38,11 @@ func openSSH(o DialOptions) (string, bool) {
 // config's) and returns its keys, lower-case, with every value of each.
 func sshG(ctx context.Context, bin, config, host, user string, port int) (map[string][]string, error) {
 	args := []string{"-G"}
+	var stdin string
 	if config == "" {
-		config = userConfigBesideHome()
+		if stdin = userConfigBesideHome(); stdin != "" {
+			config = "/dev/stdin"
+		}
 	}
 	if config != "" {
 		args = append(args, "-F", config)
@@ -56,6 +58,7 @@ func sshG(ctx context.Context, bin, config, host, user string, port int) (map[st
 	ctx, cancel := context.WithTimeout(ctx, sshGTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -71,20 +74,17 @@ func sshG(ctx context.Context, bin, config, host, user string, port int) (map[st
 	return keys, sc.Err()
 }
 
-// userConfigBesideHome is $HOME/.ssh/config when $HOME is not the home
-// the user database has (which is where ssh looks): butter reads the
-// user's files under $HOME, so the ssh config comes from there too. ""
-// when they agree, or there is no such file.
+// userConfigBesideHome is, when $HOME is not the home the user database
+// has (which is where ssh looks), a config for `-F /dev/stdin` that reads
+// $HOME/.ssh/config then the system's, as ssh would with that home: butter
+// reads the user's files under $HOME, so the ssh config comes from there
+// too. "" when the two homes agree.
 func userConfigBesideHome() string {
 	u, err := user.Current()
 	if err != nil || u.HomeDir == homeDir() {
 		return ""
 	}
-	p := filepath.Join(homeDir(), ".ssh", "config")
-	if _, err := os.Stat(p); err != nil {
-		return ""
-	}
-	return p
+	return fmt.Sprintf("Include %q\nInclude /etc/ssh/ssh_config\n", filepath.Join(homeDir(), ".ssh", "config"))
 }
 
 // first is the first value of key, "" for none or "none".
