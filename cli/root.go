@@ -33,6 +33,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	root := s.root()
 	root.AddCommand(o.Commands...)
+	strictHelpAndCompletion(root)
 	walk(root, func(c *cobra.Command) {
 		markFailures(c)
 		c.Flags().SortFlags = false // help lists flags as defined: required first
@@ -103,6 +104,32 @@ and outcome, in ` + logPathHelp + `.`,
 	root.PersistentFlags().StringVar(&s.inventory, "inventory", "", "the inventory `FILE` (default: $BUTTER_INVENTORY, else ~/.config/butter/inventory.yaml)")
 	root.AddCommand(s.machineCommand(), s.networkCommand(), s.vmCommand(), s.syncCommand(), s.adoptCommand(), s.labCommand())
 	return root
+}
+
+// strictHelpAndCompletion makes cobra's help and completion verbs refuse
+// what they do not know (exit 2), as every other verb does, instead of
+// printing help and exiting 0.
+func strictHelpAndCompletion(root *cobra.Command) {
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "help":
+			c.Run = nil
+			c.RunE = func(c *cobra.Command, args []string) error {
+				cmd, rest, err := c.Root().Find(args)
+				if err != nil || len(rest) > 0 {
+					return usageErrorf("no help topic %q: give a noun and verb, such as: butter help vm create", strings.Join(args, " "))
+				}
+				cmd.InitDefaultHelpFlag() // so that help lists -h, as --help does
+				cmd.InitDefaultVersionFlag()
+				return cmd.Help()
+			}
+		case "completion":
+			c.Args = verbs
+			c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+		}
+	}
 }
 
 // verbList is root's verbs for people: "machine, network, ... or lab".
