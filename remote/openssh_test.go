@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -166,4 +167,34 @@ func closedPort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// BenchmarkResolveHost: what resolving a host costs by ssh -G (a process
+// per dial) beside the library, on the same config.
+func BenchmarkResolveHost(b *testing.B) {
+	bin, err := exec.LookPath("ssh")
+	if err != nil {
+		b.Skip("no ssh")
+	}
+	config := filepath.Join(b.TempDir(), "config")
+	os.WriteFile(config, []byte("Host box\n  HostName 127.0.0.1\n  Port 2222\n  User root\n"), 0o600)
+	o := DialOptions{SSHConfig: config}
+	b.Run("ssh -G", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := resolveOpenSSH(context.Background(), bin, "box", o, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("library", func(b *testing.B) {
+		for b.Loop() {
+			cfg, err := loadSSHConfig(config)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := cfg.resolve("box", o, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
