@@ -74,6 +74,11 @@ func (s *session) labUp(ctx context.Context, o lab.CloudOptions, open bool) erro
 		return nil
 	}
 	s.inventory = lc.Inventory
+	if s.debug && s.closeLog != nil {
+		// The dashboard owns the terminal: from here, the file only.
+		s.closeLog()
+		s.log, s.closeLog = openLog(false, s.stderr)
+	}
 	return s.dashboard(ctx)
 }
 
