@@ -41,7 +41,7 @@ type e2e struct {
 	t      *testing.T
 	ctx    context.Context
 	butter string
-	home   string
+	home   string // its HOME
 	env    []string
 	lab    lab.CloudLab
 	// transcript is the protocol transcript's file (BUTTER_PROTOCOL_LOG).
@@ -145,8 +145,9 @@ func (e *e2e) checkKernelChain(m string, id int, kind string, mtu, ports int) {
 // newE2E builds butter into a home of its own for t, and claims a lab
 // name and an underlay of its own (the host link routes the underlay in
 // the root namespace); the lab is taken down when t ends, and its
-// namespaces must be gone.
-func newE2E(t *testing.T, ctx context.Context, prefix string) (*e2e, string, netip.Prefix) {
+// namespaces must be gone. butter's config, cache and state are under
+// that home, with no agent, and env's variables set.
+func newE2E(t *testing.T, ctx context.Context, prefix string, env ...string) (*e2e, string, netip.Prefix) {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "butter")
@@ -155,9 +156,9 @@ func newE2E(t *testing.T, ctx context.Context, prefix string) (*e2e, string, net
 	}
 	home := filepath.Join(dir, "home")
 	e := &e2e{t: t, ctx: ctx, butter: bin, home: home,
-		env: append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
-			"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=",
-			cli.ProtocolLogEnv+"="+filepath.Join(dir, "protocol.log")),
+		env: append(append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
+			"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "XDG_STATE_HOME="+filepath.Join(home, ".local", "state"),
+			"SSH_AUTH_SOCK=", cli.ProtocolLogEnv+"="+filepath.Join(dir, "protocol.log")), env...),
 		transcript: filepath.Join(dir, "protocol.log")}
 	name := testbed.ClaimLab(t, prefix)
 	t.Cleanup(func() {

@@ -14,7 +14,7 @@ require (
 	github.com/diskfs/go-diskfs v1.9.4 // writes the cloud-init seed as ISO 9660 with Rock Ridge and Joliet names (plumbing/cloudinit)
 	github.com/google/go-cmp v0.7.0
 	github.com/google/nftables v0.3.0 // the helper's firewall table, one nf_tables transaction (plumbing/firewall_linux.go)
-	github.com/kevinburke/ssh_config v1.6.0 // reads ~/.ssh/config for remote/ (Host patterns, Include, Match Host)
+	github.com/kevinburke/ssh_config v1.6.0 // reads ~/.ssh/config for remote/ where OpenSSH's ssh is not installed (with it: ssh -G)
 	github.com/muesli/cancelreader v0.2.2 // a console read the dashboard can cancel on detach, so no keystroke is lost (tui/)
 	github.com/sourcegraph/jsonrpc2 v0.2.3
 	github.com/spf13/cobra v1.10.2 // the verbs, flags, help and completion; what incus, gh and kubectl use (cli/)
@@ -29,6 +29,7 @@ require (
 
 require (
 	github.com/digitalocean/go-libvirt v0.0.0-20261013170128-efbbdf578ac8
+	github.com/dustin/go-humanize v1.0.1 // reads sizes (2G = 2GiB, 2GB decimal) for the CLI's --memory and --disk (cli/); already in the graph through huh
 	github.com/vishvananda/netns v0.0.5
 	golang.org/x/net v0.49.0 // ICMP echo messages for the helper's link probes (plumbing/probe_linux.go); already required through nftables and netlink
 	golang.org/x/term v0.48.0
@@ -50,7 +51,6 @@ require (
 	github.com/clipperhouse/uax29/v2 v2.7.0 // indirect
 	github.com/cloudflare/circl v1.6.3 // indirect
 	github.com/djherbis/times v1.6.0 // indirect
-	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/lucasb-eyer/go-colorful v1.4.1 // indirect
 	github.com/mattn/go-runewidth v0.0.30 // indirect

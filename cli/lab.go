@@ -46,23 +46,40 @@ func (s *session) labUpCommand() *cobra.Command {
 	f.IntVar(&o.NAT, "nat", 0, "more machines behind a NAT router")
 	f.StringVar(&o.Accel, "accel", "tcg", "VM accelerator in the lab's machines: tcg, kvm or auto")
 	f.BoolVar(&lf.demo, "demo", true, "create a network across the machines and a tiny VM on it")
-	f.BoolVar(&lf.open, "open", true, "open the dashboard on the lab afterwards (at a terminal)")
+	f.BoolVar(&lf.open, "open", true, "open the lab's dashboard afterwards, or at once when the lab is up already (at a terminal)")
 	return cmd
 }
 
+// labUp builds the lab, or finds it up already, and opens its dashboard
+// when asked to at a terminal.
 func (s *session) labUp(ctx context.Context, o lab.CloudOptions, open bool) error {
-	lc, err := lab.StartCloud(ctx, o, s.steps)
-	if err != nil {
-		return err
+	lc, up := lab.FindCloud(o.Name)
+	if up {
+		fmt.Fprintf(s.stdout, "lab %s is up already (butter lab down --name %s, then up, builds it anew). Its inventory is %s.\n",
+			lc.Name, lc.Name, lc.Inventory)
+	} else {
+		var err error
+		if lc, err = lab.StartCloud(ctx, o, s.steps); err != nil {
+			return err
+		}
+		fmt.Fprintf(s.stdout, "lab %s up: %d machines. Its inventory is %s;\n", lc.Name, o.Machines+o.NAT, lc.Inventory)
+		fmt.Fprintf(s.stdout, "butter uses it while no inventory of your own exists (or: export BUTTER_INVENTORY=%s).\n", lc.Inventory)
 	}
-	fmt.Fprintf(s.stdout, "lab %s up: %d machines. Its inventory is %s;\n", lc.Name, o.Machines+o.NAT, lc.Inventory)
-	fmt.Fprintf(s.stdout, "butter uses it while no inventory of your own exists (or: export BUTTER_INVENTORY=%s).\n", lc.Inventory)
 	fmt.Fprintf(s.stdout, "Tiny VMs: --image %s\n", lc.TinyImage)
-	if open && s.interactive {
-		s.inventory = lc.Inventory
-		return s.dashboard(ctx)
+	if !open {
+		return nil
 	}
-	return nil
+	if !s.interactive {
+		fmt.Fprintln(s.stderr, "butter: no terminal, so no dashboard (--open=false says so quietly); butter --inventory "+lc.Inventory+" opens it at one")
+		return nil
+	}
+	s.inventory = lc.Inventory
+	if s.debug && s.closeLog != nil {
+		// The dashboard owns the terminal: from here, the file only.
+		s.closeLog()
+		s.log, s.closeLog = openLog(false, s.stderr)
+	}
+	return s.dashboard(ctx)
 }
 
 func (s *session) labDownCommand() *cobra.Command {

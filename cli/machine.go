@@ -184,27 +184,29 @@ func (s *session) machineList(ctx context.Context, cl *cloud.Cloud, asJSON bool)
 		return err
 	}
 	type row struct {
-		Name          string `json:"name"`
-		Address       string `json:"address"`
-		Status        string `json:"status"`
-		Problem       string `json:"problem,omitempty"`
-		MeshIP        string `json:"mesh_ip"`
-		HelperVersion string `json:"helper_version"`
-		NAT           bool   `json:"nat"`
-		Pending       bool   `json:"pending"`
-		Confirmed     int    `json:"confirmed"`
-		Generation    int    `json:"generation"`
+		Name          string   `json:"name"`
+		Address       string   `json:"address"`
+		Status        string   `json:"status"`
+		Problem       string   `json:"problem,omitempty"`
+		Notes         []string `json:"notes,omitempty"`
+		MeshIP        string   `json:"mesh_ip"`
+		HelperVersion string   `json:"helper_version"`
+		NAT           bool     `json:"nat"`
+		Pending       bool     `json:"pending"`
+		Confirmed     int      `json:"confirmed"`
+		Generation    int      `json:"generation"`
 	}
 	rows := []row{}
 	var text [][]string
 	var silent []string
 	for _, m := range ms {
-		rows = append(rows, row{m.Name, m.Address, m.Status, m.Problem, m.MeshIP, m.HelperVersion, m.NAT, m.Pending, m.Confirmed, m.Generation})
+		rows = append(rows, row{m.Name, m.Address, m.Status, m.Problem, m.Notes, m.MeshIP, m.HelperVersion, m.NAT, m.Pending, m.Confirmed, m.Generation})
 		status := m.Status
 		if m.Pending {
 			status += ", pending"
 		}
-		text = append(text, []string{m.Name, m.Address, status, m.MeshIP, m.HelperVersion, m.Problem})
+		problem := strings.Join(append([]string{m.Problem}, m.Notes...), "; ")
+		text = append(text, []string{m.Name, m.Address, status, m.MeshIP, m.HelperVersion, strings.TrimPrefix(problem, "; ")})
 		if m.Status == cloud.StatusOffline {
 			silent = append(silent, m.Name)
 		}

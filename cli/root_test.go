@@ -30,6 +30,7 @@ func emptyCloud(t *testing.T) (inventory string) {
 	dir := t.TempDir()
 	t.Setenv("HOME", dir)
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, ".config"))
+	t.Setenv("XDG_STATE_HOME", filepath.Join(dir, ".local", "state"))
 	inventory = filepath.Join(dir, "inventory.yaml")
 	if err := os.WriteFile(inventory, []byte("version: 1\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -51,23 +52,46 @@ func helperStub(got *[]string) *cobra.Command {
 	}
 }
 
+// TestHelp holds every noun's and verb's help to a golden file (go test
+// ./cli -run TestHelp -update writes them, for a new verb too), and checks
+// that --help, -h and `butter help ...` print it on stdout and exit 0.
 func TestHelp(t *testing.T) {
 	emptyCloud(t)
 	var helperArgs []string
 	o := Options{Commands: []*cobra.Command{helperStub(&helperArgs)}}
-	for _, tc := range []struct {
-		name string // of the golden file
-		args []string
-	}{
-		{"butter", []string{"--help"}},
-		{"vm_create", []string{"vm", "create", "--help"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			code, out, errs := butter(t, o, tc.args...)
-			if code != 0 || errs != "" {
-				t.Fatalf("exit %d, stderr %q", code, errs)
+	var paths [][]string
+	walk((&session{}).root(), func(c *cobra.Command) {
+		if c.Hidden {
+			return
+		}
+		paths = append(paths, strings.Fields(c.CommandPath())[1:])
+	})
+	if len(paths) < 20 {
+		t.Fatalf("only %d commands found: %q", len(paths), paths)
+	}
+	for _, path := range paths {
+		name := "butter"
+		if len(path) > 0 {
+			name = strings.Join(path, "_")
+		}
+		t.Run(name, func(t *testing.T) {
+			var first string
+			for _, args := range [][]string{
+				append(slices.Clone(path), "--help"),
+				append(slices.Clone(path), "-h"),
+				append([]string{"help"}, path...),
+			} {
+				code, out, errs := butter(t, o, args...)
+				if code != 0 || errs != "" {
+					t.Fatalf("butter %s: exit %d, stderr %q", strings.Join(args, " "), code, errs)
+				}
+				if first == "" {
+					first = out
+					golden.RequireEqual(t, out)
+				} else if out != first {
+					t.Errorf("butter %s printed other help than --help:\n%s", strings.Join(args, " "), out)
+				}
 			}
-			golden.RequireEqual(t, out)
 		})
 	}
 }
@@ -90,6 +114,10 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"network", "create", "--help"}, 0, "--subnet string"},
 		{[]string{"lab", "up", "--help"}, 0, "--underlay string"},
 		{[]string{"bogus"}, 2, `unknown verb "bogus" for "butter"`},
+		{[]string{"help", "bogus"}, 2, `no help topic "bogus"`},
+		{[]string{"help", "vm", "frob"}, 2, `no help topic "vm frob"`},
+		{[]string{"completion", "tcsh"}, 2, `unknown verb "tcsh" for "butter completion"`},
+		{[]string{"completion", "bash", "--help"}, 0, "bash"},
 		{[]string{"mahcine"}, 2, "did you mean machine?"},
 		{[]string{"vm", "frob", "web"}, 2, `unknown verb "frob" for "butter vm"`},
 		{[]string{"vm", "create", "web", "--bogus"}, 2, "unknown flag: --bogus"},
@@ -105,7 +133,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--inventory"}, 2, "flag needs an argument: --inventory"},
 		{[]string{"vm", "stop", "web"}, 1, `no vm "web"`},
 		{[]string{"--inventory", inv, "network", "remove", "blue"}, 1, `blue`},
-		{[]string{}, 1, "the dashboard needs a terminal"},
+		{[]string{}, 2, "the dashboard needs a terminal"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, out, errs := butter(t, Options{}, tc.args...)
@@ -131,13 +159,15 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
+// Without a terminal, butter alone is a usage error (exit 2) that names the
+// verbs to use instead.
 func TestNoTerminalListsVerbs(t *testing.T) {
 	emptyCloud(t)
-	_, _, errs := butter(t, Options{})
-	for _, verb := range []string{"machine", "network", "vm", "lab"} {
-		if !regexp.MustCompile(`(?m)^  ` + verb + ` `).MatchString(errs) {
-			t.Errorf("no verb %s in\n%s", verb, errs)
-		}
+	code, _, errs := butter(t, Options{})
+	want := "butter: the dashboard needs a terminal, and standard input is not one; " +
+		"give a verb: adopt, doctor, lab, machine, network, sync or vm\nsee 'butter --help'\n"
+	if code != 2 || errs != want {
+		t.Errorf("exit %d, stderr %q; want 2, %q", code, errs, want)
 	}
 }
 

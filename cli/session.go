@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,9 @@ type session struct {
 	inventory      string // --inventory
 	interactive    bool   // a person at a terminal can answer questions
 	yes            bool   // install prerequisites without asking
+	debug          bool   // --debug: the log on stderr too
+	log            *slog.Logger
+	closeLog       func() // nil: no log was opened
 }
 
 // open opens the cloud in the inventory.
@@ -34,7 +38,9 @@ func (s *session) open() (*cloud.Cloud, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cloud.New(path, s.connectorFor(path), nil), nil
+	cl := cloud.New(path, s.connectorFor(path), s.log)
+	cl.SayConnects(s.steps)
+	return cl, nil
 }
 
 // withCloud opens the cloud for one verb and closes it after.
@@ -80,6 +86,7 @@ func (s *session) connectorFor(path string) cloud.Connector {
 	}
 	if ssh, ok := conn.(cloud.SSH); ok {
 		ssh.Transcript = protocolLog(s.stderr)
+		ssh.Log = s.log
 		conn = ssh
 	}
 	return conn
@@ -120,7 +127,7 @@ func protocolLog(stderr io.Writer) io.Writer {
 // sshConnector reaches the user's machines: their ~/.ssh/config and agent,
 // butter's known_hosts, and missing packages installed with consent.
 func (s *session) sshConnector() cloud.Connector {
-	return cloud.SSH{InstallPrerequisites: func(ctx context.Context, machine, missing, command string) (bool, error) {
+	return cloud.SSH{Log: s.log, InstallPrerequisites: func(ctx context.Context, machine, missing, command string) (bool, error) {
 		if s.yes {
 			return true, nil
 		}
@@ -163,6 +170,7 @@ func (s *session) table(header string, rows [][]string) error {
 
 // steps prints a long operation's steps to stderr.
 func (s *session) steps(st cloud.Step) {
+	s.log.Info("step", "machine", st.Machine, "text", st.Text)
 	// A step's text can quote a machine.
 	if st.Machine != "" {
 		fmt.Fprintf(s.stderr, "%s: %s\n", st.Machine, printable.String(st.Text))

@@ -8,11 +8,14 @@ func TestParseSize(t *testing.T) {
 		want     int // MiB; 0: an error
 	}{
 		{"512M", "M", 512},
-		{"512MB", "M", 512},
+		{"512MB", "M", 489}, // 512×10⁶ bytes
 		{"512MiB", "M", 512},
 		{"2G", "M", 2048},
 		{"2g", "M", 2048},
-		{"2GB", "M", 2048},
+		{"2GB", "M", 1908}, // 2×10⁹ bytes, rounded up
+		{"1000MB", "M", 954},
+		{"2GiB", "M", 2048},
+		{"1TB", "M", 953675},
 		{"1.5GiB", "M", 1536},
 		{" 3G ", "M", 3072},
 		{"1T", "M", 1024 * 1024},
@@ -28,7 +31,9 @@ func TestParseSize(t *testing.T) {
 		{"1.2.3G", "M", 0},
 		{"5Q", "M", 0},
 		{"5K", "M", 0},
-		{"2gib", "M", 0},
+		{"2gib", "M", 2048},
+		{"2Gi", "M", 0},
+		{"5KB", "M", 0},
 	} {
 		got, err := parseSize(tc.in, tc.unit)
 		switch {

@@ -105,6 +105,18 @@ type Cloud struct {
 	// away remembers, for awayMemory, a machine whose TCP connect just
 	// failed, so one command does not wait out its connect timeout twice.
 	away map[string]awayMark
+	// connectSteps hears what connecting does beyond the connection (the
+	// helper installed, its daemon started) for every verb; nil: nothing.
+	connectSteps func(Step)
+}
+
+// SayConnects has steps told what connecting to a machine did beyond
+// connecting (installed the helper, started its daemon), whatever the
+// operation: a step is said when it happens.
+func (c *Cloud) SayConnects(steps func(Step)) {
+	c.mu.Lock()
+	c.connectSteps = steps
+	c.mu.Unlock()
 }
 
 type awayMark struct {
@@ -187,7 +199,10 @@ func (c *Cloud) forget(name string) {
 }
 
 func (c *Cloud) helper(ctx context.Context, m inventory.Machine) (Helper, error) {
-	l, err := c.link(ctx, m, Trust{}, nil)
+	c.mu.Lock()
+	steps := c.connectSteps
+	c.mu.Unlock()
+	l, err := c.link(ctx, m, Trust{}, steps)
 	if err != nil {
 		return nil, err
 	}

@@ -205,13 +205,16 @@ func (c *Cloud) tearDown(ctx context.Context, name string, h Helper, hasVMs bool
 
 // MachineStatus is a machine as the operator sees it.
 type MachineStatus struct {
-	Name          string `json:"name"`
-	Address       string `json:"address"`
-	Status        string `json:"status"` // online, offline, degraded
-	Problem       string `json:"problem,omitempty"`
-	MeshIP        string `json:"mesh_ip"`
-	NAT           bool   `json:"nat"`
-	HelperVersion string `json:"helper_version"`
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Status  string `json:"status"` // online, offline, degraded
+	Problem string `json:"problem,omitempty"`
+	// Notes are facts worth knowing that need no action (WireGuard in
+	// userspace); machine add says them once, machine list every time.
+	Notes         []string `json:"notes,omitempty"`
+	MeshIP        string   `json:"mesh_ip"`
+	NAT           bool     `json:"nat"`
+	HelperVersion string   `json:"helper_version"`
 	// Pending: the machine has not confirmed the cloud's latest change
 	// (it was away); `butter sync` catches it up. Confirmed is the
 	// generation it confirmed, Generation the cloud's.
@@ -227,6 +230,10 @@ const (
 	StatusOffline  = "offline"
 	StatusDegraded = "degraded"
 )
+
+// NoteUserspaceWireGuard is the note of a machine whose kernel has no
+// WireGuard module.
+const NoteUserspaceWireGuard = "WireGuard in userspace (no kernel module; slower)"
 
 // StaleHandshake is when a peer's last handshake counts as lost.
 const StaleHandshake = 3 * time.Minute
@@ -264,6 +271,9 @@ func (c *Cloud) probe(ctx context.Context, m inventory.Machine, timeout time.Dur
 		return st, nil
 	}
 	st.Status, st.HelperVersion = StatusOnline, st.Facts.Version
+	if !st.Facts.KernelWireGuard {
+		st.Notes = append(st.Notes, NoteUserspaceWireGuard)
+	}
 	if p := degraded(st.Facts); p != "" {
 		st.Status, st.Problem = StatusDegraded, p
 	}

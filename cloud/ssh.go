@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,8 @@ type SSH struct {
 	// Transcript, if set, receives every protocol message with every
 	// machine (see remote.DialOptions.Transcript).
 	Transcript io.Writer
+	// Log records every dial, command and helper call (remote.DialOptions.Log).
+	Log *slog.Logger
 }
 
 // DefaultKnownHosts is butter's known_hosts file.
@@ -54,7 +57,7 @@ func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, step
 	o := remote.DialOptions{User: m.User, Port: m.Port, KnownHosts: s.KnownHosts,
 		AcceptNewHostKey: trust.AcceptNew, HostKey: trust.Pinned,
 		SSHConfig: s.SSHConfig, AgentSocket: s.AgentSocket, IdentityFiles: s.IdentityFiles,
-		ConnectTimeout: connectTimeout(ctx), Transcript: s.Transcript}
+		ConnectTimeout: connectTimeout(ctx), Transcript: s.Transcript, Log: s.Log}
 	if o.KnownHosts == "" {
 		o.KnownHosts = DefaultKnownHosts()
 	}
@@ -91,13 +94,21 @@ func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, step
 			c.Close()
 		}
 	}()
-	say(steps, m.Name, "connected as "+c.User+"; checking prerequisites")
+	// Steps are said when they happen; the prerequisites' notes (such as
+	// WireGuard in userspace) once, at first contact (the machine has no
+	// key yet: machine add), and in machine list's problem column after.
+	first := m.PublicKey == ""
+	if first {
+		say(steps, m.Name, "connected as "+c.User+"; checking prerequisites")
+	}
 	p, err := c.CheckPrerequisites(ctx)
 	if err != nil {
 		return nil, err
 	}
-	for _, n := range p.Notes {
-		say(steps, m.Name, n)
+	if first {
+		for _, n := range p.Notes {
+			say(steps, m.Name, n)
+		}
 	}
 	if !p.OK() {
 		var what []string
@@ -122,18 +133,23 @@ func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, step
 			return nil, err
 		}
 	}
-	say(steps, m.Name, "installing the helper")
 	h, err := c.InstallHelper(ctx, s.Helpers)
 	if err != nil {
 		return nil, err
+	}
+	if h.Uploaded {
+		say(steps, m.Name, "installed the helper "+h.Version)
 	}
 	var args []string
 	if m.Accel != "" {
 		args = []string{"--accel", m.Accel}
 	}
-	say(steps, m.Name, "starting the helper daemon")
-	if _, err := c.StartDaemon(ctx, h, remote.DaemonOptions{Args: args}); err != nil {
+	d, err := c.StartDaemon(ctx, h, remote.DaemonOptions{Args: args})
+	if err != nil {
 		return nil, err
+	}
+	if d.Started {
+		say(steps, m.Name, "started the helper daemon ("+d.Mode+")")
 	}
 	route := Route{Addr: c.RemoteIP(), Jumped: c.Jumped(), Version: h.Version}
 	mach, err := remote.Connect(ctx, c, h)

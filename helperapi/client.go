@@ -76,6 +76,16 @@ type Client struct {
 	mu       sync.Mutex
 	progress map[string]func(Progress) // by VM name
 	watch    *watcher
+	observe  func(method string, took time.Duration, err error)
+}
+
+// Observe has fn told of every call when it has ended: its method, how
+// long it took and its error (for the operator's log; never the params,
+// which can carry a VM's user data).
+func (c *Client) Observe(fn func(method string, took time.Duration, err error)) {
+	c.mu.Lock()
+	c.observe = fn
+	c.mu.Unlock()
 }
 
 // watcher is a Watch in progress.
@@ -153,7 +163,14 @@ func (c *Client) notified(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.R
 // Close hangs up.
 func (c *Client) Close() error { return c.conn.Close() }
 
-func (c *Client) call(ctx context.Context, method string, params, result any) error {
+func (c *Client) call(ctx context.Context, method string, params, result any) (err error) {
+	c.mu.Lock()
+	observe := c.observe
+	c.mu.Unlock()
+	if observe != nil {
+		start := time.Now()
+		defer func() { observe(method, time.Since(start), err) }()
+	}
 	if err := c.conn.Call(ctx, method, params, result); err != nil {
 		var rerr *jsonrpc2.Error
 		if errors.As(err, &rerr) {

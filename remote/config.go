@@ -32,6 +32,12 @@ type hop struct {
 	DefaultIdentity bool
 	// Jumps are the ProxyJump hops, first to last.
 	Jumps []hop
+	// ProxyCommand, if set, is the command (tokens expanded) whose
+	// standard input and output are the connection (`ssh -G` only).
+	ProxyCommand string
+	// KnownHosts are the known_hosts files the ssh config names
+	// (UserKnownHostsFile, GlobalKnownHostsFile; `ssh -G` only).
+	KnownHosts []string
 }
 
 // Addr is host:port.
@@ -111,27 +117,16 @@ func (c *sshConfig) resolve(alias string, o DialOptions, depth int) (hop, error)
 	// What was given explicitly: the options for the target, the
 	// user@host:port form for a jump host.
 	// Both also take host:port.
-	user, port, files := o.User, o.Port, o.IdentityFiles
-	if depth > 0 {
-		if u, rest, ok := strings.Cut(alias, "@"); ok {
-			user, alias = u, rest
-		}
+	alias, user, port, err := splitTarget(alias, o, depth)
+	if err != nil {
+		return hop{}, err
 	}
-	if host, p, err := net.SplitHostPort(alias); err == nil {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > 65535 {
-			return hop{}, fmt.Errorf("host %q: bad port %q", alias, p)
-		}
-		alias = host
-		if port == 0 {
-			port = n
-		}
-	}
+	files := o.IdentityFiles
 	h := hop{Alias: alias, Host: alias, Port: port, User: user}
 	if v, err := c.get(alias, "ProxyCommand"); err != nil {
 		return hop{}, err
 	} else if v != "" && v != "none" {
-		return hop{}, fmt.Errorf("ssh config for %s sets ProxyCommand, which butter does not run; use ProxyJump instead", alias)
+		return hop{}, fmt.Errorf("ssh config for %s sets ProxyCommand, which butter runs only where OpenSSH's ssh is installed (to read the config as ssh does); install it, or use ProxyJump", alias)
 	}
 	if v, err := c.get(alias, "HostName"); err != nil {
 		return hop{}, err
@@ -188,17 +183,46 @@ func (c *sshConfig) resolve(alias string, o DialOptions, depth int) (hop, error)
 		}
 		jump = v
 	}
-	if jump != "" && jump != "none" {
-		for _, j := range strings.Split(jump, ",") {
-			j = strings.TrimPrefix(strings.TrimSpace(j), "ssh://")
-			jh, err := c.resolve(j, DialOptions{}, depth+1)
-			if err != nil {
-				return hop{}, fmt.Errorf("ProxyJump for %s: %w", alias, err)
-			}
-			h.Jumps = append(h.Jumps, jh)
+	h.Jumps, err = jumps(alias, jump, func(j string) (hop, error) { return c.resolve(j, DialOptions{}, depth+1) })
+	return h, err
+}
+
+// splitTarget reads what a target names beside its host: user@ (for a
+// jump host) and :port; the options' user and port win.
+func splitTarget(alias string, o DialOptions, depth int) (host, user string, port int, err error) {
+	user, port = o.User, o.Port
+	if depth > 0 {
+		if u, rest, ok := strings.Cut(alias, "@"); ok {
+			user, alias = u, rest
 		}
 	}
-	return h, nil
+	if h, p, err := net.SplitHostPort(alias); err == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return "", "", 0, fmt.Errorf("host %q: bad port %q", alias, p)
+		}
+		alias = h
+		if port == 0 {
+			port = n
+		}
+	}
+	return alias, user, port, nil
+}
+
+// jumps resolves a ProxyJump list ("none": none) with resolve.
+func jumps(alias, list string, resolve func(string) (hop, error)) ([]hop, error) {
+	if list == "" || list == "none" {
+		return nil, nil
+	}
+	var out []hop
+	for _, j := range strings.Split(list, ",") {
+		jh, err := resolve(strings.TrimPrefix(strings.TrimSpace(j), "ssh://"))
+		if err != nil {
+			return nil, fmt.Errorf("ProxyJump for %s: %w", alias, err)
+		}
+		out = append(out, jh)
+	}
+	return out, nil
 }
 
 // expandTokens expands ~ and the ssh_config tokens that make sense for
@@ -207,6 +231,12 @@ func expandTokens(s string, h hop) string {
 	if s == "~" || strings.HasPrefix(s, "~/") {
 		s = homeDir() + s[1:]
 	}
+	return expandPercent(s, map[byte]string{'d': homeDir(), 'u': localUser(), 'h': h.Host, 'r': h.User})
+}
+
+// expandPercent replaces %X by tokens[X] and %% by %; an unknown token
+// stays as it is.
+func expandPercent(s string, tokens map[byte]string) string {
 	if !strings.Contains(s, "%") {
 		return s
 	}
@@ -217,18 +247,11 @@ func expandTokens(s string, h hop) string {
 			continue
 		}
 		i++
-		switch s[i] {
-		case 'd':
-			b.WriteString(homeDir())
-		case 'u':
-			b.WriteString(localUser())
-		case 'h':
-			b.WriteString(h.Host)
-		case 'r':
-			b.WriteString(h.User)
-		case '%':
+		if v, ok := tokens[s[i]]; ok {
+			b.WriteString(v)
+		} else if s[i] == '%' {
 			b.WriteByte('%')
-		default:
+		} else {
 			b.WriteByte('%')
 			b.WriteByte(s[i])
 		}

@@ -37,62 +37,75 @@ const (
 	supervisedLogMax = 16 << 20
 )
 
+// Daemon is how StartDaemon found or left the helper daemon.
+type Daemon struct {
+	// Mode is DaemonSystemd or DaemonSupervised.
+	Mode string
+	// Started says it was started (or restarted) now; false: it was
+	// running already, as it should.
+	Started bool
+}
+
 // StartDaemon makes sure `h helper daemon` runs on the machine and answers:
 // as the systemd unit butter-helper.service where systemd runs (installed,
 // enabled, restarted when the unit changed), otherwise under
 // `butter helper supervise` started with setsid nohup (restarted when it
-// runs another binary). It returns DaemonSystemd or DaemonSupervised.
-func (c *Client) StartDaemon(ctx context.Context, h Helper, o DaemonOptions) (string, error) {
+// runs another binary).
+func (c *Client) StartDaemon(ctx context.Context, h Helper, o DaemonOptions) (Daemon, error) {
 	out, err := c.Output(ctx, false, `if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then echo systemd; else echo none; fi`)
 	if err != nil {
-		return "", fmt.Errorf("start helper daemon on %s: %w", c.Host, err)
+		return Daemon{}, fmt.Errorf("start helper daemon on %s: %w", c.Host, err)
 	}
-	mode := DaemonSupervised
+	d := Daemon{Mode: DaemonSupervised}
 	if strings.TrimSpace(string(out)) == "systemd" {
-		mode = DaemonSystemd
-		err = c.startSystemd(ctx, h)
+		d.Mode = DaemonSystemd
+		d.Started, err = c.startSystemd(ctx, h)
 	} else {
-		err = c.startSupervised(ctx, h, o.Args)
+		d.Started, err = c.startSupervised(ctx, h, o.Args)
 	}
 	if err != nil {
-		return "", fmt.Errorf("start helper daemon on %s: %w", c.Host, err)
+		return Daemon{}, fmt.Errorf("start helper daemon on %s: %w", c.Host, err)
 	}
 	wait := o.Wait
 	if wait == 0 {
 		wait = 30 * time.Second
 	}
-	if err := c.waitDaemon(ctx, h, wait, mode); err != nil {
-		return "", err
+	if err := c.waitDaemon(ctx, h, wait, d.Mode); err != nil {
+		return Daemon{}, err
 	}
-	return mode, nil
+	return d, nil
 }
 
-func (c *Client) startSystemd(ctx context.Context, h Helper) error {
+// startSystemd installs the unit and makes sure it runs; it says whether
+// it started (or restarted) it.
+func (c *Client) startSystemd(ctx context.Context, h Helper) (bool, error) {
 	unit, err := assets.HelperUnit{Binary: h.Path, StateDir: helperapi.DefaultStateDir, Socket: helperapi.DefaultSocket}.Render()
 	if err != nil {
-		return err
+		return false, err
 	}
 	unitPath := path.Join("/etc/systemd/system", assets.HelperUnitName)
 	sum := sha256.Sum256([]byte(unit))
 	hexSum := hex.EncodeToString(sum[:])
 	have, err := c.remoteSHA256(ctx, true, unitPath)
 	if err != nil {
-		return err
+		return false, err
 	}
 	name := shellQuote(assets.HelperUnitName)
 	if have == hexSum {
 		// Same unit: make sure it is enabled and running.
-		return c.Run(ctx, Cmd{Root: true, Line: "systemctl enable --now " + name})
+		out, err := c.Output(ctx, true, "was=running; systemctl is-active --quiet "+name+" || was=started; systemctl enable --now "+name+" && echo $was")
+		return strings.TrimSpace(string(out)) == "started", err
 	}
 	if err := c.Upload(ctx, Upload{Path: unitPath, Mode: 0o644, SHA256: hexSum, Body: strings.NewReader(unit), Root: true}); err != nil {
-		return err
+		return false, err
 	}
-	return c.Run(ctx, Cmd{Root: true, Line: "systemctl daemon-reload && systemctl enable " + name + " && systemctl restart " + name})
+	return true, c.Run(ctx, Cmd{Root: true, Line: "systemctl daemon-reload && systemctl enable " + name + " && systemctl restart " + name})
 }
 
 // startSupervised starts the supervisor unless one runs h already; one
-// running another binary is stopped first (it stops its daemon).
-func (c *Client) startSupervised(ctx context.Context, h Helper, args []string) error {
+// running another binary is stopped first (it stops its daemon). It says
+// whether it started one.
+func (c *Client) startSupervised(ctx context.Context, h Helper, args []string) (bool, error) {
 	pidFile := helperapi.DefaultSupervisePIDFile
 	start := shellJoin(append([]string{h.Path, "helper", "supervise", "--pid-file", pidFile}, args...)...)
 	script := fmt.Sprintf(`set -e
@@ -115,7 +128,8 @@ if [ -f "$log" ]; then chmod 600 "$log"; fi
 setsid nohup %s </dev/null >>"$log" 2>&1 &
 echo started
 `, shellQuote(h.Path), shellQuote(pidFile), shellQuote(path.Dir(supervisedLog)), shellQuote(supervisedLog), supervisedLogMax, start)
-	return c.Run(ctx, Cmd{Root: true, Line: script})
+	out, err := c.Output(ctx, true, script)
+	return strings.TrimSpace(string(out)) == "started", err
 }
 
 // waitDaemon polls `helper facts` until the daemon answers.

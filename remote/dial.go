@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -68,6 +69,9 @@ type DialOptions struct {
 	// and connections: give a writer safe for that (an *os.File in append
 	// mode is).
 	Transcript io.Writer
+	// Log records every dial and every command run, with its duration and
+	// exit status (see log.go for what never goes in); nil: no log.
+	Log *slog.Logger
 }
 
 func (o DialOptions) userKnownHosts() []string {
@@ -102,15 +106,15 @@ func Dial(ctx context.Context, host string, o DialOptions) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := loadSSHConfig(o.SSHConfig)
+	target, err := resolveHost(ctx, host, o)
 	if err != nil {
 		return nil, err
 	}
-	target, err := cfg.resolve(host, o, 0)
-	if err != nil {
-		return nil, err
+	read := o.userKnownHosts()
+	if o.UserKnownHosts == nil && target.KnownHosts != nil {
+		read = target.KnownHosts // as the ssh config says
 	}
-	hk, err := newHostKeys(o.userKnownHosts(), o.KnownHosts)
+	hk, err := newHostKeys(read, o.KnownHosts)
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +124,7 @@ func Dial(ctx context.Context, host string, o DialOptions) (*Client, error) {
 	c := &Client{Host: host, Addr: target.Addr(), User: target.User, opts: o}
 	hops := append(append([]hop(nil), target.Jumps...), target)
 	var prev *ssh.Client
+	start := time.Now()
 	for i, h := range hops {
 		policy := trustPolicy{acceptNew: o.AcceptNewHostKey, ask: o.TrustUnknown}
 		if i == len(hops)-1 {
@@ -127,6 +132,7 @@ func Dial(ctx context.Context, host string, o DialOptions) (*Client, error) {
 		}
 		cl, err := dialHop(ctx, prev, h, hk, policy, a, o)
 		if err != nil {
+			logDial(ctx, o.log(), host, h.Addr(), h.User, i, start, err)
 			c.Close()
 			if i < len(hops)-1 {
 				return nil, fmt.Errorf("reach %s through jump host %s: %w", host, h.Addr(), err)
@@ -147,7 +153,21 @@ func Dial(ctx context.Context, host string, o DialOptions) (*Client, error) {
 		}
 		go c.keepAlive(every)
 	}
+	logDial(ctx, o.log(), host, c.Addr, c.User, len(target.Jumps), start, nil)
 	return c, nil
+}
+
+// resolveHost works out how to reach host: by `ssh -G` where OpenSSH is
+// installed, else by reading the ssh config with the library.
+func resolveHost(ctx context.Context, host string, o DialOptions) (hop, error) {
+	if bin, ok := openSSH(o); ok {
+		return resolveOpenSSH(ctx, bin, host, o, 0)
+	}
+	cfg, err := loadSSHConfig(o.SSHConfig)
+	if err != nil {
+		return hop{}, err
+	}
+	return cfg.resolve(host, o, 0)
 }
 
 // dialHop connects to h, directly or through prev, and logs in.
@@ -159,10 +179,13 @@ func dialHop(ctx context.Context, prev *ssh.Client, h hop, hk *hostKeys, policy 
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	var conn net.Conn
 	var err error
-	if prev == nil {
+	switch {
+	case prev == nil && h.ProxyCommand != "":
+		conn, err = dialProxyCommand(dctx, h.ProxyCommand, h.Addr())
+	case prev == nil:
 		d := net.Dialer{}
 		conn, err = d.DialContext(dctx, "tcp", h.Addr())
-	} else {
+	default:
 		conn, err = prev.DialContext(dctx, "tcp", h.Addr())
 	}
 	cancel()

@@ -306,12 +306,18 @@ func TestProxyJump(t *testing.T) {
 	}
 }
 
-func TestProxyCommandRefused(t *testing.T) {
+// Without OpenSSH's ssh, the library reads the config and refuses a
+// ProxyCommand, saying what to do.
+func TestProxyCommandRefusedWithoutOpenSSH(t *testing.T) {
 	home := isolate(t)
-	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
-	os.WriteFile(filepath.Join(home, ".ssh", "config"), []byte("Host x\n  ProxyCommand nc %h %p\n"), 0o600)
-	_, err := Dial(context.Background(), "x", DialOptions{})
-	if err == nil || !strings.Contains(err.Error(), "ProxyJump") {
+	path := filepath.Join(home, "config")
+	os.WriteFile(path, []byte("Host x\n  ProxyCommand nc %h %p\n"), 0o600)
+	cfg, err := loadSSHConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cfg.resolve("x", DialOptions{}, 0)
+	if err == nil || !strings.Contains(err.Error(), "ProxyJump") || !strings.Contains(err.Error(), "OpenSSH") {
 		t.Fatalf("got %v, want ProxyCommand refused with a hint", err)
 	}
 }

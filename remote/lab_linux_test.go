@@ -105,6 +105,40 @@ func TestRealSSHD(t *testing.T) {
 		t.Fatalf("changed key: %v", err)
 	}
 
+	// A ProxyCommand through the lab machine as a jump host: OpenSSH's
+	// ssh -W to the same real sshd, the ssh config read by ssh -G. With
+	// the jump host's key unknown to the ProxyCommand, it fails and says
+	// why.
+	if _, err := exec.LookPath("ssh"); err == nil {
+		dir := t.TempDir()
+		jumpKH := filepath.Join(dir, "jump_known_hosts")
+		config := filepath.Join(dir, "config")
+		proxy := func(kh string) {
+			os.WriteFile(config, []byte(fmt.Sprintf("Host via-jump\n  HostName %s\n  Port %d\n  User root\n  IdentityFile %s\n"+
+				"  ProxyCommand ssh -F none -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=%s -i %s -p %%p -W %%h:%%p root@%s\n",
+				addr, port, keyFile, kh, keyFile, addr)), 0o600)
+		}
+		os.WriteFile(jumpKH, []byte(knownhosts.Line([]string{knownhosts.Normalize(fmt.Sprintf("%s:%d", addr, port))}, hostKey)+"\n"), 0o600)
+		proxy(jumpKH)
+		po := opts
+		po.SSHConfig, po.User, po.Port, po.IdentityFiles = config, "", 0, nil
+		pc, err := Dial(ctx, "via-jump", po)
+		if err != nil {
+			t.Fatalf("dial through a ProxyCommand: %v", err)
+		}
+		if out, err := pc.Output(ctx, false, "echo via"); err != nil || string(out) != "via\n" || !pc.Jumped() {
+			t.Fatalf("through the ProxyCommand: %q, %v, jumped %v", out, err, pc.Jumped())
+		}
+		pc.Close()
+		proxy(filepath.Join(dir, "empty"))
+		if _, err := Dial(ctx, "via-jump", po); err == nil || !strings.Contains(err.Error(), "ProxyCommand exited") ||
+			!strings.Contains(err.Error(), "Host key verification failed") {
+			t.Fatalf("a ProxyCommand refusing the jump host: %v, want its words", err)
+		}
+	} else if os.Getenv("CI") == "true" {
+		t.Fatal("no ssh client for the ProxyCommand step (see .ci/deps)")
+	}
+
 	p, err := c.Platform(ctx)
 	if err != nil || p.OS != "linux" {
 		t.Fatalf("platform: %v, %v", p, err)
@@ -126,22 +160,22 @@ func TestRealSSHD(t *testing.T) {
 	}
 	t.Logf("prerequisites: %+v", pre)
 
-	mode, err := c.StartDaemon(ctx, h, DaemonOptions{})
+	d, err := c.StartDaemon(ctx, h, DaemonOptions{})
 	if err != nil {
 		log, _ := m.Run(ctx, "/bin/cat", supervisedLog)
 		t.Fatalf("start daemon: %v\nlog:\n%s", err, log)
 	}
-	if mode != DaemonSupervised {
-		t.Fatalf("daemon mode %q in a lab machine", mode)
+	if d.Mode != DaemonSupervised || !d.Started {
+		t.Fatalf("daemon %+v in a lab machine, want supervised, started", d)
 	}
 	// The first install made the state folder private, and the log too.
 	perms, err := m.Run(ctx, "/usr/bin/stat", "-c", "%a %U %n", helperapi.DefaultStateDir, supervisedLog)
 	if want := fmt.Sprintf("700 root %s\n600 root %s\n", helperapi.DefaultStateDir, supervisedLog); err != nil || string(perms) != want {
 		t.Errorf("stat: %q, %v; want %q", perms, err, want)
 	}
-	// Starting it again leaves the running one alone.
-	if _, err := c.StartDaemon(ctx, h, DaemonOptions{}); err != nil {
-		t.Fatal(err)
+	// Starting it again leaves the running one alone, and says so.
+	if d, err := c.StartDaemon(ctx, h, DaemonOptions{}); err != nil || d.Started {
+		t.Fatalf("second start: %+v, %v; want not started", d, err)
 	}
 
 	mc, err := Connect(ctx, c, h)

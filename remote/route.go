@@ -12,5 +12,9 @@ func (c *Client) RemoteIP() string {
 	return host
 }
 
-// Jumped tells whether the connection goes through ProxyJump hosts.
-func (c *Client) Jumped() bool { return len(c.jumps) > 0 }
+// Jumped tells whether the connection goes through ProxyJump hosts or a
+// ProxyCommand (then RemoteIP is not an address the machine is reached at).
+func (c *Client) Jumped() bool {
+	_, proxied := c.conn.RemoteAddr().(proxyAddr)
+	return len(c.jumps) > 0 || proxied
+}

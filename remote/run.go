@@ -137,7 +137,9 @@ const abandonGrace = 3 * time.Second
 // Run runs cmd and waits for it. When ctx ends first, the command is sent
 // SIGTERM and its session closed; Run returns then, at most abandonGrace
 // later.
-func (c *Client) Run(ctx context.Context, cmd Cmd) error {
+func (c *Client) Run(ctx context.Context, cmd Cmd) (err error) {
+	start := time.Now()
+	defer func() { c.logRun(ctx, cmd, start, err) }()
 	s, tail, _, err := c.start(cmd)
 	if err != nil {
 		return err

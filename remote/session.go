@@ -278,6 +278,16 @@ func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 		conn.out = &transcript{w: tw, host: c.Host, dir: ">"}
 	}
 	cl := helperapi.NewClient(context.Background(), conn)
+	log := c.opts.log().With("host", c.Host)
+	log.Info("helper session", "command", line, "version", version)
+	cl.Observe(func(method string, took time.Duration, err error) {
+		took = took.Round(time.Millisecond)
+		if err != nil {
+			log.Warn("helper call failed", "method", method, "took", took, "error", err.Error())
+			return
+		}
+		log.Info("helper call", "method", method, "took", took)
+	})
 	go func() {
 		// The session ends when the helper exits or the connection drops:
 		// hang the client up so pending calls fail, and forget it.
