@@ -86,7 +86,7 @@ func BenchmarkOperator(b *testing.B) {
 	})
 	conn := lc.Connector(butter)
 	machine := func(name string) cloud.NewMachine {
-		return cloud.NewMachine{Name: name, Address: machineAddr(b, ctx, name).String(), Port: sim.SSHPort,
+		return cloud.NewMachine{Name: name, Address: machineAddr(b, ctx, opLab, name).String(), Port: sim.SSHPort,
 			User: "root", Identity: lc.Key, Accel: "tcg"}
 	}
 	m1 := machine("m1")
@@ -107,7 +107,7 @@ func BenchmarkOperator(b *testing.B) {
 	var add, addConnect, addUpload, addDaemon, addPeers []time.Duration
 	for round := range opRounds {
 		if round > 0 {
-			freshen(b, ctx, "m1")
+			freshen(b, ctx, opLab, "m1")
 		}
 		st := &stepTimes{}
 		cl := cloud.New(lc.Inventory, conn, nil)
@@ -305,11 +305,11 @@ func (s *stepTimes) texts() []string {
 	return out
 }
 
-// machineAddr is the address of the lab machine's uplink, where its sshd
-// listens.
-func machineAddr(b *testing.B, ctx context.Context, name string) netip.Addr {
+// machineAddr is the address of lab machine name's uplink, where its
+// sshd listens.
+func machineAddr(b *testing.B, ctx context.Context, lab, name string) netip.Addr {
 	b.Helper()
-	out, err := exec.CommandContext(ctx, "ip", "-n", opLab+"-"+name, "-4", "-o", "addr", "show", "dev", sim.MachineUplink).Output()
+	out, err := exec.CommandContext(ctx, "ip", "-n", lab+"-"+name, "-4", "-o", "addr", "show", "dev", sim.MachineUplink).Output()
 	if err != nil {
 		b.Fatalf("address of %s: %v", name, err)
 	}
@@ -329,10 +329,10 @@ func machineAddr(b *testing.B, ctx context.Context, name string) netip.Addr {
 // supervised helper daemon there (the supervisor and the daemon, only
 // processes in that machine's network namespace) and deletes the helper
 // binaries, so the next add uploads and starts the helper from scratch.
-func freshen(b *testing.B, ctx context.Context, name string) {
+func freshen(b *testing.B, ctx context.Context, lab, name string) {
 	b.Helper()
-	netns := filepath.Join(sim.NetnsDir, opLab+"-"+name)
-	mntns := filepath.Join(sim.StateRoot, opLab, "ns", name)
+	netns := filepath.Join(sim.NetnsDir, lab+"-"+name)
+	mntns := filepath.Join(sim.StateRoot, lab, "ns", name)
 	want, err := os.Stat(netns)
 	if err != nil {
 		b.Fatal(err)

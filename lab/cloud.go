@@ -55,6 +55,9 @@ type CloudOptions struct {
 	Accel string
 	// Demo creates a network across the machines and a tiny VM on it.
 	Demo bool
+	// NoLibvirt starts no libvirtd on the machines: networks only (the
+	// scale benchmark's many machines).
+	NoLibvirt bool
 }
 
 // CloudLab is a lab cloud that is up.
@@ -200,6 +203,9 @@ func StartCloud(ctx context.Context, o CloudOptions, steps func(cloud.Step)) (_ 
 				}
 			}
 			reaches[i] = r
+			if o.NoLibvirt {
+				return
+			}
 			if _, err := m.StartLibvirt(ctx, nil); err != nil {
 				errs[i] = err
 			}

@@ -1,0 +1,258 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab"
+	"github.com/butter-cloud/butter/lab/sim"
+)
+
+// scaleSizes are the lab sizes of BenchmarkScale; scaleRounds the rounds of
+// each timed verb; scaleNetworks the networks of the idle figure.
+var scaleSizes = []int{8, 16, 32}
+
+const (
+	scaleRounds   = 3
+	scaleNetworks = 10
+	// scaleNetworkGoal is the issue's goal for a network across 32.
+	scaleNetworkGoal = 3 * time.Second
+)
+
+// scaleFigures are one lab size's medians.
+type scaleFigures struct {
+	n                      int
+	addLast, create, apply time.Duration
+}
+
+// BenchmarkScale measures how the operator's verbs grow with the cloud:
+// labs of 8, 16 and 32 simulated machines running only the helper (sshd
+// and the helper daemon, no libvirtd), driven through the core (package
+// cloud) over real SSH as the CLI drives it (a new cloud.Cloud per verb):
+//
+//   - `machine add` of the last machine (its helper installed and started,
+//     and every other machine updated with it as a peer);
+//   - `network create` across every machine;
+//   - a full re-apply: `butter sync` of every machine at once;
+//
+// each the median of three rounds, with the growth against the 8-machine
+// lab beside the growth in machines (linear growth: 2 and 4). On the
+// 32-machine lab, with ten networks across all (31 peers each), it prints
+// the helper daemon's idle resident memory and CPU share over 10 s
+// (userspace WireGuard here: no kernel module). Run it once:
+// -benchtime 1x (bench/scale.sh does).
+func BenchmarkScale(b *testing.B) {
+	needLab(b, "/usr/sbin/sshd", "/usr/bin/nsenter")
+	ctx, cancel := context.WithTimeout(b.Context(), 40*time.Minute)
+	defer cancel()
+	dir := b.TempDir()
+	butter := buildButter(b, ctx, dir)
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	b.Setenv("HOME", home)
+	b.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
+
+	var figs []scaleFigures
+	for _, n := range scaleSizes {
+		figs = append(figs, scaleLab(b, ctx, butter, n))
+	}
+	b.StopTimer()
+	base := figs[0]
+	fmt.Printf("\nscale (median of %d rounds; growth against %d machines, machines grow %s)\n", scaleRounds, base.n, growthOf(figs))
+	fmt.Printf("%9s %22s %22s %22s\n", "machines", "machine add (last)", "network create (all)", "re-apply (all)")
+	for _, f := range figs {
+		fmt.Printf("%9d %12s  x%-7.2f %12s  x%-7.2f %12s  x%-7.2f\n", f.n,
+			f.addLast.Round(time.Millisecond), ratio(f.addLast, base.addLast),
+			f.create.Round(time.Millisecond), ratio(f.create, base.create),
+			f.apply.Round(time.Millisecond), ratio(f.apply, base.apply))
+	}
+	last := figs[len(figs)-1]
+	fmt.Printf("goal: network create across %d ≤ %s: %s (%.2f of the goal)\n", last.n, scaleNetworkGoal,
+		map[bool]string{true: "met", false: "missed"}[last.create <= scaleNetworkGoal], last.create.Seconds()/scaleNetworkGoal.Seconds())
+}
+
+func ratio(a, b time.Duration) float64 { return a.Seconds() / max(b.Seconds(), 1e-9) }
+
+func growthOf(figs []scaleFigures) string {
+	var s []string
+	for _, f := range figs {
+		s = append(s, fmt.Sprintf("x%.0f", float64(f.n)/float64(figs[0].n)))
+	}
+	return strings.Join(s, ", ")
+}
+
+// scaleLab builds a lab of n machines, adds them, and times the verbs.
+func scaleLab(b *testing.B, ctx context.Context, butter string, n int) scaleFigures {
+	b.Helper()
+	name := testbed.ClaimLab(b, fmt.Sprintf("s%d", n))
+	begin := time.Now()
+	lc, err := lab.StartCloud(ctx, lab.CloudOptions{Name: name, Underlay: testbed.Underlay(name), Machines: n, NoAdd: true,
+		NoLibvirt: true, Butter: butter, Accel: "tcg"}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := lab.StopCloud(context.WithoutCancel(ctx), name); err != nil {
+			b.Errorf("lab %s down: %v", name, err)
+		}
+	}()
+	conn := lc.Connector(butter)
+	machine := func(i int) cloud.NewMachine {
+		m := fmt.Sprintf("m%d", i)
+		return cloud.NewMachine{Name: m, Address: machineAddr(b, ctx, name, m).String(), Port: sim.SSHPort,
+			User: "root", Identity: lc.Key, Accel: "tcg"}
+	}
+	// All but the last join untimed.
+	setup := cloud.New(lc.Inventory, conn, nil)
+	for i := 1; i < n; i++ {
+		if _, _, err := setup.AddMachine(ctx, machine(i), cloud.Trust{}, nil); err != nil {
+			b.Fatalf("lab of %d: add m%d: %v", n, i, err)
+		}
+	}
+	setup.Close()
+	fmt.Printf("lab of %d machines up and %d added in %s\n", n, n-1, time.Since(begin).Round(time.Second))
+
+	f := scaleFigures{n: n}
+	var adds, creates, applies []time.Duration
+	for round := range scaleRounds {
+		if round > 0 {
+			// Dropped (the machines have no libvirtd, so a plain
+			// remove cannot list its VMs) and made fresh: the next add
+			// uploads and starts the helper again.
+			cl := cloud.New(lc.Inventory, conn, nil)
+			if _, err := cl.RemoveMachine(ctx, fmt.Sprintf("m%d", n), true, nil); err != nil {
+				b.Fatalf("lab of %d: remove m%d: %v", n, n, err)
+			}
+			cl.Close()
+			freshen(b, ctx, name, fmt.Sprintf("m%d", n))
+		}
+		adds = append(adds, timed(b, lc.Inventory, conn, func(cl *cloud.Cloud) error {
+			_, _, err := cl.AddMachine(ctx, machine(n), cloud.Trust{}, nil)
+			return err
+		}))
+	}
+	for round := range scaleRounds {
+		net := fmt.Sprintf("s%d", round)
+		creates = append(creates, timed(b, lc.Inventory, conn, func(cl *cloud.Cloud) error {
+			_, out, err := cl.CreateNetwork(ctx, cloud.NewNetwork{Name: net}, nil)
+			if err == nil && len(out.Behind) > 0 {
+				err = fmt.Errorf("machines behind: %v", out.Behind)
+			}
+			return err
+		}))
+		if round < scaleRounds-1 {
+			if _, err := cloud.New(lc.Inventory, conn, nil).RemoveNetwork(ctx, net, nil); err != nil {
+				b.Fatalf("lab of %d: network remove %s: %v", n, net, err)
+			}
+		}
+	}
+	var all []string
+	for i := 1; i <= n; i++ {
+		all = append(all, fmt.Sprintf("m%d", i))
+	}
+	for range scaleRounds {
+		applies = append(applies, timed(b, lc.Inventory, conn, func(cl *cloud.Cloud) error {
+			out, err := cl.Sync(ctx, all, nil)
+			if err == nil && len(out.Applied) != n {
+				err = fmt.Errorf("re-applied on %d machines, want %d (behind: %v)", len(out.Applied), n, out.Behind)
+			}
+			return err
+		}))
+	}
+	f.addLast, f.create, f.apply = median(adds), median(creates), median(applies)
+	fmt.Printf("lab of %d: machine add %v, network create %v, re-apply %v\n", n, adds, creates, applies)
+	if n == scaleSizes[len(scaleSizes)-1] {
+		idle(b, ctx, lc, conn, name, n)
+	}
+	return f
+}
+
+// timed runs one verb with a new cloud.Cloud, as one CLI call has, and
+// returns how long it took.
+func timed(b *testing.B, inventory string, conn cloud.Connector, verb func(*cloud.Cloud) error) time.Duration {
+	b.Helper()
+	cl := cloud.New(inventory, conn, nil)
+	defer cl.Close()
+	begin := time.Now()
+	if err := verb(cl); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(begin)
+}
+
+// idle makes scaleNetworks networks across the lab (one is there) and
+// prints m1's helper daemon's resident memory and CPU share at rest.
+func idle(b *testing.B, ctx context.Context, lc lab.CloudLab, conn cloud.Connector, name string, n int) {
+	b.Helper()
+	cl := cloud.New(lc.Inventory, conn, nil)
+	defer cl.Close()
+	inv, err := cl.Inventory()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := len(inv.Networks); i < scaleNetworks; i++ {
+		if _, _, err := cl.CreateNetwork(ctx, cloud.NewNetwork{Name: fmt.Sprintf("idle%d", i)}, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pid := daemonPID(b, ctx, name+"-m1")
+	time.Sleep(5 * time.Second) // settle after the last apply
+	cpu0, t0 := cpuSeconds(b, pid), time.Now()
+	time.Sleep(10 * time.Second)
+	share := (cpuSeconds(b, pid) - cpu0) / time.Since(t0).Seconds()
+	fmt.Printf("helper daemon at rest with %d peers and %d networks (userspace WireGuard): %.1f MiB resident, %.2f%% of a core\n",
+		n-1, scaleNetworks, rssMiB(b, pid), share*100)
+}
+
+// daemonPID is the helper daemon's process in network namespace ns.
+func daemonPID(b *testing.B, ctx context.Context, ns string) int {
+	b.Helper()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "pids", ns).Output()
+	if err != nil {
+		b.Fatalf("processes of %s: %v", ns, err)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		cmd, err := os.ReadFile("/proc/" + f + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
+		if len(args) >= 3 && args[1] == "helper" && args[2] == "daemon" {
+			pid, _ := strconv.Atoi(f)
+			return pid
+		}
+	}
+	b.Fatalf("no helper daemon in %s (%s)", ns, out)
+	return 0
+}
+
+// rssMiB is a process's resident memory (VmRSS) in MiB.
+func rssMiB(b *testing.B, pid int) float64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			return float64(kb) / 1024
+		}
+	}
+	b.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
