@@ -14,13 +14,15 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/google/nftables v0.3.0 // the helper's firewall table, one nf_tables transaction (plumbing/firewall_linux.go)
 	github.com/kevinburke/ssh_config v1.6.0 // reads ~/.ssh/config for remote/ (Host patterns, Include, Match Host)
+	github.com/miekg/dns v1.1.73 // the helper's in-process resolver for each network (plumbing/resolver): no dnsmasq on machines; the library CoreDNS is built on
 	github.com/muesli/cancelreader v0.2.2 // a console read the dashboard can cancel on detach, so no keystroke is lost (tui/)
 	github.com/sourcegraph/jsonrpc2 v0.2.3
 	github.com/spf13/cobra v1.10.2 // the verbs, flags, help and completion; what incus, gh and kubectl use (cli/)
 	github.com/therootcompany/xz v1.0.1
 	github.com/vishvananda/netlink v1.3.1
 	go.yaml.in/yaml/v3 v3.0.4 // renders the seed's YAML documents (plumbing/cloudinit)
-	golang.org/x/crypto v0.48.0 // ssh: checks seed keys; the cloud-init tier's SSH client
+	golang.org/x/crypto v0.54.0 // ssh: checks seed keys; the cloud-init tier's SSH client
+	golang.org/x/net v0.57.0 // netutil.LimitListener bounds the resolver's TCP connections (plumbing/resolver)
 	golang.org/x/sys v0.50.0
 	golang.zx2c4.com/wireguard v0.0.0-20260522210424-ecfc5a8d5446
 	golang.zx2c4.com/wireguard/wgctrl v0.0.0-20241231184526-a9ab2273dd10
@@ -58,7 +60,6 @@ require (
 	github.com/rivo/uniseg v0.4.7 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
 	github.com/xo/terminfo v1.0.0 // indirect
-	golang.org/x/net v0.49.0 // indirect
 	golang.org/x/sync v0.22.0 // indirect
 	golang.zx2c4.com/wintun v0.0.0-20230126152724-0fa3db229ce2 // indirect
 )
