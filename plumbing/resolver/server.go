@@ -192,7 +192,7 @@ func (s *Server) forward(proto string, req *dns.Msg) *dns.Msg {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, forwardTotal)
 	defer cancel()
-	c := &dns.Client{Net: proto, Timeout: forwardTry, UDPSize: dns.MaxMsgSize}
+	c := &dns.Client{Net: proto, Timeout: forwardTry, UDPSize: uint16(min(max(clientSize(req), readSize), dns.MaxMsgSize))}
 	var errs []error
 	for _, up := range servers {
 		resp, _, err := c.ExchangeContext(ctx, req.Copy(), up.String())

@@ -19,7 +19,7 @@ type fakeUpstream struct {
 	queries atomic.Int64
 }
 
-func startUpstream(t *testing.T) *fakeUpstream {
+func startUpstream(t testing.TB) *fakeUpstream {
 	t.Helper()
 	u := &fakeUpstream{}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
