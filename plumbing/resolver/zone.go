@@ -11,7 +11,7 @@ import (
 
 // Domain is the top-level domain of the networks' names:
 // NAME.NETWORK.internal.
-const Domain = "internal"
+const Domain = helperapi.DomainSuffix
 
 // Record and negative-answer lifetimes, in seconds: short, so a VM made or
 // removed is seen within seconds by guests that cache.
@@ -33,7 +33,7 @@ type Zone struct {
 }
 
 // Origin is the zone's domain, fully qualified: NETWORK.internal.
-func (z *Zone) Origin() string { return z.Network + "." + Domain + "." }
+func (z *Zone) Origin() string { return helperapi.NetworkDomain(z.Network) + "." }
 
 // Equal tells whether two zones answer alike.
 func (z Zone) Equal(o Zone) bool {
