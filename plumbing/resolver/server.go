@@ -36,6 +36,8 @@ const (
 	ednsSize = 1232
 	// stopWait bounds how long Close waits for answers under way.
 	stopWait = 3 * time.Second
+	// warnEvery spaces the warnings about failed forwards.
+	warnEvery = time.Minute
 )
 
 // Upstream lists the resolvers to forward to, less those skip names.
@@ -69,7 +71,7 @@ type Server struct {
 	ctx      context.Context // ends on Close: forwards under way stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
-	lastErr  atomic.Pointer[string]
+	lastWarn atomic.Int64 // unix nanoseconds of the last warning
 }
 
 // Listen starts a server for z on cfg.Addr.
@@ -209,10 +211,12 @@ func (s *Server) forward(proto string, req *dns.Msg) *dns.Msg {
 	return rcode(req, dns.RcodeServerFailure)
 }
 
-// warn logs a forwarding failure once, not once per query.
+// warn logs a forwarding failure at most once every warnEvery, not once
+// per query: a guest must not be able to fill the machine's log.
 func (s *Server) warn(err error) {
-	msg := err.Error()
-	if old := s.lastErr.Swap(&msg); old != nil && *old == msg {
+	now := time.Now().UnixNano()
+	last := s.lastWarn.Load()
+	if now-last < int64(warnEvery) || !s.lastWarn.CompareAndSwap(last, now) {
 		return
 	}
 	s.cfg.Log.Warn("names: cannot forward", "network", s.Zone().Network, "err", err)
