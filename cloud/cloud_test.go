@@ -38,6 +38,8 @@ type fakeMachine struct {
 	refuse    error
 	prepares  int
 	rotations int
+	// created is the last VM request the machine was asked for.
+	created helperapi.VMRequest
 }
 
 func (f *fakeMachine) PublicKey(ctx context.Context) (string, error) {
@@ -136,6 +138,7 @@ func (f *fakeMachine) CreateVM(ctx context.Context, r helperapi.VMRequest, progr
 	}
 	info := helperapi.VMInfo{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24", CPUs: r.CPUs, MemoryMiB: r.MemoryMiB}
 	f.vms[r.Name] = info
+	f.created = r
 	return info, nil
 }
 func (f *fakeMachine) ListVMs(ctx context.Context) ([]helperapi.VMInfo, error) {

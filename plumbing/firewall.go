@@ -48,8 +48,9 @@ const (
 
 // Verdicts of a firewall rule.
 const (
-	VerdictAccept = "accept"
-	VerdictDrop   = "drop"
+	VerdictAccept     = "accept"
+	VerdictDrop       = "drop"
+	VerdictMasquerade = "masquerade" // nat chains: the outgoing interface's address as source
 )
 
 // fwRule is one rule of the firewall in the few terms the helper uses. Its
@@ -59,9 +60,15 @@ type fwRule struct {
 	IIF    string // iifname; a trailing "*" matches names that start so
 	OIF    string // oifname, the same way
 	NotOIF string // oifname is not this one
+	NotIIF string // iifname is not this one
 
-	SAddr netip.Addr // IPv4 source address
-	DAddr netip.Addr // IPv4 destination address
+	SAddr netip.Addr   // IPv4 source address
+	DAddr netip.Addr   // IPv4 destination address
+	SNet  netip.Prefix // IPv4 source address inside this prefix
+
+	// Reply matches packets of a connection conntrack has seen both ways
+	// (ct state established,related).
+	Reply bool
 
 	Proto  string // "udp", "tcp", "gre", "icmp" (meta l4proto)
 	SPort  uint16 // udp or tcp source port
@@ -74,6 +81,7 @@ type fwRule struct {
 	EtherDAddr string     // Ethernet destination address
 	ARPTarget  netip.Addr // an ARP packet's target IPv4 address
 
+	// Verdict is accept or drop, or masquerade in a nat chain.
 	Verdict string
 
 	// Unknown describes a rule read from the kernel that says something
@@ -93,6 +101,9 @@ func (r fwRule) String() string {
 	if r.IIF != "" {
 		add("iifname", strconv.Quote(r.IIF))
 	}
+	if r.NotIIF != "" {
+		add("iifname", "!=", strconv.Quote(r.NotIIF))
+	}
 	if r.OIF != "" {
 		add("oifname", strconv.Quote(r.OIF))
 	}
@@ -104,6 +115,12 @@ func (r fwRule) String() string {
 	}
 	if r.DAddr.IsValid() {
 		add("ip", "daddr", r.DAddr.String())
+	}
+	if r.SNet.IsValid() {
+		add("ip", "saddr", r.SNet.String())
+	}
+	if r.Reply {
+		add("ct", "state", "established,related")
 	}
 	if r.EtherSAddr != "" {
 		add("ether", "saddr", r.EtherSAddr)
@@ -136,14 +153,19 @@ func (r fwRule) String() string {
 // fwChain is a base chain of the firewall table.
 type fwChain struct {
 	Name     string
-	Hook     string // the netfilter hook: "input" or "forward"
+	Type     string // "" (filter) or "nat"
+	Hook     string // the netfilter hook: "input", "forward", ...
 	Priority int
 	Policy   string
 	Rules    []fwRule
 }
 
 func (c fwChain) header() string {
-	return fmt.Sprintf("hook %s priority %d policy %s", c.Hook, c.Priority, c.Policy)
+	h := fmt.Sprintf("hook %s priority %d policy %s", c.Hook, c.Priority, c.Policy)
+	if c.Type != "" {
+		h = "type " + c.Type + " " + h
+	}
+	return h
 }
 
 // fwTable is the firewall table: the plan, or what the kernel has.
@@ -236,7 +258,9 @@ func makeFirewall(spec helperapi.Spec, p plan) fwTable {
 			n.Peers = append(n.Peers, l.Remote)
 		}
 	}
-	return firewallFor(in)
+	t := firewallFor(in)
+	t.Chains = append(t.Chains, egressChains(egressFor(spec, p))...)
+	return t
 }
 
 // firewallFor is the firewall table for in.
