@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/butter-cloud/butter/cli"
 	"github.com/butter-cloud/butter/cloud"
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/internal/testbed"
@@ -40,6 +42,9 @@ type e2e struct {
 	butter string
 	env    []string
 	lab    lab.CloudLab
+	// logs is everything butter printed, stdout and stderr, for the
+	// secrets check.
+	logs bytes.Buffer
 }
 
 // run runs butter with args and returns stdout; stderr goes into the
@@ -51,6 +56,7 @@ func (e *e2e) run(stdin io.Reader, args ...string) (string, error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
+	fmt.Fprintf(&e.logs, "$ butter %s\n%s%s", strings.Join(args, " "), out.Bytes(), errb.Bytes())
 	if err != nil {
 		return out.String(), fmt.Errorf("butter %s: %v\n%s", strings.Join(args, " "), err, errb.String())
 	}
@@ -157,7 +163,8 @@ func TestEndToEnd(t *testing.T) {
 	home := filepath.Join(dir, "home")
 	e := &e2e{t: t, ctx: ctx, butter: bin,
 		env: append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
-			"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=")}
+			"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=",
+			cli.ProtocolLogEnv+"="+filepath.Join(dir, "protocol.log"))}
 	// A name and an underlay of its own: the host link routes the
 	// underlay in the root namespace.
 	name := testbed.ClaimLab(t, "e2e")
@@ -305,6 +312,22 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
+	// Every machine has its WireGuard key now (net1 spans all three):
+	// read them from the machines' state for the secrets check at the end.
+	keys := map[string]wgtypes.Key{}
+	for _, m := range machines {
+		raw := e.onMachine(m.Name, "cat", filepath.Join(helperapi.DefaultStateDir, "wireguard.key"))
+		k, err := wgtypes.ParseKey(strings.TrimSpace(raw))
+		if err != nil {
+			t.Fatalf("%s's WireGuard key file: %v", m.Name, err)
+		}
+		keys[m.Name] = k
+		// The control: the grep finds a key where it is.
+		if found := findKeys(keys, map[string][]byte{"the key file": []byte(raw)}); len(found) == 0 {
+			t.Fatalf("control: the grep does not find %s's key in its own key file", m.Name)
+		}
+	}
+
 	vm := func(name, machine, network, ip string) {
 		t.Helper()
 		start := time.Now()
@@ -381,6 +404,29 @@ func TestEndToEnd(t *testing.T) {
 	if !regexp.MustCompile(sim.TinyGuestReady + ` host=a1 addr=10\.61\.0\.11/24 mtu=` + fmt.Sprint(mtu1) + `\b`).MatchString(out) {
 		t.Errorf("the console did not replay a1's boot line; it showed:\n%s", out)
 	}
+
+	// No WireGuard private key in what butter printed, the protocol
+	// transcript, the inventory, or the helpers' logs on the machines.
+	texts := map[string][]byte{"butter's output": e.logs.Bytes()}
+	transcript, err := os.ReadFile(filepath.Join(dir, "protocol.log"))
+	if err != nil || !bytes.Contains(transcript, []byte(`"method":"`+helperapi.MethodFacts+`"`)) {
+		t.Fatalf("the protocol transcript: %v; it holds no facts call:\n%.2000s", err, transcript)
+	}
+	texts["the protocol transcript"] = transcript
+	for _, f := range []string{e.lab.Inventory, filepath.Join(filepath.Dir(e.lab.Inventory), "lab.json")} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts[f] = b
+	}
+	for _, m := range machines {
+		texts[m.Name+"'s helper log"] = []byte(e.onMachine(m.Name, "sh", "-c", "cat "+filepath.Join(helperapi.DefaultStateDir, "helper.log")+" 2>/dev/null; journalctl -q --no-pager -u butter-helper 2>/dev/null; true"))
+	}
+	if found := findKeys(keys, texts); len(found) > 0 {
+		t.Errorf("WireGuard private keys leaked: %s", strings.Join(found, "; "))
+	}
+	t.Logf("secrets check: %d keys (base64 and hex) not found in %d texts (%d bytes of butter output, %d of transcript)", len(keys), len(texts), e.logs.Len(), len(transcript))
 
 	// Remove everything; the machines keep nothing of ours but the helper.
 	for _, v := range []string{"a1", "a3", "b1", "b3"} {

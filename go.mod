@@ -7,6 +7,7 @@ require (
 	charm.land/bubbletea/v2 v2.1.1 // the dashboard's event loop and terminal hand-off for the console (tui/)
 	charm.land/huh/v2 v2.0.3 // the dashboard's forms with arrow-key menus (tui/)
 	charm.land/lipgloss/v2 v2.1.0 // the dashboard's styles, layout and overlays (tui/)
+	github.com/ProtonMail/go-crypto v1.5.2 // checks the signature of a catalog image's checksum file against the embedded distribution keys (plumbing/images); x/crypto/openpgp's maintained successor
 	github.com/charmbracelet/x/ansi v0.11.9 // measures and truncates styled cells in the dashboard's tables (tui/)
 	github.com/charmbracelet/x/exp/golden v0.1.0 // golden views of the dashboard (tui tests)
 	github.com/charmbracelet/x/exp/teatest/v2 v2.0.0-20260823001701-96af6d2cb5f6 // end-to-end dashboard flows (tui tests)
@@ -48,6 +49,7 @@ require (
 	github.com/charmbracelet/x/windows v0.2.2 // indirect
 	github.com/clipperhouse/displaywidth v0.11.0 // indirect
 	github.com/clipperhouse/uax29/v2 v2.7.0 // indirect
+	github.com/cloudflare/circl v1.6.3 // indirect
 	github.com/djherbis/times v1.6.0 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"text/tabwriter"
 
 	"github.com/butter-cloud/butter/cloud"
@@ -70,11 +71,50 @@ func (s *session) inventoryPath() (string, error) {
 // lab's own key and known_hosts for a lab's inventory, SSH as the user has
 // it otherwise.
 func (s *session) connectorFor(path string) cloud.Connector {
+	var conn cloud.Connector
 	if lc, ok := labOf(path); ok {
 		self, _ := os.Executable()
-		return lc.Connector(self)
+		conn = lc.Connector(self)
+	} else {
+		conn = s.sshConnector()
 	}
-	return s.sshConnector()
+	if ssh, ok := conn.(cloud.SSH); ok {
+		ssh.Transcript = protocolLog(s.stderr)
+		conn = ssh
+	}
+	return conn
+}
+
+// ProtocolLogEnv names a file the protocol transcript is appended to: every
+// JSON-RPC message with every machine, a line each (see
+// remote.DialOptions.Transcript). For debugging; it holds what the
+// machines report, which is no secret.
+const ProtocolLogEnv = "BUTTER_PROTOCOL_LOG"
+
+var (
+	protocolLogOnce sync.Once
+	protocolLogFile *os.File
+)
+
+// protocolLog opens $BUTTER_PROTOCOL_LOG once for the process (nil when
+// unset, or, after saying why on stderr, when it cannot be opened).
+func protocolLog(stderr io.Writer) io.Writer {
+	protocolLogOnce.Do(func() {
+		path := os.Getenv(ProtocolLogEnv)
+		if path == "" {
+			return
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			fmt.Fprintf(stderr, "butter: %s: %v; no protocol transcript\n", ProtocolLogEnv, err)
+			return
+		}
+		protocolLogFile = f
+	})
+	if protocolLogFile == nil {
+		return nil
+	}
+	return protocolLogFile
 }
 
 // sshConnector reaches the user's machines: their ~/.ssh/config and agent,

@@ -20,6 +20,8 @@ import (
 type vmCreateFlags struct {
 	memory, disk, ip string
 	sshKeys          []string // files
+	// insecureNoChecksum takes an https image URL without a checksum.
+	insecureNoChecksum bool
 }
 
 func (s *session) vmCreateCommand() *cobra.Command {
@@ -43,6 +45,7 @@ func (s *session) vmCreateCommand() *cobra.Command {
 	f.StringVar(&nv.Machine, "machine", "", "the machine to run on")
 	f.StringVar(&nv.Network, "network", "", "the private network")
 	f.StringVar(&nv.Image, "image", "", "debian-12, ubuntu-24.04, an https URL, a file, or kernel=PATH,initrd=PATH[,cmdline=ARGS]")
+	f.BoolVar(&vf.insecureNoChecksum, "insecure-no-checksum", false, "take an https --image URL without a checksum on the server's TLS alone")
 	f.IntVar(&nv.CPUs, "cpus", helperapi.DefaultCPUs, "virtual CPUs")
 	f.StringVar(&vf.memory, "memory", fmt.Sprintf("%dM", helperapi.DefaultMemoryMiB), "memory, e.g. 512M or 2G")
 	f.StringVar(&vf.disk, "disk", "", "disk size, e.g. 20G (default: the image's own)")
@@ -55,6 +58,14 @@ func (s *session) vmCreateCommand() *cobra.Command {
 // read puts the flags into nv.
 func (vf vmCreateFlags) read(nv *cloud.NewVM) error {
 	var err error
+	if vf.insecureNoChecksum {
+		if !strings.Contains(nv.Image, "://") || strings.Contains(nv.Image, ",checksum=") {
+			return usageErrorf("--insecure-no-checksum goes only with an https --image URL that has no checksum")
+		}
+		if !strings.HasSuffix(nv.Image, helperapi.InsecureNoChecksumSuffix) {
+			nv.Image += helperapi.InsecureNoChecksumSuffix
+		}
+	}
 	if nv.MemoryMiB, err = parseSize(vf.memory, "M"); err != nil {
 		return usageErrorf("--memory: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // closedPort is a local TCP port nothing listens on.
@@ -70,4 +71,33 @@ vms:
 			t.Errorf("stderr %q: want m1 named with its reason, then that no machine answered", errs)
 		}
 	})
+}
+
+func TestInsecureNoChecksumFlag(t *testing.T) {
+	tests := []struct {
+		image, want, wantErr string
+	}{
+		{image: "https://example.com/d.img", want: "https://example.com/d.img" + helperapi.InsecureNoChecksumSuffix},
+		{image: "https://example.com/d.img" + helperapi.InsecureNoChecksumSuffix, want: "https://example.com/d.img" + helperapi.InsecureNoChecksumSuffix},
+		{image: "debian-12", wantErr: "goes only with an https --image URL"},
+		{image: "https://example.com/d.img,checksum=sha256:ab", wantErr: "has no checksum"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.image, func(t *testing.T) {
+			nv := cloud.NewVM{Image: tt.image, SSHKeys: []string{"ssh-ed25519 AAAA"}}
+			err := vmCreateFlags{memory: "512M", insecureNoChecksum: true}.read(&nv)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("read = %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || nv.Image != tt.want {
+				t.Fatalf("read: image %q, %v; want %q", nv.Image, err, tt.want)
+			}
+			if _, err := helperapi.ParseSource(nv.Image); err != nil {
+				t.Fatalf("the helper would refuse %q: %v", nv.Image, err)
+			}
+		})
+	}
 }

@@ -118,7 +118,7 @@ func (c *Cloud) Adopt(ctx context.Context, from AdoptFrom, trust Trust, steps fu
 			m.Confirmed = min(g, inv.Generation)
 		}
 		if err, ok := unreached[m.Name]; ok {
-			out.Unreached = append(out.Unreached, Behind{Machine: m.Name, Away: true, Err: err})
+			out.Unreached = append(out.Unreached, Behind{Machine: m.Name, Away: unreachable(err), Err: err})
 		}
 	}
 	if err := inv.Validate(); err != nil {

@@ -47,9 +47,12 @@ func onMachine(ctx context.Context, machine, verb, next string, err error) error
 // connect, or to keep a connection; not a refusal from a machine that
 // answered (a host key, a login, a helper's error).
 func unreachable(err error) bool {
+	var ue *remote.UnreachableError
 	var ne net.Error
 	var oce *ssh.OpenChannelError
 	switch {
+	case errors.As(err, &ue): // the TCP connect failed
+		return true
 	case errors.As(err, &ne): // dial, DNS, timeouts, resets
 		return true
 	case errors.As(err, &oce): // a jump host could not reach it

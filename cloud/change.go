@@ -101,11 +101,11 @@ func connectTimeout(ctx context.Context) time.Duration {
 	return ConnectTimeout
 }
 
-// away tells whether err means the machine did not get a request (not
-// reached, connection lost, timed out) rather than refusing or failing it.
-func away(err error) bool {
+// refused tells whether err is the helper's own answer (it got the request
+// and said no), as opposed to the request not getting there.
+func refused(err error) bool {
 	var re *helperapi.RemoteError
-	return err != nil && !errors.As(err, &re)
+	return errors.As(err, &re)
 }
 
 // change makes next (a changed copy of prev) the cloud's new generation:
@@ -171,8 +171,11 @@ func (c *Cloud) prepare(ctx context.Context, prev, next *inventory.Inventory, mu
 		switch {
 		case err == nil:
 			p.ready = append(p.ready, name)
-		case away(err) && !slices.Contains(must, name):
-			p.behind = append(p.behind, Behind{Machine: name, Away: true, Err: err})
+		case !refused(err) && !slices.Contains(must, name):
+			// Not reached (away), or reached but not usable (a changed
+			// host key, a failed login): behind either way, and only
+			// the first is called away.
+			p.behind = append(p.behind, Behind{Machine: name, Away: unreachable(err), Err: err})
 		default:
 			return err
 		}
@@ -222,7 +225,7 @@ func (p *prepared) apply(ctx context.Context, c *Cloud, must []string, steps fun
 	_ = each(rest, func(name string) error {
 		if err := one(name); err != nil {
 			mu.Lock()
-			out.Behind = append(out.Behind, Behind{Machine: name, Away: away(err), Err: err})
+			out.Behind = append(out.Behind, Behind{Machine: name, Away: unreachable(err), Err: err})
 			mu.Unlock()
 		}
 		return nil

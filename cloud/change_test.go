@@ -3,6 +3,8 @@ package cloud
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -89,6 +91,38 @@ func TestAwayMachineIsPendingThenCatchesUp(t *testing.T) {
 
 // A machine refusing the change as bad input stops it before anything
 // moves: no machine took it, the inventory and .bak are byte-identical.
+// A machine that answers but cannot be used (its host key changed) is
+// behind as failed, not away: the change holds for the others, and the
+// report says it failed rather than that it will catch up by itself.
+func TestUnusableMachineIsFailedNotAway(t *testing.T) {
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, 3)
+	addAll(t, c, 3)
+	fc.fail = map[string]error{"192.0.2.3": fmt.Errorf("ssh 192.0.2.3:22: %w", remote.ErrHostKeyChanged)}
+	c.forget("m3")
+	_, out, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil)
+	if err != nil {
+		t.Fatalf("CreateNetwork with m3's host key changed = %v", err)
+	}
+	failed, away := out.Split()
+	if !slices.Equal(failed, []string{"m3"}) || len(away) != 0 || !slices.Equal(out.Applied, []string{"m1", "m2"}) {
+		t.Fatalf("outcome = %+v (failed %v, away %v), want m3 failed, none away", out, failed, away)
+	}
+	if !errors.Is(out.Behind[0].Err, remote.ErrHostKeyChanged) || strings.Contains(out.Behind[0].String(), "is away") {
+		t.Errorf("m3 behind = %q, want the host key error, not away", out.Behind[0])
+	}
+	// The control: the same machine not answering at all is away.
+	delete(fc.fail, "192.0.2.3")
+	fc.down["192.0.2.3"] = true
+	c.forget("m3")
+	if _, out, err = c.CreateNetwork(ctx, NewNetwork{Name: "red"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if failed, away = out.Split(); len(failed) != 0 || !slices.Equal(away, []string{"m3"}) {
+		t.Fatalf("outcome = %+v, want m3 away", out)
+	}
+}
+
 func TestRefusedChangeMovesNothing(t *testing.T) {
 	ctx := context.Background()
 	c, fc := newFakeCloud(t, 3)
@@ -308,7 +342,7 @@ func TestRotateKey(t *testing.T) {
 	fc.down["192.0.2.3"] = true
 	c.forget("m3")
 	asked := fc.machines["192.0.2.1"].prepares
-	if _, err := c.RotateKey(ctx, []string{"m3"}, nil); err == nil || !strings.Contains(err.Error(), `machine "m3"`) {
+	if _, err := c.RotateKey(ctx, []string{"m3"}, nil); !isAway(err, "m3") {
 		t.Errorf("rotating an away machine: %v", err)
 	}
 	if fc.machines["192.0.2.1"].prepares != asked {
@@ -365,17 +399,17 @@ func TestVMVerbsOnAnAwayMachine(t *testing.T) {
 	c.forget("m2")
 	sums := fileSums(t, c.path)
 	_, err := c.CreateVM(ctx, NewVM{Name: "db", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil)
-	if err == nil || !strings.Contains(err.Error(), `machine "m2"`) {
-		t.Errorf("CreateVM on m2 away = %v, want an error naming machine \"m2\"", err)
+	if !isAway(err, "m2") {
+		t.Errorf("CreateVM on m2 away = %v, want an *AwayError naming machine m2", err)
 	}
 	if fileSums(t, c.path) != sums {
 		t.Errorf("CreateVM on m2 away changed the inventory or its .bak")
 	}
-	if err := c.Console(ctx, "web", strings.NewReader(""), io.Discard); err == nil || !strings.Contains(err.Error(), `machine "m2"`) {
-		t.Errorf("Console of a VM on m2 away = %v, want an error naming machine \"m2\"", err)
+	if err := c.Console(ctx, "web", strings.NewReader(""), io.Discard); !isAway(err, "m2") {
+		t.Errorf("Console of a VM on m2 away = %v, want an *AwayError naming machine m2", err)
 	}
-	if _, err := c.VMAction(ctx, "web", "start", time.Second); err == nil || !strings.Contains(err.Error(), `machine "m2"`) {
-		t.Errorf("VMAction on m2 away = %v, want an error naming machine \"m2\"", err)
+	if _, err := c.VMAction(ctx, "web", "start", time.Second); !isAway(err, "m2") {
+		t.Errorf("VMAction on m2 away = %v, want an *AwayError naming machine m2", err)
 	}
 }
 
@@ -440,4 +474,11 @@ func TestVMsReachTheCopies(t *testing.T) {
 	if n := has("web"); n != 0 {
 		t.Fatalf("%d machines' copies still have the removed VM", n)
 	}
+}
+
+// isAway tells whether err is an *AwayError for machine whose message
+// names it.
+func isAway(err error, machine string) bool {
+	var ae *AwayError
+	return errors.As(err, &ae) && ae.Machine == machine && strings.Contains(err.Error(), "machine "+machine+" is away")
 }

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,6 +42,8 @@ type fakeMachine struct {
 	rotations int
 	// created is the last VM request the machine was asked for.
 	created helperapi.VMRequest
+	// noLibvirt makes ListVMs fail, as a machine for networks only does.
+	noLibvirt bool
 }
 
 func (f *fakeMachine) PublicKey(ctx context.Context) (string, error) {
@@ -144,6 +148,9 @@ func (f *fakeMachine) CreateVM(ctx context.Context, r helperapi.VMRequest, progr
 func (f *fakeMachine) ListVMs(ctx context.Context) ([]helperapi.VMInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.noLibvirt {
+		return nil, errors.New("connect to libvirtd at /run/libvirt/libvirt-sock: no such file or directory")
+	}
 	var out []helperapi.VMInfo
 	for _, v := range f.vms {
 		out = append(out, v)
@@ -182,12 +189,16 @@ func (l *fakeLink) Close() error { return nil }
 type fakeConnector struct {
 	machines map[string]*fakeMachine // by address
 	down     map[string]bool
+	fail     map[string]error // a machine reached but not usable (host key, login)
 }
 
 func (c *fakeConnector) Connect(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Link, error) {
 	fm, ok := c.machines[m.Address]
 	if !ok || c.down[m.Address] {
-		return nil, errors.New("dial tcp " + m.Address + ":22: connection refused")
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	}
+	if err := c.fail[m.Address]; err != nil {
+		return nil, err
 	}
 	return &fakeLink{m: fm, via: Route{Addr: m.Address}}, nil
 }
@@ -395,6 +406,38 @@ func TestRemoveMachine(t *testing.T) {
 	}
 	if p := peersOf(fc.machines["192.0.2.1"]); len(p) != 1 {
 		t.Errorf("m1 still peers with m3: %+v", p)
+	}
+}
+
+// A machine without libvirtd (networks only) is torn down and removed when
+// the cloud has no VM on it; with one, it is refused and stays whole.
+func TestRemoveMachineWithoutLibvirt(t *testing.T) {
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, 3)
+	addAll(t, c, 3)
+	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	fc.machines["192.0.2.2"].noLibvirt = true
+	if _, err := c.RemoveMachine(ctx, "m2", false, nil); err == nil || !strings.Contains(err.Error(), "list its VMs") {
+		t.Fatalf("remove m2, which has a VM the helper cannot list: %v, want refused", err)
+	}
+	if fc.machines["192.0.2.2"].spec == nil {
+		t.Fatal("the refused remove tore m2 down")
+	}
+	fc.machines["192.0.2.3"].noLibvirt = true
+	var steps []string
+	if _, err := c.RemoveMachine(ctx, "m3", false, func(s Step) { steps = append(steps, s.Text) }); err != nil {
+		t.Fatalf("remove m3, no VM on it and no libvirtd: %v", err)
+	}
+	if fc.machines["192.0.2.3"].spec != nil {
+		t.Error("m3 was not torn down")
+	}
+	if !slices.ContainsFunc(steps, func(s string) bool { return strings.Contains(s, "cannot be listed") }) {
+		t.Errorf("steps %q do not say the VMs could not be listed", steps)
 	}
 }
 

@@ -172,7 +172,7 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, step
 			return Removal{}, fmt.Errorf("machine %q does not answer (%w), so it cannot be torn down; "+
 				"to drop it from the cloud without touching it: `butter machine remove %s --force`%s", name, err, name, what)
 		}
-		if err := c.tearDown(ctx, name, h, steps); err != nil {
+		if err := c.tearDown(ctx, name, h, len(vms) > 0, steps); err != nil {
 			return Removal{}, fmt.Errorf("machine %q: %w; it stays in the cloud: fix the cause and remove it again, or drop it with --force", name, err)
 		}
 		r.TornDown = true
@@ -182,11 +182,16 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, step
 	return r, err
 }
 
-// tearDown removes a machine's VMs and its links.
-func (c *Cloud) tearDown(ctx context.Context, name string, h Helper, steps func(Step)) error {
+// tearDown removes a machine's VMs and its links. hasVMs: the inventory
+// has VMs on it; without, a machine whose VMs cannot be listed (no
+// libvirtd: a machine for networks only) is torn down all the same.
+func (c *Cloud) tearDown(ctx context.Context, name string, h Helper, hasVMs bool, steps func(Step)) error {
 	vms, err := h.ListVMs(ctx)
-	if err != nil {
+	if err != nil && hasVMs {
 		return fmt.Errorf("list its VMs: %w", err)
+	}
+	if err != nil {
+		say(steps, name, fmt.Sprintf("its VMs cannot be listed (%v); the cloud has none on it", err))
 	}
 	for _, v := range vms {
 		say(steps, name, "removing vm "+v.Name)

@@ -61,7 +61,7 @@ func (c *Cloud) RotateKey(ctx context.Context, names []string, steps func(Step))
 			if !all {
 				return Rotation{}, onMachine(ctx, n, "rotate-key", "rotate its key when it is back", err)
 			}
-			r.NotRotated = append(r.NotRotated, Behind{Machine: n, Away: true, Err: err})
+			r.NotRotated = append(r.NotRotated, Behind{Machine: n, Away: unreachable(err), Err: err})
 			continue
 		}
 		say(steps, n, "making a new WireGuard key on the machine")

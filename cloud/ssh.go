@@ -35,6 +35,9 @@ type SSH struct {
 	SSHConfig, AgentSocket string
 	// IdentityFiles are tried when the inventory names none.
 	IdentityFiles []string
+	// Transcript, if set, receives every protocol message with every
+	// machine (see remote.DialOptions.Transcript).
+	Transcript io.Writer
 }
 
 // DefaultKnownHosts is butter's known_hosts file.
@@ -51,7 +54,7 @@ func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, step
 	o := remote.DialOptions{User: m.User, Port: m.Port, KnownHosts: s.KnownHosts,
 		AcceptNewHostKey: trust.AcceptNew, HostKey: trust.Pinned,
 		SSHConfig: s.SSHConfig, AgentSocket: s.AgentSocket, IdentityFiles: s.IdentityFiles,
-		ConnectTimeout: connectTimeout(ctx)}
+		ConnectTimeout: connectTimeout(ctx), Transcript: s.Transcript}
 	if o.KnownHosts == "" {
 		o.KnownHosts = DefaultKnownHosts()
 	}

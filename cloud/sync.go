@@ -60,7 +60,7 @@ func (c *Cloud) Sync(ctx context.Context, only []string, steps func(Step)) (Outc
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
-			out.Behind = append(out.Behind, Behind{Machine: name, Away: away(err), Err: err})
+			out.Behind = append(out.Behind, Behind{Machine: name, Away: unreachable(err), Err: err})
 			return nil
 		}
 		say(steps, name, "up to date")

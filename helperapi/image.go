@@ -21,8 +21,12 @@ type Source struct {
 	Catalog string `json:"catalog,omitempty"`
 	// URL is an https (or, with a Checksum, http) address of a disk image.
 	URL string `json:"url,omitempty"`
-	// Checksum optionally pins the content behind URL.
+	// Checksum pins the content behind URL. An https URL without one is
+	// refused unless InsecureNoChecksum says TLS alone is trusted.
 	Checksum Checksum `json:"checksum,omitzero"`
+	// InsecureNoChecksum takes an https URL's content on TLS's word
+	// (--insecure-no-checksum; ",insecure-no-checksum" in the text form).
+	InsecureNoChecksum bool `json:"insecureNoChecksum,omitempty"`
 	// File is a disk image on the operator's computer, uploaded over the
 	// operator's connection.
 	File *File `json:"file,omitempty"`
@@ -92,8 +96,8 @@ func ParseChecksum(s string) (Checksum, error) {
 // ParseSource reads the command-line form of a source:
 //
 //	ubuntu-24.04                          a catalog name (see CatalogNames)
-//	https://host/disk.qcow2               an image on the web
-//	https://host/disk.img,checksum=sha256:<hex>   … pinned to a checksum
+//	https://host/disk.img,checksum=sha256:<hex>   an image on the web, pinned
+//	https://host/disk.qcow2,insecure-no-checksum  … trusted through TLS alone
 //	http://host/disk.img,checksum=sha512:<hex>    plain http needs a checksum
 //	./disk.qcow2, /abs/disk.img, file=disk.img    a file on this computer
 //	kernel=PATH,initrd=PATH[,cmdline=ARGS]        direct kernel boot
@@ -116,6 +120,7 @@ func ParseSource(s string) (Source, error) {
 	case strings.HasPrefix(s, "file="):
 		src.File = &File{Path: strings.TrimPrefix(s, "file=")}
 	case hasScheme(s):
+		s, src.InsecureNoChecksum = strings.CutSuffix(s, InsecureNoChecksumSuffix)
 		u, sum, hasSum := strings.Cut(s, ",checksum=")
 		src.URL = u
 		if hasSum {
@@ -135,6 +140,10 @@ func ParseSource(s string) (Source, error) {
 	}
 	return src, nil
 }
+
+// InsecureNoChecksumSuffix ends the text form of a URL source that is
+// trusted through TLS alone.
+const InsecureNoChecksumSuffix = ",insecure-no-checksum"
 
 func hasScheme(s string) bool {
 	scheme, _, ok := strings.Cut(s, "://")
@@ -189,6 +198,10 @@ func (s Source) Validate() error {
 		return fmt.Errorf("image source %s: set only one of catalog, URL, file or kernel", s)
 	case !s.Checksum.IsZero() && s.URL == "":
 		return fmt.Errorf("image source %s: a checksum goes only with a URL", s)
+	case s.InsecureNoChecksum && s.URL == "":
+		return fmt.Errorf("image source %s: --insecure-no-checksum goes only with a URL", s)
+	case s.InsecureNoChecksum && !s.Checksum.IsZero():
+		return fmt.Errorf("image %s: give a checksum or --insecure-no-checksum, not both", s.URL)
 	case s.Catalog != "":
 		if !slices.Contains(CatalogNames(), s.Catalog) {
 			return fmt.Errorf("unknown catalog image %q: known are %s (for a file in this folder write ./%s)",
@@ -204,7 +217,7 @@ func (s Source) Validate() error {
 				return fmt.Errorf("image %s: checksum %s: write the hex digits in lower case (ParseChecksum does)", s.URL, s.Checksum)
 			}
 		}
-		return validateURL(s.URL, s.Checksum)
+		return validateURL(s.URL, s.Checksum, s.InsecureNoChecksum)
 	case s.File != nil:
 		if s.File.Path == "" {
 			return errors.New("image file: the path is empty")
@@ -220,7 +233,7 @@ func (s Source) Validate() error {
 	return nil
 }
 
-func validateURL(raw string, sum Checksum) error {
+func validateURL(raw string, sum Checksum, insecure bool) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("image URL %q: %w", raw, err)
@@ -234,6 +247,10 @@ func validateURL(raw string, sum Checksum) error {
 		return fmt.Errorf("image URL %s: no host; write https://HOST/PATH", raw)
 	case path.Base(u.Path) == "/" || path.Base(u.Path) == ".":
 		return fmt.Errorf("image URL %s: no file name in the path", raw)
+	case sum.IsZero() && !insecure:
+		// TLS only says who served the bytes, not that they are the
+		// image meant: a compromised or careless server swaps it.
+		return fmt.Errorf("image URL %s: no checksum vouches for it; add ,checksum=sha256:<hex> (the publisher's), or trust the server's TLS alone with --insecure-no-checksum (,insecure-no-checksum in a form)", raw)
 	}
 	return nil
 }
@@ -258,6 +275,9 @@ func (s Source) String() string {
 	case s.URL != "":
 		if !s.Checksum.IsZero() {
 			return s.URL + ",checksum=" + s.Checksum.String()
+		}
+		if s.InsecureNoChecksum {
+			return s.URL + InsecureNoChecksumSuffix
 		}
 		return s.URL
 	case s.File != nil:

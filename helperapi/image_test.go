@@ -25,7 +25,10 @@ func TestParseSource(t *testing.T) {
 		{in: "ubuntu-22.04", wantErr: "known are debian-12, ubuntu-24.04"},
 		{in: "disk.qcow2", wantErr: "write ./disk.qcow2"},
 		{in: "", wantErr: "empty image source"},
-		{in: "https://example.com/a/disk.img", want: Source{URL: "https://example.com/a/disk.img"}},
+		{in: "https://example.com/a/disk.img", wantErr: "no checksum vouches for it; add ,checksum=sha256:<hex> (the publisher's), or trust the server's TLS alone with --insecure-no-checksum"},
+		{in: "https://example.com/a/disk.img,insecure-no-checksum", want: Source{URL: "https://example.com/a/disk.img", InsecureNoChecksum: true}},
+		{in: "http://example.com/a/disk.img,insecure-no-checksum", wantErr: "plain http is refused without a checksum"},
+		{in: "https://example.com/disk.img,checksum=sha256:" + hex64 + ",insecure-no-checksum", wantErr: "not both"},
 		{in: "https://example.com/disk.img,checksum=sha256:" + strings.ToUpper(hex64),
 			want: Source{URL: "https://example.com/disk.img", Checksum: Checksum{Algo: "sha256", Hex: hex64}}},
 		{in: "http://example.com/disk.img,checksum=sha512:" + hex128,
@@ -91,7 +94,9 @@ func TestSourceValidate(t *testing.T) {
 		{"checksum without URL", Source{Catalog: "debian-12", Checksum: Checksum{Algo: "sha256", Hex: hex64}}, "a checksum goes only with a URL"},
 		{"bad checksum", Source{URL: "https://example.com/x.img", Checksum: Checksum{Algo: "sha256", Hex: "00"}}, "64 hex digits"},
 		{"cmdline alone", Source{Cmdline: "quiet"}, "kernel=PATH is missing"},
-		{"ok", Source{URL: "https://example.com/x.img"}, ""},
+		{"https without checksum", Source{URL: "https://example.com/x.img"}, "no checksum vouches for it"},
+		{"insecure without URL", Source{Catalog: "debian-12", InsecureNoChecksum: true}, "goes only with a URL"},
+		{"ok", Source{URL: "https://example.com/x.img", InsecureNoChecksum: true}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -40,6 +40,9 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 		return err
 	}
 	defer unlock()
+	// KVM is proven now, in the background (machine add starts the
+	// daemon), so no vm create waits for a proof.
+	o.VM.Probe = vm.StartKVMProbe(ctx, o.VM, o.Log)
 	h, err := New(Options{StateDir: o.StateDir, Log: o.Log, VM: o.VM, ImageMirror: o.ImageMirror})
 	if err != nil {
 		return err
@@ -55,6 +58,14 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 	go func() {
 		defer close(restored)
 		restore(ctx, h, o.Log)
+	}()
+	// The VM manager is opened ahead of the first vm create (libvirt's
+	// connection, the storage pools, the KVM verdict); where libvirtd is
+	// not up yet, the first create opens it instead.
+	go func() {
+		if _, err := h.vmManager(ctx); err != nil {
+			o.Log.Debug("vm manager not opened ahead", "err", err)
+		}
 	}()
 	o.Log.Info("helper daemon listening", "socket", o.Socket)
 	err = Serve(ctx, l, h, o.Log)

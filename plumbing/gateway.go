@@ -29,6 +29,16 @@ import (
 //   - output: nothing the machine itself sends (its source MAC is the
 //     gateway's) goes into a tunnel.
 
+// bridgeFilterPriority is where the gateway filter's chains sit on their
+// hooks: ebtables' filter priority, before br_netfilter's hooks (-1 and 0).
+// Where br_netfilter is loaded (bridge-nf-call-arptables, -iptables, as
+// Docker does) those take ARP and IPv4 frames over to the arp and ip
+// hooks and hand them back only to the bridge hooks above priority 0: a
+// chain at priority 0 registered before them never sees those frames
+// (measured: an ARP for the gateway crossed the tunnel with the rule at 0,
+// and was dropped at -200).
+const bridgeFilterPriority = -200
+
 // Chains of the gateway filter (table bridge FirewallTable).
 const (
 	ChainGatewayIn      = "gateway-in"
@@ -86,8 +96,8 @@ func gatewayFilter(p plan) fwTable {
 		)
 	}
 	return fwTable{Family: "bridge", Chains: []fwChain{
-		{Name: ChainGatewayIn, Hook: "prerouting", Policy: VerdictAccept, Rules: in},
-		{Name: ChainGatewayForward, Hook: "forward", Policy: VerdictAccept, Rules: fwd},
-		{Name: ChainGatewayOutput, Hook: "output", Policy: VerdictAccept, Rules: out},
+		{Name: ChainGatewayIn, Hook: "prerouting", Priority: bridgeFilterPriority, Policy: VerdictAccept, Rules: in},
+		{Name: ChainGatewayForward, Hook: "forward", Priority: bridgeFilterPriority, Policy: VerdictAccept, Rules: fwd},
+		{Name: ChainGatewayOutput, Hook: "output", Priority: bridgeFilterPriority, Policy: VerdictAccept, Rules: out},
 	}}
 }

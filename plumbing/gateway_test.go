@@ -18,19 +18,19 @@ func TestGatewayFilterPlan(t *testing.T) {
 		helperapi.Network{Name: "bare", ID: 4, Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m3"}},
 	)
 	got := gatewayFilter(makePlan(spec, machine{UplinkMTU: 1500, Gretap: true})).String()
-	want := `chain gateway-in hook prerouting priority 0 policy accept
+	want := `chain gateway-in hook prerouting priority -200 policy accept
   iifname "btvx1" ether saddr 02:62:74:00:00:01 drop
   iifname "btvx1" ether daddr 02:62:74:00:00:01 drop
   iifname "btvx1" arp daddr ip 10.10.1.1 drop
   iifname "btgt300-*" ether saddr 02:62:74:00:01:2c drop
   iifname "btgt300-*" ether daddr 02:62:74:00:01:2c drop
   iifname "btgt300-*" arp daddr ip 10.10.3.1 drop
-chain gateway-forward hook forward priority 0 policy accept
+chain gateway-forward hook forward priority -200 policy accept
   oifname "btvx1" ether saddr 02:62:74:00:00:01 drop
   oifname "btvx1" arp daddr ip 10.10.1.1 drop
   oifname "btgt300-*" ether saddr 02:62:74:00:01:2c drop
   oifname "btgt300-*" arp daddr ip 10.10.3.1 drop
-chain gateway-output hook output priority 0 policy accept
+chain gateway-output hook output priority -200 policy accept
   oifname "btvx1" ether saddr 02:62:74:00:00:01 drop
   oifname "btvx1" arp daddr ip 10.10.1.1 drop
   oifname "btgt300-*" ether saddr 02:62:74:00:01:2c drop

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -60,6 +61,13 @@ type DialOptions struct {
 	// KeepAlive is how often an idle connection is checked; default 30 s,
 	// negative: never. A connection that does not answer is closed.
 	KeepAlive time.Duration
+
+	// Transcript, if set, receives every protocol message exchanged with
+	// the machine's helper, a line each ("HOST > {…}" sent, "HOST < {…}"
+	// received). Write is called once per line, from several goroutines
+	// and connections: give a writer safe for that (an *os.File in append
+	// mode is).
+	Transcript io.Writer
 }
 
 func (o DialOptions) userKnownHosts() []string {

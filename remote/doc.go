@@ -35,7 +35,8 @@
 // # The protocol
 //
 // Machine keeps one SSH session per machine running
-// `sudo -n /var/lib/butter/bin/butter-<version> helper serve`, which
+// `/var/lib/butter/bin/butter-<version> helper serve` as root (under
+// `[sudo -n ]sh -c`, like every command: see Client.wireLine), which
 // writes "BUTTER-HELPER <protocol> <version>\n" and then relays JSON-RPC
 // 2.0 to the daemon's socket. Anything before that line (login banners)
 // is skipped; a different protocol or version is a *HelloError

@@ -22,7 +22,7 @@ import (
 // whatever answer writes. written counts the bytes it got out.
 func hostileServe(hello func(ch ssh.Channel, gone <-chan struct{}), answer func(id json.RawMessage, ch ssh.Channel, gone <-chan struct{}), written *atomic.Int64) func(string, ssh.Channel, <-chan struct{}) int {
 	return func(cmd string, ch ssh.Channel, gone <-chan struct{}) int {
-		if !strings.HasSuffix(cmd, " helper serve") {
+		if !strings.HasSuffix(unwire(cmd), " helper serve") {
 			return shellHandler(cmd, ch, gone)
 		}
 		if hello != nil {

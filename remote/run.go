@@ -14,7 +14,8 @@ import (
 
 // Cmd is a command to run on the machine.
 type Cmd struct {
-	// Line is a shell command line, run by the login user's shell.
+	// Line is a POSIX shell command line, run by sh whatever the login
+	// user's shell is (see wireLine).
 	Line string
 	// Root runs it as root: through `sudo -n sh -c …` when the login user
 	// is not root.
@@ -75,12 +76,34 @@ func shorten(s string, n int) string {
 	return s
 }
 
-// rootLine is how to run line as root for c's user.
-func (c *Client) rootLine(line string) string {
-	if c.User == "root" {
-		return line
+// wireLine is what the SSH exec request carries for line, run as root
+// (through sudo -n when c's user is not root) or as the login user.
+//
+// sshd hands that text to the login user's shell, which may be fish, tcsh
+// or anything else: a POSIX line (quotes, $, newlines, backslashes) means
+// different things there. So the text the login shell parses is always
+//
+//	[sudo -n ]sh -c 'eval "$(printf "\ooo\ooo…")"'
+//
+// with every byte of line written as a three-digit octal escape: plain
+// words and one single-quoted string holding only digits, backslashes
+// before digits, $ ( ) and ", which every shell reads the same way (fish's
+// \\ and \' escapes, csh's ! history and newline rules all stay out of it).
+// sh's own printf decodes it, so the machine needs nothing more than sh.
+// Each byte takes four: butter's command lines (a few KiB at most) stay
+// far below Linux's 128 KiB bound on one argument.
+// line itself is built with shellQuote, the one quoting function, for sh.
+func (c *Client) wireLine(line string, root bool) string {
+	var b strings.Builder
+	b.WriteString(`sh -c 'eval "$(printf "`)
+	for i := 0; i < len(line); i++ {
+		fmt.Fprintf(&b, `\%03o`, line[i])
 	}
-	return "sudo -n sh -c " + shellQuote(line)
+	b.WriteString(`")"'`)
+	if root && c.User != "root" {
+		return "sudo -n " + b.String()
+	}
+	return b.String()
 }
 
 // session starts cmd in a new session with its standard streams wired.
@@ -90,10 +113,7 @@ func (c *Client) start(cmd Cmd) (*ssh.Session, *tailBuffer, string, error) {
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("open a session on %s: %w", c.Host, err)
 	}
-	line := cmd.Line
-	if cmd.Root {
-		line = c.rootLine(line)
-	}
+	line := c.wireLine(cmd.Line, cmd.Root)
 	tail := &tailBuffer{max: 4096}
 	s.Stdin = cmd.Stdin
 	s.Stdout = cmd.Stdout
@@ -258,7 +278,9 @@ func (t *tailBuffer) String() string {
 	return string(t.buf)
 }
 
-// shellQuote quotes s for a POSIX shell.
+// shellQuote quotes s as one word for a POSIX shell (sh, which every
+// command runs under: see wireLine). Every remote command line is built
+// with it (or shellJoin).
 func shellQuote(s string) string {
 	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,@+%") == "" {
 		return s

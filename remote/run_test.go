@@ -82,7 +82,7 @@ func TestSudoPassword(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
-	if !f.srv.sawExec("sudo -n sh -c 'id -u'") {
+	if !f.srv.sawExec("sudo -n id -u") {
 		t.Errorf("commands run: %q", f.srv.execs)
 	}
 	// Commands that need no root run as they are.

@@ -247,7 +247,7 @@ func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 	}
 	tail := &tailBuffer{max: 4096}
 	s.Stderr = tail
-	line := c.rootLine(shellJoin(m.helper.Path, "helper", "serve"))
+	line := c.wireLine(shellJoin(m.helper.Path, "helper", "serve"), true)
 	if err := s.Start(line); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start the helper on %s: %w", c.Host, err)
@@ -273,6 +273,10 @@ func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 			Version: version, WantVersion: m.helper.Version}
 	}
 	conn := &sessionConn{r: r, w: stdin, s: s}
+	if tw := c.opts.Transcript; tw != nil {
+		conn.in = &transcript{w: tw, host: c.Host, dir: "<"}
+		conn.out = &transcript{w: tw, host: c.Host, dir: ">"}
+	}
 	cl := helperapi.NewClient(context.Background(), conn)
 	go func() {
 		// The session ends when the helper exits or the connection drops:
@@ -343,10 +347,25 @@ type sessionConn struct {
 	r *bufio.Reader
 	w io.WriteCloser
 	s *ssh.Session
+	// in and out, if set, record what is read and written (a transcript).
+	in, out io.Writer
 }
 
-func (c *sessionConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
-func (c *sessionConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c *sessionConn) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.in != nil && n > 0 {
+		c.in.Write(p[:n])
+	}
+	return n, err
+}
+
+func (c *sessionConn) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if c.out != nil && n > 0 {
+		c.out.Write(p[:n])
+	}
+	return n, err
+}
 
 // Close closes the session. Not c.w.Close: x/crypto's CloseWrite races
 // with a concurrent Write (the jsonrpc2 sender), and closing the session

@@ -1,11 +1,13 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,7 +24,7 @@ type channelRWC struct{ ssh.Channel }
 // hello line, then JSON-RPC, with helper.facts answered.
 func fakeServe(proto int, version string, sessions *atomic.Int32) func(string, ssh.Channel, <-chan struct{}) int {
 	return func(cmd string, ch ssh.Channel, gone <-chan struct{}) int {
-		if !strings.HasSuffix(cmd, " helper serve") {
+		if !strings.HasSuffix(unwire(cmd), " helper serve") {
 			return shellHandler(cmd, ch, gone)
 		}
 		n := sessions.Add(1)
@@ -142,7 +144,7 @@ func TestImportImageProgress(t *testing.T) {
 	f := newFixture(t)
 	var got atomic.Int64
 	f.srv.handler = func(cmd string, ch ssh.Channel, gone <-chan struct{}) int {
-		if !strings.Contains(cmd, " helper image import ") {
+		if !strings.Contains(unwire(cmd), " helper image import ") {
 			return shellHandler(cmd, ch, gone)
 		}
 		buf := make([]byte, 64<<10)
@@ -173,5 +175,57 @@ func TestImportImageProgress(t *testing.T) {
 	defer f.srv.mu.Unlock()
 	if !slices.ContainsFunc(f.srv.execs, func(c string) bool { return strings.HasPrefix(c, want) }) {
 		t.Fatalf("ran %q", f.srv.execs)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer several goroutines may write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestTranscript: with DialOptions.Transcript set, every protocol message
+// is one line naming the host and the direction.
+func TestTranscript(t *testing.T) {
+	f := newFixture(t)
+	var sessions atomic.Int32
+	f.srv.handler = fakeServe(helperapi.ServeProtocol, "0123456789abcdef", &sessions)
+	var tr lockedBuffer
+	f.opts.Transcript = &tr
+	c := f.client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m, err := Connect(ctx, c, Helper{Path: "/x/butter-0123456789abcdef", Version: "0123456789abcdef"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cl, err := m.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Facts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(tr.String()), "\n")
+	var sent, got bool
+	for _, l := range lines {
+		sent = sent || strings.HasPrefix(l, c.Host+` > {`) && strings.Contains(l, `"method":"`+helperapi.MethodFacts+`"`)
+		got = got || strings.HasPrefix(l, c.Host+` < {`) && strings.Contains(l, `"session1"`)
+	}
+	if !sent || !got {
+		t.Fatalf("transcript lacks the facts call or its answer:\n%s", tr.String())
 	}
 }

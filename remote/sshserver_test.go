@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -38,7 +39,7 @@ type testServer struct {
 	handler  func(cmd string, ch ssh.Channel, gone <-chan struct{}) int
 
 	mu       sync.Mutex
-	execs    []string // commands run
+	execs    []string // commands run, as unwire gives them
 	forwards []string // direct-tcpip targets
 	conns    []*ssh.ServerConn
 }
@@ -198,7 +199,7 @@ func (s *testServer) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 		ssh.Unmarshal(req.Payload, &msg)
 		req.Reply(true, nil)
 		s.mu.Lock()
-		s.execs = append(s.execs, msg.Command)
+		s.execs = append(s.execs, unwire(msg.Command))
 		s.mu.Unlock()
 		gone := make(chan struct{})
 		go func() {
@@ -223,6 +224,33 @@ func (s *testServer) session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 	}
 }
 
+// unwire gives the command line a Client's exec request carries (see
+// wireLine), prefixed with "sudo -n " when it runs through sudo; text in
+// another form comes back as it is.
+func unwire(cmd string) string {
+	sudo, rest := "", cmd
+	if r, ok := strings.CutPrefix(rest, "sudo -n "); ok {
+		sudo, rest = "sudo -n ", r
+	}
+	esc, ok := strings.CutPrefix(rest, `sh -c 'eval "$(printf "`)
+	if !ok {
+		return cmd
+	}
+	esc, ok = strings.CutSuffix(esc, `")"'`)
+	if !ok || len(esc)%4 != 0 {
+		return cmd
+	}
+	line := make([]byte, 0, len(esc)/4)
+	for i := 0; i < len(esc); i += 4 {
+		v, err := strconv.ParseUint(esc[i+1:i+4], 8, 8)
+		if esc[i] != '\\' || err != nil {
+			return cmd
+		}
+		line = append(line, byte(v))
+	}
+	return sudo + string(line)
+}
+
 var closeMu sync.Mutex
 
 func closeOnce(c chan struct{}) {
@@ -238,7 +266,11 @@ func closeOnce(c chan struct{}) {
 // shellHandler runs cmd with sh -c; the command's process group is killed
 // when the client signals or closes the channel.
 func shellHandler(cmd string, ch ssh.Channel, gone <-chan struct{}) int {
-	c := exec.Command("sh", "-c", cmd)
+	return runOn(exec.Command("sh", "-c", cmd), ch, gone)
+}
+
+// runOn runs c with the channel as its standard streams.
+func runOn(c *exec.Cmd, ch ssh.Channel, gone <-chan struct{}) int {
 	c.Stdout, c.Stderr = ch, ch.Stderr()
 	stdin, _ := c.StdinPipe()
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -259,7 +260,7 @@ func (c *fakeCluster) Connect(ctx context.Context, m inventory.Machine, trust cl
 		return nil, errors.New("dial tcp " + m.Address + ":22: connection refused")
 	}
 	if side.down.Load() {
-		return nil, errors.New("dial tcp " + m.Address + ":22: connect: no route to host")
+		return nil, fmt.Errorf("dial tcp %s:22: %w", m.Address, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.EHOSTUNREACH})
 	}
 	if trust.Ask != nil {
 		fp := "SHA256:fakefakefakefakefakefakefakefakefakefakefak"
@@ -297,7 +298,7 @@ type fakeLink struct {
 // reconnects, and fails to while the machine is away.
 func (l *fakeLink) Helper(ctx context.Context) (cloud.Helper, error) {
 	if l.side.down.Load() {
-		return nil, errors.New("dial tcp " + l.addr + ":22: connect: no route to host")
+		return nil, fmt.Errorf("dial tcp %s:22: %w", l.addr, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.EHOSTUNREACH})
 	}
 	return l.client, nil
 }

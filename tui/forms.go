@@ -268,7 +268,7 @@ func (m *Model) openCreateVM() tea.Cmd {
 			huh.NewSelect[int]().Title("Size").Options(sizeOpts...).Value(&size).Height(6),
 		),
 		huh.NewGroup(
-			huh.NewInput().Title("Image URL").Description("https://…, optionally ,checksum=sha256:…").Value(&url).
+			huh.NewInput().Title("Image URL").Description("https://…,checksum=sha256:… (or ,insecure-no-checksum)").Value(&url).
 				Validate(func(s string) error {
 					if _, err := helperapi.ParseSource(strings.TrimSpace(s)); err != nil {
 						return err

@@ -155,14 +155,10 @@ func screenShows(s ...string) func(*Model) bool {
 }
 
 func (c *fakeCluster) side(name string) *fakeSide {
+	addr := c.addressOf(name)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, s := range c.sides {
-		if s.name == name {
-			return s
-		}
-	}
-	panic("no fake machine " + name)
+	return c.sides[addr]
 }
 
 func loadInventory(t *testing.T, path string) *inventory.Inventory {

@@ -17,6 +17,10 @@ type catalogImage struct {
 	file   string // with one %s for the architecture
 	sums   string // SHA256SUMS or SHA512SUMS
 	algo   string // sha256 or sha512
+	// sig is the detached signature of sums published beside it, checked
+	// against the embedded keys (signed.go); empty where the distribution
+	// signs nothing (Debian's cloud images, see signed.go).
+	sig    string
 	arches map[string]string
 }
 
@@ -26,6 +30,7 @@ var catalog = map[string]catalogImage{
 		file:   "ubuntu-24.04-server-cloudimg-%s.img",
 		sums:   "SHA256SUMS",
 		algo:   "sha256",
+		sig:    "SHA256SUMS.gpg",
 		arches: map[string]string{"amd64": "amd64", "arm64": "arm64"},
 	},
 	"debian-12": {
@@ -37,27 +42,31 @@ var catalog = map[string]catalogImage{
 	},
 }
 
-// catalogURLs gives where the image and its checksum file are for goarch.
-// With a mirror, https://HOST/PATH becomes MIRROR/HOST/PATH: the layout
-// `wget --mirror` leaves behind.
-func catalogURLs(name, goarch, mirror string) (image, sums, file string, err error) {
+// catalogURLs gives where the image, its checksum file and the checksum
+// file's signature (empty when the distribution publishes none) are for
+// goarch. With a mirror, https://HOST/PATH becomes MIRROR/HOST/PATH: the
+// layout `wget --mirror` leaves behind.
+func catalogURLs(name, goarch, mirror string) (image, sums, sig, file string, err error) {
 	c, ok := catalog[name]
 	if !ok {
-		return "", "", "", fmt.Errorf("unknown catalog image %q: known are %s", name, strings.Join(helperapi.CatalogNames(), ", "))
+		return "", "", "", "", fmt.Errorf("unknown catalog image %q: known are %s", name, strings.Join(helperapi.CatalogNames(), ", "))
 	}
 	arch, ok := c.arches[goarch]
 	if !ok {
-		return "", "", "", fmt.Errorf("catalog image %s has no build for this machine's architecture %s", name, goarch)
+		return "", "", "", "", fmt.Errorf("catalog image %s has no build for this machine's architecture %s", name, goarch)
 	}
 	folder := c.folder
 	if mirror != "" {
 		folder, err = mirrored(folder, mirror)
 		if err != nil {
-			return "", "", "", err
+			return "", "", "", "", err
 		}
 	}
 	file = fmt.Sprintf(c.file, arch)
-	return folder + file, folder + c.sums, file, nil
+	if c.sig != "" {
+		sig = folder + c.sig
+	}
+	return folder + file, folder + c.sums, sig, file, nil
 }
 
 func mirrored(folder, mirror string) (string, error) {
@@ -66,8 +75,9 @@ func mirrored(folder, mirror string) (string, error) {
 		return "", fmt.Errorf("image mirror %q: %w", mirror, err)
 	}
 	if m.Scheme != "https" || m.Host == "" {
-		// The checksum file comes from the mirror too, so only TLS stands
-		// between the machine and a swapped image.
+		// The checksum file comes from the mirror too; for an image whose
+		// checksums are not signed (Debian's), only TLS stands between the
+		// machine and a swapped image.
 		return "", fmt.Errorf("image mirror %q: must be an https://HOST[/PATH] URL (the checksums come from it as well)", mirror)
 	}
 	u, err := url.Parse(folder)

@@ -48,12 +48,17 @@ func TestFindSum(t *testing.T) {
 func TestCatalogURLs(t *testing.T) {
 	tests := []struct {
 		name, catalog, arch, mirror string
-		image, sums                 string
+		image, sums, sig            string
 		wantErr                     string
 	}{
 		{name: "ubuntu amd64", catalog: "ubuntu-24.04", arch: "amd64",
 			image: "https://cloud-images.ubuntu.com/releases/24.04/release/ubuntu-24.04-server-cloudimg-amd64.img",
-			sums:  "https://cloud-images.ubuntu.com/releases/24.04/release/SHA256SUMS"},
+			sums:  "https://cloud-images.ubuntu.com/releases/24.04/release/SHA256SUMS",
+			sig:   "https://cloud-images.ubuntu.com/releases/24.04/release/SHA256SUMS.gpg"},
+		{name: "ubuntu mirror", catalog: "ubuntu-24.04", arch: "arm64", mirror: "https://mirror.lan",
+			image: "https://mirror.lan/cloud-images.ubuntu.com/releases/24.04/release/ubuntu-24.04-server-cloudimg-arm64.img",
+			sums:  "https://mirror.lan/cloud-images.ubuntu.com/releases/24.04/release/SHA256SUMS",
+			sig:   "https://mirror.lan/cloud-images.ubuntu.com/releases/24.04/release/SHA256SUMS.gpg"},
 		{name: "debian arm64", catalog: "debian-12", arch: "arm64",
 			image: "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-arm64.qcow2",
 			sums:  "https://cloud.debian.org/images/cloud/bookworm/latest/SHA512SUMS"},
@@ -65,15 +70,15 @@ func TestCatalogURLs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			image, sums, _, err := catalogURLs(tt.catalog, tt.arch, tt.mirror)
+			image, sums, sig, _, err := catalogURLs(tt.catalog, tt.arch, tt.mirror)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("catalogURLs error = %v, want one containing %q", err, tt.wantErr)
 				}
 				return
 			}
-			if err != nil || image != tt.image || sums != tt.sums {
-				t.Fatalf("catalogURLs = %q, %q, %v; want %q, %q", image, sums, err, tt.image, tt.sums)
+			if err != nil || image != tt.image || sums != tt.sums || sig != tt.sig {
+				t.Fatalf("catalogURLs = %q, %q, %q, %v; want %q, %q, %q", image, sums, sig, err, tt.image, tt.sums, tt.sig)
 			}
 		})
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 func (s *Store) fetchCatalog(ctx context.Context, name, key string, progress func(helperapi.Progress)) (helperapi.Image, error) {
-	imageURL, sumsURL, file, err := catalogURLs(name, s.arch(), s.Mirror)
+	imageURL, sumsURL, sigURL, file, err := catalogURLs(name, s.arch(), s.Mirror)
 	if err != nil {
 		return helperapi.Image{}, err
 	}
@@ -20,17 +20,49 @@ func (s *Store) fetchCatalog(ctx context.Context, name, key string, progress fun
 	if err != nil {
 		return helperapi.Image{}, err
 	}
+	from := "listed in " + sumsURL
+	if sigURL == "" {
+		from += " (unsigned: the distribution publishes no signature for it; trusted through TLS only)"
+	} else {
+		signer, err := s.checkSigned(ctx, sums, sumsURL, sigURL)
+		if err != nil {
+			return helperapi.Image{}, fmt.Errorf("catalog image %s: %w; nothing was downloaded", name, err)
+		}
+		from += ", signed by " + signer
+	}
 	algo := catalog[name].algo
 	digest, err := findSum(strings.NewReader(string(sums)), algo, file)
 	if err != nil {
 		return helperapi.Image{}, fmt.Errorf("checksum file %s: %w", sumsURL, err)
 	}
-	want := expect{size: -1, sum: helperapi.Checksum{Algo: algo, Hex: digest}, from: "listed in " + sumsURL}
+	want := expect{size: -1, sum: helperapi.Checksum{Algo: algo, Hex: digest}, from: from}
 	st, err := s.download(ctx, imageURL, file, want, true, progress)
 	if err != nil {
 		return helperapi.Image{}, err
 	}
 	return s.commitDisk(st, name, key, want.sum.String()+" "+want.from)
+}
+
+// checkSigned fetches sigURL and checks it as a signature of sums by one of
+// the store's trusted keys.
+func (s *Store) checkSigned(ctx context.Context, sums []byte, sumsURL, sigURL string) (string, error) {
+	keyring := s.Keyring
+	if keyring == nil {
+		k, err := EmbeddedKeyring()
+		if err != nil {
+			return "", err
+		}
+		keyring = k
+	}
+	sig, err := s.getSmall(ctx, sigURL)
+	if err != nil {
+		return "", fmt.Errorf("the checksum file's signature: %w", err)
+	}
+	signer, err := verifySums(keyring, sums, sig)
+	if err != nil {
+		return "", fmt.Errorf("checksum file %s, signature %s: %w", sumsURL, sigURL, err)
+	}
+	return signer, nil
 }
 
 func (s *Store) fetchURL(ctx context.Context, src helperapi.Source, key string, progress func(helperapi.Progress)) (helperapi.Image, error) {

@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/butter-cloud/butter/helperapi"
 )
 
@@ -53,8 +54,11 @@ type Store struct {
 	Dir string
 	// Mirror replaces the catalog's servers: https://HOST/PATH is fetched
 	// from MIRROR/HOST/PATH instead (the layout `wget --mirror` leaves),
-	// checksum files included. It must be https.
+	// checksum files and their signatures included. It must be https.
 	Mirror string
+	// Keyring holds the keys a catalog checksum file must be signed by
+	// (where the distribution signs it); EmbeddedKeyring if nil.
+	Keyring openpgp.EntityList
 	// Client makes the HTTP requests; http.DefaultClient if nil. Give one
 	// with its own root CAs for a mirror with a private certificate.
 	Client *http.Client

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/google/go-cmp/cmp"
 )
@@ -95,7 +96,7 @@ func (f *fakeServer) hitsOn(path string) int {
 // paths on the server.
 func (f *fakeServer) addCatalog(t *testing.T, name, arch string, content, sumOf []byte) (imagePath, sumsPath string) {
 	t.Helper()
-	imageURL, sumsURL, file, err := catalogURLs(name, arch, f.URL)
+	imageURL, sumsURL, sigURL, file, err := catalogURLs(name, arch, f.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +112,9 @@ func (f *fakeServer) addCatalog(t *testing.T, name, arch string, content, sumOf 
 	}
 	f.put(imagePath, content)
 	f.put(sumsPath, []byte(sums))
+	if sigURL != "" {
+		f.put(strings.TrimPrefix(sigURL, f.URL), detachSign(t, testSigner(t), []byte(sums), false))
+	}
 	return imagePath, sumsPath
 }
 
@@ -125,6 +129,7 @@ func newStore(t *testing.T, f *fakeServer, dir string) *Store {
 		s.Mirror = f.URL
 		s.Client = f.Client()
 	}
+	s.Keyring = openpgp.EntityList{testSigner(t)}
 	return s
 }
 
@@ -440,7 +445,7 @@ func TestEnsureURL(t *testing.T) {
 		plain   bool // serve over http
 		wantErr []string
 	}{
-		{name: "no checksum", path: "/disk.img"},
+		{name: "no checksum, insecure", path: "/disk.img"},
 		{name: "sha256", path: "/disk.img", sum: sum256},
 		{name: "sha512", path: "/disk.img", sum: sum512},
 		{name: "http with checksum", path: "/disk.img", sum: sum256, plain: true},
@@ -459,7 +464,7 @@ func TestEnsureURL(t *testing.T) {
 			}
 			s := newStore(t, nil, "")
 			s.Client = client
-			src := helperapi.Source{URL: base + tt.path, Checksum: tt.sum}
+			src := helperapi.Source{URL: base + tt.path, Checksum: tt.sum, InsecureNoChecksum: tt.sum.IsZero()}
 			var rec recorder
 			img, err := s.Ensure(t.Context(), src, rec.add)
 			if len(tt.wantErr) > 0 {
@@ -483,6 +488,20 @@ func TestEnsureURL(t *testing.T) {
 	}
 }
 
+// An https URL needs a checksum, or the operator's --insecure-no-checksum.
+func TestHTTPSWithoutChecksumRefused(t *testing.T) {
+	f := newFakeServer(t)
+	f.put("/disk.img", fakeRaw(1024))
+	s := newStore(t, f, "")
+	_, err := s.Ensure(t.Context(), helperapi.Source{URL: f.URL + "/disk.img"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "no checksum vouches for it") || !strings.Contains(err.Error(), "--insecure-no-checksum") {
+		t.Fatalf("Ensure error = %v, want the URL refused without a checksum", err)
+	}
+	if n := f.hitsOn("/disk.img"); n != 0 {
+		t.Errorf("the image was requested %d times before the refusal", n)
+	}
+}
+
 func TestHTTPWithoutChecksumRefused(t *testing.T) {
 	s := newStore(t, nil, "")
 	_, err := s.Ensure(t.Context(), helperapi.Source{URL: "http://127.0.0.1:1/disk.img"}, nil)
@@ -499,7 +518,7 @@ func TestRedirectAwayFromHTTPS(t *testing.T) {
 	f.Config.Handler = http.RedirectHandler(plain.URL+"/disk.img", http.StatusFound)
 
 	s := newStore(t, f, "")
-	_, err := s.Ensure(t.Context(), helperapi.Source{URL: f.URL + "/disk.img"}, nil)
+	_, err := s.Ensure(t.Context(), helperapi.Source{URL: f.URL + "/disk.img", InsecureNoChecksum: true}, nil)
 	if err == nil || !strings.Contains(err.Error(), "leaves https and no checksum vouches for the content") {
 		t.Fatalf("Ensure error = %v, want the redirect refused", err)
 	}

@@ -695,6 +695,9 @@ func (g *guest) runTwo(ctx context.Context, probes map[int]*probe) error {
 		g.pass("isolation", "probe on net%d cannot reach net%d's %s in %d tries (%v)", from, to, dst, pingTries, err)
 	}
 
+	if err := g.runThroughput(ctx, ids[0], probes[ids[0]]); err != nil {
+		return err
+	}
 	for _, id := range ids {
 		if err := g.mtuEdge(ctx, id, probes[id], other); err != nil {
 			return err

@@ -219,7 +219,7 @@ func TestTwoMachines(t *testing.T) {
 			return meshSpec(i, pubs, tunnelNet{1, helperapi.TunnelAuto}, tunnelNet{2, helperapi.TunnelVXLAN})
 		},
 		want: []string{"modules", "apply", "facts-chain", "report", "check-clean", "reapply", "handshake", "facts", "facts-device",
-			"ports-net1", "ports-net2", "reach-net1", "reach-net2", "isolation-control", "isolation",
+			"ports-net1", "ports-net2", "reach-net1", "reach-net2", "isolation-control", "isolation", "tcp-throughput",
 			"mtu-fits-net1", "mtu-exceeds-net1", "mtu-arrived-net1", "mtu-fits-net2", "mtu-exceeds-net2", "mtu-arrived-net2",
 			"remove"},
 	})

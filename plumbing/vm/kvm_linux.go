@@ -27,3 +27,12 @@ func KVMAnswers() bool {
 	unix.Close(fd)
 	return true
 }
+
+// kernelRelease is the running kernel's release (uname -r).
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}

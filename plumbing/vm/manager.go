@@ -45,6 +45,10 @@ type Options struct {
 	// MaxImageSize bounds one image file the helper downloads or takes
 	// (images.Store.MaxImageSize); images.DefaultMaxImageSize if zero.
 	MaxImageSize int64
+	// Probe is the background KVM probe (StartKVMProbe), if one runs: a
+	// manager opened meanwhile waits for its verdict rather than proving
+	// KVM with the first guest.
+	Probe *KVMProbe
 }
 
 func (o Options) withDefaults() Options {
@@ -82,6 +86,7 @@ type Manager struct {
 func Open(ctx context.Context, o Options) (*Manager, error) {
 	o = o.withDefaults()
 	m := &Manager{o: o}
+	o.Probe.Wait(ctx)
 	var err error
 	if m.domType, err = domainType(o.Accel, m.kvmVerdict(), KVMAnswers); err != nil {
 		return nil, err
