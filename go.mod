@@ -15,13 +15,15 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/google/nftables v0.3.0 // the helper's firewall table, one nf_tables transaction (plumbing/firewall_linux.go)
 	github.com/kevinburke/ssh_config v1.6.0 // reads ~/.ssh/config for remote/ where OpenSSH's ssh is not installed (with it: ssh -G)
+	github.com/miekg/dns v1.1.73 // the helper's in-process resolver for each network (plumbing/resolver): no dnsmasq on machines; the library CoreDNS is built on
 	github.com/muesli/cancelreader v0.2.2 // a console read the dashboard can cancel on detach, so no keystroke is lost (tui/)
 	github.com/sourcegraph/jsonrpc2 v0.2.3
 	github.com/spf13/cobra v1.10.2 // the verbs, flags, help and completion; what incus, gh and kubectl use (cli/)
 	github.com/therootcompany/xz v1.0.1
 	github.com/vishvananda/netlink v1.3.1
 	go.yaml.in/yaml/v3 v3.0.4 // renders the seed's YAML documents (plumbing/cloudinit)
-	golang.org/x/crypto v0.48.0 // ssh: checks seed keys; the cloud-init tier's SSH client
+	golang.org/x/crypto v0.54.0 // ssh: checks seed keys; the cloud-init tier's SSH client
+	golang.org/x/net v0.57.0 // netutil.LimitListener bounds the resolver's TCP connections (plumbing/resolver); icmp for the link probes
 	golang.org/x/sys v0.50.0
 	golang.zx2c4.com/wireguard v0.0.0-20260522210424-ecfc5a8d5446
 	golang.zx2c4.com/wireguard/wgctrl v0.0.0-20241231184526-a9ab2273dd10
@@ -31,7 +33,6 @@ require (
 	github.com/digitalocean/go-libvirt v0.0.0-20261013170128-efbbdf578ac8
 	github.com/dustin/go-humanize v1.0.1 // reads sizes (2G = 2GiB, 2GB decimal) for the CLI's --memory and --disk (cli/); already in the graph through huh
 	github.com/vishvananda/netns v0.0.5
-	golang.org/x/net v0.49.0 // ICMP echo messages for the helper's link probes (plumbing/probe_linux.go); already required through nftables and netlink
 	golang.org/x/term v0.48.0
 )
 

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/plumbing/images"
+	"github.com/butter-cloud/butter/plumbing/resolver"
 	"github.com/butter-cloud/butter/plumbing/vm"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -27,6 +29,7 @@ type Helper struct {
 	wg    *wgctrl.Client
 	// probes are the daemon's last echoes to the peers (probeLoop).
 	probes probes
+	names *resolver.Servers // each network's resolver, on its gateway
 
 	vmMu        sync.Mutex // guards vms and images
 	vmOpts      vm.Options
@@ -56,14 +59,18 @@ func New(opts Options) (*Helper, error) {
 		return nil, fmt.Errorf("open wireguard control: %w", err)
 	}
 	return &Helper{state: state{opts.StateDir}, log: opts.Log, links: links, wg: wg,
+		names:  resolver.NewServers(resolver.Options{Log: opts.Log}),
 		vmOpts: opts.VM, imageMirror: opts.ImageMirror}, nil
 }
 
-// Close releases the helper. A userspace WireGuard device stops with it;
-// kernel links stay.
+// Close releases the helper. A userspace WireGuard device and the
+// networks' resolvers stop with it; kernel links stay.
 func (h *Helper) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if err := h.names.Close(); err != nil {
+		h.log.Error("stop the networks' resolvers", "err", err)
+	}
 	h.vmMu.Lock()
 	if h.vms != nil {
 		h.vms.Close()
@@ -123,6 +130,12 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 	}
 	if err != nil {
 		return rep, fmt.Errorf("apply links: %w", err)
+	}
+	// The resolvers after the links: their gateways are on the bridges.
+	names, err := h.names.Converge(ctx, resolver.Zones(spec))
+	rep.Changes = append(rep.Changes, names...)
+	if err != nil {
+		return rep, fmt.Errorf("serve names: %w", err)
 	}
 	if changed, err := setForwarding(spec.Mesh.Relay); err != nil {
 		return rep, err
@@ -225,6 +238,7 @@ func (h *Helper) Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Dr
 	for _, d := range fwd {
 		drift = append(drift, helperapi.Drift{Link: d[0], Problem: fmt.Sprintf("forwarding is %s, want %s", d[1], onOff(!(d[1] == "1")))})
 	}
+	drift = append(drift, h.namesDrift(spec)...)
 	priv, err := h.state.privateKey()
 	if err != nil {
 		return nil, err
@@ -243,6 +257,20 @@ func (h *Helper) Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Dr
 	return drift, nil
 }
 
+// namesDrift names the bridges of the networks whose resolver is not
+// running.
+func (h *Helper) namesDrift(spec helperapi.Spec) []helperapi.Drift {
+	var drift []helperapi.Drift
+	missing := h.names.Missing(resolver.Zones(spec))
+	for _, n := range spec.Networks {
+		if slices.Contains(missing, n.Name) {
+			drift = append(drift, helperapi.Drift{Link: BridgeName(n.ID), Problem: fmt.Sprintf(
+				"no resolver for network %s on %s port %d", n.Name, helperapi.GatewayAddr(n.Subnet), resolver.Port)})
+		}
+	}
+	return drift
+}
+
 // Remove tears down every link the helper made and forgets the applied
 // spec. What is already gone is not an error. The key stays: it is the
 // machine's identity.
@@ -255,8 +283,16 @@ func (h *Helper) Remove(ctx context.Context) error {
 	return h.state.forgetSpec()
 }
 
-// teardown removes every link the helper made, and its firewall.
+// teardown removes every link the helper made, its firewall, and stops
+// the networks' resolvers.
 func (h *Helper) teardown(ctx context.Context) error {
+	names, err := h.names.Converge(ctx, nil)
+	for _, c := range names {
+		h.log.Info("removed", "change", c)
+	}
+	if err != nil {
+		return err
+	}
 	changes, err := converge(ctx, h.links, nil)
 	for _, c := range changes {
 		h.log.Info("removed", "change", c.String())

@@ -58,7 +58,8 @@ type match struct {
 }
 
 type nameservers struct {
-	Addresses []string `yaml:"addresses"`
+	Search    []string `yaml:"search,omitempty"`
+	Addresses []string `yaml:"addresses,omitempty"`
 }
 
 // MetaData returns NoCloud's meta-data document: the instance ID and the
@@ -119,8 +120,8 @@ func (s Seed) NetworkConfig() ([]byte, error) {
 			e.Gateway6 = g.String()
 		}
 	}
-	if len(n.DNS) > 0 {
-		e.Nameservers = &nameservers{Addresses: addrStrings(n.DNS)}
+	if len(n.DNS) > 0 || len(n.Search) > 0 {
+		e.Nameservers = &nameservers{Search: n.Search, Addresses: addrStrings(n.DNS)}
 	}
 	var value yaml.Node
 	if err := value.Encode(e); err != nil {

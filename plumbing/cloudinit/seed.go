@@ -56,12 +56,16 @@ type NIC struct {
 	MTU int
 	// DNS are the name servers, if any.
 	DNS []netip.Addr
+	// Search are the domains a short name is looked up in, first to last
+	// (a butter network's NETWORK.internal), if any.
+	Search []string
 }
 
 const (
 	maxInstanceID = 128
 	maxHostname   = 253
 	maxIfName     = 15 // IFNAMSIZ - 1
+	maxSearch     = 6  // the domains resolv.conf's search line took until glibc 2.26
 )
 
 var (
@@ -217,7 +221,29 @@ func (n NIC) validate() []error {
 			add("seed NIC.DNS[%d] %s: not a name server's address: give a unicast address such as 10.0.0.1", i, d)
 		}
 	}
+	if len(n.Search) > maxSearch {
+		add("seed NIC.Search: %d domains; give at most %d", len(n.Search), maxSearch)
+	}
+	for i, d := range n.Search {
+		if !validDomain(d) {
+			add("seed NIC.Search[%d] %q: not a domain: give labels of letters, digits and dashes joined by dots, such as blue.internal", i, d)
+		}
+	}
 	return errs
+}
+
+// validDomain tells a domain name of at most 253 characters, without
+// the root's dot.
+func validDomain(d string) bool {
+	if d == "" || len(d) > maxHostname {
+		return false
+	}
+	for _, l := range strings.Split(d, ".") {
+		if !labelRE.MatchString(l) {
+			return false
+		}
+	}
+	return true
 }
 
 // lastAddr is the highest address of p's network.

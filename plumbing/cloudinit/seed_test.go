@@ -97,6 +97,11 @@ func TestValidate(t *testing.T) {
 		{"IPv6 MTU too small", func(s *Seed) {
 			s.NIC.Address, s.NIC.Gateway, s.NIC.MTU = netip.MustParsePrefix("2001:db8::5/64"), netip.Addr{}, 1279
 		}, []string{"seed NIC.MTU 1279: want 1280 to 65535"}},
+		{"search domains", func(s *Seed) { s.NIC.Search = []string{"blue.internal", "example.org"} }, nil},
+		{"bad search domains", func(s *Seed) { s.NIC.Search = []string{"", "blue..internal", "-x.internal", "a b", "blue.internal."} },
+			[]string{`seed NIC.Search[0] ""`, `seed NIC.Search[1] "blue..internal"`, `seed NIC.Search[2] "-x.internal"`,
+				`seed NIC.Search[3] "a b"`, `seed NIC.Search[4] "blue.internal."`}},
+		{"too many search domains", func(s *Seed) { s.NIC.Search = strings.Split("a b c d e f g", " ") }, []string{"seed NIC.Search: 7 domains"}},
 		{"bad DNS", func(s *Seed) { s.NIC.DNS = []netip.Addr{{}, netip.MustParseAddr("0.0.0.0")} }, []string{"seed NIC.DNS[0] invalid IP", "seed NIC.DNS[1] 0.0.0.0"}},
 		{"every problem at once", func(s *Seed) { *s = Seed{} }, []string{
 			"seed InstanceID: empty", "seed Hostname: empty", "seed NIC.MAC: empty", "seed NIC.Name: empty",
@@ -152,6 +157,11 @@ var goldenSeeds = map[string]func() Seed{
 	"no-gateway": func() Seed {
 		s := validSeed()
 		s.NIC.Gateway, s.NIC.DNS, s.NIC.MTU = netip.Addr{}, nil, 0
+		return s
+	},
+	"search-domain": func() Seed {
+		s := validSeed()
+		s.NIC.Search = []string{"blue.internal"}
 		return s
 	},
 	"ipv6": func() Seed {
