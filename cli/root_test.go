@@ -61,6 +61,7 @@ func TestHelp(t *testing.T) {
 	}{
 		{"butter", []string{"--help"}},
 		{"vm_create", []string{"vm", "create", "--help"}},
+		{"vm_ssh", []string{"vm", "ssh", "--help"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errs := butter(t, o, tc.args...)

@@ -38,6 +38,8 @@ type fakeMachine struct {
 	refuse    error
 	prepares  int
 	rotations int
+	// hostKeys are the host keys CreateVM was sent, by VM.
+	hostKeys map[string]helperapi.PrivateKey
 }
 
 func (f *fakeMachine) PublicKey(ctx context.Context) (string, error) {
@@ -134,8 +136,12 @@ func (f *fakeMachine) CreateVM(ctx context.Context, r helperapi.VMRequest, progr
 	if _, ok := f.vms[r.Name]; ok {
 		return helperapi.VMInfo{}, fmt.Errorf("vm %q already exists", r.Name)
 	}
-	info := helperapi.VMInfo{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24", CPUs: r.CPUs, MemoryMiB: r.MemoryMiB}
+	info := helperapi.VMInfo{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24", CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, Image: r.Image}
 	f.vms[r.Name] = info
+	if f.hostKeys == nil {
+		f.hostKeys = map[string]helperapi.PrivateKey{}
+	}
+	f.hostKeys[r.Name] = r.HostKey
 	return info, nil
 }
 func (f *fakeMachine) ListVMs(ctx context.Context) ([]helperapi.VMInfo, error) {
