@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -94,20 +92,13 @@ func (s *session) sshTargets(ctx context.Context, names []string, user string) (
 }
 
 // self is the command line that runs this butter on this session's
-// inventory: the binary's absolute path and --inventory.
+// inventory.
 func (s *session) self() ([]string, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find butter's own path for ssh's ProxyCommand: %w", err)
-	}
 	inv, err := s.inventoryPath()
 	if err != nil {
 		return nil, err
 	}
-	if inv, err = filepath.Abs(inv); err != nil {
-		return nil, err
-	}
-	return []string{exe, "--inventory", inv}, nil
+	return cloud.ProxyCommandLine(inv)
 }
 
 // vmSSH runs the system ssh to VM name, with command if given, and

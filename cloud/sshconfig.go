@@ -3,6 +3,8 @@ package cloud
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/butter-cloud/butter/remote"
@@ -47,6 +49,21 @@ func (t SSHTarget) sshOptions(proxy []string) ([]sshOption, error) {
 		opts = append(opts, sshOption{"User", t.User})
 	}
 	return opts, nil
+}
+
+// ProxyCommandLine is the command line that runs this very binary on the
+// inventory at path, for ssh's ProxyCommand: its absolute path and
+// --inventory with the inventory's absolute path.
+func ProxyCommandLine(inventory string) ([]string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find butter's own path for ssh's ProxyCommand: %w", err)
+	}
+	inv, err := filepath.Abs(inventory)
+	if err != nil {
+		return nil, fmt.Errorf("inventory %s: %w", inventory, err)
+	}
+	return []string{exe, "--inventory", inv}, nil
 }
 
 func percent(s string) string { return strings.ReplaceAll(s, "%", "%%") }
