@@ -14,7 +14,10 @@ import (
 )
 
 func (s *session) vmSSHCommand() *cobra.Command {
-	var user string
+	var (
+		user    string
+		options []string
+	)
 	cmd := &cobra.Command{
 		Use:   "ssh NAME [-- COMMAND...]",
 		Short: "Log in to a VM with the system ssh, through its machine, its host key known beforehand",
@@ -28,10 +31,11 @@ func (s *session) vmSSHCommand() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return s.vmSSH(cmd.Context(), args[0], args[1:], user)
+			return s.vmSSH(cmd.Context(), args[0], args[1:], user, options)
 		},
 	}
 	cmd.Flags().StringVarP(&user, "user", "l", "", "the login user (default: the image's own, debian or ubuntu)")
+	cmd.Flags().StringArrayVarP(&options, "option", "o", nil, "an ssh `OPTION=VALUE` to add, e.g. BatchMode=yes (repeatable; butter's own options win)")
 	return cmd
 }
 
@@ -101,13 +105,15 @@ func (s *session) self() ([]string, error) {
 	return cloud.ProxyCommandLine(inv)
 }
 
-// vmSSH runs the system ssh to VM name, with command if given, and
-// passes its exit status on.
-func (s *session) vmSSH(ctx context.Context, name string, command []string, user string) error {
+// vmSSH runs the system ssh to VM name, with command if given and the
+// ssh options given added after butter's own (ssh takes an option's first
+// value), and passes its exit status on.
+func (s *session) vmSSH(ctx context.Context, name string, command []string, user string, options []string) error {
 	targets, proxy, err := s.sshTargets(ctx, []string{name}, user)
 	if err != nil {
 		return err
 	}
+	targets[0].Extra = options
 	args, err := targets[0].SSHArgs(proxy, command)
 	if err != nil {
 		return err

@@ -79,6 +79,9 @@ func (t SSHTarget) SSHArgs(proxy, command []string) ([]string, error) {
 	for _, o := range opts {
 		args = append(args, "-o", o.key+"="+o.value)
 	}
+	for _, o := range t.Extra {
+		args = append(args, "-o", o)
+	}
 	// "--" ends ssh's options, so neither the name nor the command is
 	// read as one.
 	args = append(args, "--", t.Name)

@@ -40,6 +40,9 @@ func TestSSHArgs(t *testing.T) {
 			append(append([]string{}, common...), "-o", "User=debian", "--", "web", "-v", "ls", "-l"), ""},
 		{"no user known: ssh's own", func(t *SSHTarget) { t.User = "" }, sshProxy, []string{"hostname"},
 			append(append([]string{}, common...), "--", "web", "hostname"), ""},
+		{"the caller's options come after butter's", func(t *SSHTarget) { t.Extra = []string{"BatchMode=yes", "StrictHostKeyChecking=no"} },
+			sshProxy, []string{"true"}, append(append([]string{}, common...), "-o", "User=debian",
+				"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "--", "web", "true"), ""},
 		{"paths with spaces, quotes and percent signs", func(t *SSHTarget) { t.KnownHosts = "/tmp/a b%c/k" },
 			[]string{"/opt/my butter/butter", "--inventory", "/tmp/it's%d/inv.yaml"}, nil, []string{
 				"-o", `ProxyCommand='/opt/my butter/butter' --inventory '/tmp/it'\''s%%d/inv.yaml' vm proxy web`,
@@ -145,7 +148,11 @@ func TestSSHReadsTheOptions(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte(cfg.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args, err := target.SSHArgs(proxy, nil)
+	// The caller's options come after butter's: one that would weaken
+	// the check does not.
+	withExtra := target
+	withExtra.Extra = []string{"StrictHostKeyChecking=no", "BatchMode=yes"}
+	args, err := withExtra.SSHArgs(proxy, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +165,9 @@ func TestSSHReadsTheOptions(t *testing.T) {
 		out, err := exec.Command(ssh, argv...).Output()
 		if err != nil {
 			t.Fatalf("%s: ssh -G: %v", name, err)
+		}
+		if name == "vm ssh" && !strings.Contains(string(out), "\nbatchmode yes\n") {
+			t.Errorf("vm ssh: the caller's BatchMode=yes is not in effect")
 		}
 		have := map[string]bool{}
 		for l := range strings.Lines(string(out)) {

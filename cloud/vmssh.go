@@ -79,6 +79,9 @@ type SSHTarget struct {
 	Address netip.Addr
 	// KnownHosts is the VMs' known_hosts, which has the VM's host key.
 	KnownHosts string
+	// Extra are more ssh options (KEY=VALUE) for SSHArgs, after butter's
+	// own, which win: ssh takes an option's first value.
+	Extra []string
 }
 
 // ErrNoHostKey is in SSHTargets' error for a VM whose host key butter
