@@ -321,10 +321,10 @@ func newChainLab(b *testing.B, ctx context.Context, prefix string) chainLab {
 	}
 	c.m1, c.m2 = c.lab.Machines[0], c.lab.Machines[1]
 	c.rep = c.helpers.Reports[c.m1.Name].Networks[0]
-	if c.p1, err = c.lab.AddProbe(ctx, c.m1, c.rep.Bridge, netip.MustParsePrefix("10.10.1.1/24"), c.rep.MTU); err != nil {
+	if c.p1, err = c.lab.AddProbe(ctx, c.m1, c.rep.Bridge, netip.MustParsePrefix("10.10.1.11/24"), c.rep.MTU); err != nil {
 		b.Fatal(err)
 	}
-	if c.p2, err = c.lab.AddProbe(ctx, c.m2, c.rep.Bridge, netip.MustParsePrefix("10.10.1.2/24"), c.rep.MTU); err != nil {
+	if c.p2, err = c.lab.AddProbe(ctx, c.m2, c.rep.Bridge, netip.MustParsePrefix("10.10.1.12/24"), c.rep.MTU); err != nil {
 		b.Fatal(err)
 	}
 	return c

@@ -93,7 +93,11 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 		}
 		m = *mp
 		v := inventory.VM{Name: nv.Name, Machine: nv.Machine, Network: nv.Network, Address: nv.Address}
-		if !v.Address.IsValid() {
+		if v.Address.IsValid() {
+			if err := helperapi.CheckVMAddress(n.Name, n.Subnet, v.Address); err != nil {
+				return inventory.VM{}, fmt.Errorf("vm %q: %w", nv.Name, err)
+			}
+		} else {
 			var err error
 			if v.Address, err = inv.NextVMAddress(nv.Network); err != nil {
 				return inventory.VM{}, err

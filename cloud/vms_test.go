@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -154,6 +155,42 @@ func TestCreateVMRefusedByTheMachine(t *testing.T) {
 		t.Error("the refused create changed the inventory or its .bak")
 	}
 	noReservations(t, c.path)
+}
+
+// An explicit address the network cannot give a VM (its gateway, network
+// or broadcast address) is refused by the one rule before anything moves:
+// no reservation, no call to the machine, the inventory untouched.
+func TestCreateVMRefusesReservedAddresses(t *testing.T) {
+	for _, tt := range []struct{ addr, want string }{
+		{"10.100.0.1", `vm "web": address 10.100.0.1: network "blue"'s gateway`},
+		{"10.100.0.0", `vm "web": address 10.100.0.0: network "blue"'s network address`},
+		{"10.100.0.255", `vm "web": address 10.100.0.255: network "blue"'s broadcast address`},
+	} {
+		t.Run(tt.addr, func(t *testing.T) {
+			c, ac := vmCloud(t)
+			before := fileSums(t, c.path)
+			nv := web
+			nv.Address = netip.MustParseAddr(tt.addr)
+			_, err := c.CreateVM(context.Background(), nv, nil, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("CreateVM at %s = %v, want an error saying %q", tt.addr, err, tt.want)
+			}
+			if fileSums(t, c.path) != before {
+				t.Error("the refused create changed the inventory or its .bak")
+			}
+			noReservations(t, c.path)
+			if n := len(ac.machines["192.0.2.2"].vms); n != 0 {
+				t.Errorf("the machine got %d VMs, want none", n)
+			}
+		})
+	}
+	// The control: the next address is fine.
+	c, _ := vmCloud(t)
+	nv := web
+	nv.Address = netip.MustParseAddr("10.100.0.2")
+	if _, err := c.CreateVM(context.Background(), nv, nil, nil); err != nil {
+		t.Fatalf("CreateVM at 10.100.0.2: %v", err)
+	}
 }
 
 // A create that succeeds records the VM once, keeps the file's mode, and

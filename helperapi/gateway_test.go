@@ -2,6 +2,7 @@ package helperapi
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -33,5 +34,38 @@ func TestGatewayMAC(t *testing.T) {
 	}
 	if got := GatewayMAC(0x010203).String(); got != "02:62:74:01:02:03" {
 		t.Fatalf("GatewayMAC(0x010203) = %s", got)
+	}
+}
+
+func TestCheckVMAddress(t *testing.T) {
+	subnet := netip.MustParsePrefix("10.100.1.0/24")
+	for _, tc := range []struct {
+		subnet netip.Prefix
+		addr   string
+		want   string // a part of the error; "" for none
+	}{
+		{subnet, "10.100.1.2", ""},
+		{subnet, "10.100.1.254", ""},
+		{subnet, "10.100.1.1", `network "blue"'s gateway`},
+		{subnet, "10.100.1.0", `"blue"'s network address`},
+		{subnet, "10.100.1.255", "broadcast address"},
+		{subnet, "10.100.2.5", `outside network "blue"'s subnet`},
+		{subnet, "fd00::5", "want an IPv4 address"},
+		{subnet, "", "missing"},
+		{netip.MustParsePrefix("10.0.0.0/30"), "10.0.0.2", ""},
+		{netip.MustParsePrefix("10.0.0.0/30"), "10.0.0.3", "broadcast address"},
+		{netip.Prefix{}, "192.0.2.1", ""},
+	} {
+		var a netip.Addr
+		if tc.addr != "" {
+			a = netip.MustParseAddr(tc.addr)
+		}
+		err := CheckVMAddress("blue", tc.subnet, a)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("CheckVMAddress(%s, %s) = %v, want nil", tc.subnet, tc.addr, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("CheckVMAddress(%s, %s) = %v, want an error saying %q", tc.subnet, tc.addr, err, tc.want)
+		}
 	}
 }

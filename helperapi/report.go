@@ -1,6 +1,9 @@
 package helperapi
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // Report is what Apply built.
 type Report struct {
@@ -28,6 +31,9 @@ type NetworkReport struct {
 	MTU    int      `json:"mtu"`
 	Bridge string   `json:"bridge"`
 	Ports  []string `json:"ports"` // tunnel ports on the bridge
+	// Gateway is the network's gateway address on this machine's bridge
+	// (GatewayAddr), when the network has a subnet.
+	Gateway netip.Addr `json:"gateway,omitzero"`
 }
 
 // Drift is one difference between the spec and the machine.

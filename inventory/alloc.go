@@ -68,8 +68,8 @@ func (inv *Inventory) NextNetworkID() (int, error) {
 
 // NextVMAddress is the lowest free host address of network's subnet. It
 // never hands out the subnet's first host address (10.100.1.1 in
-// 10.100.1.0/24): by convention that is kept for a gateway, though a VM may
-// still be given it explicitly.
+// 10.100.1.0/24): that is the network's gateway (helperapi.GatewayAddr),
+// which helperapi.CheckVMAddress refuses to a VM.
 func (inv *Inventory) NextVMAddress(network string) (netip.Addr, error) {
 	n, ok := inv.Network(network)
 	if !ok {

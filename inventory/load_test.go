@@ -147,7 +147,7 @@ func TestHostileFiles(t *testing.T) {
 			{20, `network "green" id 1: already network "blue"'s; each network needs its own id`},
 			{21, `network "green" tunnel "ipip": choose "auto", "gretap" or "vxlan"`},
 			{24, `VM "web" machine "alpha": not in network "green"; add the machine to the network first`},
-			{26, `VM "web" address 10.100.2.5: outside network "green"'s subnet 10.100.1.0/24`},
+			{26, `VM "web" address 10.100.2.5: outside network "green"'s subnet 10.100.1.0/24; pick one inside it, or leave it out for the next free one`},
 		}},
 	}
 	for _, tt := range tests {

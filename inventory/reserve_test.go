@@ -134,6 +134,7 @@ func TestReserveRefuses(t *testing.T) {
 		{"address recorded", next("x", "10.100.0.2"), `address 10.100.0.2 is vm "web"'s`},
 		{"address held", next("x", "10.100.0.3"), `address 10.100.0.3 is held for vm "db", which ` + pid},
 		{"outside the subnet", next("x", "10.100.1.3"), `address 10.100.1.3: outside network "blue"'s subnet`},
+		{"the gateway", next("x", "10.100.0.1"), `address 10.100.0.1: network "blue"'s gateway`},
 		{"bad name", next("X", ""), `inventory: VM "X": bad name`},
 		{"fn fails", func(*Inventory) (VM, error) { return VM{}, fmt.Errorf("no such image") }, "no such image"},
 	}

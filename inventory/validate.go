@@ -192,15 +192,13 @@ func (inv *Inventory) validate() []problem {
 		} else if machines[v.Machine] != nil && !contains(n.Machines, v.Machine) {
 			bad(at+".machine", "%s machine %q: not in network %q; add the machine to the network first", what, v.Machine, n.Name)
 		}
-		switch a := v.Address; {
-		case !a.IsValid():
-			bad(at+".address", "%s address: missing; want an IPv4 address", what)
-		case !a.Is4():
-			bad(at+".address", "%s address %s: want an IPv4 address", what, a)
-		case n != nil && n.Subnet.IsValid() && !n.Subnet.Contains(a):
-			bad(at+".address", "%s address %s: outside network %q's subnet %s", what, a, n.Name, n.Subnet)
-		case n != nil && n.Subnet.IsValid() && !isHost(n.Subnet, a):
-			bad(at+".address", "%s address %s: the subnet's network or broadcast address; use a host address", what, a)
+		var subnet netip.Prefix
+		if n != nil {
+			subnet = n.Subnet
+		}
+		switch a, err := v.Address, helperapi.CheckVMAddress(v.Network, subnet, v.Address); {
+		case err != nil:
+			bad(at+".address", "%s %v", what, err)
 		default:
 			if other, dup := addrs[a]; dup {
 				bad(at+".address", "%s address %s: already VM %q's", what, a, other)

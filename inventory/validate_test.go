@@ -270,14 +270,15 @@ func TestValidate(t *testing.T) {
 				VM{Name: "b", Machine: "alpha", Network: "blue", Address: addr("10.100.0.0")},
 				VM{Name: "c", Machine: "alpha", Network: "blue", Address: addr("10.100.0.255")},
 				VM{Name: "d", Machine: "alpha", Network: "blue"},
-				VM{Name: "e", Machine: "alpha", Network: "blue", Address: addr("10.100.0.1")}) // the gateway by convention, but allowed
+				VM{Name: "e", Machine: "alpha", Network: "blue", Address: addr("10.100.0.1")}) // the gateway, which every member holds
 		},
 			want: []string{
 				`VM "db" address 10.100.0.2: already VM "web"'s`,
-				`VM "a" address 10.100.1.10: outside network "blue"'s subnet 10.100.0.0/24`,
-				`VM "b" address 10.100.0.0: the subnet's network or broadcast address; use a host address`,
-				`VM "c" address 10.100.0.255: the subnet's network or broadcast address; use a host address`,
+				`VM "a" address 10.100.1.10: outside network "blue"'s subnet 10.100.0.0/24; pick one inside it, or leave it out for the next free one`,
+				`VM "b" address 10.100.0.0: network "blue"'s network address; pick a host address, or leave it out for the next free one`,
+				`VM "c" address 10.100.0.255: network "blue"'s broadcast address; pick a host address, or leave it out for the next free one`,
 				`VM "d" address: missing; want an IPv4 address`,
+				`VM "e" address 10.100.0.1: network "blue"'s gateway (every member machine holds it on its bridge); pick another, or leave it out for the next free one`,
 			}},
 	}
 	for _, tt := range tests {
@@ -304,7 +305,7 @@ func TestValidateAllAtOnce(t *testing.T) {
 		`mesh port 0: must be between 1 and 65535`,
 		`machine "alpha" port 0: must be between 1 and 65535`,
 		`network "blue" id 0: must be between 1 and 65535`,
-		`VM "web" address 10.100.9.9: outside network "blue"'s subnet 10.100.0.0/24`,
+		`VM "web" address 10.100.9.9: outside network "blue"'s subnet 10.100.0.0/24; pick one inside it, or leave it out for the next free one`,
 	}
 	err := inv.Validate()
 	if diff := cmp.Diff(want, messages(err)); diff != "" {
@@ -313,7 +314,7 @@ func TestValidateAllAtOnce(t *testing.T) {
 	wantText := "inventory: 4 problems:\n\tmesh port 0: must be between 1 and 65535\n" +
 		"\tmachine \"alpha\" port 0: must be between 1 and 65535\n" +
 		"\tnetwork \"blue\" id 0: must be between 1 and 65535\n" +
-		"\tVM \"web\" address 10.100.9.9: outside network \"blue\"'s subnet 10.100.0.0/24"
+		"\tVM \"web\" address 10.100.9.9: outside network \"blue\"'s subnet 10.100.0.0/24; pick one inside it, or leave it out for the next free one"
 	if diff := cmp.Diff(wantText, err.Error()); diff != "" {
 		t.Errorf("error text (-want +got):\n%s", diff)
 	}

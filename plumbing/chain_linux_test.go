@@ -102,7 +102,7 @@ var chainNetworks = []helperapi.Network{
 // on the other if the networks leaked into each other: the isolation
 // check fails for the right reason, not for want of a route.
 func probeAddr(n, i int) netip.Prefix {
-	return netip.MustParsePrefix(fmt.Sprintf("10.10.%d.%d/16", n+1, i+1))
+	return netip.MustParsePrefix(fmt.Sprintf("10.10.%d.%d/16", n+1, i+11))
 }
 
 func TestChain(t *testing.T) {

@@ -126,11 +126,12 @@ func TestCloudVM(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The probe stands in for the rest of the network: the VM's gateway.
-	gateway := netip.MustParsePrefix("10.30.0.1/24")
+	// The VM's gateway is the network's, on the machine's bridge; the
+	// probe stands in for the rest of the network.
+	gateway := netip.PrefixFrom(helperapi.GatewayAddr(cloudVMNetwork.Subnet), cloudVMNetwork.Subnet.Bits())
 	address := netip.MustParseAddr("10.30.0.20")
 	const name, hostname = "deb1", "deb1.lab.test"
-	probe, err := l.AddProbe(ctx, m, nr.Bridge, gateway, nr.MTU)
+	probe, err := l.AddProbe(ctx, m, nr.Bridge, netip.MustParsePrefix("10.30.0.2/24"), nr.MTU)
 	if err != nil {
 		t.Fatal(err)
 	}

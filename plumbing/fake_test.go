@@ -59,7 +59,13 @@ func (f *fakeTable) Set(ctx context.Context, have, want Link) error {
 	}
 	f.log = append(f.log, "set "+want.Name+" "+settable(l, want))
 	l.MTU, l.Master, l.Isolated, l.Alias, l.Up = want.MTU, want.Master, want.Isolated, want.Alias, want.Up
+	if l.Kind == KindBridge && l.MAC == "" {
+		l.MAC = "76:1d:00:00:00:01" // the kernel picks one
+	}
 	l.FDB, l.Addrs, l.Routes = slices.Clone(want.FDB), slices.Clone(want.Addrs), slices.Clone(want.Routes)
+	if want.MAC != "" {
+		l.MAC = want.MAC
+	}
 	f.links[want.Name] = l
 	return nil
 }
@@ -87,6 +93,11 @@ func (f *fakeTable) dump() string {
 	var b strings.Builder
 	ls, _ := f.Links(context.Background())
 	for _, l := range ls {
+		// A MAC the plan does not set (no gateway's) is whatever the
+		// kernel or a previous plan left: not the helper's state.
+		if !strings.HasPrefix(l.MAC, "02:62:74:") {
+			l.MAC = ""
+		}
 		fmt.Fprintf(&b, "%s up=%v alias=%q fdb=%s addrs=%s routes=%s\n", l, l.Up, l.Alias,
 			joinAddrs(l.FDB), joinPrefixes(l.Addrs), joinPrefixes(l.Routes))
 	}

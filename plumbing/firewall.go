@@ -28,8 +28,8 @@ import (
 //     WireGuard to WireGuard on a relay;
 //   - nothing is routed from one network's bridge to another's;
 //   - a bridge reaches the machine itself for nothing (no sshd, no mesh
-//     address), or, once the spec gives a network a gateway address, only
-//     for ICMP, DHCP and DNS to that address.
+//     address) but ICMP, DHCP and DNS to its network's gateway address (a
+//     network with a subnet has one, helperapi.GatewayAddr).
 //
 // Besides the table, IPv6 is off on the bridges and tunnel ports (no
 // link-local address, no router advertisement taken).
@@ -69,6 +69,11 @@ type fwRule struct {
 	VNI    uint32 // udp: the VXLAN header's network id (0: any)
 	GREKey uint32 // gre: a keyed Ethernet-over-GRE header with this key (0: any)
 
+	// Bridge family (the gateway filter, gateway.go):
+	EtherSAddr string     // Ethernet source address
+	EtherDAddr string     // Ethernet destination address
+	ARPTarget  netip.Addr // an ARP packet's target IPv4 address
+
 	Verdict string
 
 	// Unknown describes a rule read from the kernel that says something
@@ -99,6 +104,15 @@ func (r fwRule) String() string {
 	}
 	if r.DAddr.IsValid() {
 		add("ip", "daddr", r.DAddr.String())
+	}
+	if r.EtherSAddr != "" {
+		add("ether", "saddr", r.EtherSAddr)
+	}
+	if r.EtherDAddr != "" {
+		add("ether", "daddr", r.EtherDAddr)
+	}
+	if r.ARPTarget.IsValid() {
+		add("arp", "daddr", "ip", r.ARPTarget.String())
 	}
 	switch {
 	case r.Proto == "gre" && r.GREKey != 0:
@@ -134,9 +148,20 @@ func (c fwChain) header() string {
 
 // fwTable is the firewall table: the plan, or what the kernel has.
 type fwTable struct {
+	// Family is the table's nftables family: "inet" (the default, "")
+	// or "bridge" (the gateway filter).
+	Family string
 	Chains []fwChain
 	// Dormant is a table that is there but switched off (flags dormant).
 	Dormant bool
+}
+
+// name is the table's family and name, as nft names it.
+func (t fwTable) name() string {
+	if t.Family == "" {
+		return "inet " + FirewallTable
+	}
+	return t.Family + " " + FirewallTable
 }
 
 // String prints the table as `nft list table` would, less the syntax.
@@ -187,9 +212,13 @@ func makeFirewall(spec helperapi.Spec, p plan) fwTable {
 	for _, l := range p.Links {
 		if l.Kind == KindBridge {
 			byBridge[l.Name] = len(in.Networks)
-			// Gateway stays unset: the spec gives networks no gateway
-			// address yet. A bridge then reaches the machine for nothing.
-			in.Networks = append(in.Networks, fwNetwork{Bridge: l.Name})
+			// A network without a subnet has no gateway: its bridge
+			// reaches the machine for nothing.
+			n := fwNetwork{Bridge: l.Name}
+			if len(l.Addrs) > 0 {
+				n.Gateway = l.Addrs[0].Addr()
+			}
+			in.Networks = append(in.Networks, n)
 		}
 	}
 	for _, l := range p.Links {
@@ -278,11 +307,11 @@ func firewallFor(in fwInput) fwTable {
 // nothing when they are the same.
 func fwDiff(want fwTable, have *fwTable) []string {
 	if have == nil {
-		return []string{fmt.Sprintf("table inet %s missing", FirewallTable)}
+		return []string{fmt.Sprintf("table %s missing", want.name())}
 	}
 	var out []string
 	if have.Dormant {
-		out = append(out, fmt.Sprintf("table inet %s is dormant", FirewallTable))
+		out = append(out, fmt.Sprintf("table %s is dormant", want.name()))
 	}
 	haveBy := map[string]fwChain{}
 	for _, c := range have.Chains {
@@ -379,7 +408,7 @@ func convergeFirewall(ctx context.Context, t ruleTable, want fwTable) ([]string,
 		return nil, err
 	}
 	if left := fwDiff(want, have); len(left) > 0 {
-		return nil, fmt.Errorf("table inet %s written but it reads back otherwise: %s", FirewallTable, strings.Join(left, "; "))
+		return nil, fmt.Errorf("table %s written but it reads back otherwise: %s", want.name(), strings.Join(left, "; "))
 	}
 	changes := make([]string, len(diff))
 	for i, d := range diff {

@@ -327,39 +327,37 @@ func (f *fwLab) testMembersTalk(t *testing.T, ctx context.Context) {
 }
 
 // routeProbes lets blue's and red's probes on m1 reach m1 and route
-// through it (as if m1 were their router): m1 forwards from its bridges
-// and routes their subnets to them; the probes use m1's mesh address as
-// their gateway (m1 answers ARP for it on the bridge). Undone at the end
-// of the test.
+// through it (as if m1 were their router): m1 forwards from its bridges,
+// and the probes route through their network's gateway address on m1's
+// bridge. Undone at the end of the test.
 func (f *fwLab) routeProbes(t *testing.T, ctx context.Context) {
 	t.Helper()
 	m1 := f.m(0)
-	gw := f.meshIP(0).String()
 	run := func(where string, run func(context.Context, string, ...string) ([]byte, error), name string, args ...string) {
 		t.Helper()
 		if out, err := run(ctx, name, args...); err != nil {
 			t.Fatalf("%s: %s %s: %v: %s", where, name, strings.Join(args, " "), err, out)
 		}
 	}
+	// m1 has a route to each subnet: its gateway address on the bridge.
 	for _, n := range []int{1, 2} {
 		br := plumbing.BridgeName(n)
-		run(m1.Name, m1.Run, ipBin, "route", "add", fmt.Sprintf("10.10.%d.0/24", n), "dev", br)
 		run(m1.Name, m1.Run, "/bin/sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/"+br+"/forwarding")
 	}
 	bp, rp := f.blue[0], f.red[0]
-	run(bp.Name, bp.Run, ipBin, "route", "add", testbed.DefaultMesh.String(), "via", gw, "dev", "eth0", "onlink")
-	run(bp.Name, bp.Run, ipBin, "route", "add", m1.Addr.Addr().String(), "via", gw, "dev", "eth0", "onlink")
-	run(bp.Name, bp.Run, ipBin, "route", "add", "10.10.2.0/24", "via", gw, "dev", "eth0", "onlink")
-	run(rp.Name, rp.Run, ipBin, "route", "add", "10.10.1.0/24", "via", gw, "dev", "eth0", "onlink")
+	bgw, rgw := helperapi.GatewayAddr(firewallNetworks[0].Subnet).String(), helperapi.GatewayAddr(firewallNetworks[1].Subnet).String()
+	run(bp.Name, bp.Run, ipBin, "route", "add", testbed.DefaultMesh.String(), "via", bgw, "dev", "eth0")
+	run(bp.Name, bp.Run, ipBin, "route", "add", m1.Addr.Addr().String(), "via", bgw, "dev", "eth0")
+	run(bp.Name, bp.Run, ipBin, "route", "add", "10.10.2.0/24", "via", bgw, "dev", "eth0")
+	run(rp.Name, rp.Run, ipBin, "route", "add", "10.10.1.0/24", "via", rgw, "dev", "eth0")
 	t.Cleanup(func() {
 		ctx := context.WithoutCancel(ctx)
 		for _, n := range []int{1, 2} {
 			br := plumbing.BridgeName(n)
-			_, _ = m1.Run(ctx, ipBin, "route", "del", fmt.Sprintf("10.10.%d.0/24", n), "dev", br)
 			_, _ = m1.Run(ctx, "/bin/sh", "-c", "echo 0 > /proc/sys/net/ipv4/conf/"+br+"/forwarding")
 		}
-		_, _ = bp.Run(ctx, ipBin, "route", "flush", "table", "main", "via", gw)
-		_, _ = rp.Run(ctx, ipBin, "route", "flush", "table", "main", "via", gw)
+		_, _ = bp.Run(ctx, ipBin, "route", "flush", "table", "main", "via", bgw)
+		_, _ = rp.Run(ctx, ipBin, "route", "flush", "table", "main", "via", rgw)
 	})
 }
 

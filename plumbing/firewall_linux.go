@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -20,24 +21,46 @@ import (
 )
 
 // nftTable is the helper's firewall table in the kernel of the current
-// network namespace, read and written through nf_tables netlink. It holds
-// no connection: each call opens its own.
-type nftTable struct{}
+// network namespace, read and written through nf_tables netlink: the inet
+// one, or with bridge the bridge-family gateway filter. It holds no
+// connection: each call opens its own.
+type nftTable struct{ bridge bool }
 
 var butterTable = &nftables.Table{Name: FirewallTable, Family: nftables.TableFamilyINet}
 
-// hooks maps fwChain.Hook to netfilter's hook numbers.
-var hooks = map[string]nftables.ChainHook{
-	"input":   *nftables.ChainHookInput,
-	"forward": *nftables.ChainHookForward,
+var bridgeTable = &nftables.Table{Name: FirewallTable, Family: nftables.TableFamilyBridge}
+
+func (k nftTable) table() *nftables.Table {
+	if k.bridge {
+		return bridgeTable
+	}
+	return butterTable
 }
 
-func (nftTable) Table(ctx context.Context) (*fwTable, error) {
+func (k nftTable) name() string { return fwTable{Family: k.family()}.name() }
+
+func (k nftTable) family() string {
+	if k.bridge {
+		return "bridge"
+	}
+	return ""
+}
+
+// hooks maps fwChain.Hook to netfilter's hook numbers (the bridge family
+// numbers its hooks the same way).
+var hooks = map[string]nftables.ChainHook{
+	"prerouting": *nftables.ChainHookPrerouting,
+	"input":      *nftables.ChainHookInput,
+	"forward":    *nftables.ChainHookForward,
+	"output":     *nftables.ChainHookOutput,
+}
+
+func (k nftTable) Table(ctx context.Context) (*fwTable, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	tables, err := c.ListTablesOfFamily(k.table().Family)
 	if errors.Is(err, unix.EPROTONOSUPPORT) {
 		return nil, fmt.Errorf("list nftables tables: %w; this kernel has no nf_tables loaded (modules nfnetlink and nf_tables), which the helper's firewall needs", err)
 	}
@@ -53,10 +76,10 @@ func (nftTable) Table(ctx context.Context) (*fwTable, error) {
 	if found == nil {
 		return nil, nil
 	}
-	out := &fwTable{Dormant: found.Flags&unix.NFT_TABLE_F_DORMANT != 0}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	out := &fwTable{Family: k.family(), Dormant: found.Flags&unix.NFT_TABLE_F_DORMANT != 0}
+	chains, err := c.ListChainsOfTableFamily(k.table().Family)
 	if err != nil {
-		return nil, fmt.Errorf("list chains of table inet %s: %w", FirewallTable, err)
+		return nil, fmt.Errorf("list chains of table %s: %w", k.name(), err)
 	}
 	for _, ch := range chains {
 		if ch.Table == nil || ch.Table.Name != FirewallTable {
@@ -83,9 +106,9 @@ func (nftTable) Table(ctx context.Context) (*fwTable, error) {
 				fc.Policy = VerdictAccept
 			}
 		}
-		rules, err := c.GetRules(butterTable, ch)
+		rules, err := c.GetRules(k.table(), ch)
 		if err != nil {
-			return nil, fmt.Errorf("list rules of chain %s in table inet %s: %w", ch.Name, FirewallTable, err)
+			return nil, fmt.Errorf("list rules of chain %s in table %s: %w", ch.Name, k.name(), err)
 		}
 		for _, r := range rules {
 			fc.Rules = append(fc.Rules, decodeRule(r.Exprs))
@@ -95,16 +118,20 @@ func (nftTable) Table(ctx context.Context) (*fwTable, error) {
 	return out, nil
 }
 
-func (nftTable) Write(ctx context.Context, t fwTable) error {
+func (k nftTable) Write(ctx context.Context, t fwTable) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
+	if t.Family != k.family() {
+		return fmt.Errorf("write table %s as table %s: not the same table", t.name(), k.name())
+	}
+	table := k.table()
 	// One batch, one transaction: make sure the table exists, delete it
 	// with whatever it holds, and make it again as planned.
-	c.AddTable(butterTable)
-	c.DelTable(butterTable)
-	c.AddTable(butterTable)
+	c.AddTable(table)
+	c.DelTable(table)
+	c.AddTable(table)
 	for _, fc := range t.Chains {
 		hook, ok := hooks[fc.Hook]
 		if !ok {
@@ -115,7 +142,7 @@ func (nftTable) Write(ctx context.Context, t fwTable) error {
 			policy = nftables.ChainPolicyDrop
 		}
 		ch := c.AddChain(&nftables.Chain{
-			Name: fc.Name, Table: butterTable, Type: nftables.ChainTypeFilter,
+			Name: fc.Name, Table: table, Type: nftables.ChainTypeFilter,
 			Hooknum: &hook, Priority: nftables.ChainPriorityRef(nftables.ChainPriority(fc.Priority)), Policy: &policy,
 		})
 		for _, r := range fc.Rules {
@@ -123,26 +150,26 @@ func (nftTable) Write(ctx context.Context, t fwTable) error {
 			if err != nil {
 				return fmt.Errorf("chain %s: %w", fc.Name, err)
 			}
-			c.AddRule(&nftables.Rule{Table: butterTable, Chain: ch, Exprs: exprs,
+			c.AddRule(&nftables.Rule{Table: table, Chain: ch, Exprs: exprs,
 				UserData: userdata.AppendString(nil, userdata.TypeComment, r.String())})
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("write table inet %s: %w", FirewallTable, err)
+		return fmt.Errorf("write table %s: %w", k.name(), err)
 	}
 	return nil
 }
 
-func (nftTable) Delete(ctx context.Context) error {
+func (k nftTable) Delete(ctx context.Context) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
 	// Added and deleted in one transaction: gone either way, no ENOENT.
-	c.AddTable(butterTable)
-	c.DelTable(butterTable)
+	c.AddTable(k.table())
+	c.DelTable(k.table())
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("delete table inet %s: %w", FirewallTable, err)
+		return fmt.Errorf("delete table %s: %w", k.name(), err)
 	}
 	return nil
 }
@@ -158,7 +185,14 @@ const (
 	offDPort = 2  // UDP or TCP destination port
 	offVNI   = 12 // VXLAN network id: UDP header 8 + VXLAN flags and reserved 4
 	offGRE   = 0  // GRE flags, protocol and key
+
+	offEtherDAddr = 0  // Ethernet destination address
+	offEtherSAddr = 6  // Ethernet source address
+	offARPTarget  = 24 // ARP (Ethernet, IPv4): the target protocol address
 )
+
+// etherTypeARP is ARP's EtherType, as meta protocol reads it.
+var etherTypeARP = []byte{0x08, 0x06}
 
 // greTEBKey is the start of a GRE header that carries a key and nothing
 // else optional (flags 0x2000) and Ethernet (protocol 0x6558), which is
@@ -207,6 +241,26 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 	}
 	if r.NotOIF != "" {
 		meta(expr.MetaKeyOIFNAME, expr.CmpOpNeq, ifname(r.NotOIF))
+	}
+	for _, m := range []struct {
+		mac string
+		off uint32
+	}{{r.EtherSAddr, offEtherSAddr}, {r.EtherDAddr, offEtherDAddr}} {
+		if m.mac == "" {
+			continue
+		}
+		hw, err := net.ParseMAC(m.mac)
+		if err != nil || len(hw) != 6 {
+			return nil, fmt.Errorf("rule %s: %q is no Ethernet address", r, m.mac)
+		}
+		payload(expr.PayloadBaseLLHeader, m.off, hw)
+	}
+	if r.ARPTarget.IsValid() {
+		if !r.ARPTarget.Is4() {
+			return nil, fmt.Errorf("rule %s: ARP target %s is not IPv4", r, r.ARPTarget)
+		}
+		meta(expr.MetaKeyPROTOCOL, expr.CmpOpEq, etherTypeARP)
+		payload(expr.PayloadBaseNetworkHeader, offARPTarget, r.ARPTarget.AsSlice())
 	}
 	if r.SAddr.IsValid() || r.DAddr.IsValid() {
 		meta(expr.MetaKeyNFPROTO, expr.CmpOpEq, []byte{unix.NFPROTO_IPV4})
@@ -272,7 +326,7 @@ func decodeRule(exprs []expr.Any) fwRule {
 		*field = v
 		return true
 	}
-	ipv4 := false
+	ipv4, arp := false, false
 	for i := 0; i < len(exprs); i++ {
 		if v, ok := exprs[i].(*expr.Verdict); ok {
 			if i != len(exprs)-1 || r.Verdict != "" {
@@ -315,6 +369,8 @@ func decodeRule(exprs []expr.Any) fwRule {
 				ok = set(&r.NotOIF, ifnameOf(cmp.Data))
 			case e.Key == expr.MetaKeyNFPROTO && eq && bytes.Equal(cmp.Data, []byte{unix.NFPROTO_IPV4}) && !ipv4:
 				ipv4, ok = true, true
+			case e.Key == expr.MetaKeyPROTOCOL && eq && bytes.Equal(cmp.Data, etherTypeARP) && !arp:
+				arp, ok = true, true
 			case e.Key == expr.MetaKeyL4PROTO && eq && len(cmp.Data) == 1:
 				for name, p := range fwProtocols {
 					if p == cmp.Data[0] {
@@ -328,6 +384,12 @@ func decodeRule(exprs []expr.Any) fwRule {
 			}
 			d := cmp.Data
 			switch {
+			case e.Base == expr.PayloadBaseLLHeader && e.Offset == offEtherSAddr && e.Len == 6 && r.EtherSAddr == "":
+				r.EtherSAddr, ok = net.HardwareAddr(d).String(), true
+			case e.Base == expr.PayloadBaseLLHeader && e.Offset == offEtherDAddr && e.Len == 6 && r.EtherDAddr == "":
+				r.EtherDAddr, ok = net.HardwareAddr(d).String(), true
+			case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == offARPTarget && e.Len == 4 && arp && !r.ARPTarget.IsValid():
+				r.ARPTarget, ok = netip.AddrFrom4([4]byte(d)), true
 			case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == offSAddr && e.Len == 4 && ipv4 && !r.SAddr.IsValid():
 				r.SAddr, ok = netip.AddrFrom4([4]byte(d)), true
 			case e.Base == expr.PayloadBaseNetworkHeader && e.Offset == offDAddr && e.Len == 4 && ipv4 && !r.DAddr.IsValid():

@@ -103,6 +103,11 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 	if err != nil {
 		return helperapi.Report{}, err
 	}
+	gw, err := h.applyGatewayFilter(ctx, p)
+	if err != nil {
+		return helperapi.Report{}, err
+	}
+	fw = append(fw, gw...)
 	changes, err := converge(ctx, h.links, p.Links)
 	rep := h.report(spec, p, priv)
 	rep.Changes = append(rep.Changes, fw...)
@@ -186,6 +191,11 @@ func (h *Helper) Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Dr
 		return nil, err
 	}
 	drift = append(drift, fw...)
+	gw, err := h.gatewayFilterDrift(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	drift = append(drift, gw...)
 	priv, err := h.state.privateKey()
 	if err != nil {
 		return nil, err
@@ -225,7 +235,7 @@ func (h *Helper) teardown(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("remove links: %w", err)
 	}
-	return h.removeFirewall(ctx)
+	return errors.Join(h.removeFirewall(ctx), h.removeGatewayFilter(ctx))
 }
 
 // Restore re-applies the persisted spec, if there is one. With none, it

@@ -40,8 +40,11 @@ type Link struct {
 	// every frame to every peer of its flood list.
 	Learning bool
 
-	FDB    []netip.Addr   // vxlan: the peers' mesh addresses (all-zero MAC entries)
-	Addrs  []netip.Prefix // wireguard: the mesh address
+	FDB   []netip.Addr   // vxlan: the peers' mesh addresses (all-zero MAC entries)
+	Addrs []netip.Prefix // wireguard: the mesh address; bridge: the network's gateway
+	// MAC is a bridge's own address when the plan sets it (the network's
+	// gateway MAC); "" leaves the kernel's.
+	MAC    string
 	Routes []netip.Prefix // wireguard: routed prefixes beyond the mesh
 }
 
@@ -64,6 +67,12 @@ func (l Link) String() string {
 		}
 	}
 	fmt.Fprintf(&b, " mtu %d", l.MTU)
+	if l.Kind == KindBridge && len(l.Addrs) > 0 {
+		fmt.Fprintf(&b, " addr %s", joinPrefixes(l.Addrs))
+	}
+	if l.MAC != "" {
+		fmt.Fprintf(&b, " mac %s", l.MAC)
+	}
 	if l.Master != "" {
 		fmt.Fprintf(&b, " master %s", l.Master)
 	}
@@ -178,6 +187,9 @@ func settable(have, want Link) string {
 		} else {
 			what = append(what, "master "+want.Master)
 		}
+	}
+	if want.MAC != "" && have.MAC != want.MAC {
+		what = append(what, "mac "+want.MAC)
 	}
 	if have.Isolated != want.Isolated {
 		what = append(what, fmt.Sprintf("isolated %s", onOff(want.Isolated)))

@@ -91,6 +91,11 @@ func (k *kernelTable) Links(ctx context.Context) ([]Link, error) {
 			if l.FDB, err = k.fdb(nl); err != nil {
 				return nil, err
 			}
+		case *netlink.Bridge:
+			l.MAC = a.HardwareAddr.String()
+			if l.Addrs, _, err = k.addrsAndRoutes(nl); err != nil {
+				return nil, err
+			}
 		case *netlink.Wireguard, *netlink.Tuntap:
 			if a.Name != WireGuardName {
 				break
@@ -160,6 +165,15 @@ func (k *kernelTable) Set(ctx context.Context, have, want Link) error {
 			return fmt.Errorf("set master of %q to %q: %w", want.Name, want.Master, err)
 		}
 	}
+	if want.MAC != "" && have.MAC != want.MAC {
+		mac, err := net.ParseMAC(want.MAC)
+		if err == nil {
+			err = k.h.LinkSetHardwareAddr(nl, mac)
+		}
+		if err != nil {
+			return fmt.Errorf("set mac of %q to %s: %w", want.Name, want.MAC, err)
+		}
+	}
 	if have.Isolated != want.Isolated && want.Master != "" {
 		if err := k.h.LinkSetIsolated(nl, want.Isolated); err != nil {
 			return fmt.Errorf("set isolated of %q: %w", want.Name, err)
@@ -184,7 +198,7 @@ func (k *kernelTable) Set(ctx context.Context, have, want Link) error {
 			return err
 		}
 	}
-	if want.Kind == KindWireGuard {
+	if want.Kind == KindWireGuard || want.Kind == KindBridge {
 		if err := k.setAddrsAndRoutes(nl, have, want); err != nil {
 			return err
 		}

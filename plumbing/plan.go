@@ -92,9 +92,17 @@ func makePlan(spec helperapi.Spec, m machine) plan {
 		mtu := NetworkMTU(tunnel, wgMTU)
 		br := BridgeName(n.ID)
 		rep := helperapi.NetworkReport{Name: n.Name, ID: n.ID, Tunnel: tunnel, MTU: mtu, Bridge: br, Ports: []string{}}
-		p.Links = append(p.Links, Link{
-			Name: br, Kind: KindBridge, MTU: mtu, Up: true, Alias: "butter network " + n.Name,
-		})
+		bridge := Link{Name: br, Kind: KindBridge, MTU: mtu, Up: true, Alias: "butter network " + n.Name}
+		// The distributed gateway: every member holds the same address
+		// and MAC on its own bridge; the bridge filter keeps its frames
+		// and its ARP off the tunnels, so each VM talks to its own
+		// machine's gateway.
+		if gw := helperapi.GatewayAddr(n.Subnet); gw.IsValid() {
+			bridge.Addrs = []netip.Prefix{netip.PrefixFrom(gw, n.Subnet.Bits())}
+			bridge.MAC = helperapi.GatewayMAC(n.ID).String()
+			rep.Gateway = gw
+		}
+		p.Links = append(p.Links, bridge)
 		switch tunnel {
 		case helperapi.TunnelGretap:
 			for _, pn := range n.Peers {

@@ -71,6 +71,15 @@ add vxlan btvx1 vni 1 local 10.99.0.1 dev btwg0 port 4789 mtu 1370 master btbr1
 add vxlan btvx7 vni 7 local 10.99.0.1 dev btwg0 port 4789 mtu 1370 master btbr7
 `,
 	}, {
+		name: "a network with a subnet: its gateway address and MAC on the bridge",
+		spec: testSpec(helperapi.Network{Name: "teal", ID: 300, Subnet: netip.MustParsePrefix("10.30.0.0/24"),
+			Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m2"}}),
+		machine: machine{UplinkMTU: 1500},
+		want: `add wireguard btwg0 mtu 1420
+add bridge btbr300 mtu 1370 addr 10.30.0.1/24 mac 02:62:74:00:01:2c
+add vxlan btvx300 vni 300 local 10.99.0.1 dev btwg0 port 4789 mtu 1370 master btbr300
+`,
+	}, {
 		name:    "jumbo uplink",
 		spec:    testSpec(red),
 		machine: machine{UplinkMTU: 9000, Gretap: true},
@@ -142,19 +151,20 @@ del gretap btgt1-2
 func TestConvergeFromAnyState(t *testing.T) {
 	specs := []helperapi.Spec{
 		testSpec(),
-		testSpec(helperapi.Network{Name: "blue", ID: 1, Peers: []string{"m2", "m3"}}),
-		testSpec(helperapi.Network{Name: "blue", ID: 1, Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m2"}},
-			helperapi.Network{Name: "red", ID: 2, Peers: []string{"m3"}}),
+		testSpec(helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Peers: []string{"m2", "m3"}}),
+		testSpec(helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m2"}},
+			helperapi.Network{Name: "red", ID: 2, Subnet: netip.MustParsePrefix("10.10.2.0/25"), Peers: []string{"m3"}}),
 		testSpec(helperapi.Network{Name: "green", ID: 300, Tunnel: helperapi.TunnelGretap, Peers: []string{"m3"}}),
 	}
 	// The same network after the machine's mesh address moved: every
 	// tunnel's local end changes, so its links are replaced.
-	moved := testSpec(helperapi.Network{Name: "blue", ID: 1, Peers: []string{"m2", "m3"}})
+	// (A network keeps its subnet for life, and with it its gateway.)
+	moved := testSpec(helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Peers: []string{"m2", "m3"}})
 	moved.Mesh.Address = netip.MustParsePrefix("10.99.0.9/16")
 	specs = append(specs, moved)
 	machines := []machine{{UplinkMTU: 1500, Gretap: true}, {UplinkMTU: 1500}, {UplinkMTU: 9000, Gretap: true}}
 	fresh := func(s helperapi.Spec, m machine) (string, string) {
-		f, fw := newFakeTable(), newFakeRules()
+		f, fw, gw := newFakeTable(), newFakeRules(), newFakeRules()
 		p := makePlan(s, m)
 		if _, err := converge(context.Background(), f, p.Links); err != nil {
 			t.Fatal(err)
@@ -162,11 +172,14 @@ func TestConvergeFromAnyState(t *testing.T) {
 		if _, err := convergeFirewall(context.Background(), fw, makeFirewall(s, p)); err != nil {
 			t.Fatal(err)
 		}
-		return f.dump(), fw.dump()
+		if _, err := convergeFirewall(context.Background(), gw, gatewayFilter(p)); err != nil {
+			t.Fatal(err)
+		}
+		return f.dump(), fw.dump() + gw.dump()
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	f := newFakeTable(Link{Name: "eth0", Kind: "veth", MTU: 1500, Up: true})
-	fw := newFakeRules()
+	fw, gw := newFakeRules(), newFakeRules()
 	fwRng := rand.New(rand.NewPCG(3, 4)) // its own, so the links' walk is the same with it or without
 	ops := map[Op]int{}
 	damages := map[string]int{}
@@ -174,6 +187,7 @@ func TestConvergeFromAnyState(t *testing.T) {
 	for i := 0; i < 300; i++ {
 		damages[damage(rng, f)]++
 		fwDamages[fwDamage(fwRng, fw)]++
+		fwDamages[fwDamage(fwRng, gw)]++
 		s, m := specs[rng.IntN(len(specs))], machines[rng.IntN(len(machines))]
 		// What Check would report before the apply: every replace is a
 		// "wrong kind or tunnel ends" drift.
@@ -186,12 +200,15 @@ func TestConvergeFromAnyState(t *testing.T) {
 		if _, err := convergeFirewall(context.Background(), fw, makeFirewall(s, makePlan(s, m))); err != nil {
 			t.Fatalf("step %d: firewall: %v", i, err)
 		}
+		if _, err := convergeFirewall(context.Background(), gw, gatewayFilter(makePlan(s, m))); err != nil {
+			t.Fatalf("step %d: gateway filter: %v", i, err)
+		}
 		got := strings.Replace(f.dump(), "veth eth0 mtu 1500 up=true alias=\"\" fdb=none addrs=none routes=none\n", "", 1)
 		want, wantFW := fresh(s, m)
 		if got != want {
 			t.Fatalf("step %d: state after apply:\n%s\nfresh machine:\n%s", i, got, want)
 		}
-		if got := fw.dump(); got != wantFW {
+		if got := fw.dump() + gw.dump(); got != wantFW {
 			t.Fatalf("step %d: nftables after apply:\n%s\nfresh machine:\n%s", i, got, wantFW)
 		}
 		if _, ok := f.links["eth0"]; !ok {
@@ -229,7 +246,7 @@ func mustLinks(t *testing.T, f *fakeTable) []Link {
 }
 
 // damageKinds are what damage can do, by name.
-var damageKinds = []string{"delete", "mtu", "unbridge", "down", "fdb", "stale", "key", "local", "remote", "kind", "mesh address", "learning"}
+var damageKinds = []string{"delete", "mtu", "unbridge", "down", "fdb", "stale", "key", "local", "remote", "kind", "mesh address", "learning", "gateway address", "mac"}
 
 // damage does to the table what a person or a reboot might, and says
 // which of damageKinds it did ("" when it found nothing of the helper's).
@@ -274,6 +291,15 @@ func damage(rng *rand.Rand, f *fakeTable) string {
 		}
 	case "mesh address":
 		l.Addrs = []netip.Prefix{netip.MustParsePrefix("10.99.6.6/16")}
+	case "gateway address":
+		// Someone deleted the bridge's gateway address, or added another.
+		if l.Kind == KindBridge && len(l.Addrs) > 0 {
+			l.Addrs = nil
+		} else if l.Kind == KindBridge {
+			l.Addrs = []netip.Prefix{netip.MustParsePrefix("192.0.2.99/24")}
+		}
+	case "mac":
+		l.MAC = "52:54:00:12:34:56"
 	case "learning":
 		// Someone turned learning off (`ip link set … type vxlan nolearning`).
 		if l.Kind == KindVXLAN {

@@ -180,6 +180,9 @@ func (h *Helper) vmNIC(req helperapi.VMRequest) (vm.NIC, error) {
 	if err != nil {
 		return vm.NIC{}, fmt.Errorf("vm %q: %w", req.Name, err)
 	}
+	if err := helperapi.CheckVMAddress(net.Name, net.Subnet, addr.Addr()); err != nil {
+		return vm.NIC{}, fmt.Errorf("vm %q: %w", req.Name, err)
+	}
 	nic.Address = addr
 	if req.Gateway != "" {
 		if nic.Gateway, err = netip.ParseAddr(req.Gateway); err != nil {
