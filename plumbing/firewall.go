@@ -29,7 +29,9 @@ import (
 //   - nothing is routed from one network's bridge to another's;
 //   - a bridge reaches the machine itself for nothing (no sshd, no mesh
 //     address) but ICMP, DHCP and DNS to its network's gateway address (a
-//     network with a subnet has one, helperapi.GatewayAddr).
+//     network with a subnet has one, helperapi.GatewayAddr), and the
+//     replies to connections the machine opened from that address (how
+//     `butter vm proxy` reaches a VM's sshd);
 //
 // Besides the table, IPv6 is off on the bridges and tunnel ports (no
 // link-local address, no router advertisement taken).
@@ -62,6 +64,11 @@ type fwRule struct {
 
 	SAddr netip.Addr // IPv4 source address
 	DAddr netip.Addr // IPv4 destination address
+
+	// Established matches only packets of a connection conntrack has
+	// seen both ways: the replies to one the machine opened (ct state
+	// established).
+	Established bool
 
 	Proto  string // "udp", "tcp", "gre", "icmp" (meta l4proto)
 	SPort  uint16 // udp or tcp source port
@@ -104,6 +111,9 @@ func (r fwRule) String() string {
 	}
 	if r.DAddr.IsValid() {
 		add("ip", "daddr", r.DAddr.String())
+	}
+	if r.Established {
+		add("ct", "state", "established")
 	}
 	if r.EtherSAddr != "" {
 		add("ether", "saddr", r.EtherSAddr)
@@ -281,6 +291,9 @@ func firewallFor(in fwInput) fwTable {
 			fwRule{IIF: n.Bridge, Proto: "udp", SPort: 68, DPort: 67, Verdict: VerdictAccept},
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "udp", DPort: 53, Verdict: VerdictAccept},
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "tcp", DPort: 53, Verdict: VerdictAccept},
+			// Replies only: a VM cannot open a connection to the machine
+			// this way, but the machine can open one to a VM (vm proxy).
+			fwRule{IIF: n.Bridge, DAddr: g, Established: true, Verdict: VerdictAccept},
 		)
 	}
 	input = append(input, fwRule{IIF: bridgeGlob, Verdict: VerdictDrop})

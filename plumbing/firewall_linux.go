@@ -15,6 +15,7 @@ import (
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
@@ -277,6 +278,10 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 		}
 		payload(expr.PayloadBaseNetworkHeader, offDAddr, r.DAddr.AsSlice())
 	}
+	if r.Established {
+		out = append(out, &expr.Ct{Register: reg, Key: expr.CtKeySTATE},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: ctEstablished})
+	}
 	if r.Proto != "" {
 		p, ok := fwProtocols[r.Proto]
 		if !ok {
@@ -310,6 +315,10 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 // decodeRule reads expressions as encodeRule writes them. What it does
 // not know it describes in Unknown, so that such a rule never passes for
 // one of the plan's.
+// ctEstablished is conntrack's state "established" as a register holds
+// it: the state is one bit, so equality is nft's "ct state established".
+var ctEstablished = binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED)
+
 func decodeRule(exprs []expr.Any) fwRule {
 	var r fwRule
 	unknown := func() fwRule {
@@ -377,6 +386,10 @@ func decodeRule(exprs []expr.Any) fwRule {
 						ok = set(&r.Proto, name)
 					}
 				}
+			}
+		case *expr.Ct:
+			if e.Register == reg && !e.SourceRegister && e.Key == expr.CtKeySTATE && eq && bytes.Equal(cmp.Data, ctEstablished) && !r.Established {
+				r.Established, ok = true, true
 			}
 		case *expr.Payload:
 			if !eq || e.OperationType != expr.PayloadLoad || e.DestRegister != reg || int(e.Len) != len(cmp.Data) {
