@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,8 +39,52 @@ type e2e struct {
 	t      *testing.T
 	ctx    context.Context
 	butter string
+	home   string // the operator's $HOME
 	env    []string
 	lab    lab.CloudLab
+}
+
+// newE2E builds butter into a temporary folder, gives it a $HOME of its
+// own, and claims a lab name and an underlay of its own (the host link
+// routes the underlay in the root namespace), whose lab is taken down at
+// the end, leaving no namespace behind.
+func newE2E(t *testing.T, ctx context.Context, prefix string) (e *e2e, name string, underlay netip.Prefix) {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "butter")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build butter: %v: %s", err, out)
+	}
+	home := filepath.Join(dir, "home")
+	e = &e2e{t: t, ctx: ctx, butter: bin, home: home,
+		env: append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
+			"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=")}
+	name = testbed.ClaimLab(t, prefix)
+	t.Cleanup(func() {
+		var cancel context.CancelFunc
+		e.ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := e.run(nil, "lab", "down", "--name", name); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+		if _, err := os.Stat("/run/netns/" + name + "-m1"); err == nil {
+			t.Errorf("lab down left the machines' namespaces")
+		}
+	})
+	return e, name, testbed.Underlay(name)
+}
+
+// readLab reads lab name's record, which `lab up` leaves in the
+// operator's config folder.
+func (e *e2e) readLab(name string) {
+	e.t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.home, ".config", "butter", "lab-"+name, "lab.json"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &e.lab); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // run runs butter with args and returns stdout; stderr goes into the
@@ -149,43 +194,12 @@ func TestEndToEnd(t *testing.T) {
 	needE2E(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "butter")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build butter: %v: %s", err, out)
-	}
-	home := filepath.Join(dir, "home")
-	e := &e2e{t: t, ctx: ctx, butter: bin,
-		env: append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
-			"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=")}
-	// A name and an underlay of its own: the host link routes the
-	// underlay in the root namespace.
-	name := testbed.ClaimLab(t, "e2e")
-	underlay := testbed.Underlay(name)
+	e, name, underlay := newE2E(t, ctx, "e2e")
 	addr := func(host int) string { return sim.HostAddr(underlay, host).Addr().String() }
-	t.Cleanup(func() {
-		var cancel context.CancelFunc
-		e.ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		out, err := e.run(nil, "lab", "down", "--name", name)
-		if err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-		_ = out
-		if _, err := os.Stat("/run/netns/" + name + "-m1"); err == nil {
-			t.Errorf("lab down left the machines' namespaces")
-		}
-	})
 	start := time.Now()
 	e.must("lab", "up", "--name", name, "--underlay", underlay.String(), "--machines", "2", "--nat", "1", "--add=false", "--open=false")
 	t.Logf("lab up in %s", time.Since(start))
-	b, err := os.ReadFile(filepath.Join(home, ".config", "butter", "lab-"+name, "lab.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &e.lab); err != nil {
-		t.Fatal(err)
-	}
+	e.readLab(name)
 	inv := []string{"--inventory", e.lab.Inventory}
 	known, err := os.ReadFile(e.lab.KnownHosts)
 	if err != nil {
