@@ -29,18 +29,50 @@ func (s *session) networkCommand() *cobra.Command {
 		},
 	}
 	waitFlag(remove, &wait)
-	return noun("network", "Create, list and remove private networks", s.networkCreateCommand(), s.networkListCommand(), remove)
+	return noun("network", "Create, list, change and remove private networks", s.networkCreateCommand(), s.networkListCommand(), s.networkSetCommand(), remove)
+}
+
+func (s *session) networkSetCommand() *cobra.Command {
+	var egress, wait bool
+	cmd := &cobra.Command{
+		Use:   "set NAME --egress=true|false",
+		Short: "Change a network: egress to the internet on or off",
+		Args:  oneName("network"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("egress") {
+				return usageErrorf("network set %s: nothing to change; give --egress=true or --egress=false", args[0])
+			}
+			return s.withCloud(func(cl *cloud.Cloud) error {
+				out, err := cl.SetEgress(cmd.Context(), args[0], egress, s.steps)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(s.stdout, "network %s: egress %s\n", args[0], onOff(egress))
+				return s.behind(out, wait)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&egress, "egress", false, "let the network's VMs out to the internet through their machine's uplink")
+	waitFlag(cmd, &wait)
+	return cmd
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func (s *session) networkCreateCommand() *cobra.Command {
 	var subnet, machines, tunnel string
-	var wait bool
+	var wait, egress bool
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a private network across machines",
 		Args:  oneName("network"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nn := cloud.NewNetwork{Name: args[0], Tunnel: tunnel}
+			nn := cloud.NewNetwork{Name: args[0], Tunnel: tunnel, Egress: egress}
 			if subnet != "" {
 				var err error
 				if nn.Subnet, err = netip.ParsePrefix(subnet); err != nil {
@@ -64,6 +96,7 @@ func (s *session) networkCreateCommand() *cobra.Command {
 	f.StringVar(&subnet, "subnet", "", "the network's IPv4 range, e.g. 10.20.0.0/24 (default: a free /24)")
 	f.StringVar(&machines, "machines", "", "member machines, comma-separated: `A,B,...` (default: all)")
 	f.StringVar(&tunnel, "tunnel", "", "tunnel kind: auto (default), gretap or vxlan")
+	f.BoolVar(&egress, "egress", false, "let the network's VMs out to the internet through their machine's uplink (masqueraded)")
 	waitFlag(cmd, &wait)
 	return cmd
 }
@@ -97,7 +130,7 @@ func (s *session) networkList(ctx context.Context, cl *cloud.Cloud, asJSON bool)
 	}
 	var text [][]string
 	for _, n := range ns {
-		text = append(text, []string{n.Name, n.Subnet, fmt.Sprint(n.MTU), n.Tunnel, strings.Join(n.Machines, ",")})
+		text = append(text, []string{n.Name, n.Subnet, n.Gateway, onOff(n.Egress), fmt.Sprint(n.MTU), n.Tunnel, strings.Join(n.Machines, ",")})
 	}
-	return s.table("NAME\tSUBNET\tMTU\tTUNNEL\tMACHINES", text)
+	return s.table("NAME\tSUBNET\tGATEWAY\tEGRESS\tMTU\tTUNNEL\tMACHINES", text)
 }

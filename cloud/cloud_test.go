@@ -40,6 +40,8 @@ type fakeMachine struct {
 	rotations int
 	// hostKeys are the host keys CreateVM was sent, by VM.
 	hostKeys map[string]helperapi.PrivateKey
+	// created is the last VM request the machine was asked for.
+	created helperapi.VMRequest
 }
 
 func (f *fakeMachine) PublicKey(ctx context.Context) (string, error) {
@@ -142,6 +144,7 @@ func (f *fakeMachine) CreateVM(ctx context.Context, r helperapi.VMRequest, progr
 		f.hostKeys = map[string]helperapi.PrivateKey{}
 	}
 	f.hostKeys[r.Name] = r.HostKey
+	f.created = r
 	return info, nil
 }
 func (f *fakeMachine) ListVMs(ctx context.Context) ([]helperapi.VMInfo, error) {

@@ -19,7 +19,7 @@ func Desired(inv *inventory.Inventory) *helperapi.Desired {
 	}
 	for _, n := range inv.Networks {
 		d.Networks = append(d.Networks, helperapi.DesiredNetwork{Name: n.Name, Subnet: n.Subnet, ID: n.ID,
-			Tunnel: n.Tunnel, Machines: slices.Clone(n.Machines)})
+			Tunnel: n.Tunnel, Machines: slices.Clone(n.Machines), Egress: n.Egress})
 	}
 	for _, v := range inv.VMs {
 		d.VMs = append(d.VMs, helperapi.DesiredVM(v))
@@ -46,7 +46,7 @@ func FromDesired(d helperapi.Desired, identity string) *inventory.Inventory {
 	}
 	for _, n := range d.Networks {
 		inv.Networks = append(inv.Networks, inventory.Network{Name: n.Name, Subnet: n.Subnet, ID: n.ID,
-			Tunnel: n.Tunnel, Machines: slices.Clone(n.Machines)})
+			Tunnel: n.Tunnel, Machines: slices.Clone(n.Machines), Egress: n.Egress})
 	}
 	for _, v := range d.VMs {
 		inv.VMs = append(inv.VMs, inventory.VM(v))

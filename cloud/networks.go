@@ -18,6 +18,9 @@ type NewNetwork struct {
 	// Machines are the members; empty: every machine.
 	Machines []string
 	Tunnel   string // "" = auto
+	// Egress lets the network's VMs out to the internet through each
+	// member's uplink.
+	Egress bool
 }
 
 // CreateNetwork records a private network and builds it on its member
@@ -34,7 +37,7 @@ func (c *Cloud) CreateNetwork(ctx context.Context, nn NewNetwork, steps func(Ste
 	if _, ok := prev.Network(nn.Name); ok {
 		return inventory.Network{}, Outcome{}, fmt.Errorf("network %q exists; remove it first or pick another name", nn.Name)
 	}
-	n := inventory.Network{Name: nn.Name, Subnet: nn.Subnet, Tunnel: nn.Tunnel, Machines: slices.Clone(nn.Machines)}
+	n := inventory.Network{Name: nn.Name, Subnet: nn.Subnet, Tunnel: nn.Tunnel, Machines: slices.Clone(nn.Machines), Egress: nn.Egress}
 	if n.Tunnel == "" {
 		n.Tunnel = helperapi.TunnelAuto
 	}
@@ -59,6 +62,27 @@ func (c *Cloud) CreateNetwork(ctx context.Context, nn NewNetwork, steps func(Ste
 		return inventory.Network{}, Outcome{}, err
 	}
 	return n, out, nil
+}
+
+// SetEgress turns network name's egress on or off: a new generation, as
+// any change; members that are away catch up when they return. Setting
+// what the network already has changes nothing and contacts no machine.
+func (c *Cloud) SetEgress(ctx context.Context, name string, on bool, steps func(Step)) (Outcome, error) {
+	prev, err := c.Inventory()
+	if err != nil {
+		return Outcome{}, err
+	}
+	n, ok := prev.Network(name)
+	if !ok {
+		return Outcome{}, fmt.Errorf("no network %q; `butter network list` shows them", name)
+	}
+	if n.Egress == on {
+		return Outcome{}, nil
+	}
+	next := clone(prev)
+	m, _ := next.Network(name)
+	m.Egress = on
+	return c.change(ctx, prev, next, nil, steps)
 }
 
 // RemoveNetwork takes a network off its machines; members that are away
@@ -96,6 +120,12 @@ type NetworkStatus struct {
 	// requested kind when none answered).
 	MTU    int    `json:"mtu"`
 	Tunnel string `json:"tunnel"`
+	// Gateway is the network's gateway address, held by every member on
+	// its bridge ("" for a subnet too small to have one).
+	Gateway string `json:"gateway"`
+	// Egress: the network's VMs reach the internet through their
+	// machine's uplink.
+	Egress bool `json:"egress"`
 }
 
 // Networks lists the networks; machines (from Machines) fill in the MTU
@@ -104,7 +134,10 @@ func Networks(inv *inventory.Inventory, machines []MachineStatus) []NetworkStatu
 	var out []NetworkStatus
 	for _, n := range inv.Networks {
 		ns := NetworkStatus{Name: n.Name, Subnet: n.Subnet.String(), ID: n.ID,
-			Machines: slices.Clone(n.Machines), Tunnel: n.Tunnel}
+			Machines: slices.Clone(n.Machines), Tunnel: n.Tunnel, Egress: n.Egress}
+		if gw := helperapi.GatewayAddr(n.Subnet); gw.IsValid() {
+			ns.Gateway = gw.String()
+		}
 		if ns.Machines == nil {
 			ns.Machines = []string{}
 		}

@@ -45,7 +45,7 @@ func Specs(inv *inventory.Inventory) (map[string]helperapi.Spec, error) {
 	}
 	for _, n := range inv.Networks {
 		plan.Networks = append(plan.Networks, helperapi.PlanNetwork{
-			Network:  helperapi.Network{Name: n.Name, ID: n.ID, Subnet: n.Subnet, Tunnel: n.Tunnel},
+			Network:  helperapi.Network{Name: n.Name, ID: n.ID, Subnet: n.Subnet, Tunnel: n.Tunnel, Egress: n.Egress},
 			Machines: n.Machines,
 		})
 	}

@@ -79,6 +79,7 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 		}
 	}
 	var m inventory.Machine
+	var subnet netip.Prefix
 	r, err := inventory.Reserve(ctx, c.path, func(inv *inventory.Inventory) (inventory.VM, error) {
 		mp, ok := inv.Machine(nv.Machine)
 		if !ok {
@@ -91,7 +92,7 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 		if !slices.Contains(n.Machines, nv.Machine) {
 			return inventory.VM{}, fmt.Errorf("network %q is not on machine %q; its machines are %s", nv.Network, nv.Machine, strings.Join(n.Machines, ", "))
 		}
-		m = *mp
+		m, subnet = *mp, n.Subnet
 		v := inventory.VM{Name: nv.Name, Machine: nv.Machine, Network: nv.Network, Address: nv.Address}
 		if v.Address.IsValid() {
 			if err := helperapi.CheckVMAddress(n.Name, n.Subnet, v.Address); err != nil {
@@ -115,6 +116,11 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 		_ = r.Release(actx) // failing, it lasts until this process ends
 	}()
 	req.Address = r.VM.Address.String()
+	// The network's gateway, on the VM's own machine, is its default
+	// route and its name server.
+	if gw := helperapi.GatewayAddr(subnet); gw.IsValid() {
+		req.Gateway, req.DNS = gw.String(), []string{gw.String()}
+	}
 	info, err := c.createOn(ctx, m, req, src, progress, steps)
 	if err != nil {
 		return VMStatus{}, err

@@ -184,12 +184,16 @@ func TestCreateVMRefusesReservedAddresses(t *testing.T) {
 			}
 		})
 	}
-	// The control: the next address is fine.
-	c, _ := vmCloud(t)
+	// The control: the next address is fine, and the VM is told the
+	// gateway as its default route and name server.
+	c, ac := vmCloud(t)
 	nv := web
 	nv.Address = netip.MustParseAddr("10.100.0.2")
 	if _, err := c.CreateVM(context.Background(), nv, nil, nil); err != nil {
 		t.Fatalf("CreateVM at 10.100.0.2: %v", err)
+	}
+	if r := ac.machines["192.0.2.2"].created; r.Address != "10.100.0.2" || r.Gateway != "10.100.0.1" || !slices.Equal(r.DNS, []string{"10.100.0.1"}) {
+		t.Errorf("the machine was asked for %+v; want address 10.100.0.2, gateway and name server 10.100.0.1", r)
 	}
 }
 

@@ -50,6 +50,7 @@ type DesiredNetwork struct {
 	ID       int          `json:"id"`
 	Tunnel   string       `json:"tunnel,omitempty"`
 	Machines []string     `json:"machines,omitempty"`
+	Egress   bool         `json:"egress,omitempty"`
 }
 
 // DesiredVM is a VM's place and address.

@@ -34,6 +34,9 @@ type NetworkReport struct {
 	// Gateway is the network's gateway address on this machine's bridge
 	// (GatewayAddr), when the network has a subnet.
 	Gateway netip.Addr `json:"gateway,omitzero"`
+	// Egress: the network's VMs reach the internet through this
+	// machine's uplink.
+	Egress bool `json:"egress,omitempty"`
 }
 
 // Drift is one difference between the spec and the machine.

@@ -93,6 +93,9 @@ type Network struct {
 	Tunnel string `json:"tunnel,omitempty"`
 	// Peers names the peers that carry this network.
 	Peers []string `json:"peers,omitempty"`
+	// Egress lets the network's VMs out to the internet through this
+	// machine's uplink (masqueraded; only replies come back in).
+	Egress bool `json:"egress,omitempty"`
 }
 
 // ParseSpec decodes a Spec strictly (an unknown field is an error) and

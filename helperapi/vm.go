@@ -45,8 +45,11 @@ type VMRequest struct {
 	// Network names a network of the applied spec.
 	Network string `json:"network"`
 	// Address is the VM's address on the network: 10.0.0.5 or 10.0.0.5/24.
-	Address  string   `json:"address"`
+	Address string `json:"address"`
+	// Gateway is the VM's default route and DNS the name servers it is
+	// told (vm create: the network's gateway for both).
 	Gateway  string   `json:"gateway,omitempty"`
+	DNS      []string `json:"dns,omitempty"`
 	Hostname string   `json:"hostname,omitempty"`
 	SSHKeys  []string `json:"ssh_keys,omitempty"`
 	// HostKey is the VM's SSH host key, made by the operator so that its

@@ -166,6 +166,9 @@ type Network struct {
 	Tunnel string `yaml:"tunnel"`
 	// Machines names the machines that carry the network.
 	Machines []string `yaml:"machines,omitempty"`
+	// Egress lets the network's VMs out to the internet through each
+	// member machine's uplink.
+	Egress bool `yaml:"egress,omitempty"`
 }
 
 // VM is a VM's place: its machine, its network and the address allocated

@@ -103,7 +103,7 @@ func TestHostileFiles(t *testing.T) {
 	}{
 		{"unknown_field.yaml", []Problem{
 			{5, `machines[0]: unknown field "hostname"; known fields: name, address, port, user, identity, endpoint, nat, mesh_ip, public_key, accel, confirmed`},
-			{10, `networks[0]: unknown field "colour"; known fields: name, subnet, id, tunnel, machines`},
+			{10, `networks[0]: unknown field "colour"; known fields: name, subnet, id, tunnel, machines, egress`},
 		}},
 		{"private_key.yaml", []Problem{
 			{5, `machines[0]: unknown field "private_key"; butter keeps no secrets in the inventory: leave keys in their files (a machine's identity is the path of its SSH key)`},

@@ -31,7 +31,7 @@ import (
 //     address) but ICMP, DHCP and DNS to its network's gateway address (a
 //     network with a subnet has one, helperapi.GatewayAddr), and the
 //     replies to connections the machine opened from that address (how
-//     `butter vm proxy` reaches a VM's sshd);
+//     `butter vm proxy` reaches a VM's sshd).
 //
 // Besides the table, IPv6 is off on the bridges and tunnel ports (no
 // link-local address, no router advertisement taken).
@@ -50,8 +50,9 @@ const (
 
 // Verdicts of a firewall rule.
 const (
-	VerdictAccept = "accept"
-	VerdictDrop   = "drop"
+	VerdictAccept     = "accept"
+	VerdictDrop       = "drop"
+	VerdictMasquerade = "masquerade" // nat chains: the outgoing interface's address as source
 )
 
 // fwRule is one rule of the firewall in the few terms the helper uses. Its
@@ -61,14 +62,15 @@ type fwRule struct {
 	IIF    string // iifname; a trailing "*" matches names that start so
 	OIF    string // oifname, the same way
 	NotOIF string // oifname is not this one
+	NotIIF string // iifname is not this one
 
-	SAddr netip.Addr // IPv4 source address
-	DAddr netip.Addr // IPv4 destination address
+	SAddr netip.Addr   // IPv4 source address
+	DAddr netip.Addr   // IPv4 destination address
+	SNet  netip.Prefix // IPv4 source address inside this prefix
 
-	// Established matches only packets of a connection conntrack has
-	// seen both ways: the replies to one the machine opened (ct state
-	// established).
-	Established bool
+	// Reply matches packets of a connection conntrack has seen both ways
+	// (ct state established,related).
+	Reply bool
 
 	Proto  string // "udp", "tcp", "gre", "icmp" (meta l4proto)
 	SPort  uint16 // udp or tcp source port
@@ -81,6 +83,7 @@ type fwRule struct {
 	EtherDAddr string     // Ethernet destination address
 	ARPTarget  netip.Addr // an ARP packet's target IPv4 address
 
+	// Verdict is accept or drop, or masquerade in a nat chain.
 	Verdict string
 
 	// Unknown describes a rule read from the kernel that says something
@@ -100,6 +103,9 @@ func (r fwRule) String() string {
 	if r.IIF != "" {
 		add("iifname", strconv.Quote(r.IIF))
 	}
+	if r.NotIIF != "" {
+		add("iifname", "!=", strconv.Quote(r.NotIIF))
+	}
 	if r.OIF != "" {
 		add("oifname", strconv.Quote(r.OIF))
 	}
@@ -112,8 +118,11 @@ func (r fwRule) String() string {
 	if r.DAddr.IsValid() {
 		add("ip", "daddr", r.DAddr.String())
 	}
-	if r.Established {
-		add("ct", "state", "established")
+	if r.SNet.IsValid() {
+		add("ip", "saddr", r.SNet.String())
+	}
+	if r.Reply {
+		add("ct", "state", "established,related")
 	}
 	if r.EtherSAddr != "" {
 		add("ether", "saddr", r.EtherSAddr)
@@ -146,14 +155,19 @@ func (r fwRule) String() string {
 // fwChain is a base chain of the firewall table.
 type fwChain struct {
 	Name     string
-	Hook     string // the netfilter hook: "input" or "forward"
+	Type     string // "" (filter) or "nat"
+	Hook     string // the netfilter hook: "input", "forward", ...
 	Priority int
 	Policy   string
 	Rules    []fwRule
 }
 
 func (c fwChain) header() string {
-	return fmt.Sprintf("hook %s priority %d policy %s", c.Hook, c.Priority, c.Policy)
+	h := fmt.Sprintf("hook %s priority %d policy %s", c.Hook, c.Priority, c.Policy)
+	if c.Type != "" {
+		h = "type " + c.Type + " " + h
+	}
+	return h
 }
 
 // fwTable is the firewall table: the plan, or what the kernel has.
@@ -246,7 +260,9 @@ func makeFirewall(spec helperapi.Spec, p plan) fwTable {
 			n.Peers = append(n.Peers, l.Remote)
 		}
 	}
-	return firewallFor(in)
+	t := firewallFor(in)
+	t.Chains = append(t.Chains, egressChains(egressFor(spec, p))...)
+	return t
 }
 
 // firewallFor is the firewall table for in.
@@ -293,7 +309,7 @@ func firewallFor(in fwInput) fwTable {
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "tcp", DPort: 53, Verdict: VerdictAccept},
 			// Replies only: a VM cannot open a connection to the machine
 			// this way, but the machine can open one to a VM (vm proxy).
-			fwRule{IIF: n.Bridge, DAddr: g, Established: true, Verdict: VerdictAccept},
+			fwRule{IIF: n.Bridge, DAddr: g, Reply: true, Verdict: VerdictAccept},
 		)
 	}
 	input = append(input, fwRule{IIF: bridgeGlob, Verdict: VerdictDrop})

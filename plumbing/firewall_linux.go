@@ -50,10 +50,11 @@ func (k nftTable) family() string {
 // hooks maps fwChain.Hook to netfilter's hook numbers (the bridge family
 // numbers its hooks the same way).
 var hooks = map[string]nftables.ChainHook{
-	"prerouting": *nftables.ChainHookPrerouting,
-	"input":      *nftables.ChainHookInput,
-	"forward":    *nftables.ChainHookForward,
-	"output":     *nftables.ChainHookOutput,
+	"prerouting":  *nftables.ChainHookPrerouting,
+	"input":       *nftables.ChainHookInput,
+	"forward":     *nftables.ChainHookForward,
+	"output":      *nftables.ChainHookOutput,
+	"postrouting": *nftables.ChainHookPostrouting,
 }
 
 func (k nftTable) Table(ctx context.Context) (*fwTable, error) {
@@ -99,7 +100,7 @@ func (k nftTable) Table(ctx context.Context) (*fwTable, error) {
 			fc.Priority = int(*ch.Priority)
 		}
 		if ch.Type != nftables.ChainTypeFilter {
-			fc.Hook += " type " + string(ch.Type)
+			fc.Type = string(ch.Type)
 		}
 		if ch.Policy != nil {
 			fc.Policy = VerdictDrop
@@ -142,8 +143,16 @@ func (k nftTable) Write(ctx context.Context, t fwTable) error {
 		if fc.Policy == VerdictDrop {
 			policy = nftables.ChainPolicyDrop
 		}
+		typ := nftables.ChainTypeFilter
+		switch fc.Type {
+		case "":
+		case "nat":
+			typ = nftables.ChainTypeNAT
+		default:
+			return fmt.Errorf("chain %s: unknown type %q", fc.Name, fc.Type)
+		}
 		ch := c.AddChain(&nftables.Chain{
-			Name: fc.Name, Table: table, Type: nftables.ChainTypeFilter,
+			Name: fc.Name, Table: table, Type: typ,
 			Hooknum: &hook, Priority: nftables.ChainPriorityRef(nftables.ChainPriority(fc.Priority)), Policy: &policy,
 		})
 		for _, r := range fc.Rules {
@@ -237,6 +246,9 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 	if r.IIF != "" {
 		meta(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifname(r.IIF))
 	}
+	if r.NotIIF != "" {
+		meta(expr.MetaKeyIIFNAME, expr.CmpOpNeq, ifname(r.NotIIF))
+	}
 	if r.OIF != "" {
 		meta(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifname(r.OIF))
 	}
@@ -263,7 +275,7 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 		meta(expr.MetaKeyPROTOCOL, expr.CmpOpEq, etherTypeARP)
 		payload(expr.PayloadBaseNetworkHeader, offARPTarget, r.ARPTarget.AsSlice())
 	}
-	if r.SAddr.IsValid() || r.DAddr.IsValid() {
+	if r.SAddr.IsValid() || r.DAddr.IsValid() || r.SNet.IsValid() {
 		meta(expr.MetaKeyNFPROTO, expr.CmpOpEq, []byte{unix.NFPROTO_IPV4})
 	}
 	if r.SAddr.IsValid() {
@@ -278,9 +290,19 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 		}
 		payload(expr.PayloadBaseNetworkHeader, offDAddr, r.DAddr.AsSlice())
 	}
-	if r.Established {
+	if r.SNet.IsValid() {
+		if !r.SNet.Addr().Is4() || r.SNet != r.SNet.Masked() {
+			return nil, fmt.Errorf("rule %s: source %s is no IPv4 network prefix", r, r.SNet)
+		}
+		mask := net.CIDRMask(r.SNet.Bits(), 32)
+		out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: offSAddr, Len: 4},
+			&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: r.SNet.Addr().AsSlice()})
+	}
+	if r.Reply {
 		out = append(out, &expr.Ct{Register: reg, Key: expr.CtKeySTATE},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: ctEstablished})
+			&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 4, Mask: ctReplyMask(), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg, Data: make([]byte, 4)})
 	}
 	if r.Proto != "" {
 		p, ok := fwProtocols[r.Proto]
@@ -306,6 +328,8 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 		out = append(out, &expr.Verdict{Kind: expr.VerdictAccept})
 	case VerdictDrop:
 		out = append(out, &expr.Verdict{Kind: expr.VerdictDrop})
+	case VerdictMasquerade:
+		out = append(out, &expr.Masq{})
 	default:
 		return nil, fmt.Errorf("rule %s: unknown verdict %q", r, r.Verdict)
 	}
@@ -315,10 +339,6 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 // decodeRule reads expressions as encodeRule writes them. What it does
 // not know it describes in Unknown, so that such a rule never passes for
 // one of the plan's.
-// ctEstablished is conntrack's state "established" as a register holds
-// it: the state is one bit, so equality is nft's "ct state established".
-var ctEstablished = binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED)
-
 func decodeRule(exprs []expr.Any) fwRule {
 	var r fwRule
 	unknown := func() fwRule {
@@ -337,6 +357,40 @@ func decodeRule(exprs []expr.Any) fwRule {
 	}
 	ipv4, arp := false, false
 	for i := 0; i < len(exprs); i++ {
+		if _, ok := exprs[i].(*expr.Masq); ok {
+			if i != len(exprs)-1 || r.Verdict != "" {
+				return unknown()
+			}
+			r.Verdict = VerdictMasquerade
+			continue
+		}
+		// Three expressions: a load, a mask, a comparison.
+		if i+2 < len(exprs) {
+			if bw, ok := exprs[i+1].(*expr.Bitwise); ok {
+				cmp, ok := exprs[i+2].(*expr.Cmp)
+				if !ok {
+					return unknown()
+				}
+				switch e := exprs[i].(type) {
+				case *expr.Ct:
+					if e.Key != expr.CtKeySTATE || r.Reply || cmp.Op != expr.CmpOpNeq {
+						return unknown()
+					}
+					r.Reply = true
+				case *expr.Payload:
+					if e.Base != expr.PayloadBaseNetworkHeader || e.Offset != offSAddr || e.Len != 4 || !ipv4 ||
+						r.SNet.IsValid() || len(cmp.Data) != 4 || len(bw.Mask) != 4 {
+						return unknown()
+					}
+					ones, _ := net.IPMask(bw.Mask).Size()
+					r.SNet = netip.PrefixFrom(netip.AddrFrom4([4]byte(cmp.Data)), ones)
+				default:
+					return unknown()
+				}
+				i += 2
+				continue
+			}
+		}
 		if v, ok := exprs[i].(*expr.Verdict); ok {
 			if i != len(exprs)-1 || r.Verdict != "" {
 				return unknown()
@@ -372,6 +426,8 @@ func decodeRule(exprs []expr.Any) fwRule {
 			switch {
 			case e.Key == expr.MetaKeyIIFNAME && eq:
 				ok = set(&r.IIF, ifnameOf(cmp.Data))
+			case e.Key == expr.MetaKeyIIFNAME:
+				ok = set(&r.NotIIF, ifnameOf(cmp.Data))
 			case e.Key == expr.MetaKeyOIFNAME && eq:
 				ok = set(&r.OIF, ifnameOf(cmp.Data))
 			case e.Key == expr.MetaKeyOIFNAME:
@@ -386,10 +442,6 @@ func decodeRule(exprs []expr.Any) fwRule {
 						ok = set(&r.Proto, name)
 					}
 				}
-			}
-		case *expr.Ct:
-			if e.Register == reg && !e.SourceRegister && e.Key == expr.CtKeySTATE && eq && bytes.Equal(cmp.Data, ctEstablished) && !r.Established {
-				r.Established, ok = true, true
 			}
 		case *expr.Payload:
 			if !eq || e.OperationType != expr.PayloadLoad || e.DestRegister != reg || int(e.Len) != len(cmp.Data) {
@@ -433,6 +485,12 @@ func decodeRule(exprs []expr.Any) fwRule {
 		return unknown()
 	}
 	return r
+}
+
+// ctReplyMask is ct state's established and related bits, as the kernel
+// keeps them (host byte order).
+func ctReplyMask() []byte {
+	return binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)
 }
 
 func ifnameOf(data []byte) string {

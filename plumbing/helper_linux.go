@@ -84,8 +84,8 @@ func (h *Helper) PublicKey() (string, error) {
 }
 
 func (h *Helper) machine(spec helperapi.Spec) machine {
-	_, mtu := h.links.uplink(endpointAddrs(spec))
-	return machine{UplinkMTU: mtu, Gretap: h.links.capabilities().Gretap}
+	uplink, mtu := h.links.uplink(endpointAddrs(spec))
+	return machine{Uplink: uplink, UplinkMTU: mtu, Gretap: h.links.capabilities().Gretap}
 }
 
 func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Report, error) {
@@ -124,6 +124,11 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 	}
 	v6, err := setIPv6Off(ipv6Off(p))
 	rep.Changes = append(rep.Changes, v6...)
+	if err != nil {
+		return rep, err
+	}
+	fwd, err := setEgressForwarding(egressForwarding(spec, p))
+	rep.Changes = append(rep.Changes, fwd...)
 	if err != nil {
 		return rep, err
 	}
@@ -196,6 +201,13 @@ func (h *Helper) Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Dr
 		return nil, err
 	}
 	drift = append(drift, gw...)
+	fwd, err := forwardingDrift(egressForwarding(spec, p))
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range fwd {
+		drift = append(drift, helperapi.Drift{Link: d[0], Problem: fmt.Sprintf("forwarding is %s, want %s", d[1], onOff(!(d[1] == "1")))})
+	}
 	priv, err := h.state.privateKey()
 	if err != nil {
 		return nil, err

@@ -44,12 +44,15 @@ func NetworkMTU(tunnel string, wgMTU int) int {
 
 // machine is what the plan needs to know of the machine itself.
 type machine struct {
+	Uplink    string // the link towards the peers and the internet
 	UplinkMTU int
 	Gretap    bool // the kernel can make gretap links
 }
 
 // plan is the desired state of a machine for a spec.
 type plan struct {
+	// Uplink is the machine's uplink, where egress leaves.
+	Uplink       string
 	WireGuardMTU int
 	Links        []Link
 	Networks     []helperapi.NetworkReport
@@ -82,7 +85,7 @@ func makePlan(spec helperapi.Spec, m machine) plan {
 			}
 		}
 	}
-	p := plan{WireGuardMTU: wgMTU}
+	p := plan{WireGuardMTU: wgMTU, Uplink: m.Uplink}
 	p.Links = append(p.Links, Link{
 		Name: WireGuardName, Kind: KindWireGuard, MTU: wgMTU, Up: true,
 		Alias: "butter mesh", Addrs: []netip.Prefix{spec.Mesh.Address}, Routes: routes,
@@ -91,7 +94,7 @@ func makePlan(spec helperapi.Spec, m machine) plan {
 		tunnel := resolveTunnel(n.Tunnel, m)
 		mtu := NetworkMTU(tunnel, wgMTU)
 		br := BridgeName(n.ID)
-		rep := helperapi.NetworkReport{Name: n.Name, ID: n.ID, Tunnel: tunnel, MTU: mtu, Bridge: br, Ports: []string{}}
+		rep := helperapi.NetworkReport{Name: n.Name, ID: n.ID, Tunnel: tunnel, MTU: mtu, Bridge: br, Ports: []string{}, Egress: n.Egress}
 		bridge := Link{Name: br, Kind: KindBridge, MTU: mtu, Up: true, Alias: "butter network " + n.Name}
 		// The distributed gateway: every member holds the same address
 		// and MAC on its own bridge; the bridge filter keeps its frames

@@ -189,6 +189,13 @@ func (h *Helper) vmNIC(req helperapi.VMRequest) (vm.NIC, error) {
 			return vm.NIC{}, fmt.Errorf("vm %q gateway %q: %w", req.Name, req.Gateway, err)
 		}
 	}
+	for _, d := range req.DNS {
+		a, err := netip.ParseAddr(d)
+		if err != nil {
+			return vm.NIC{}, fmt.Errorf("vm %q name server %q: %w", req.Name, d, err)
+		}
+		nic.DNS = append(nic.DNS, a)
+	}
 	return nic, nil
 }
 

@@ -123,6 +123,7 @@ func (m *Model) openCreateNetwork() tea.Cmd {
 		return nil
 	}
 	var name, subnet, tunnel string
+	var egress bool
 	if p, err := inv.SuggestSubnet(); err == nil {
 		subnet = p.String()
 	}
@@ -133,7 +134,7 @@ func (m *Model) openCreateNetwork() tea.Cmd {
 		opts = append(opts, huh.NewOption(fmt.Sprintf("%s (%s)", mc.Name, word), mc.Name).Selected(true))
 	}
 	submit := func() tea.Cmd {
-		nn := cloud.NewNetwork{Name: name, Machines: chosen, Tunnel: tunnel}
+		nn := cloud.NewNetwork{Name: name, Machines: chosen, Tunnel: tunnel, Egress: egress}
 		nn.Subnet, _ = netip.ParsePrefix(strings.TrimSpace(subnet))
 		cl := m.cl
 		return m.startTask("create network "+name, taskShown, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
@@ -164,6 +165,7 @@ func (m *Model) openCreateNetwork() tea.Cmd {
 			}),
 			huh.NewSelect[string]().Title("Tunnel").Inline(true).Options(
 				huh.NewOption("auto", ""), huh.NewOption("gretap", "gretap"), huh.NewOption("vxlan", "vxlan")).Value(&tunnel),
+			huh.NewConfirm().Title("Egress").Description("VMs reach the internet through their machine").Inline(true).Value(&egress),
 		),
 		huh.NewGroup(
 			huh.NewMultiSelect[string]().Title("Machines").Description("↑/↓ move · space toggles · enter creates").

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -46,7 +47,8 @@ var paneDefs = [paneCount]paneDef{
 	},
 	paneNetworks: {
 		cols: []column{
-			{title: "NAME", max: 20}, {title: "SUBNET", max: 18}, {title: "MACHINES", max: 28},
+			{title: "NAME", max: 20}, {title: "SUBNET", max: 18}, {title: "GATEWAY", max: 15}, {title: "EGRESS", max: 6},
+			{title: "MACHINES", max: 28},
 			{title: "MTU", max: 5, right: true}, {title: "TUNNEL", max: 7}, {title: "LINKS", max: 14}},
 		rows: (*store).networkRows,
 	},
@@ -257,6 +259,8 @@ func (s *store) networkRows() []row {
 		rows = append(rows, row{id: n.Name, detail: detail, cells: []cell{
 			{text: n.Name},
 			{text: n.Subnet},
+			{text: cmp.Or(n.Gateway, "—")},
+			{text: onOff(n.Egress)},
 			{text: members(n.Machines)},
 			{text: mtu},
 			{text: n.Tunnel},
@@ -265,6 +269,13 @@ func (s *store) networkRows() []row {
 	}
 	sortRows(rows)
 	return rows
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func members(names []string) string {

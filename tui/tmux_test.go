@@ -153,7 +153,7 @@ func TestTmuxAgainstLab(t *testing.T) {
 	keys("Escape", "2", "a")
 	wait("Create a network", 10*time.Second)
 	typ("tnet")
-	keys("Enter", "Enter", "Enter", "Enter")
+	keys("Enter", "Enter", "Enter", "Enter", "Enter") // name, subnet, tunnel, egress, machines
 	wait("network tnet", 2*time.Minute)
 	keys("Escape", "3", "a")
 	wait("Create a VM", 10*time.Second)

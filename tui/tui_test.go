@@ -82,8 +82,8 @@ func TestStoreRows(t *testing.T) {
 			"charlie offline — 10.99.0.3 — — — 0",
 		},
 		paneNetworks: {
-			"blue 10.20.0.0/24 alpha,bravo,charlie 1370 vxlan 1/3 ok",
-			"green 10.21.0.0/24 alpha,bravo 1370 vxlan 1/1 ok",
+			"blue 10.20.0.0/24 10.20.0.1 off alpha,bravo,charlie 1370 vxlan 1/3 ok",
+			"green 10.21.0.0/24 10.21.0.1 off alpha,bravo 1370 vxlan 1/1 ok",
 		},
 		paneVMs: {
 			"cache shut off alpha green 10.21.0.10 — 512M",
@@ -380,6 +380,7 @@ func TestFlowNetworkVMActionsAndOutage(t *testing.T) {
 	typeSlowly(tm, "blue", "enter",
 		"enter", // the proposed subnet
 		"enter", // tunnel auto
+		"enter", // egress off
 		"space", // un-choose node001
 		"enter")
 	waitScreen(t, tm, m, "network blue (10.100.0.0/24) is on node002, node003")

@@ -17,7 +17,7 @@ func seed(s Spec, mac net.HardwareAddr) cloudinit.Seed {
 		SSHKeys:    s.SSHKeys,
 		HostKey:    s.HostKey,
 		NIC: cloudinit.NIC{MAC: mac, Name: "eth0", Address: s.NIC.Address, Gateway: s.NIC.Gateway,
-			MTU: s.NIC.MTU},
+			DNS: s.NIC.DNS, MTU: s.NIC.MTU},
 	}
 }
 

@@ -61,6 +61,7 @@ type NIC struct {
 	Subnet  netip.Prefix // its subnet
 	Address netip.Prefix // the VM's address, inside Subnet
 	Gateway netip.Addr   // optional
+	DNS     []netip.Addr // name servers, optional
 }
 
 // validate reports every problem with s at once.

@@ -1,0 +1,72 @@
+package plumbing
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/butter-cloud/butter/helperapi"
+)
+
+// ipv4Conf is where the kernel keeps a link's IPv4 settings.
+const ipv4Conf = "/proc/sys/net/ipv4/conf"
+
+// egressForwarding lists the forwarding switches egress needs, link →
+// on: each bridge's follows its network's egress; the uplink's is on while
+// any network has egress, for the replies (it is left as it is
+// otherwise: it may be on for reasons of the machine's own).
+func egressForwarding(spec helperapi.Spec, p plan) map[string]bool {
+	want := egressBridges(spec)
+	for _, on := range want {
+		if on && p.Uplink != "" {
+			want[p.Uplink] = true
+		}
+	}
+	return want
+}
+
+// forwardingDrift lists the links whose forwarding differs from want, as
+// (link, value now). A link that does not exist is skipped.
+func forwardingDrift(want map[string]bool) ([][2]string, error) {
+	var out [][2]string
+	for l, on := range want {
+		b, err := os.ReadFile(filepath.Join(ipv4Conf, l, "forwarding"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("read forwarding of %q: %w", l, err)
+		}
+		if v := strings.TrimSpace(string(b)); (v == "1") != on {
+			out = append(out, [2]string{l, v})
+		}
+	}
+	return out, nil
+}
+
+// setEgressForwarding sets the switches of egressForwarding and says what
+// it changed.
+func setEgressForwarding(want map[string]bool) ([]string, error) {
+	drift, err := forwardingDrift(want)
+	if err != nil {
+		return nil, err
+	}
+	var changes []string
+	var errs []error
+	for _, d := range drift {
+		on := want[d[0]]
+		v := "0\n"
+		if on {
+			v = "1\n"
+		}
+		if err := os.WriteFile(filepath.Join(ipv4Conf, d[0], "forwarding"), []byte(v), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("set forwarding of %q %s: %w", d[0], onOff(on), err))
+			continue
+		}
+		changes = append(changes, fmt.Sprintf("set %s forwarding %s", d[0], onOff(on)))
+	}
+	return changes, errors.Join(errs...)
+}

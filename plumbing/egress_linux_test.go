@@ -1,0 +1,37 @@
+package plumbing
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+
+	"github.com/butter-cloud/butter/helperapi"
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestEgressKernel writes the inet table with the egress chains (a nat
+// chain with masquerade, ct state, a source prefix, negated names) into a
+// fresh network namespace and reads every rule back as written.
+func TestEgressKernel(t *testing.T) {
+	inFreshNetns(t)
+	ctx := context.Background()
+	spec := testSpec(
+		helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m2"}, Egress: true},
+		helperapi.Network{Name: "red", ID: 7, Subnet: netip.MustParsePrefix("10.10.7.0/25"), Tunnel: helperapi.TunnelVXLAN, Peers: []string{"m3"}, Egress: true},
+	)
+	want := makeFirewall(spec, makePlan(spec, machine{Uplink: "eth0", UplinkMTU: 1500}))
+	k := nftTable{}
+	if _, err := convergeFirewall(ctx, k, want); err != nil {
+		t.Fatal(err)
+	}
+	have, err := k.Table(ctx)
+	if err != nil || have == nil {
+		t.Fatalf("read back: %v, %v", have, err)
+	}
+	if diff := cmp.Diff(want.String(), have.String()); diff != "" {
+		t.Errorf("the table reads back otherwise (-written +read):\n%s", diff)
+	}
+	if changes, err := convergeFirewall(ctx, k, want); err != nil || len(changes) != 0 {
+		t.Errorf("a second write changed %q (err %v), want nothing", changes, err)
+	}
+}
