@@ -51,6 +51,19 @@ type e2e struct {
 	logs bytes.Buffer
 }
 
+// readLab reads lab name's record, which `lab up` leaves in the
+// operator's config folder.
+func (e *e2e) readLab(name string) {
+	e.t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.home, ".config", "butter", "lab-"+name, "lab.json"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &e.lab); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // run runs butter with args and returns stdout; stderr goes into the
 // error.
 func (e *e2e) run(stdin io.Reader, args ...string) (string, error) {
@@ -179,13 +192,7 @@ func newE2E(t *testing.T, ctx context.Context, prefix string, env ...string) (*e
 func (e *e2e) labUp(name string, args ...string) {
 	e.t.Helper()
 	e.must(append([]string{"lab", "up", "--name", name}, args...)...)
-	b, err := os.ReadFile(filepath.Join(e.home, ".config", "butter", "lab-"+name, "lab.json"))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &e.lab); err != nil {
-		e.t.Fatal(err)
-	}
+	e.readLab(name)
 }
 
 func TestEndToEnd(t *testing.T) {

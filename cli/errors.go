@@ -33,6 +33,13 @@ type failure struct{ err error }
 func (e *failure) Error() string { return e.err.Error() }
 func (e *failure) Unwrap() error { return e.err }
 
+// exitStatus is the exit status of a program butter ran in its place
+// (ssh, for vm ssh), passed on as butter's own without a message: the
+// program has spoken for itself.
+type exitStatus struct{ code int }
+
+func (e *exitStatus) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
 // markFailures makes the errors of c's RunE failures, except its usage
 // errors. What cobra itself refuses (unknown verbs and flags, missing
 // arguments and flags) is a usage error.
@@ -55,6 +62,9 @@ func markFailures(c *cobra.Command) {
 func report(w io.Writer, cmd *cobra.Command, err error) int {
 	if err == nil {
 		return 0
+	}
+	if es := (*exitStatus)(nil); errors.As(err, &es) {
+		return es.code
 	}
 	// An error can carry a machine's words: shown, never obeyed.
 	msg := printable.String(strings.TrimRight(err.Error(), "\n"))

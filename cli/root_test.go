@@ -132,6 +132,11 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"machine", "add", "m1", "--address", "h", "--accept-new-host-key", "--host-key", "SHA256:x"}, 2, "not both"},
 		{[]string{"--inventory"}, 2, "flag needs an argument: --inventory"},
 		{[]string{"vm", "stop", "web"}, 1, `no vm "web"`},
+		{[]string{"vm", "ssh"}, 2, "give the VM's name"},
+		{[]string{"vm", "ssh", "web", "uname"}, 2, `unexpected argument "uname": put the command to run after --`},
+		{[]string{"vm", "ssh", "web", "--", "uname"}, 1, `no vm "web"`},
+		{[]string{"vm", "proxy", "web"}, 1, `no vm "web"`},
+		{[]string{"vm", "ssh-config", "web"}, 1, `no vm "web"`},
 		{[]string{"--inventory", inv, "network", "remove", "blue"}, 1, `blue`},
 		{[]string{}, 2, "the dashboard needs a terminal"},
 	} {

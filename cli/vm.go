@@ -16,7 +16,8 @@ import (
 
 func (s *session) vmCommand() *cobra.Command {
 	c := noun("vm", "Create, list, run and remove virtual machines, and reach their consoles",
-		s.vmCreateCommand(), s.vmListCommand(), s.vmConsoleCommand())
+		s.vmCreateCommand(), s.vmListCommand(), s.vmConsoleCommand(),
+		s.vmSSHCommand(), s.vmProxyCommand(), s.vmSSHConfigCommand())
 	for _, a := range []struct{ action, short string }{
 		{"start", "Start a VM"},
 		{"stop", "Shut a VM down, pulling the plug if it does not stop in time"},

@@ -42,6 +42,8 @@ type fakeMachine struct {
 	rotations int
 	// noLibvirt makes ListVMs fail, as a machine for networks only does.
 	noLibvirt bool
+	// hostKeys are the host keys CreateVM was sent, by VM.
+	hostKeys map[string]helperapi.PrivateKey
 	// created is the last VM request the machine was asked for.
 	created helperapi.VMRequest
 }
@@ -140,8 +142,12 @@ func (f *fakeMachine) CreateVM(ctx context.Context, r helperapi.VMRequest, progr
 	if _, ok := f.vms[r.Name]; ok {
 		return helperapi.VMInfo{}, fmt.Errorf("vm %q already exists", r.Name)
 	}
-	info := helperapi.VMInfo{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24", CPUs: r.CPUs, MemoryMiB: r.MemoryMiB}
+	info := helperapi.VMInfo{Name: r.Name, State: "running", Network: r.Network, Address: r.Address + "/24", CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, Image: r.Image}
 	f.vms[r.Name] = info
+	if f.hostKeys == nil {
+		f.hostKeys = map[string]helperapi.PrivateKey{}
+	}
+	f.hostKeys[r.Name] = r.HostKey
 	f.created = r
 	return info, nil
 }

@@ -179,6 +179,13 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, step
 	}
 	c.forget(name)
 	r.Outcome, err = c.change(ctx, prev, next, nil, steps)
+	if err == nil {
+		for _, v := range vms {
+			if kerr := inventory.SetVMHostKey(ctx, c.path, v, nil); kerr != nil {
+				say(steps, name, fmt.Sprintf("vm %s: its host key stays in %s: %v", v, inventory.KnownHostsPath(c.path), kerr))
+			}
+		}
+	}
 	return r, err
 }
 

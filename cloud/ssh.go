@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,6 +172,11 @@ func (l *sshLink) Close() error                               { return l.m.Close
 
 func (l *sshLink) Console(ctx context.Context, vmName string, in io.Reader, out io.Writer) error {
 	return l.m.Console(ctx, vmName, in, out)
+}
+
+// DialTCP implements tcpDialer.
+func (l *sshLink) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	return l.m.DialTCP(ctx, addr)
 }
 
 // Upload hashes the operator's file and streams it into the machine's

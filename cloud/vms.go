@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
 )
@@ -47,6 +49,11 @@ type VMStatus struct {
 // the VM's name and address (inventory.Reserve: the inventory file is not
 // written), uploads its image files if they are the operator's, has the
 // machine's helper make it, and only then records it in the inventory.
+// A VM booted from a disk image gets an SSH host key made here: its
+// private half goes to the machine in the request, for the VM's seed, and
+// only its public half is kept, in the VMs' known_hosts
+// (inventory.KnownHostsPath), so `vm ssh` knows the VM before it first
+// connects.
 //
 // A create that fails, or is refused, leaves the inventory and its .bak
 // byte for byte as they were: a bad value reserves nothing and uploads
@@ -64,6 +71,12 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 	src, err := helperapi.ParseSource(nv.Image)
 	if err != nil {
 		return VMStatus{}, fmt.Errorf("vm %q: %w", nv.Name, err)
+	}
+	var hostKey ssh.PublicKey
+	if src.Kernel == nil {
+		if req.HostKey, hostKey, err = helperapi.NewHostKey(); err != nil {
+			return VMStatus{}, fmt.Errorf("vm %q: %w", nv.Name, err)
+		}
 	}
 	var m inventory.Machine
 	var subnet netip.Prefix
@@ -117,6 +130,11 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 	defer cancel()
 	if err := c.publish(actx, m.Name, steps, r.Commit); err != nil {
 		return VMStatus{}, c.unmake(actx, m, nv.Name, err)
+	}
+	// A VM that had no host key made for it may have left a line behind
+	// under its name: the nil key drops it.
+	if err := inventory.SetVMHostKey(actx, c.path, nv.Name, hostKey); err != nil {
+		say(steps, "", fmt.Sprintf("vm %s: its host key was not kept (%v): `butter vm ssh %s` will refuse it; remove the VM and create it again", nv.Name, err, nv.Name))
 	}
 	return vmStatus(m.Name, info), nil
 }
@@ -327,6 +345,9 @@ func (c *Cloud) VMAction(ctx context.Context, name, action string, timeout time.
 				return nil
 			})
 		})
+		if err == nil {
+			err = inventory.SetVMHostKey(ctx, c.path, name, nil)
+		}
 	}
 	return res, err
 }
@@ -334,20 +355,12 @@ func (c *Cloud) VMAction(ctx context.Context, name, action string, timeout time.
 // Console attaches to a VM's serial console. A machine that cannot be
 // reached fails it at once with an *AwayError.
 func (c *Cloud) Console(ctx context.Context, name string, in io.Reader, out io.Writer) error {
-	inv, err := c.Inventory()
+	_, m, err := c.vmOn(name)
 	if err != nil {
 		return err
 	}
-	v, ok := inv.VM(name)
-	if !ok {
-		return fmt.Errorf("no vm %q; `butter vm list` shows them", name)
-	}
-	m, ok := inv.Machine(v.Machine)
-	if !ok {
-		return errors.New("vm " + name + " is on an unknown machine")
-	}
 	const next = "try again when it is back (`butter machine list` shows whether it answers)"
-	l, err := c.link(ctx, *m, Trust{}, nil)
+	l, err := c.link(ctx, m, Trust{}, nil)
 	if err != nil {
 		return onMachine(ctx, m.Name, "vm console", next, err)
 	}

@@ -380,3 +380,15 @@ type Blob struct {
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
 }
+
+// CatalogUser is the default login user of a catalog image's cloud-init
+// (the account the seed's SSH keys are given to); "" for any other image.
+func CatalogUser(image string) string {
+	switch image {
+	case "debian-12":
+		return "debian"
+	case "ubuntu-24.04":
+		return "ubuntu"
+	}
+	return ""
+}

@@ -160,3 +160,16 @@ func TestSourceJSON(t *testing.T) {
 		}
 	}
 }
+
+// Every catalog image names its login user, so `vm ssh` needs no --user
+// for it.
+func TestCatalogUser(t *testing.T) {
+	for _, n := range CatalogNames() {
+		if CatalogUser(n) == "" {
+			t.Errorf("catalog image %s has no login user", n)
+		}
+	}
+	if u := CatalogUser("file=sha256:ab"); u != "" {
+		t.Errorf("an image of the operator's has login user %q, want none", u)
+	}
+}

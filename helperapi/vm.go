@@ -52,6 +52,11 @@ type VMRequest struct {
 	DNS      []string `json:"dns,omitempty"`
 	Hostname string   `json:"hostname,omitempty"`
 	SSHKeys  []string `json:"ssh_keys,omitempty"`
+	// HostKey is the VM's SSH host key, made by the operator so that its
+	// public half is known before the first connection (disk images, by
+	// cloud-init). It crosses only inside this request, on the encrypted
+	// SSH channel, and is written only into the VM's seed.
+	HostKey PrivateKey `json:"host_key,omitempty"`
 	// Cmdline is added to a kernel-boot VM's command line.
 	Cmdline string `json:"cmdline,omitempty"`
 	Creator string `json:"creator,omitempty"`
@@ -126,6 +131,11 @@ func (r VMRequest) Check() error {
 	}
 	if _, err := ParseSource(r.Image); err != nil {
 		errs = append(errs, fmt.Errorf("vm %q: %w", r.Name, err))
+	}
+	if r.HostKey != "" {
+		if _, err := r.HostKey.PublicKey(); err != nil {
+			errs = append(errs, fmt.Errorf("vm %q: %w", r.Name, err))
+		}
 	}
 	return errors.Join(errs...)
 }

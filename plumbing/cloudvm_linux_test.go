@@ -111,6 +111,16 @@ func TestCloudVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The VM's host key, made here as the operator makes it: the guest
+	// must present it, not one of its own.
+	hostPriv, seededHostKey, err := helperapi.NewHostKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKeyFile := filepath.Join(dir, "host_key")
+	if err := os.WriteFile(hostKeyFile, []byte(hostPriv), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	keyFile := filepath.Join(dir, "id_ed25519.pub")
 	if err := os.WriteFile(keyFile, append(bytes.TrimSpace(ssh.MarshalAuthorizedKey(sshPub)), " butter-test\n"...), 0o644); err != nil {
 		t.Fatal(err)
@@ -130,7 +140,7 @@ func TestCloudVM(t *testing.T) {
 	out, err := m.Run(ctx, butter, "helper", "vm", "create", name, "--network", cloudVMNetwork.Name,
 		"--address", address.String(), "--gateway", gateway.Addr().String(), "--hostname", hostname,
 		"--image", img.Disk, "--memory-mib", "512", "--cpus", "2", "--disk-gib", strconv.Itoa(cloudVMDiskGiB),
-		"--ssh-key", keyFile)
+		"--ssh-key", keyFile, "--host-key", hostKeyFile)
 	if err != nil {
 		t.Fatalf("vm create: %v: %s", err, out)
 	}
@@ -146,20 +156,35 @@ func TestCloudVM(t *testing.T) {
 	}
 
 	// The guest's own account of its boot: the console log libvirt keeps.
-	boot, err := waitCloudInit(ctx, m, name, cloudVMBootTimeout)
+	boot, err := testbed.WaitCloudInit(ctx, m.Run, filepath.Join(vm.DefaultLogDir, name+".console.log"), cloudVMBootTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("cloud-init finished %s after vm create returned (%s after it started)",
 		(time.Since(createStart) - created).Round(100*time.Millisecond), time.Since(createStart).Round(100*time.Millisecond))
-	for _, c := range boot.complaints {
+	for _, c := range boot.Complaints {
 		t.Errorf("cloud-init complained on the console: %s", c)
 	}
-	hostKey, err := testbed.GuestHostKey(boot.log)
+	hostKey, err := testbed.GuestHostKey(boot.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("pinned the guest's host key %s", ssh.FingerprintSHA256(hostKey))
+	t.Logf("the guest printed the host key %s", ssh.FingerprintSHA256(hostKey))
+	if !bytes.Equal(hostKey.Marshal(), seededHostKey.Marshal()) {
+		t.Fatalf("the guest's host key is %s, not the seed's %s", ssh.FingerprintSHA256(hostKey), ssh.FingerprintSHA256(seededHostKey))
+	}
+	logW.mu.Lock()
+	inLogs := strings.Contains(logs.String(), "PRIVATE KEY")
+	logW.mu.Unlock()
+	if inLogs {
+		t.Error("the private host key appears in the helper's or libvirtd's log")
+	}
+	if strings.Contains(boot.Log, "PRIVATE KEY") {
+		t.Error("the private host key appears on the guest's console")
+	}
+	if out, err := m.Run(ctx, "/bin/sh", "-c", "grep -rl 'PRIVATE KEY' /var/lib/butter /var/log/libvirt 2>/dev/null; true"); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("the private host key is in the helper's state or libvirt's logs: %s %v", out, err)
+	}
 
 	config := &ssh.ClientConfig{
 		User: "debian", // the image's default user: the seed names none
@@ -240,46 +265,6 @@ func TestCloudVM(t *testing.T) {
 		t.Errorf("vm remove: %v: %s", err, out)
 	}
 	t.Logf("whole test: %s", time.Since(begin).Round(100*time.Millisecond))
-}
-
-// cloudBoot is what the guest printed on its console up to cloud-init's
-// last stage.
-type cloudBoot struct {
-	log        string
-	complaints []string // cloud-init's warnings and errors
-}
-
-// waitCloudInit waits until the VM's console log shows cloud-init's
-// "Cloud-init v. … finished" line, and fails early on a kernel panic.
-func waitCloudInit(ctx context.Context, m *sim.Machine, name string, within time.Duration) (cloudBoot, error) {
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
-	path := filepath.Join(vm.DefaultLogDir, name+".console.log")
-	for {
-		out, _ := m.Run(ctx, "/bin/cat", path)
-		text := strings.ReplaceAll(string(out), "\r", "")
-		var b cloudBoot
-		finished := false
-		for l := range strings.Lines(text) {
-			switch {
-			case strings.Contains(l, "Cloud-init v. ") && strings.Contains(l, " finished at "):
-				finished = true
-			case strings.Contains(l, "cloud-init") && (strings.Contains(l, "[WARNING]") || strings.Contains(l, "[ERROR]")):
-				b.complaints = append(b.complaints, strings.TrimSpace(l))
-			case strings.Contains(l, "Kernel panic"):
-				return cloudBoot{}, fmt.Errorf("vm %s: kernel panic:\n%s", name, text)
-			}
-		}
-		if finished {
-			b.log = text
-			return b, nil
-		}
-		select {
-		case <-ctx.Done():
-			return cloudBoot{}, fmt.Errorf("vm %s: no \"Cloud-init v. … finished\" on the console within %s; it shows:\n%s", name, within, text)
-		case <-time.After(time.Second): // a cat per second: TCG needs the cores
-		}
-	}
 }
 
 // cloudVMLog sends a command's output to the test log, line by line.

@@ -246,6 +246,7 @@ func (c *command) vmCreate(args []string) error {
 	c.fs.StringVar(&req.Hostname, "hostname", "", "host name (default: the VM's name)")
 	c.fs.StringVar(&req.Cmdline, "cmdline", "", "more kernel arguments (kernel boot)")
 	c.fs.Var(&keyFiles, "ssh-key", "an SSH public key file to authorize (repeatable)")
+	hostKeyFile := c.fs.String("host-key", "", "the VM's ed25519 SSH host key, a private key file (disk images)")
 	name, err := c.parseNamed(args)
 	if err != nil {
 		return err
@@ -257,6 +258,13 @@ func (c *command) vmCreate(args []string) error {
 			return fmt.Errorf("ssh key: %w", err)
 		}
 		req.SSHKeys = append(req.SSHKeys, strings.TrimSpace(string(b)))
+	}
+	if *hostKeyFile != "" {
+		b, err := os.ReadFile(*hostKeyFile)
+		if err != nil {
+			return fmt.Errorf("host key: %w", err)
+		}
+		req.HostKey = helperapi.PrivateKey(b)
 	}
 	if req.Creator == "" {
 		req.Creator = "root@" + hostname()

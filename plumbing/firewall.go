@@ -31,7 +31,8 @@ import (
 //     TCP 53) to its own network's gateway address (helperapi.GatewayAddr
 //     of the network's subnet), nothing else: no sshd, no mesh address,
 //     no other network's gateway; a network without a subnet reaches
-//     nothing.
+//     nothing; and the replies to connections the machine opened from that
+//     address (how `butter vm proxy` reaches a VM's sshd).
 //
 // Besides the table, IPv6 is off on the bridges and all their ports (no
 // link-local address, no router advertisement taken), and the port guard
@@ -307,6 +308,9 @@ func firewallFor(in fwInput) fwTable {
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "icmp", Verdict: VerdictAccept},
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "udp", DPort: 53, Verdict: VerdictAccept},
 			fwRule{IIF: n.Bridge, DAddr: g, Proto: "tcp", DPort: 53, Verdict: VerdictAccept},
+			// Replies only: a VM cannot open a connection to the machine
+			// this way, but the machine can open one to a VM (vm proxy).
+			fwRule{IIF: n.Bridge, DAddr: g, Reply: true, Verdict: VerdictAccept},
 		)
 	}
 	input = append(input, fwRule{IIF: bridgeGlob, Verdict: VerdictDrop})

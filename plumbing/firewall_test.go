@@ -115,8 +115,9 @@ func TestFirewallRelayedPeer(t *testing.T) {
 }
 
 // Once a network has a gateway on the machine, its bridge reaches the
-// machine there for ICMP and DNS, and for nothing else; another
-// network's bridge still reaches nothing.
+// machine there for ICMP and DNS, and with replies to connections the
+// machine opened (vm proxy), and for nothing else; another network's
+// bridge still reaches nothing.
 func TestFirewallGateway(t *testing.T) {
 	gw := netip.MustParseAddr("10.10.1.1")
 	got := firewallFor(fwInput{Networks: []fwNetwork{
@@ -128,6 +129,7 @@ func TestFirewallGateway(t *testing.T) {
   iifname "btbr1" ip daddr 10.10.1.1 meta l4proto icmp accept
   iifname "btbr1" ip daddr 10.10.1.1 udp dport 53 accept
   iifname "btbr1" ip daddr 10.10.1.1 tcp dport 53 accept
+  iifname "btbr1" ip daddr 10.10.1.1 ct state established,related accept
   iifname "btbr*" drop
 `
 	if diff := cmp.Diff(want, got); diff != "" {

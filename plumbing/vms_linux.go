@@ -73,7 +73,7 @@ func (h *Helper) CreateVM(ctx context.Context, req helperapi.VMRequest, progress
 	}
 	spec := vm.Spec{
 		Name: req.Name, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB,
-		NIC: nic, SSHKeys: req.SSHKeys, Creator: req.Creator, Hostname: req.Hostname,
+		NIC: nic, SSHKeys: req.SSHKeys, HostKey: req.HostKey, Creator: req.Creator, Hostname: req.Hostname,
 	}
 	if err := m.Check(ctx, spec); err != nil {
 		return helperapi.VMInfo{}, err

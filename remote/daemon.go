@@ -107,7 +107,7 @@ func (c *Client) startSystemd(ctx context.Context, h Helper) (bool, error) {
 // whether it started one.
 func (c *Client) startSupervised(ctx context.Context, h Helper, args []string) (bool, error) {
 	pidFile := helperapi.DefaultSupervisePIDFile
-	start := shellJoin(append([]string{h.Path, "helper", "supervise", "--pid-file", pidFile}, args...)...)
+	start := ShellJoin(append([]string{h.Path, "helper", "supervise", "--pid-file", pidFile}, args...)...)
 	script := fmt.Sprintf(`set -e
 bin=%s
 pidfile=%s
@@ -136,7 +136,7 @@ echo started
 func (c *Client) waitDaemon(ctx context.Context, h Helper, wait time.Duration, mode string) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	line := shellJoin(h.Path, "helper", "facts") + " >/dev/null"
+	line := ShellJoin(h.Path, "helper", "facts") + " >/dev/null"
 	var last error
 	for {
 		err := c.Run(ctx, Cmd{Root: true, Line: line})

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -8,6 +9,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,6 +195,10 @@ func TestRealSSHD(t *testing.T) {
 		t.Fatalf("facts: %+v, %v", facts, err)
 	}
 
+	// A TCP connection from the machine, as `vm proxy` opens to a VM: to
+	// a service only the machine's own loopback has.
+	dialTCPFromMachine(t, ctx, mc, m)
+
 	// The SSH connection drops: the next call dials again.
 	mc.mu.Lock()
 	mc.ssh.conn.Close() // as a network failure would
@@ -245,4 +252,67 @@ func TestRealSSHD(t *testing.T) {
 		t.Fatal("an image with a wrong checksum was imported")
 	}
 	t.Logf("wrong checksum: %v", err)
+}
+
+// dialTCPFromMachine checks Machine.DialTCP against a service listening on
+// the lab machine's loopback: the bytes cross both ways, the service sees
+// the machine's own address as the peer, and a port with nothing behind
+// it is an error naming the address. The negative control: this process
+// cannot reach the service itself.
+func dialTCPFromMachine(t *testing.T, ctx context.Context, mc *Machine, m *sim.Machine) {
+	t.Helper()
+	l, err := testbed.ListenTCPInNetns(filepath.Join(sim.NetnsDir, m.Netns()), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fmt.Fprintf(c, "hello %s\n", c.RemoteAddr().(*net.TCPAddr).IP)
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	addr := l.Addr().String()
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the service on the machine's %s is reachable from the test's own namespace: the check below would prove nothing", addr)
+	}
+	conn, err := mc.DialTCP(ctx, addr)
+	if err != nil {
+		t.Fatalf("DialTCP %s: %v", addr, err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	hello, err := r.ReadString('\n')
+	if err != nil || hello != "hello 127.0.0.1\n" {
+		t.Fatalf("the service through the machine said %q, %v", hello, err)
+	}
+	if _, err := conn.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	if echo, err := r.ReadString('\n'); err != nil || echo != "ping\n" {
+		t.Fatalf("echo through the machine: %q, %v", echo, err)
+	}
+	// Half-closed by us, the service ends and so does the channel.
+	if err := conn.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatalf("close write: %v", err)
+	}
+	if rest, err := io.ReadAll(r); err != nil || len(rest) != 0 {
+		t.Fatalf("after the half-close: %q, %v", rest, err)
+	}
+	l.Close()
+	if c, err := mc.DialTCP(ctx, addr); err == nil || !strings.Contains(err.Error(), addr) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("DialTCP to a closed port: %v, want an error naming %s", err, addr)
+	}
+	t.Logf("through the machine to %s: %q", addr, strings.TrimSpace(hello))
 }

@@ -148,7 +148,7 @@ func packageManager(id, like string) pkgManager {
 			},
 			coreutils: []string{"coreutils"},
 			install: func(pkgs []string) string {
-				return "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends " + shellJoin(pkgs...)
+				return "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends " + ShellJoin(pkgs...)
 			},
 		}
 	case family("fedora", "rhel", "centos", "rocky", "almalinux"):
@@ -157,7 +157,7 @@ func packageManager(id, like string) pkgManager {
 			qemu:      func(string) []string { return []string{"qemu-kvm", "qemu-img"} },
 			coreutils: []string{"coreutils"},
 			install: func(pkgs []string) string {
-				cmd := "dnf install -y " + shellJoin(pkgs...)
+				cmd := "dnf install -y " + ShellJoin(pkgs...)
 				if slices.Contains(pkgs, "libvirt-daemon-kvm") {
 					cmd += " && (systemctl enable --now libvirtd || systemctl enable --now virtqemud.socket)"
 				}
@@ -170,7 +170,7 @@ func packageManager(id, like string) pkgManager {
 			qemu:      func(string) []string { return []string{"qemu-base"} },
 			coreutils: []string{"coreutils"},
 			install: func(pkgs []string) string {
-				cmd := "pacman -S --noconfirm --needed " + shellJoin(pkgs...)
+				cmd := "pacman -S --noconfirm --needed " + ShellJoin(pkgs...)
 				if slices.Contains(pkgs, "libvirt") {
 					cmd += " && systemctl enable --now libvirtd"
 				}

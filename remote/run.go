@@ -290,8 +290,9 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// shellJoin quotes each argument and joins them with spaces.
-func shellJoin(args ...string) string {
+// ShellJoin quotes each argument for a POSIX shell and joins them with
+// spaces: a command line for sh -c.
+func ShellJoin(args ...string) string {
 	q := make([]string, len(args))
 	for i, a := range args {
 		q[i] = shellQuote(a)

@@ -247,7 +247,7 @@ func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 	}
 	tail := &tailBuffer{max: 4096}
 	s.Stderr = tail
-	line := c.wireLine(shellJoin(m.helper.Path, "helper", "serve"), true)
+	line := c.wireLine(ShellJoin(m.helper.Path, "helper", "serve"), true)
 	if err := s.Start(line); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start the helper on %s: %w", c.Host, err)
@@ -417,9 +417,25 @@ func (m *Machine) withSSH(ctx context.Context, fn func(*Client) error) error {
 // as with exec.Cmd.
 func (m *Machine) Console(ctx context.Context, name string, in io.Reader, out io.Writer) error {
 	return m.withSSH(ctx, func(c *Client) error {
-		return c.Run(ctx, Cmd{Root: true, Line: shellJoin(m.helper.Path, "helper", "vm", "console", name),
+		return c.Run(ctx, Cmd{Root: true, Line: ShellJoin(m.helper.Path, "helper", "vm", "console", name),
 			Stdin: in, Stdout: out})
 	})
+}
+
+// DialTCP opens a TCP connection from the machine to addr (host:port), as
+// an SSH direct-tcpip channel on the same SSH connection: what
+// `butter vm proxy` hands to ssh's ProxyCommand. Once open, the
+// connection outlives ctx; closing it closes the channel.
+func (m *Machine) DialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	var conn net.Conn
+	err := m.withSSH(ctx, func(c *Client) error {
+		var err error
+		if conn, err = c.conn.DialContext(ctx, "tcp", addr); err != nil {
+			return fmt.Errorf("connect from %s to %s: %w", c.Host, addr, err)
+		}
+		return nil
+	})
+	return conn, err
 }
 
 // ImageUpload is a disk image sent from the operator's computer.
@@ -453,7 +469,7 @@ func (m *Machine) ImportImage(ctx context.Context, u ImageUpload) (helperapi.Ima
 		}
 		// Skip what the machine holds already.
 		has := &cappedBuffer{max: 64}
-		hasLine := shellJoin(m.helper.Path, "helper", "image", "has", "--kind", kind, "--sha256", u.SHA256)
+		hasLine := ShellJoin(m.helper.Path, "helper", "image", "has", "--kind", kind, "--sha256", u.SHA256)
 		if err := c.Run(ctx, Cmd{Root: true, Line: hasLine, Stdout: has}); err == nil && strings.TrimSpace(has.String()) == "yes" {
 			if u.Progress != nil {
 				u.Progress(u.Size)
@@ -461,7 +477,7 @@ func (m *Machine) ImportImage(ctx context.Context, u ImageUpload) (helperapi.Ima
 			img = helperapi.Image{ID: u.SHA256, Name: u.Name}
 			return nil
 		}
-		line := shellJoin(m.helper.Path, "helper", "image", "import", "--name", u.Name,
+		line := ShellJoin(m.helper.Path, "helper", "image", "import", "--name", u.Name,
 			"--size", strconv.FormatInt(u.Size, 10), "--sha256", u.SHA256, "--kind", kind)
 		if err := c.Run(ctx, Cmd{Root: true, Line: line, Stdin: body, Stdout: out}); err != nil {
 			return fmt.Errorf("import image %s: %w", u.Name, err)

@@ -78,6 +78,11 @@ func (m *Model) action(msg tea.KeyPressMsg) tea.Cmd {
 				return m.console(sel.id)
 			}
 			return nil
+		case key.Matches(msg, k.SSH):
+			if need("VM") {
+				return m.ssh(sel.id)
+			}
+			return nil
 		}
 	}
 	if why := m.disabledReason(msg); why != "" {
@@ -92,6 +97,8 @@ func (m *Model) disabledReason(msg tea.KeyPressMsg) string {
 	switch {
 	case key.Matches(msg, k.Console):
 		return "console: only a VM has one; press 3 for the VMs"
+	case key.Matches(msg, k.SSH):
+		return "ssh: only a VM can be logged in to; press 3 for the VMs"
 	case key.Matches(msg, k.Start, k.Stop, k.Reboot):
 		return msg.String() + ": starts, stops and reboots are for VMs; press 3 for the VMs"
 	case key.Matches(msg, k.RotateKey):
@@ -117,7 +124,7 @@ func (m *Model) paneKeys() []key.Binding {
 	case paneNetworks:
 		ks = []key.Binding{add("new network"), k.Links, k.Remove}
 	case paneVMs:
-		ks = []key.Binding{add("new VM"), k.Console, k.Start, k.Stop, k.Reboot, k.Remove}
+		ks = []key.Binding{add("new VM"), k.Console, k.Start, k.Stop, k.Reboot, k.Remove, k.SSH}
 	}
 	return append(ks, k.NextTab, k.Filter, k.Help, k.Quit)
 }

@@ -8,6 +8,7 @@ type keyMap struct {
 	NextTab, PrevTab, Machines, Networks, VMs key.Binding
 	Filter, Help, Quit, Escape, Log           key.Binding
 	Add, Start, Stop, Reboot, Remove, Console key.Binding
+	SSH                                       key.Binding
 	RotateKey, Sync, Links                    key.Binding
 }
 
@@ -35,6 +36,8 @@ func newKeyMap() keyMap {
 		Reboot:   key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "reboot")),
 		Remove:   key.NewBinding(key.WithKeys("d", "delete"), key.WithHelp("d", "remove")),
 		Console:  key.NewBinding(key.WithKeys("c"), key.WithHelp("c", "console")),
+		// e as in "enter": s is start.
+		SSH: key.NewBinding(key.WithKeys("e"), key.WithHelp("e", "ssh")),
 		// Machines: R and S, apart from the VMs' r (reboot) and s (start).
 		RotateKey: key.NewBinding(key.WithKeys("R"), key.WithHelp("R", "rotate key")),
 		Sync:      key.NewBinding(key.WithKeys("S"), key.WithHelp("S", "sync pending")),

@@ -176,7 +176,7 @@ func (m *Model) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
 		{k.Up, k.Down, k.PageUp, k.PageDown, k.Top, k.Bottom},
 		{k.NextTab, k.PrevTab, k.Machines, k.Networks, k.VMs, k.Filter},
-		{k.Add, k.Remove, k.RotateKey, k.Sync, k.Start, k.Stop, k.Reboot, k.Console, k.Links},
+		{k.Add, k.Remove, k.RotateKey, k.Sync, k.Start, k.Stop, k.Reboot, k.Console, k.SSH, k.Links},
 		{k.Log, k.Help, k.Escape, k.Quit},
 	}
 }

@@ -32,7 +32,7 @@ func TestLinksColumnRelayed(t *testing.T) {
 	}
 	m.applyEvents([]cloud.Event{{At: at, Inventory: inv},
 		online("hub", map[string]float64{"n1": 5, "n2": 7}), online("n1", map[string]float64{"hub": 5}), online("n2", map[string]float64{"hub": 7})})
-	links := func() string { r, _ := m.tables[paneNetworks].Selected(); return r.cells[5].text }
+	links := func() string { r, _ := m.tables[paneNetworks].Selected(); return r.cells[7].text } // LINKS
 	if got := links(); got != "3/3 ok" {
 		t.Errorf("relayed pair with both legs up: LINKS %q, want 3/3 ok", got)
 	}

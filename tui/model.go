@@ -168,6 +168,13 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case syncDoneMsg:
 		m.syncDone(msg)
 		return m, nil
+	case sshDoneMsg:
+		if msg.err != nil {
+			m.setStatus(fmt.Sprintf("ssh to %s: %v", msg.vm, msg.err), true)
+		} else {
+			m.setStatus("logged out of "+msg.vm, false)
+		}
+		return m, nil
 	case consoleDoneMsg:
 		if msg.err != nil {
 			m.setStatus(fmt.Sprintf("console of %s: %v", msg.vm, msg.err), true)

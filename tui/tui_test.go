@@ -142,6 +142,12 @@ func TestUpdateKeys(t *testing.T) {
 		{"console of a stopped VM says why", []string{"3", "c"}, func(m *Model) string {
 			return contains(m.status, "vm cache is shut off; start it first")
 		}},
+		{"e on machines says why", []string{"e"}, func(m *Model) string {
+			return eq(m.statusErr, true) + contains(m.status, "ssh: only a VM can be logged in to")
+		}},
+		{"ssh to a stopped VM says why", []string{"3", "e"}, func(m *Model) string {
+			return contains(m.status, "ssh: vm cache is shut off; start it first")
+		}},
 		{"d on a VM asks first", []string{"3", "d"}, func(m *Model) string {
 			return eq(m.form != nil, true) + contains(m.render(), "Remove VM cache?")
 		}},

@@ -56,3 +56,19 @@ func ListenUDPInNetns(nsPath, addr string) (net.PacketConn, error) {
 	}
 	return pc, nil
 }
+
+// ListenTCPInNetns listens on TCP addr (e.g. "127.0.0.1:0") inside the
+// network namespace at nsPath; the listener's Accept works from any
+// goroutine.
+func ListenTCPInNetns(nsPath, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := inNetns(nsPath, func() error {
+		var err error
+		l, err = net.Listen("tcp4", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on tcp %s in %s: %w", addr, nsPath, err)
+	}
+	return l, nil
+}

@@ -11,8 +11,10 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/ssh"
 )
 
 // metaData is NoCloud's meta-data.
@@ -30,6 +32,13 @@ type cloudConfig struct {
 	// A mapping, since cloud-init 22.4 deprecates the plain string.
 	User              *user    `yaml:"user,omitempty"`
 	SSHAuthorizedKeys []string `yaml:"ssh_authorized_keys,omitempty"`
+	// SSHKeys are the host keys sshd is given instead of making its own.
+	SSHKeys *hostKeys `yaml:"ssh_keys,omitempty"`
+}
+
+type hostKeys struct {
+	Ed25519Private string `yaml:"ed25519_private"`
+	Ed25519Public  string `yaml:"ed25519_public"`
 }
 
 type user struct {
@@ -73,7 +82,7 @@ func (s Seed) MetaData() ([]byte, error) {
 
 // UserData returns the #cloud-config user-data document: the host name
 // (and FQDN if Hostname has dots), the default user's name if User is set,
-// and its SSH keys.
+// its SSH keys, and the host key if HostKey is set.
 func (s Seed) UserData() ([]byte, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -87,6 +96,14 @@ func (s Seed) UserData() ([]byte, error) {
 	}
 	if s.Hostname != cc.Hostname {
 		cc.FQDN = s.Hostname
+	}
+	if s.HostKey != "" {
+		pub, err := s.HostKey.PublicKey()
+		if err != nil {
+			return nil, err
+		}
+		cc.SSHKeys = &hostKeys{Ed25519Private: string(s.HostKey),
+			Ed25519Public: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))}
 	}
 	b, err := marshal(cc)
 	if err != nil {

@@ -5,8 +5,8 @@
 // kernel and initrd directly.
 //
 // The seed carries only what the Seed says: the instance ID, the host
-// name, the default user's name and SSH keys, and one NIC's static
-// configuration matched by its MAC address.
+// name, the default user's name and SSH keys, the SSH host key, and one
+// NIC's static configuration matched by its MAC address.
 package cloudinit
 
 import (
@@ -18,6 +18,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 // Seed is a VM's first-boot configuration.
@@ -37,6 +39,9 @@ type Seed struct {
 	// User names the default user; "" keeps the distribution's default
 	// (debian, ubuntu, …).
 	User string
+	// HostKey is the VM's ed25519 SSH host key, whose public half the
+	// operator already knows; "" lets the VM make its own.
+	HostKey helperapi.PrivateKey
 }
 
 // NIC is a network interface's static configuration.
@@ -121,6 +126,12 @@ func (s Seed) Validate() error {
 			add("seed User %q: use 1 to 32 lower-case letters, digits, '_' and '-', starting with a letter or '_', or leave it empty for the distribution's default user", s.User)
 		case reservedUsers[s.User]:
 			add("seed User %q: a system account: choose another name, or leave it empty for the distribution's default user", s.User)
+		}
+	}
+
+	if s.HostKey != "" {
+		if _, err := s.HostKey.PublicKey(); err != nil {
+			add("seed HostKey: %w", err)
 		}
 	}
 

@@ -2,6 +2,7 @@ package cloudinit
 
 import (
 	"flag"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -11,6 +12,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/butter-cloud/butter/helperapi"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -19,6 +23,15 @@ const (
 	aliceKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE9uR+GLTB5sZJihHUSAeVy71mUc2QVOuGF1uJxSteCJ alice@laptop"
 	ecdsaKey = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBJ+f2lklgI5Xs1j+wRcoM0oqNTK+uhh/v4EtZYdx7GN+XugDikopFayNnahMTc7Dr6Nx3mP5RNbZSJt2ovH1R3o="
 )
+
+// testKey reads a throwaway key of testdata/keys.
+func testKey(name string) helperapi.PrivateKey {
+	b, err := os.ReadFile(filepath.Join("testdata", "keys", name))
+	if err != nil {
+		panic(err)
+	}
+	return helperapi.PrivateKey(b)
+}
 
 func mustMAC(s string) net.HardwareAddr {
 	m, err := net.ParseMAC(s)
@@ -57,6 +70,10 @@ func TestValidate(t *testing.T) {
 		{"no gateway", func(s *Seed) { s.NIC.Gateway = netip.Addr{} }, nil},
 		{"no keys, default MTU", func(s *Seed) { s.SSHKeys, s.NIC.MTU = nil, 0 }, nil},
 		{"user", func(s *Seed) { s.User = "alice" }, nil},
+		{"host key", func(s *Seed) { s.HostKey = testKey("ed25519") }, nil},
+		{"host key ecdsa", func(s *Seed) { s.HostKey = testKey("ecdsa") }, []string{"seed HostKey: host key: not an unencrypted ed25519"}},
+		{"host key encrypted", func(s *Seed) { s.HostKey = testKey("ed25519-encrypted") }, []string{"seed HostKey: host key: not an unencrypted ed25519"}},
+		{"host key public", func(s *Seed) { s.HostKey = aliceKey }, []string{"seed HostKey: host key: not"}},
 		{"ipv6", func(s *Seed) {
 			s.NIC.Address = netip.MustParsePrefix("2001:db8::5/64")
 			s.NIC.Gateway = netip.MustParseAddr("2001:db8::1")
@@ -149,6 +166,11 @@ var goldenSeeds = map[string]func() Seed{
 		s.Hostname = "web1.example.org"
 		s.User = "alice"
 		s.SSHKeys = []string{aliceKey, ecdsaKey}
+		return s
+	},
+	"host-key": func() Seed {
+		s := validSeed()
+		s.HostKey = testKey("ed25519")
 		return s
 	},
 	"dhcp-minimal": func() Seed {
@@ -250,6 +272,14 @@ func TestDocumentsParse(t *testing.T) {
 			if s.User != "" {
 				wantCC["user"] = map[string]any{"name": s.User}
 			}
+			if s.HostKey != "" {
+				pub, err := s.HostKey.PublicKey()
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantCC["ssh_keys"] = map[string]any{"ed25519_private": string(s.HostKey),
+					"ed25519_public": strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))}
+			}
 			if len(s.SSHKeys) > 0 {
 				var keys []any
 				for _, k := range s.SSHKeys {
@@ -339,5 +369,28 @@ func TestKernelCmdline(t *testing.T) {
 				t.Errorf("KernelCmdline =\n%s\nwant\n%s", got, tt.want)
 			}
 		})
+	}
+}
+
+// The host key is a secret: no error, and no printed seed, shows it.
+func TestHostKeyNeverShown(t *testing.T) {
+	key := testKey("ed25519")
+	bad := validSeed()
+	bad.HostKey, bad.Hostname = key, "-bad-"
+	corrupt := validSeed()
+	corrupt.HostKey = key[:len(key)-40] + "AAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+	for name, text := range map[string]string{
+		"error of a seed with a host key": fmt.Sprint(bad.Validate()),
+		"error of a corrupt host key":     fmt.Sprint(corrupt.Validate()),
+		"seed printed with %v":            fmt.Sprintf("%v", bad),
+		"seed printed with %+v":           fmt.Sprintf("%+v", bad),
+		"seed printed with %#v":           fmt.Sprintf("%#v", bad),
+	} {
+		if strings.Contains(text, "PRIVATE KEY") || strings.Contains(text, "b3BlbnNzaC1rZXkt") {
+			t.Errorf("%s shows the private key: %s", name, text)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(corrupt.Validate()), "seed HostKey") {
+		t.Errorf("a corrupt host key passes: %v", corrupt.Validate())
 	}
 }

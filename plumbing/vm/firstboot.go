@@ -17,6 +17,7 @@ func seed(s Spec, mac net.HardwareAddr) cloudinit.Seed {
 		InstanceID: s.Name + "-" + mac.String(),
 		Hostname:   s.Hostname,
 		SSHKeys:    s.SSHKeys,
+		HostKey:    s.HostKey,
 		NIC: cloudinit.NIC{MAC: mac, Name: "eth0", Address: s.NIC.Address, Gateway: s.NIC.Gateway,
 			DNS: s.NIC.DNS, MTU: s.NIC.MTU},
 	}

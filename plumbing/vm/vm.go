@@ -35,6 +35,8 @@ type Spec struct {
 	Hostname string
 	// SSHKeys are authorized for the guest's default user (disk images).
 	SSHKeys []string
+	// HostKey is the guest's SSH host key (disk images).
+	HostKey helperapi.PrivateKey
 	// Creator is who asked for the VM, e.g. alice@laptop.
 	Creator string
 }
