@@ -29,7 +29,7 @@ type Helper struct {
 	wg    *wgctrl.Client
 	// probes are the daemon's last echoes to the peers (probeLoop).
 	probes probes
-	names *resolver.Servers // each network's resolver, on its gateway
+	names  *resolver.Servers // each network's resolver, on its gateway
 
 	vmMu        sync.Mutex // guards vms and images
 	vmOpts      vm.Options
