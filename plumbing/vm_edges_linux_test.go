@@ -85,7 +85,7 @@ func TestVMEdges(t *testing.T) {
 			{"invalid name", "Web_1", "10.20.0.40", tiny, "128",
 				[]string{`vm name "Web_1"`, "lower-case letters, digits and dashes"}},
 			{"address outside the subnet", "a4", "10.30.0.5", tiny, "128",
-				[]string{`address 10.30.0.5/24 is outside network "blue"'s subnet 10.20.0.0/24`, "pick one inside it"}},
+				[]string{`address 10.30.0.5: outside network "blue"'s subnet 10.20.0.0/24`, "pick one inside it"}},
 			{"address taken", "a5", "10.20.0.31", tiny, "128",
 				[]string{`address 10.20.0.31 on network "blue" is taken by vm "keep"`, "choose another"}},
 		} {

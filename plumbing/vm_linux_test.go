@@ -413,7 +413,9 @@ func vmTap(ctx context.Context, m *sim.Machine, bridge string) (string, error) {
 	}
 	var taps []string
 	for _, p := range ports {
-		if !strings.HasPrefix(p.Name, plumbing.Prefix) && p.Kind() == "tun" {
+		// A VM's tap (btvm…, helperapi.VMPort): the only tun device on a
+		// network's bridge.
+		if p.Kind() == "tun" {
 			taps = append(taps, p.Name)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"time"
 
@@ -63,6 +64,14 @@ func makeProbe(id int, addr netip.Prefix, mtu int, bridge string) (*probe, error
 	}
 	if err := netlink.LinkSetUp(host); err != nil {
 		return nil, err
+	}
+	// IPv6 off on the bridge port, as the helper daemon's port watch does
+	// for a link that joins a bridge (the guest runs no daemon; without
+	// this, helper check reports the port as drift).
+	for key, v := range map[string]string{"disable_ipv6": "1", "accept_ra": "0"} {
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+p.host+"/"+key, []byte(v), 0o644); err != nil {
+			return nil, err
+		}
 	}
 	p.hostIndex = host.Attrs().Index
 	inner, err := netlink.LinkByName(peer)

@@ -34,7 +34,10 @@ func TestMain(m *testing.M) {
 // guest has no modprobe, so the kernel cannot load a module on demand as it
 // does on a real machine. nf_tables is the helper's firewall; the crc32c
 // it needs (through libcrc32c) is found by name, not by modules.dep.
-var guestModules = []string{"virtio_pci", "virtio_net", "wireguard", "ip_gre", "vxlan", "bridge", "veth", "crc32c_generic", "nf_tables"}
+var guestModules = []string{"virtio_pci", "virtio_net", "wireguard", "ip_gre", "vxlan", "bridge", "veth", "crc32c_generic", "nf_tables",
+	// The helper's firewall: conntrack and masquerade for egress, bridge meta for
+	// the gateway filter and the port guard.
+	"nft_ct", "nft_chain_nat", "nft_masq", "nft_meta_bridge"}
 
 // image is what every guest boots.
 type image struct {
