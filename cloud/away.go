@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"syscall"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/butter-cloud/butter/remote"
+	"github.com/sourcegraph/jsonrpc2"
 )
 
 // AwayError is a verb that needs a machine butter cannot reach: the
@@ -58,7 +60,7 @@ func unreachable(err error) bool {
 	case errors.As(err, &oce): // a jump host could not reach it
 		return oce.Reason == ssh.ConnectionFailed
 	}
-	for _, target := range []error{context.DeadlineExceeded, remote.ErrClosed,
+	for _, target := range []error{context.DeadlineExceeded, remote.ErrClosed, jsonrpc2.ErrClosed, io.EOF, io.ErrUnexpectedEOF,
 		syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ETIMEDOUT} {
 		if errors.Is(err, target) {
 			return true

@@ -20,6 +20,7 @@ import (
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
 	"github.com/butter-cloud/butter/remote"
+	"github.com/sourcegraph/jsonrpc2"
 )
 
 // awayConnector is fakeConnector with machines that fail to connect as a
@@ -426,6 +427,7 @@ func TestUnreachable(t *testing.T) {
 		{"no such host", &net.DNSError{Err: "no such host", Name: "m1.invalid", IsNotFound: true}, true},
 		{"deadline", fmt.Errorf("connect: %w", context.DeadlineExceeded), true},
 		{"connection closed", fmt.Errorf("list vms: %w", remote.ErrClosed), true},
+		{"protocol connection dropped mid-call", fmt.Errorf("helper.apply: %w", jsonrpc2.ErrClosed), true},
 		{"no route from a jump host", &ssh.OpenChannelError{Reason: ssh.ConnectionFailed}, true},
 		{"a jump host forbids it", &ssh.OpenChannelError{Reason: ssh.Prohibited}, false},
 		{"host key changed", fmt.Errorf("ssh: %w", remote.ErrHostKeyChanged), false},

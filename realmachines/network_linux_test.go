@@ -33,6 +33,15 @@ func probeAddr(subnet netip.Prefix, i int) netip.Prefix {
 	return netip.PrefixFrom(a, subnet.Bits())
 }
 
+// probeMAC is the probe's fixed MAC, made from its address: like a VM's,
+// it stays the same across a reboot or a power loss, so the other probes'
+// neighbour entries for it stay right (a veth's random MAC would leave
+// them stale for seconds after the machine comes back).
+func probeMAC(addr netip.Prefix) string {
+	a := addr.Addr().As4()
+	return fmt.Sprintf("02:b7:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3])
+}
+
 // probeScript waits for the bridge and attaches the probe namespace to it
 // at the bridge's MTU; it starts over from nothing each time.
 func probeScript(bridge string, addr netip.Prefix) string {
@@ -43,11 +52,12 @@ mtu=$(cat /sys/class/net/%[2]s/mtu)
 ip netns add %[1]s
 ip link add prb0 mtu $mtu type veth peer name pr0 mtu $mtu
 ip link set pr0 netns %[1]s
+ip -n %[1]s link set pr0 address %[4]s
 ip link set prb0 master %[2]s up
 ip -n %[1]s link set lo up
 ip -n %[1]s addr add %[3]s dev pr0
 ip -n %[1]s link set pr0 up
-`, probeNetns, bridge, addr)
+`, probeNetns, bridge, addr, probeMAC(addr))
 }
 
 // installProbe installs and starts the probe unit on m.
@@ -179,8 +189,12 @@ func (r *rig) runner(m *machine) testbed.Runner {
 	}
 }
 
+// reachWithin bounds how long a pair of probes may take to answer.
+const reachWithin = 20 * time.Second
+
 // reachAll checks that every probe reaches every other with a full-size
-// DF packet (the network's MTU less 28: IPv4 and ICMP headers).
+// DF packet (the network's MTU less 28: IPv4 and ICMP headers); a pair
+// that needed more than one try is logged.
 func (r *rig) reachAll(nw network) {
 	r.t.Helper()
 	size := nw.MTU - 28
@@ -190,9 +204,23 @@ func (r *rig) reachAll(nw network) {
 				continue
 			}
 			to := probeAddr(nw.subnet, j).Addr()
-			got, err := r.ping(m, to, 3, size)
-			if err != nil {
-				r.t.Fatal(err)
+			// A machine just back from a power loss may still be
+			// settling (its port watch, its guard): a pair gets
+			// reachWithin, and a retry is logged, never hidden.
+			var got, tries int
+			start := time.Now()
+			for deadline := start.Add(reachWithin); ; time.Sleep(time.Second) {
+				var err error
+				tries++
+				if got, err = r.ping(m, to, 3, size); err != nil {
+					r.t.Fatal(err)
+				}
+				if got > 0 || time.Now().After(deadline) {
+					break
+				}
+			}
+			if tries > 1 {
+				r.t.Logf("%s's probe: %d answers from %s after %d tries in %s", m.name, got, to, tries, time.Since(start).Round(100*time.Millisecond))
 			}
 			if got == 0 {
 				r.t.Errorf("%s's probe: no answer from %s (%s) with %d bytes and DF", m.name, r.machines[j].name, to, size)
