@@ -58,6 +58,7 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 	go func() {
 		defer close(restored)
 		restore(ctx, h, o.Log)
+		h.startVMsAtBoot(ctx, o.Log)
 	}()
 	// The VM manager is opened ahead of the first vm create (libvirt's
 	// connection, the storage pools, the KVM verdict); where libvirtd is
