@@ -83,6 +83,8 @@ func TestRealMachines(t *testing.T) {
 		r.installProbe(m, nw.Bridge, probeAddr(nw.subnet, i))
 	}
 	r.reachAll(nw)
+	// A libvirt domain, marked to autostart, on the machine that reboots.
+	r.createIdleVM(r.machines[0], nw)
 	if t.Failed() {
 		return
 	}
