@@ -72,11 +72,7 @@ func (r *recorder) WatchVMs(ctx context.Context) (<-chan helperapi.VMEvent, erro
 
 func TestRPCRoundTrip(t *testing.T) {
 	ctx := context.Background()
-	sock := filepath.Join(t.TempDir(), "h.sock")
-	l, err := ListenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sock, l := listenTemp(t)
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v (err %v), want 0600", fi.Mode().Perm(), err)
 	}
@@ -138,11 +134,7 @@ func TestRPCRoundTrip(t *testing.T) {
 
 func TestRPCWatch(t *testing.T) {
 	ctx := context.Background()
-	sock := filepath.Join(t.TempDir(), "h.sock")
-	l, err := ListenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sock, l := listenTemp(t)
 	r := &recorder{events: make(chan helperapi.VMEvent), watchEnded: make(chan struct{}, 10)}
 	c := serveAndDial(t, ctx, l, sock, r)
 
@@ -269,6 +261,17 @@ func TestSpecPersistence(t *testing.T) {
 
 // serveAndDial serves m on l until the test ends, and returns a client
 // connected to it through sock, closed when the test ends.
+// listenTemp listens on a helper socket in a fresh temporary directory.
+func listenTemp(t *testing.T) (string, net.Listener) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "h.sock")
+	l, err := ListenSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sock, l
+}
+
 func serveAndDial(t *testing.T, ctx context.Context, l net.Listener, sock string, m machineSide) *helperapi.Client {
 	t.Helper()
 	sctx, stop := context.WithCancel(ctx)
@@ -287,11 +290,7 @@ func serveAndDial(t *testing.T, ctx context.Context, l net.Listener, sock string
 // not; an error without one arrives as a plain failure.
 func TestRPCCodes(t *testing.T) {
 	ctx := context.Background()
-	sock := filepath.Join(t.TempDir(), "h.sock")
-	l, err := ListenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sock, l := listenTemp(t)
 	want := helperapi.Desired{Generation: 4, Mesh: helperapi.DesiredMesh{Prefix: netip.MustParsePrefix("10.99.0.0/16"), Port: 51820},
 		Machines: []helperapi.DesiredMachine{{Name: "m1", Address: "192.0.2.1", PublicKey: testKey('a')}}}
 	r := &recorder{desired: want}
