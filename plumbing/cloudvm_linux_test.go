@@ -14,8 +14,6 @@ package plumbing_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -99,18 +97,8 @@ func TestCloudVM(t *testing.T) {
 	t.Logf("network %s: bridge %s, MTU %d", nr.Name, nr.Bridge, nr.MTU)
 
 	// The operator's key, which the seed authorizes.
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testbed.NewUserKey(t)
+	signer := key.Signer
 	// The VM's host key, made here as the operator makes it: the guest
 	// must present it, not one of its own.
 	hostPriv, seededHostKey, err := helperapi.NewHostKey()
@@ -122,7 +110,7 @@ func TestCloudVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyFile := filepath.Join(dir, "id_ed25519.pub")
-	if err := os.WriteFile(keyFile, append(bytes.TrimSpace(ssh.MarshalAuthorizedKey(sshPub)), " butter-test\n"...), 0o644); err != nil {
+	if err := os.WriteFile(keyFile, append(bytes.TrimSpace(key.Authorized()), " butter-test\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 

@@ -2,8 +2,6 @@ package plumbing_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +25,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 )
 
@@ -410,15 +407,8 @@ func answers(ctx context.Context, p *sim.Probe, addr string) (bool, string) {
 func (f *fwLab) testBridgeToMachine(t *testing.T, ctx context.Context) {
 	m1 := f.m(0)
 	f.routeProbes(t, ctx)
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := m1.StartSSHD(ctx, ssh.MarshalAuthorizedKey(key)); err != nil {
+	key := testbed.NewUserKey(t)
+	if _, _, err := m1.StartSSHD(ctx, key.Authorized()); err != nil {
 		t.Fatal(err)
 	}
 	listenOn(t, m1, "0.0.0.0:7777")

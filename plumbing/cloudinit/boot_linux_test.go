@@ -10,7 +10,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -68,19 +67,9 @@ func TestBootCloudInit(t *testing.T) {
 	run(ctx, t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", img.Disk, "-F", "qcow2", overlay)
 
 	// The client's key, which the seed authorizes.
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " butter-test"
+	key := testbed.NewUserKey(t)
+	signer := key.Signer
+	authorized := strings.TrimSpace(string(key.Authorized())) + " butter-test"
 
 	suffix := randomHex(t, 4)
 	hostAddr := netip.MustParsePrefix("10.213.7.1/24")
