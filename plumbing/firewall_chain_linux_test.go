@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -46,7 +45,7 @@ type fwLab struct {
 	butter  testbed.Butter
 	mesh    testbed.Mesh
 	helpers *testbed.Helpers
-	logs    map[string]*os.File
+	logs    helperLogs
 	// outsider is a namespace on the underlay that is no machine of the
 	// mesh, at outsiderAddr.
 	outsider     string
@@ -68,28 +67,15 @@ func TestFirewall(t *testing.T) {
 	defer cancel()
 
 	dir := t.TempDir()
-	f := &fwLab{butter: testbed.Butter{Path: buildButter(t, ctx, dir)}, logs: map[string]*os.File{},
-		mesh: testbed.Mesh{Networks: firewallNetworks}}
+	f := &fwLab{butter: testbed.Butter{Path: buildButter(t, ctx, dir)}, mesh: testbed.Mesh{Networks: firewallNetworks}}
 	f.lab = testbed.NewLab(t, "fw", sim.Config{Machines: 3})
-	t.Cleanup(func() {
-		if t.Failed() {
-			f.dumpLogs(t)
-		}
-	})
-	for _, m := range f.lab.Machines {
-		lf, err := os.Create(filepath.Join(dir, m.Name+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { lf.Close() })
-		f.logs[m.Name] = lf
-	}
+	f.logs = openHelperLogs(t, dir, f.lab, 30)
 	// Other programs' tables on m1, before the helper: one in inet, and
 	// one named as the helper's but in the ip family.
 	f.foreign = f.addForeignTables(t, f.m(0))
 
 	var err error
-	f.helpers, err = f.butter.StartMesh(ctx, f.lab, f.mesh, func(m *sim.Machine) io.Writer { return f.logs[m.Name] })
+	f.helpers, err = f.butter.StartMesh(ctx, f.lab, f.mesh, f.logs.of)
 	if err != nil {
 		t.Fatalf("start the mesh: %v", err)
 	}
@@ -113,10 +99,7 @@ func TestFirewall(t *testing.T) {
 	// here rides on GRE and no bridge could show a spoofed GRE frame.
 	t.Log("GRE spoofing is not checked here (no gretap in this kernel, so no lab network rides on GRE); TestFirewallGRE checks the GRE rules with spoofed packets")
 
-	steps := []struct {
-		name string
-		f    func(*testing.T, context.Context)
-	}{
+	runSteps(t, ctx, 70, []labStep{
 		{"every machine has the table, IPv6 off on bridges and tunnels, no drift", f.testInPlace},
 		{"ports plugged in after the daemon started have IPv6 off", f.testPortsIPv6},
 		{"tunnel packets from outside a network reach no bridge", f.testTunnelsClosed},
@@ -128,51 +111,16 @@ func TestFirewall(t *testing.T) {
 		{"a deleted rule, a deleted table, IPv6 on, VXLAN learning off are drift and come back", f.testDrift},
 		{"the daemon restores a table deleted while it was down", f.testRestart},
 		{"remove takes the helper's table and no other", f.testRemove},
-	}
-	for _, s := range steps {
-		start := time.Now()
-		ok := t.Run(s.name, func(t *testing.T) { s.f(t, ctx) })
-		t.Logf("%-70s %v", s.name, time.Since(start).Round(time.Millisecond))
-		if !ok && ctx.Err() != nil {
-			t.Fatalf("out of time: %v", ctx.Err())
-		}
-	}
-}
-
-func (f *fwLab) dumpLogs(t *testing.T) {
-	for _, m := range f.lab.Machines {
-		data, err := os.ReadFile(f.logs[m.Name].Name())
-		if err != nil {
-			continue
-		}
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		if len(lines) > 30 {
-			lines = lines[len(lines)-30:]
-		}
-		t.Logf("helper log of %s (last %d lines):\n%s", m.Name, len(lines), strings.Join(lines, "\n"))
-	}
+	})
 }
 
 // addOutsider makes a namespace plugged into the underlay bridge, with an
 // underlay address no machine has and a route to the mesh through m1.
 func (f *fwLab) addOutsider(t *testing.T, ctx context.Context) {
 	t.Helper()
-	l := f.lab
-	f.outsider = l.Name + "-out"
-	f.outsiderAddr = sim.HostAddr(l.Underlay, 100).Addr()
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := sim.Output(exec.CommandContext(ctx, ipBin, args...)); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", f.outsider)
-	ip("-n", f.outsider, "link", "add", "eth0", "type", "veth", "peer", "name", "outsider", "netns", l.UnderlayNetns())
-	ip("-n", l.UnderlayNetns(), "link", "set", "outsider", "master", sim.UnderlayBridge, "up")
-	ip("-n", f.outsider, "addr", "add", netip.PrefixFrom(f.outsiderAddr, l.Underlay.Bits()).String(), "dev", "eth0")
-	ip("-n", f.outsider, "link", "set", "eth0", "up")
-	ip("-n", f.outsider, "link", "set", "lo", "up")
-	ip("-n", f.outsider, "route", "add", testbed.DefaultMesh.String(), "via", f.m(0).Addr.Addr().String())
+	f.outsider = f.lab.Name + "-out"
+	f.outsiderAddr = addUnderlayHost(t, ctx, f.lab, f.outsider, "outsider", 100)
+	labIP(t, ctx, "-n", f.outsider, "route", "add", testbed.DefaultMesh.String(), "via", f.m(0).Addr.Addr().String())
 }
 
 // nsPath is the file of a named network namespace.
