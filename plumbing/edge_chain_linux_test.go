@@ -83,12 +83,8 @@ func (e *edgeLab) addInternet(t *testing.T, ctx context.Context) {
 	t.Helper()
 	e.internet = e.lab.Name + "-inet"
 	e.internetAddr = addUnderlayHost(t, ctx, e.lab, e.internet, "inet", 101)
-	var ln net.Listener
-	if err := inNetns(e.internet, func() error {
-		var err error
-		ln, err = net.Listen("tcp4", ":8080")
-		return err
-	}); err != nil {
+	ln, err := testbed.ListenTCPInNetns(nsPath(e.internet), ":8080")
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })

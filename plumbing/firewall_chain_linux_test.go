@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -126,37 +125,6 @@ func (f *fwLab) addOutsider(t *testing.T, ctx context.Context) {
 // nsPath is the file of a named network namespace.
 func nsPath(name string) string { return filepath.Join(sim.NetnsDir, name) }
 
-// inNetns runs fn on a thread inside the named network namespace: a
-// socket made there stays there.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer self.Close()
-		ns, err := os.Open(nsPath(name))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter %s: %w", name, err)
-			return
-		}
-		err = fn()
-		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
-
 // vxlanFrame is a VXLAN packet with network id vni carrying a broadcast
 // Ethernet frame from MAC 02:be:ef:00:00:<mark>, of the local
 // experimental ethertype 0x88b5.
@@ -171,11 +139,8 @@ func markMAC(mark byte) string { return fmt.Sprintf("02:be:ef:00:00:%02x", mark)
 // sendUDP sends payload three times from inside the named namespace to
 // dst.
 func sendUDP(ns string, dst netip.AddrPort, payload []byte) error {
-	var conn *net.UDPConn
-	err := inNetns(ns, func() error {
-		var err error
-		conn, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst))
-		return err
+	conn, err := testbed.MakeInNetns(nsPath(ns), func() (*net.UDPConn, error) {
+		return net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst))
 	})
 	if err != nil {
 		return err
@@ -313,12 +278,8 @@ func (f *fwLab) routeProbes(t *testing.T, ctx context.Context) {
 // answers every connection with a line; it stops at the end of the test.
 func listenOn(t *testing.T, m *sim.Machine, addr string) {
 	t.Helper()
-	var l net.Listener
-	if err := inNetns(m.Netns(), func() error {
-		var err error
-		l, err = net.Listen("tcp4", addr)
-		return err
-	}); err != nil {
+	l, err := testbed.ListenTCPInNetns(nsPath(m.Netns()), addr)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
