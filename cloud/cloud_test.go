@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/inventory"
 )
 
@@ -216,7 +217,7 @@ func newFakeCloud(t *testing.T, n int) (*Cloud, *fakeConnector) {
 	for i := 1; i <= n; i++ {
 		addr := fmt.Sprintf("192.0.2.%d", i)
 		fc.machines[addr] = &fakeMachine{name: fmt.Sprintf("m%d", i), addrs: []string{addr},
-			key: base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune('a'+i)), 32))), vms: map[string]helperapi.VMInfo{}}
+			key: testbed.Key(byte('a' + i)), vms: map[string]helperapi.VMInfo{}}
 	}
 	return New(filepath.Join(t.TempDir(), "inventory.yaml"), fc, nil), fc
 }
