@@ -15,7 +15,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -59,7 +58,7 @@ func TestCloudVM(t *testing.T) {
 	defer cancel()
 	begin := time.Now()
 
-	img, err := testbed.BuildCloudImage(ctx, "", cloudVMLog{t, "image: "})
+	img, err := testbed.BuildCloudImage(ctx, "", testbed.LogWriter{T: t, Prefix: "image: "})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,19 +173,8 @@ func TestCloudVM(t *testing.T) {
 		t.Errorf("the private host key is in the helper's state or libvirt's logs: %s %v", out, err)
 	}
 
-	config := &ssh.ClientConfig{
-		User: "debian", // the image's default user: the seed names none
-		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
-			if !bytes.Equal(key.Marshal(), hostKey.Marshal()) {
-				return fmt.Errorf("host key %s is not the %s the guest printed on its console",
-					ssh.FingerprintSHA256(key), ssh.FingerprintSHA256(hostKey))
-			}
-			return nil
-		},
-		HostKeyAlgorithms: []string{hostKey.Type()},
-		Timeout:           20 * time.Second,
-	}
+	// The image's default user: the seed names none.
+	config := testbed.GuestSSHConfig("debian", signer, hostKey)
 	nsPath := filepath.Join(sim.NetnsDir, probe.Netns())
 	target := net.JoinHostPort(address.String(), "22")
 	client, err := testbed.DialGuestSSH(ctx, nsPath, target, config, 90*time.Second)
@@ -253,17 +241,4 @@ func TestCloudVM(t *testing.T) {
 		t.Errorf("vm remove: %v: %s", err, out)
 	}
 	t.Logf("whole test: %s", time.Since(begin).Round(100*time.Millisecond))
-}
-
-// cloudVMLog sends a command's output to the test log, line by line.
-type cloudVMLog struct {
-	t      *testing.T
-	prefix string
-}
-
-func (w cloudVMLog) Write(p []byte) (int, error) {
-	for l := range strings.Lines(string(p)) {
-		w.t.Log(w.prefix + strings.TrimRight(l, "\n"))
-	}
-	return len(p), nil
 }

@@ -31,7 +31,7 @@ func TestBuildCloudImage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
-	img, err := BuildCloudImage(ctx, "", testLog{t})
+	img, err := BuildCloudImage(ctx, "", LogWriter{T: t})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,13 +43,4 @@ func TestBuildCloudImage(t *testing.T) {
 		}
 		t.Logf("%s: %d MiB", f, fi.Size()>>20)
 	}
-}
-
-// testLog writes a command's output to the test log, line by line.
-type testLog struct{ t *testing.T }
-
-func (l testLog) Write(p []byte) (int, error) {
-	l.t.Helper()
-	l.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

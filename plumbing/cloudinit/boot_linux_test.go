@@ -8,7 +8,6 @@ package cloudinit_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -57,7 +56,7 @@ func TestBootCloudInit(t *testing.T) {
 	dir := t.TempDir()
 
 	start := time.Now()
-	img, err := testbed.BuildCloudImage(ctx, "", logWriter{t, "build: "})
+	img, err := testbed.BuildCloudImage(ctx, "", testbed.LogWriter{T: t, Prefix: "build: "})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,19 +149,7 @@ func TestBootCloudInit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("pinned the guest's host key %s", ssh.FingerprintSHA256(hostKey))
-	config := &ssh.ClientConfig{
-		User: seed.User,
-		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
-			if !bytes.Equal(key.Marshal(), hostKey.Marshal()) {
-				return fmt.Errorf("host key %s is not the %s the guest printed on its console",
-					ssh.FingerprintSHA256(key), ssh.FingerprintSHA256(hostKey))
-			}
-			return nil
-		},
-		HostKeyAlgorithms: []string{hostKey.Type()},
-		Timeout:           20 * time.Second,
-	}
+	config := testbed.GuestSSHConfig(seed.User, signer, hostKey)
 	guest := net.JoinHostPort(seed.NIC.Address.Addr().String(), "22")
 	sshStart := time.Now()
 	client, err := testbed.DialGuestSSH(ctx, "/run/netns/"+netns, guest, config, 90*time.Second)
@@ -304,17 +291,4 @@ func randomHex(t *testing.T, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
-}
-
-// logWriter sends a command's output to the test log, line by line.
-type logWriter struct {
-	t      *testing.T
-	prefix string
-}
-
-func (w logWriter) Write(p []byte) (int, error) {
-	for l := range strings.Lines(string(p)) {
-		w.t.Log(w.prefix + strings.TrimRight(l, "\n"))
-	}
-	return len(p), nil
 }
