@@ -16,7 +16,7 @@ import (
 const listTimeout = 10 * time.Second
 
 func (s *session) machineCommand() *cobra.Command {
-	return noun("machine", "Add, list and remove machines, and rotate their keys", s.machineAddCommand(), s.machineListCommand(),
+	return noun("machine", "Add, list and remove machines, and rotate their keys", s.machineAddCommand(), s.listCommand("List the machines and how they are", s.machineList),
 		s.machineRemoveCommand(), s.machineRotateCommand())
 }
 
@@ -162,20 +162,6 @@ func (s *session) trust(acceptNew bool, pinned string) cloud.Trust {
 		}
 	}
 	return trust
-}
-
-func (s *session) machineListCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the machines and how they are",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return s.withCloud(func(cl *cloud.Cloud) error { return s.machineList(cmd.Context(), cl, asJSON) })
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
-	return cmd
 }
 
 func (s *session) machineList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {

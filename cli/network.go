@@ -30,7 +30,7 @@ func (s *session) networkCommand() *cobra.Command {
 		},
 	}
 	waitFlag(remove, &wait)
-	return noun("network", "Create, list, show, change and remove private networks", s.networkCreateCommand(), s.networkListCommand(), s.networkShowCommand(), s.networkSetCommand(), remove)
+	return noun("network", "Create, list, show, change and remove private networks", s.networkCreateCommand(), s.listCommand("List the networks", s.networkList), s.networkShowCommand(), s.networkSetCommand(), remove)
 }
 
 func (s *session) networkSetCommand() *cobra.Command {
@@ -99,20 +99,6 @@ func (s *session) networkCreateCommand() *cobra.Command {
 	f.StringVar(&tunnel, "tunnel", "", "tunnel kind: auto (default), gretap or vxlan")
 	f.BoolVar(&egress, "egress", false, "let the network's VMs out to the internet through their machine's uplink (masqueraded)")
 	waitFlag(cmd, &wait)
-	return cmd
-}
-
-func (s *session) networkListCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the networks",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return s.withCloud(func(cl *cloud.Cloud) error { return s.networkList(cmd.Context(), cl, asJSON) })
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
 	return cmd
 }
 

@@ -16,7 +16,7 @@ import (
 
 func (s *session) vmCommand() *cobra.Command {
 	c := noun("vm", "Create, list, run and remove virtual machines, and reach their consoles",
-		s.vmCreateCommand(), s.vmListCommand(), s.vmConsoleCommand(),
+		s.vmCreateCommand(), s.listCommand("List the VMs on every machine", s.vmList), s.vmConsoleCommand(),
 		s.vmSSHCommand(), s.vmProxyCommand(), s.vmSSHConfigCommand())
 	for _, a := range []struct{ action, short string }{
 		{"start", "Start a VM"},
@@ -27,20 +27,6 @@ func (s *session) vmCommand() *cobra.Command {
 		c.AddCommand(s.vmActionCommand(a.action, a.short))
 	}
 	return c
-}
-
-func (s *session) vmListCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the VMs on every machine",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return s.withCloud(func(cl *cloud.Cloud) error { return s.vmList(cmd.Context(), cl, asJSON) })
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
-	return cmd
 }
 
 // vmList prints the VMs. Machines that do not answer are named on
