@@ -83,24 +83,12 @@ func (e *edgeLab) addInternet(t *testing.T, ctx context.Context) {
 	t.Helper()
 	e.internet = e.lab.Name + "-inet"
 	e.internetAddr = addUnderlayHost(t, ctx, e.lab, e.internet, "inet", 101)
-	ln, err := testbed.ListenTCPInNetns(nsPath(e.internet), ":8080")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			e.mu.Lock()
-			e.seen = append(e.seen, c.RemoteAddr().(*net.TCPAddr).IP.String())
-			e.mu.Unlock()
-			_, _ = io.WriteString(c, "hello from the internet\n")
-			c.Close()
-		}
-	}()
+	serveTCP(t, e.internet, ":8080", func(c net.Conn) {
+		e.mu.Lock()
+		e.seen = append(e.seen, c.RemoteAddr().(*net.TCPAddr).IP.String())
+		e.mu.Unlock()
+		_, _ = io.WriteString(c, "hello from the internet\n")
+	})
 }
 
 // reach says whether probe p gets the internet's service to answer

@@ -278,7 +278,15 @@ func (f *fwLab) routeProbes(t *testing.T, ctx context.Context) {
 // answers every connection with a line; it stops at the end of the test.
 func listenOn(t *testing.T, m *sim.Machine, addr string) {
 	t.Helper()
-	l, err := testbed.ListenTCPInNetns(nsPath(m.Netns()), addr)
+	serveTCP(t, m.Netns(), addr, func(c net.Conn) { _, _ = io.WriteString(c, "hello from "+m.Name+"\n") })
+}
+
+// serveTCP listens on addr inside the named network namespace and hands
+// each connection to handle, closing it after; it stops at the end of the
+// test.
+func serveTCP(t *testing.T, netns, addr string, handle func(net.Conn)) {
+	t.Helper()
+	l, err := testbed.ListenTCPInNetns(nsPath(netns), addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +297,7 @@ func listenOn(t *testing.T, m *sim.Machine, addr string) {
 			if err != nil {
 				return
 			}
-			_, _ = io.WriteString(c, "hello from "+m.Name+"\n")
+			handle(c)
 			c.Close()
 		}
 	}()
