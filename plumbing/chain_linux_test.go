@@ -627,7 +627,7 @@ func dfEdge(t *testing.T, ctx context.Context, name string, a *sim.Probe, dst ne
 // capture is tcpdump running in the background.
 type capture struct {
 	proc  *sim.Process
-	out   *lineBuffer
+	out   *testbed.OutputBuffer
 	where string
 }
 
@@ -635,7 +635,7 @@ type starter func(ctx context.Context, out io.Writer, name string, args ...strin
 
 // startCapture starts tcpdump on iface and waits until it listens.
 func startCapture(ctx context.Context, where string, start starter, iface, filter string) (*capture, error) {
-	out := &lineBuffer{ready: make(chan struct{})}
+	out := testbed.NewOutputBuffer("listening on")
 	args := []string{"-i", iface, "-n", "-q", "-l", "-tt", "--immediate-mode", "-Z", "root"}
 	if filter != "" {
 		args = append(args, filter)
@@ -645,7 +645,7 @@ func startCapture(ctx context.Context, where string, start starter, iface, filte
 		return nil, err
 	}
 	select {
-	case <-out.ready:
+	case <-out.Ready():
 		return &capture{proc: p, out: out, where: where}, nil
 	case <-p.Done():
 		return nil, fmt.Errorf("tcpdump on %s %s exited: %v: %s", where, iface, p.Err(), out.String())
@@ -672,31 +672,6 @@ func (c *capture) stop() []string {
 		}
 	}
 	return pkts
-}
-
-// lineBuffer collects output and closes ready when tcpdump says it
-// listens.
-type lineBuffer struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	ready chan struct{}
-	once  sync.Once
-}
-
-func (b *lineBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if bytes.Contains(b.buf.Bytes(), []byte("listening on")) {
-		b.once.Do(func() { close(b.ready) })
-	}
-	return len(p), nil
-}
-
-func (b *lineBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func (c *chain) testBroadcast(t *testing.T, ctx context.Context) {
