@@ -15,6 +15,7 @@ import (
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/lab"
 	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
@@ -174,4 +175,34 @@ func needLab(b *testing.B, programs ...string) {
 	testbed.NeedPrograms(b, programs...)
 	_, err := sim.FindKernel("/")
 	testbed.Require(b, err == nil, "needs Debian's kernel (linux-image-amd64)")
+}
+
+// operatorHome makes a home for the operator in dir and points HOME and
+// XDG_CONFIG_HOME at it: the lab keeps its operator folder (inventory,
+// key, known_hosts) under the user's config folder.
+func operatorHome(b *testing.B, dir string) string {
+	b.Helper()
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	b.Setenv("HOME", home)
+	b.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
+	return home
+}
+
+// startLabCloud starts a lab cloud (lab up) that goes down at the end of
+// the benchmark.
+func startLabCloud(b *testing.B, ctx context.Context, o lab.CloudOptions) lab.CloudLab {
+	b.Helper()
+	lc, err := lab.StartCloud(ctx, o, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := lab.StopCloud(context.Background(), o.Name); err != nil {
+			b.Errorf("lab %s down: %v", o.Name, err)
+		}
+	})
+	return lc
 }
