@@ -16,7 +16,7 @@ import (
 const listTimeout = 10 * time.Second
 
 func (s *session) machineCommand() *cobra.Command {
-	return noun("machine", "Add, list and remove machines, and rotate their keys", s.machineAddCommand(), s.listCommand("List the machines and how they are", s.machineList),
+	return noun("machine", "Add, list and remove machines, and rotate their keys", s.machineAddCommand(), s.machineListCommand(),
 		s.machineRemoveCommand(), s.machineRotateCommand())
 }
 
@@ -162,6 +162,10 @@ func (s *session) trust(acceptNew bool, pinned string) cloud.Trust {
 		}
 	}
 	return trust
+}
+
+func (s *session) machineListCommand() *cobra.Command {
+	return s.listCommand("List the machines and how they are", s.machineList)
 }
 
 func (s *session) machineList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {

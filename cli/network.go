@@ -30,7 +30,7 @@ func (s *session) networkCommand() *cobra.Command {
 		},
 	}
 	waitFlag(remove, &wait)
-	return noun("network", "Create, list, show, change and remove private networks", s.networkCreateCommand(), s.listCommand("List the networks", s.networkList), s.networkShowCommand(), s.networkSetCommand(), remove)
+	return noun("network", "Create, list, show, change and remove private networks", s.networkCreateCommand(), s.networkListCommand(), s.networkShowCommand(), s.networkSetCommand(), remove)
 }
 
 func (s *session) networkSetCommand() *cobra.Command {
@@ -100,6 +100,10 @@ func (s *session) networkCreateCommand() *cobra.Command {
 	f.BoolVar(&egress, "egress", false, "let the network's VMs out to the internet through their machine's uplink (masqueraded)")
 	waitFlag(cmd, &wait)
 	return cmd
+}
+
+func (s *session) networkListCommand() *cobra.Command {
+	return s.listCommand("List the networks", s.networkList)
 }
 
 func (s *session) networkList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {

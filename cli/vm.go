@@ -16,7 +16,7 @@ import (
 
 func (s *session) vmCommand() *cobra.Command {
 	c := noun("vm", "Create, list, run and remove virtual machines, and reach their consoles",
-		s.vmCreateCommand(), s.listCommand("List the VMs on every machine", s.vmList), s.vmConsoleCommand(),
+		s.vmCreateCommand(), s.vmListCommand(), s.vmConsoleCommand(),
 		s.vmSSHCommand(), s.vmProxyCommand(), s.vmSSHConfigCommand())
 	for _, a := range []struct{ action, short string }{
 		{"start", "Start a VM"},
@@ -34,6 +34,10 @@ func (s *session) vmCommand() *cobra.Command {
 // unknown; the exit code is non-zero only when no machine answered (or
 // the inventory does not load), so an empty list that exits 0 is a cloud
 // with no VM.
+func (s *session) vmListCommand() *cobra.Command {
+	return s.listCommand("List the VMs on every machine", s.vmList)
+}
+
 func (s *session) vmList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {
 	vms, err := cl.VMs(ctx, listTimeout)
 	var away cloud.MachineErrors
