@@ -29,8 +29,7 @@ func TestVMSSH(t *testing.T) {
 		t.Skip("boots Debian with cloud-init under TCG through the operator's binary (~3 min warm); not in -short")
 	}
 	needE2E(t)
-	missing := testbed.CloudImageTools()
-	testbed.Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
+	testbed.NeedCloudImageTools(t, false)
 	testbed.NeedPrograms(t, "ssh", "setsid")
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()

@@ -25,8 +25,7 @@ func TestBuildCloudImage(t *testing.T) {
 		t.Skip("builds a Debian image with debootstrap (~2.5 min cold); not in -short")
 	}
 	NeedRoot(t) // debootstrap
-	missing := CloudImageTools()
-	Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", "))
+	NeedCloudImageTools(t, false)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -45,11 +45,7 @@ func TestBootCloudInit(t *testing.T) {
 	}
 	testbed.NeedRoot(t) // debootstrap, network namespaces, tap devices
 	testbed.NeedPrograms(t, "qemu-system-x86_64", "qemu-img", "ip", "nsenter")
-	missing := testbed.CloudImageTools()
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		missing = append(missing, "/dev/net/tun")
-	}
-	testbed.Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
+	testbed.NeedCloudImageTools(t, true)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
