@@ -70,7 +70,7 @@ func TestRealSSHD(t *testing.T) {
 	signer := key.Signer
 	keyFile := filepath.Join(home, "id_ed25519")
 	key.WriteIdentity(t, keyFile)
-	hostKey, port, err := m.StartSSHD(ctx, ssh.MarshalAuthorizedKey(signer.PublicKey()))
+	hostKey, port, err := m.StartSSHD(ctx, key.Authorized())
 	if err != nil {
 		t.Fatal(err)
 	}
