@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -171,12 +172,25 @@ func BenchmarkAway(b *testing.B) {
 	defer cancel()
 	dir := b.TempDir()
 	butter := buildButter(b, ctx, dir)
-	home := operatorHome(b, dir)
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	b.Setenv("HOME", home)
+	b.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
 	b.Setenv("XDG_CACHE_HOME", filepath.Join(home, ".cache"))
 	b.Setenv("SSH_AUTH_SOCK", "")
 	name := testbed.ClaimLab(b, "awb")
-	lc := startLabCloud(b, ctx, lab.CloudOptions{Name: name, Underlay: testbed.Underlay(name), Machines: 3,
-		Butter: butter, Accel: "tcg"})
+	lc, err := lab.StartCloud(ctx, lab.CloudOptions{Name: name, Underlay: testbed.Underlay(name), Machines: 3,
+		Butter: butter, Accel: "tcg"}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := lab.StopCloud(context.Background(), name); err != nil {
+			b.Errorf("lab %s down: %v", name, err)
+		}
+	})
 	a := &awayLab{b: b, ctx: ctx, butter: butter, lc: lc}
 	addrs, ips := a.addresses()
 

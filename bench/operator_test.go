@@ -67,8 +67,16 @@ func BenchmarkOperator(b *testing.B) {
 	operatorHome(b, dir)
 
 	opLab = testbed.ClaimLab(b, "opb")
-	lc := startLabCloud(b, ctx, lab.CloudOptions{Name: opLab, Underlay: testbed.Underlay(opLab), Machines: 3, NoAdd: true,
-		Butter: butter, Accel: "tcg"})
+	lc, err := lab.StartCloud(ctx, lab.CloudOptions{Name: opLab, Underlay: testbed.Underlay(opLab), Machines: 3, NoAdd: true,
+		Butter: butter, Accel: "tcg"}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := lab.StopCloud(context.Background(), opLab); err != nil {
+			b.Errorf("lab %s down: %v", opLab, err)
+		}
+	})
 	conn := lc.Connector(butter)
 	machine := func(name string) cloud.NewMachine {
 		return cloud.NewMachine{Name: name, Address: machineAddr(b, ctx, opLab, name).String(), Port: sim.SSHPort,

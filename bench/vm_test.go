@@ -15,7 +15,6 @@ import (
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/internal/testbed"
-	"github.com/butter-cloud/butter/lab"
 	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
@@ -189,20 +188,4 @@ func operatorHome(b *testing.B, dir string) string {
 	b.Setenv("HOME", home)
 	b.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
 	return home
-}
-
-// startLabCloud starts a lab cloud (lab up) that goes down at the end of
-// the benchmark.
-func startLabCloud(b *testing.B, ctx context.Context, o lab.CloudOptions) lab.CloudLab {
-	b.Helper()
-	lc, err := lab.StartCloud(ctx, o, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := lab.StopCloud(context.Background(), o.Name); err != nil {
-			b.Errorf("lab %s down: %v", o.Name, err)
-		}
-	})
-	return lc
 }
