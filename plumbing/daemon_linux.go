@@ -13,15 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DaemonOptions configure RunDaemon.
-type DaemonOptions struct {
-	StateDir    string
-	Socket      string
-	Log         *slog.Logger
-	VM          vm.Options
-	ImageMirror string
-}
-
 // RunDaemon is `butter helper daemon`: it restores the applied spec, keeps
 // a userspace WireGuard device alive where the kernel has none, and serves
 // calls on the socket until ctx ends. Only one daemon runs per state folder.
