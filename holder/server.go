@@ -45,6 +45,67 @@ type held struct {
 	key    string
 	c      *remote.Client
 	helper remote.Helper
+
+	// spare is a serve stream opened ahead, past its hello, for the next
+	// verb: it saves that verb the helper's start on the machine.
+	mu      sync.Mutex
+	spare   *remote.ServeStream
+	warming bool
+	gone    bool
+}
+
+// take is the spare stream if it is still open, else nil.
+func (h *held) take() *remote.ServeStream {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.spare
+	h.spare = nil
+	if st != nil && st.Ended() {
+		st.Close()
+		return nil
+	}
+	return st
+}
+
+// warm opens the next spare stream in the background, unless one is
+// there or on its way.
+func (h *held) warm(log *slog.Logger) {
+	h.mu.Lock()
+	if h.spare != nil || h.warming || h.gone {
+		h.mu.Unlock()
+		return
+	}
+	h.warming = true
+	h.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		st, err := h.c.OpenServe(ctx, h.helper)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.warming = false
+		if err != nil {
+			log.Info("holder: no spare stream", "host", h.c.Host, "error", err.Error())
+			return
+		}
+		if h.gone || h.spare != nil {
+			st.Close()
+			return
+		}
+		h.spare = st
+	}()
+}
+
+// close closes the connection and its spare.
+func (h *held) close() {
+	h.mu.Lock()
+	h.gone = true
+	if h.spare != nil {
+		h.spare.Close()
+		h.spare = nil
+	}
+	h.mu.Unlock()
+	h.c.Close()
 }
 
 // Dials is how many SSH connections the server has made.
@@ -134,7 +195,7 @@ func (s *Server) closeAll() {
 	defer s.mu.Unlock()
 	for name, sl := range s.machines {
 		if sl.held != nil {
-			sl.held.c.Close()
+			sl.held.close()
 			sl.held = nil
 		}
 		delete(s.machines, name)
@@ -179,7 +240,11 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	in := &bufConn{UnixConn: c, r: r}
 	switch req.Op {
 	case OpServe:
-		st, err := h.c.OpenServe(ctx, h.helper)
+		st := h.take()
+		if st == nil {
+			st, err = h.c.OpenServe(ctx, h.helper)
+		}
+		h.warm(s.log())
 		if err != nil {
 			// A helper that does not match, or a connection that just
 			// broke: the verb dials itself (and installs as needed).
@@ -231,7 +296,7 @@ func (s *Server) get(ctx context.Context, req Request) (*held, bool, error) {
 				s.log().Info("holder reuses", "machine", req.Machine, "host", req.Host)
 				return h, true, nil
 			}
-			h.c.Close()
+			h.close()
 			sl.held = nil
 			var ue *remote.UnreachableError
 			if errors.As(err, &ue) || ctx.Err() != nil {
@@ -241,7 +306,7 @@ func (s *Server) get(ctx context.Context, req Request) (*held, bool, error) {
 			why = err.Error()
 		}
 		s.log().Info("holder drops", "machine", req.Machine, "why", why)
-		h.c.Close()
+		h.close()
 		sl.held = nil
 	}
 	opts := req.Dial.Options()
@@ -283,7 +348,7 @@ func (s *Server) drop(machine string, h *held) {
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
 	if sl.held == h {
-		h.c.Close()
+		h.close()
 		sl.held = nil
 	}
 }

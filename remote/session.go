@@ -310,7 +310,19 @@ type ServeStream struct {
 	r      *bufio.Reader
 	w      io.WriteCloser
 	s      *ssh.Session
-	exited chan error // the session's end, once
+	exited chan error     // the session's end, once
+	done   chan struct{} // closed when the session has ended
+}
+
+// Ended says the session has ended (the helper exited, or the connection
+// dropped).
+func (st *ServeStream) Ended() bool {
+	select {
+	case <-st.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (st *ServeStream) Read(p []byte) (int, error)  { return st.r.Read(p) }
@@ -343,8 +355,11 @@ func (c *Client) OpenServe(ctx context.Context, h Helper) (*ServeStream, error) 
 		s.Close()
 		return nil, fmt.Errorf("start the helper on %s: %w", c.Host, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- s.Wait() }()
+	exited, done := make(chan error, 1), make(chan struct{})
+	go func() {
+		exited <- s.Wait()
+		close(done)
+	}()
 
 	r := bufio.NewReaderSize(stdout, 64<<10)
 	stop := context.AfterFunc(ctx, func() { s.Close() })
@@ -364,7 +379,7 @@ func (c *Client) OpenServe(ctx context.Context, h Helper) (*ServeStream, error) 
 			Version: version, WantVersion: h.Version}
 	}
 	c.opts.log().Info("helper session", "host", c.Host, "command", line, "version", version)
-	return &ServeStream{r: r, w: stdin, s: s, exited: exited}, nil
+	return &ServeStream{r: r, w: stdin, s: s, exited: exited, done: done}, nil
 }
 
 // helloFailure explains a serve session that ended before its hello.
