@@ -310,7 +310,7 @@ type ServeStream struct {
 	r      *bufio.Reader
 	w      io.WriteCloser
 	s      *ssh.Session
-	exited chan error     // the session's end, once
+	exited chan error    // the session's end, once
 	done   chan struct{} // closed when the session has ended
 }
 
