@@ -76,6 +76,24 @@ func TestHolder(t *testing.T) {
 	}
 	t.Logf("machine list: first %s (holder started, dials), second %s; network create across 3: %s",
 		first.took.Round(time.Millisecond), second.took.Round(time.Millisecond), net.took.Round(time.Millisecond))
+	t.Logf("second list's log:\n%s", second.stderr)
+
+	// vm create: the first uploads the kernel and initrd over a connection
+	// of its own; the second finds them (`helper image has` through the
+	// holder) and logs in nowhere.
+	create := func(name string) result {
+		return verb("vm", "create", name, "--machine", "m1", "--network", "hn", "--image", e.lab.TinyImage,
+			"--cpus", "1", "--memory", "128M")
+	}
+	create("hv1")
+	before = accepted()
+	vm := create("hv2")
+	if after := accepted(); after["m1"] != before["m1"] || !strings.Contains(vm.stderr, "holder used") {
+		t.Errorf("a second vm create logged in %d times:\n%s", after["m1"]-before["m1"], vm.stderr)
+	}
+	t.Logf("vm create with its image cached: %s", vm.took.Round(time.Millisecond))
+	verb("vm", "remove", "hv1")
+	verb("vm", "remove", "hv2")
 
 	// The socket: 0600, in a 0700 folder, and nobody else gets in.
 	socks, _ := filepath.Glob(filepath.Join(runtime, "butter", "*.sock"))
