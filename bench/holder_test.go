@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/cli"
-	"github.com/butter-cloud/butter/internal/testbed"
-	"github.com/butter-cloud/butter/lab"
 )
 
 // The goals for verbs with the holder's connections.
@@ -63,17 +61,8 @@ func BenchmarkHolder(b *testing.B) {
 	// The holder outlives this benchmark by its idle time: keep it short.
 	b.Setenv(cli.HolderIdleEnv, "20s")
 	b.Setenv(cli.HolderEnv, "off")
-	name := testbed.ClaimLab(b, "hob")
-	lc, err := lab.StartCloud(ctx, lab.CloudOptions{Name: name, Underlay: testbed.Underlay(name), Machines: 4,
-		Butter: butter, Accel: "tcg"}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := lab.StopCloud(context.Background(), name); err != nil {
-			b.Errorf("lab %s down: %v", name, err)
-		}
-	})
+	lc := upLabCloud(b, ctx, "hob", 4, butter)
+	name := lc.Name
 	a := &awayLab{b: b, ctx: ctx, butter: butter, lc: lc}
 	addrs, _ := a.addresses()
 	m1, _, _ := strings.Cut(addrs["m1"], ":")
