@@ -139,10 +139,12 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	defer func() {
+		// Closing the connections ends the verbs' streams, so their
+		// handlers return.
 		ln.Close()
 		cancel()
-		wg.Wait()
 		s.closeAll()
+		wg.Wait()
 	}()
 	go func() {
 		// The idle watch: ends Serve by closing ln.
