@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/holder"
@@ -92,12 +93,14 @@ func (l *heldLink) Helper(ctx context.Context) (Helper, error) {
 			return l.cl, nil
 		}
 	}
+	start := time.Now()
 	conn, a, err := l.s.Holder.Serve(ctx, l.req)
+	took := time.Since(start).Round(time.Millisecond)
 	if err != nil {
-		l.log().Info("holder not used", "machine", l.m.Name, "error", err.Error())
+		l.log().Info("holder not used", "machine", l.m.Name, "took", took, "error", err.Error())
 		return nil, err
 	}
-	l.log().Info("holder used", "machine", l.m.Name, "reused", a.Reused, "version", a.Version)
+	l.log().Info("holder used", "machine", l.m.Name, "reused", a.Reused, "spare", a.Spare, "took", took, "version", a.Version)
 	l.cl = remote.NewHelperClient(conn, l.log().With("host", l.m.Address, "holder", true))
 	l.route = Route{Addr: a.Addr, Jumped: a.Jumped, Version: a.Version}
 	l.path = a.Path

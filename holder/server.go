@@ -243,7 +243,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	switch req.Op {
 	case OpServe:
 		st := h.take()
-		if st == nil {
+		if a.Spare = st != nil; st == nil {
 			st, err = h.c.OpenServe(ctx, h.helper)
 		}
 		h.warm(s.log())

@@ -66,8 +66,10 @@ type Answer struct {
 	// Error and Kind say why not (empty: the stream follows).
 	Error string `json:"error,omitempty"`
 	Kind  string `json:"kind,omitempty"`
-	// Reused says the SSH connection was held already (no new dial).
+	// Reused says the SSH connection was held already (no new dial);
+	// Spare that the serve stream was opened ahead.
 	Reused bool `json:"reused,omitempty"`
+	Spare  bool `json:"spare,omitempty"`
 	// Addr, Port and Jumped are the route; User the login user; Version
 	// and Path the helper the stream speaks to.
 	Addr    string `json:"addr,omitempty"`
