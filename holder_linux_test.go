@@ -162,7 +162,7 @@ func TestHolder(t *testing.T) {
 		}
 		return ""
 	}
-	if away.code != plain.code || !strings.Contains(rowOf(away.stdout), "away") ||
+	if away.code != plain.code || !strings.Contains(rowOf(away.stdout), `"offline"`) ||
 		strings.ReplaceAll(rowOf(away.stdout), " ", "") != strings.ReplaceAll(rowOf(plain.stdout), " ", "") {
 		t.Errorf("m3 away: with the holder exit %d, row %q; without exit %d, row %q\n%s", away.code, rowOf(away.stdout),
 			plain.code, rowOf(plain.stdout), away.stderr)
