@@ -47,6 +47,8 @@ type awayLab struct {
 	ctx    context.Context
 	butter string
 	lc     lab.CloudLab
+	// lastStderr is the last run's standard error.
+	lastStderr string
 }
 
 // run runs butter with the lab's inventory; it fails b when butter exits
@@ -59,6 +61,7 @@ func (a *awayLab) run(want int, args ...string) (stdout string, took time.Durati
 	start := time.Now()
 	err := cmd.Run()
 	took = time.Since(start)
+	a.lastStderr = errb.String()
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

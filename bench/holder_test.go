@@ -81,12 +81,17 @@ func BenchmarkHolder(b *testing.B) {
 	network := map[bool][]time.Duration{}
 	vm := map[bool][]time.Duration{}
 	var raw []time.Duration
+	var slowestList time.Duration
+	var slowestLog string
 	for round := range holderRounds {
 		order := []bool{round%2 == 0, round%2 != 0}
 		for _, on := range order {
 			with(on)
-			_, took := a.run(0, "machine", "list", "--json")
+			_, took := a.run(0, "machine", "list", "--json", "--debug")
 			list[on] = append(list[on], took)
+			if on && took > slowestList {
+				slowestList, slowestLog = took, a.lastStderr
+			}
 		}
 		for _, on := range order {
 			with(on)
@@ -130,6 +135,12 @@ func BenchmarkHolder(b *testing.B) {
 	row("vm create, no holder", vm[false])
 	row("raw ssh root@m1 virsh create (the same domain)", raw)
 	fmt.Fprintf(&out, "    vm create / raw: holder %.2f, no holder %.2f (goal <= %.1f)\n", ratio(median(vm[true]), median(raw)), ratio(median(vm[false]), median(raw)), holderVMRatioGoal)
+	fmt.Fprintf(&out, "  the slowest list with the holder (%s), its holder lines:\n", ms(slowestList))
+	for line := range strings.SplitSeq(slowestLog, "\n") {
+		if strings.Contains(line, "holder") || strings.Contains(line, "butter ran") {
+			fmt.Fprintf(&out, "    %s\n", line)
+		}
+	}
 	b.ReportMetric(median(list[true]).Seconds(), "list-holder-s")
 	b.ReportMetric(median(network[true]).Seconds(), "network-holder-s")
 	b.ReportMetric(ratio(median(vm[true]), median(raw)), "vm/raw-holder")
