@@ -51,12 +51,25 @@ type held struct {
 	mu      sync.Mutex
 	spare   *remote.ServeStream
 	warming bool
+	ready   chan struct{} // closed when the spare on its way is there (or failed)
 	gone    bool
 }
 
-// take is the spare stream if it is still open, else nil.
-func (h *held) take() *remote.ServeStream {
+// take is the spare stream if it is still open, else nil. A spare on its
+// way is waited for (until ctx ends): it is further along than a stream
+// opened now would be.
+func (h *held) take(ctx context.Context) *remote.ServeStream {
 	h.mu.Lock()
+	if h.warming {
+		ready := h.ready
+		h.mu.Unlock()
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil
+		}
+		h.mu.Lock()
+	}
 	defer h.mu.Unlock()
 	st := h.spare
 	h.spare = nil
@@ -76,6 +89,7 @@ func (h *held) warm(log *slog.Logger) {
 		return
 	}
 	h.warming = true
+	h.ready = make(chan struct{})
 	h.mu.Unlock()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -84,6 +98,7 @@ func (h *held) warm(log *slog.Logger) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.warming = false
+		close(h.ready)
 		if err != nil {
 			log.Info("holder: no spare stream", "host", h.c.Host, "error", err.Error())
 			return
@@ -242,7 +257,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	in := &bufConn{UnixConn: c, r: r}
 	switch req.Op {
 	case OpServe:
-		st := h.take()
+		st := h.take(ctx)
 		if a.Spare = st != nil; st == nil {
 			st, err = h.c.OpenServe(ctx, h.helper)
 		}
