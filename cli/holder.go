@@ -77,6 +77,7 @@ func (s *session) holderFor(path string) *holder.Dialer {
 	}
 	return &holder.Dialer{Socket: socket, Start: func(ctx context.Context) error {
 		s.log.Info("starting the holder", "socket", socket, "idle", idle)
-		return holder.StartProcess(exe, "holder", "--socket", socket, "--idle", fmt.Sprint(idle))
+		// The holder starts no holder, whatever exe turns out to be.
+		return holder.StartProcess(exe, []string{HolderEnv + "=off"}, "holder", "--socket", socket, "--idle", fmt.Sprint(idle))
 	}}
 }

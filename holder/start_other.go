@@ -5,6 +5,6 @@ package holder
 import "errors"
 
 // StartProcess is not available here: verbs dial themselves.
-func StartProcess(exe string, args ...string) error {
+func StartProcess(exe string, env []string, args ...string) error {
 	return errors.New("no holder on this system")
 }
