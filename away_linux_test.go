@@ -23,6 +23,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/butter-cloud/butter/cli"
 	"github.com/butter-cloud/butter/cloud"
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/internal/testbed"
@@ -422,10 +423,12 @@ func upCloud(t *testing.T, prefix string, n int) *e2e {
 }
 
 // operatorEnv is an operator's environment with home as its home: its own
-// config (inventory, known_hosts) and cache, no agent.
+// config (inventory, known_hosts) and cache, no agent, and no connection
+// holder (each verb dials, as the away tests' timings assume; the holder's
+// own tests turn it on).
 func operatorEnv(home string) []string {
 	return append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
-		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=")
+		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=", cli.HolderEnv+"=off")
 }
 
 // TestAway drives a cloud of four machines through a machine's absence:

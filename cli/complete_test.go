@@ -12,7 +12,12 @@ import (
 
 // TestMain lets this test binary stand in for butter in a shell: with
 // BUTTER_CLI_TEST_RUN set it runs the command line and exits.
+//
+// No verb here starts a connection holder: the holder is started as `<this
+// executable> holder …`, which for a test binary would run the tests again
+// (and their verbs would start more).
 func TestMain(m *testing.M) {
+	os.Setenv(HolderEnv, "off")
 	if os.Getenv("BUTTER_CLI_TEST_RUN") != "" {
 		os.Exit(Run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr, Options{}))
 	}

@@ -102,7 +102,7 @@ and outcome, in ` + logPathHelp + `.`,
 	root.SetVersionTemplate(versionText(helperapi.ServeProtocol))
 	root.SetUsageFunc(usage)
 	root.PersistentFlags().StringVar(&s.inventory, "inventory", "", "the inventory `FILE` (default: $BUTTER_INVENTORY, else ~/.config/butter/inventory.yaml)")
-	root.AddCommand(s.machineCommand(), s.networkCommand(), s.vmCommand(), s.syncCommand(), s.adoptCommand(), s.doctorCommand(), s.labCommand())
+	root.AddCommand(s.machineCommand(), s.networkCommand(), s.vmCommand(), s.syncCommand(), s.adoptCommand(), s.doctorCommand(), s.labCommand(), s.holderCommand())
 	return root
 }
 

@@ -87,6 +87,7 @@ func (s *session) connectorFor(path string) cloud.Connector {
 	if ssh, ok := conn.(cloud.SSH); ok {
 		ssh.Transcript = protocolLog(s.stderr)
 		ssh.Log = s.log
+		ssh.Holder = s.holderFor(path)
 		conn = ssh
 	}
 	return conn

@@ -163,6 +163,9 @@ func (c *Client) notified(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.R
 // Close hangs up.
 func (c *Client) Close() error { return c.conn.Close() }
 
+// Done is closed when the connection has closed.
+func (c *Client) Done() <-chan struct{} { return c.conn.DisconnectNotify() }
+
 func (c *Client) call(ctx context.Context, method string, params, result any) (err error) {
 	c.mu.Lock()
 	observe := c.observe

@@ -88,7 +88,7 @@ func newRig(t *testing.T, ctx context.Context, n int) *rig {
 	}
 	home := filepath.Join(r.dir, "home")
 	r.env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
-		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=")
+		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=", "BUTTER_HOLDER=off")
 
 	// The operator's key, which every machine's seed authorizes.
 	key := testbed.NewUserKey(t)

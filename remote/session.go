@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -202,6 +203,40 @@ func (m *Machine) sshClient(ctx context.Context) (*Client, error) {
 	return nc, nil
 }
 
+// Alive says the connection has not closed.
+func (c *Client) Alive() bool { return c.alive() }
+
+// Ping asks the server for a keepalive reply within timeout. A connection
+// that gives none is closed, and the machine is away: an
+// *UnreachableError, as a dial that timed out would give.
+func (c *Client) Ping(ctx context.Context, timeout time.Duration) error {
+	reply := make(chan error, 1)
+	go func() {
+		_, _, err := c.conn.SendRequest("keepalive@openssh.com", true, nil)
+		reply <- err
+	}()
+	select {
+	case err := <-reply:
+		if err != nil {
+			c.Close()
+			return fmt.Errorf("ping %s: %w", c.Host, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(timeout):
+		c.Close()
+		return &UnreachableError{Addr: c.Addr, Timeout: timeout, Err: pingTimeout{}}
+	}
+}
+
+// pingTimeout is a keepalive that got no reply in time.
+type pingTimeout struct{}
+
+func (pingTimeout) Error() string   { return "no keepalive reply" }
+func (pingTimeout) Timeout() bool   { return true }
+func (pingTimeout) Temporary() bool { return true }
+
 // alive says the connection has not closed.
 func (c *Client) alive() bool {
 	select {
@@ -231,6 +266,74 @@ func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	st, err := c.OpenServe(ctx, m.helper)
+	if err != nil {
+		return nil, err
+	}
+	conn := &sessionConn{r: st.r, w: st.w, s: st.s}
+	if tw := c.opts.Transcript; tw != nil {
+		conn.in = &transcript{w: tw, host: c.Host, dir: "<"}
+		conn.out = &transcript{w: tw, host: c.Host, dir: ">"}
+	}
+	cl := NewHelperClient(conn, c.opts.log().With("host", c.Host))
+	go func() {
+		// The session ends when the helper exits or the connection drops:
+		// hang the client up so pending calls fail, and forget it.
+		<-st.exited
+		cl.Close()
+		m.mu.Lock()
+		if m.client == cl {
+			m.client = nil
+		}
+		m.mu.Unlock()
+	}()
+	return cl, nil
+}
+
+// NewHelperClient is the protocol client over conn, every call logged.
+func NewHelperClient(conn net.Conn, log *slog.Logger) *helperapi.Client {
+	cl := helperapi.NewClient(context.Background(), conn)
+	cl.Observe(func(method string, took time.Duration, err error) {
+		took = took.Round(time.Millisecond)
+		if err != nil {
+			log.Warn("helper call failed", "method", method, "took", took, "error", err.Error())
+			return
+		}
+		log.Info("helper call", "method", method, "took", took)
+	})
+	return cl
+}
+
+// ServeStream is a `helper serve` session past its hello: JSON-RPC both
+// ways. Closing it closes the session.
+type ServeStream struct {
+	r      *bufio.Reader
+	w      io.WriteCloser
+	s      *ssh.Session
+	exited chan error    // the session's end, once
+	done   chan struct{} // closed when the session has ended
+}
+
+// Ended says the session has ended (the helper exited, or the connection
+// dropped).
+func (st *ServeStream) Ended() bool {
+	select {
+	case <-st.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (st *ServeStream) Read(p []byte) (int, error)  { return st.r.Read(p) }
+func (st *ServeStream) Write(p []byte) (int, error) { return st.w.Write(p) }
+func (st *ServeStream) Close() error                { return st.s.Close() }
+
+// OpenServe starts `helper serve` of the installed helper h on a new
+// session of c and checks its hello (protocol and version): a
+// *HelloError (errors.Is ErrHelperMismatch) means the helper must be
+// installed again.
+func (c *Client) OpenServe(ctx context.Context, h Helper) (*ServeStream, error) {
 	s, err := c.conn.NewSession()
 	if err != nil {
 		return nil, fmt.Errorf("open the protocol session on %s: %w", c.Host, err)
@@ -247,13 +350,16 @@ func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 	}
 	tail := &tailBuffer{max: 4096}
 	s.Stderr = tail
-	line := c.wireLine(ShellJoin(m.helper.Path, "helper", "serve"), true)
+	line := c.wireLine(ShellJoin(h.Path, "helper", "serve"), true)
 	if err := s.Start(line); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start the helper on %s: %w", c.Host, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- s.Wait() }()
+	exited, done := make(chan error, 1), make(chan struct{})
+	go func() {
+		exited <- s.Wait()
+		close(done)
+	}()
 
 	r := bufio.NewReaderSize(stdout, 64<<10)
 	stop := context.AfterFunc(ctx, func() { s.Close() })
@@ -265,45 +371,19 @@ func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("start the helper on %s: %w", c.Host, ctx.Err())
 		}
-		return nil, m.helloFailure(c, werr, tail.String(), junk, err)
+		return nil, helloFailure(c, h, werr, tail.String(), junk, err)
 	}
-	if proto != helperapi.ServeProtocol || version != m.helper.Version {
+	if proto != helperapi.ServeProtocol || version != h.Version {
 		s.Close()
 		return nil, &HelloError{Host: c.Host, Protocol: proto, WantProtocol: helperapi.ServeProtocol,
-			Version: version, WantVersion: m.helper.Version}
+			Version: version, WantVersion: h.Version}
 	}
-	conn := &sessionConn{r: r, w: stdin, s: s}
-	if tw := c.opts.Transcript; tw != nil {
-		conn.in = &transcript{w: tw, host: c.Host, dir: "<"}
-		conn.out = &transcript{w: tw, host: c.Host, dir: ">"}
-	}
-	cl := helperapi.NewClient(context.Background(), conn)
-	log := c.opts.log().With("host", c.Host)
-	log.Info("helper session", "command", line, "version", version)
-	cl.Observe(func(method string, took time.Duration, err error) {
-		took = took.Round(time.Millisecond)
-		if err != nil {
-			log.Warn("helper call failed", "method", method, "took", took, "error", err.Error())
-			return
-		}
-		log.Info("helper call", "method", method, "took", took)
-	})
-	go func() {
-		// The session ends when the helper exits or the connection drops:
-		// hang the client up so pending calls fail, and forget it.
-		<-exited
-		cl.Close()
-		m.mu.Lock()
-		if m.client == cl {
-			m.client = nil
-		}
-		m.mu.Unlock()
-	}()
-	return cl, nil
+	c.opts.log().Info("helper session", "host", c.Host, "command", line, "version", version)
+	return &ServeStream{r: r, w: stdin, s: s, exited: exited, done: done}, nil
 }
 
 // helloFailure explains a serve session that ended before its hello.
-func (m *Machine) helloFailure(c *Client, exit error, stderr, junk string, readErr error) error {
+func helloFailure(c *Client, h Helper, exit error, stderr, junk string, readErr error) error {
 	if serr := sudoError(stderr); serr != nil && c.User != "root" {
 		serr.User, serr.Host = c.User, c.Host
 		return serr
@@ -322,8 +402,8 @@ func (m *Machine) helloFailure(c *Client, exit error, stderr, junk string, readE
 	}
 	var ee *ssh.ExitError
 	if errors.As(exit, &ee) && ee.ExitStatus() == 127 || strings.Contains(stderr, "No such file") || strings.Contains(stderr, "not found") {
-		return &HelloError{Host: c.Host, WantProtocol: helperapi.ServeProtocol, WantVersion: m.helper.Version,
-			Detail: fmt.Sprintf("%s is missing: %s", m.helper.Path, detail)}
+		return &HelloError{Host: c.Host, WantProtocol: helperapi.ServeProtocol, WantVersion: h.Version,
+			Detail: fmt.Sprintf("%s is missing: %s", h.Path, detail)}
 	}
 	if _, ok := exit.(*ssh.ExitMissingError); ok || exit == nil {
 		// The connection went away: transient.
