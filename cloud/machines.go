@@ -133,26 +133,11 @@ func (r Removal) StillTrusting() []string {
 // not answer is not removed unless force: then it is dropped without
 // being touched, its VMs written off, and its key dropped everywhere.
 func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, steps func(Step)) (Removal, error) {
-	prev, err := c.Inventory()
+	prev, next, vms, err := c.machineRemoval(name)
 	if err != nil {
 		return Removal{}, err
 	}
-	m, ok := prev.Machine(name)
-	if !ok {
-		return Removal{}, fmt.Errorf("no machine %q in the cloud; `butter machine list` shows them", name)
-	}
-	var vms []string
-	for _, v := range prev.VMs {
-		if v.Machine == name {
-			vms = append(vms, v.Name)
-		}
-	}
-	next := clone(prev)
-	next.Machines = slices.DeleteFunc(next.Machines, func(o inventory.Machine) bool { return o.Name == name })
-	next.VMs = slices.DeleteFunc(next.VMs, func(v inventory.VM) bool { return v.Machine == name })
-	for i := range next.Networks {
-		next.Networks[i].Machines = slices.DeleteFunc(next.Networks[i].Machines, func(n string) bool { return n == name })
-	}
+	m, _ := prev.Machine(name)
 	// Would the others take it? Asked before the machine is torn down, so
 	// a refusal leaves it whole and in the cloud.
 	if _, err := c.prepare(ctx, prev, clone(next), nil); err != nil {
@@ -187,6 +172,48 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, step
 		}
 	}
 	return r, err
+}
+
+// DryRunRemoveMachine is what RemoveMachine would do, changing nothing:
+// the machine's VMs removed and its teardown (none with force), and the
+// others' new specs.
+func (c *Cloud) DryRunRemoveMachine(ctx context.Context, name string, force bool) (DryRun, error) {
+	prev, next, vms, err := c.machineRemoval(name)
+	if err != nil {
+		return DryRun{}, err
+	}
+	if force {
+		return c.dryRunChange(ctx, prev, next, nil, name)
+	}
+	extra := map[string][]dryRunRequest{}
+	for _, v := range vms {
+		extra[name] = append(extra[name], vmDryRunRequest(v, "remove"))
+	}
+	return c.dryRunChange(ctx, prev, next, extra)
+}
+
+// machineRemoval is the inventory as it is and as RemoveMachine makes it,
+// with the VMs on the machine.
+func (c *Cloud) machineRemoval(name string) (prev, next *inventory.Inventory, vms []string, err error) {
+	prev, err = c.Inventory()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if _, ok := prev.Machine(name); !ok {
+		return nil, nil, nil, fmt.Errorf("no machine %q in the cloud; `butter machine list` shows them", name)
+	}
+	for _, v := range prev.VMs {
+		if v.Machine == name {
+			vms = append(vms, v.Name)
+		}
+	}
+	next = clone(prev)
+	next.Machines = slices.DeleteFunc(next.Machines, func(o inventory.Machine) bool { return o.Name == name })
+	next.VMs = slices.DeleteFunc(next.VMs, func(v inventory.VM) bool { return v.Machine == name })
+	for i := range next.Networks {
+		next.Networks[i].Machines = slices.DeleteFunc(next.Networks[i].Machines, func(n string) bool { return n == name })
+	}
+	return prev, next, vms, nil
 }
 
 // tearDown removes a machine's VMs and its links. hasVMs: the inventory
