@@ -31,22 +31,8 @@ type NewMachine struct {
 // (else nothing is recorded); machines that are away are pending and add
 // the new peer when they return.
 func (c *Cloud) AddMachine(ctx context.Context, nm NewMachine, trust Trust, steps func(Step)) (inventory.Machine, Outcome, error) {
-	prev, err := c.Inventory()
+	prev, m, err := c.machineAddition(nm)
 	if err != nil {
-		return inventory.Machine{}, Outcome{}, err
-	}
-	if _, ok := prev.Machine(nm.Name); ok {
-		return inventory.Machine{}, Outcome{}, fmt.Errorf("machine %q is already in the cloud; remove it first or pick another name", nm.Name)
-	}
-	m := inventory.Machine{Name: nm.Name, Address: nm.Address, Port: nm.Port, User: nm.User,
-		Identity: nm.Identity, Endpoint: nm.Endpoint, Accel: nm.Accel}
-	if m.Port == 0 {
-		m.Port = inventory.DefaultSSHPort
-	}
-	// Validate the new entry on its own before touching the machine.
-	probe := clone(prev)
-	probe.Machines = append(probe.Machines, m)
-	if err := probe.Validate(); err != nil {
 		return inventory.Machine{}, Outcome{}, err
 	}
 
@@ -86,6 +72,52 @@ func (c *Cloud) AddMachine(ctx context.Context, nm NewMachine, trust Trust, step
 	}
 	say(steps, m.Name, "added")
 	return m, out, nil
+}
+
+// machineAddition is the inventory as it is and the new machine's entry,
+// validated on its own before the machine is touched.
+func (c *Cloud) machineAddition(nm NewMachine) (*inventory.Inventory, inventory.Machine, error) {
+	prev, err := c.Inventory()
+	if err != nil {
+		return nil, inventory.Machine{}, err
+	}
+	if _, ok := prev.Machine(nm.Name); ok {
+		return nil, inventory.Machine{}, fmt.Errorf("machine %q is already in the cloud; remove it first or pick another name", nm.Name)
+	}
+	m := inventory.Machine{Name: nm.Name, Address: nm.Address, Port: nm.Port, User: nm.User,
+		Identity: nm.Identity, Endpoint: nm.Endpoint, Accel: nm.Accel}
+	if m.Port == 0 {
+		m.Port = inventory.DefaultSSHPort
+	}
+	probe := clone(prev)
+	probe.Machines = append(probe.Machines, m)
+	if err := probe.Validate(); err != nil {
+		return nil, inventory.Machine{}, err
+	}
+	return prev, m, nil
+}
+
+// AdditionPlan is what AddMachine would do, told without touching the
+// machine (it has no helper to ask yet).
+type AdditionPlan struct {
+	Machine inventory.Machine // its entry; MeshIP is the address it would get
+	// Generation is the change's; Others the machines that would take
+	// the new peer.
+	Generation int
+	Others     []string
+}
+
+// DryRunAddMachine checks nm as AddMachine does and says what adding it
+// would do, changing nothing and contacting no machine.
+func (c *Cloud) DryRunAddMachine(nm NewMachine) (AdditionPlan, error) {
+	prev, m, err := c.machineAddition(nm)
+	if err != nil {
+		return AdditionPlan{}, err
+	}
+	if m.MeshIP, err = prev.NextMeshIP(); err != nil {
+		return AdditionPlan{}, err
+	}
+	return AdditionPlan{Machine: m, Generation: prev.Generation + 1, Others: machineNames(prev)}, nil
 }
 
 // behindNAT decides that a machine cannot be reached by the others: the
