@@ -85,3 +85,56 @@ func TestDryRunChangesNothing(t *testing.T) {
 		t.Errorf("a dry run of a refused change: %v, want the refusal", err)
 	}
 }
+
+// machine remove's dry run asks the machine for its VMs' removal and its
+// teardown, the others for their new specs; with force the machine is not
+// asked at all. vm remove's asks the VM's machine for the VM's removal.
+func TestDryRunRemoveMachineAndVM(t *testing.T) {
+	c, fc := newFakeCloud(t, 2)
+	addAll(t, c, 2)
+	ctx := context.Background()
+	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(c.Path())
+	asked := func(d DryRun) []string {
+		var out []string
+		for _, md := range d.Machines {
+			out = append(out, md.Machine+": "+md.What)
+		}
+		return out
+	}
+	d, err := c.DryRunRemoveMachine(ctx, "m2", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"m1: apply generation 5", "m2: vm remove web", "m2: tear down its networks and mesh"}
+	if got := asked(d); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("machine remove asked %q, want %q", got, want)
+	}
+	d, err = c.DryRunRemoveMachine(ctx, "m2", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := asked(d); strings.Join(got, "|") != "m1: apply generation 5" {
+		t.Errorf("machine remove --force asked %q, want only m1", got)
+	}
+	d, err = c.DryRunVMAction(ctx, "web", "remove")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"m1: apply generation 5", "m2: vm remove web", "m2: apply generation 5"}
+	if got := asked(d); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("vm remove asked %q, want %q", got, want)
+	}
+	if d, err = c.DryRunVMAction(ctx, "web", "stop"); err != nil || len(d.Machines) != 1 || d.Generation != 0 {
+		t.Errorf("vm stop: %+v, %v; want only m2 asked, no generation", d, err)
+	}
+	after, _ := os.ReadFile(c.Path())
+	if !bytes.Equal(before, after) || len(fc.machines["192.0.2.2"].vms) != 1 {
+		t.Errorf("a dry run changed the inventory or removed the VM")
+	}
+}
