@@ -101,31 +101,6 @@ func sysctlCommand(key, value string) string {
 	return "sysctl -w " + shellWord(key+"="+value)
 }
 
-// nftScript renders t as the `nft -f -` input that replaces the table in
-// one transaction, as nftTable.Write does: make sure it exists, delete it,
-// make it again.
-func nftScript(t fwTable) string {
-	var b strings.Builder
-	name := t.name()
-	fmt.Fprintf(&b, "nft -f - <<'EOF'\ntable %s\ndelete table %s\ntable %s {\n", name, name, name)
-	for _, c := range t.Chains {
-		typ := c.Type
-		if typ == "" {
-			typ = "filter"
-		}
-		fmt.Fprintf(&b, "  chain %s {\n    type %s hook %s priority %d; policy %s;\n", c.Name, typ, c.Hook, c.Priority, c.Policy)
-		for _, r := range c.Rules {
-			fmt.Fprintf(&b, "    %s\n", r)
-		}
-		b.WriteString("  }\n")
-	}
-	b.WriteString("}\nEOF")
-	return b.String()
-}
-
-// nftDelete deletes a table of the helper's.
-func nftDelete(table string) string { return "nft delete table " + table }
-
 // wgCommands renders the WireGuard configuration Apply hands wgctrl as
 // `wg set` commands. The private key never shows: keyFile is where the
 // machine keeps it ("" when it has none yet: the helper makes it first).
@@ -170,17 +145,4 @@ func wgCommands(cfg wgtypes.Config, keyFile string) []string {
 		out = append(out, cmd)
 	}
 	return out
-}
-
-// guardScript renders the port guard's table as writeGuard makes it.
-func guardScript(rules []guardRule) string {
-	var b strings.Builder
-	name := "bridge " + GuardTable
-	fmt.Fprintf(&b, "nft -f - <<'EOF'\ntable %s\ndelete table %s\ntable %s {\n", name, name, name)
-	fmt.Fprintf(&b, "  chain %s {\n    type filter hook %s priority %d; policy %s;\n", ChainGuard, guardHook, guardPriority, VerdictAccept)
-	for _, r := range rules {
-		fmt.Fprintf(&b, "    %s\n", r)
-	}
-	b.WriteString("  }\n}\nEOF")
-	return b.String()
 }
