@@ -46,7 +46,7 @@ func TestDryRun(t *testing.T) {
 		t.Fatalf("the dry run changed something (-before +after):\n%s\nit printed:\n%s", d, out)
 	}
 	script := machineScript(t, out, "m1")
-	if !strings.Contains(script, "ip link add name btbr1 ") || !strings.Contains(out, "# machine m2: apply generation 3") {
+	if !strings.Contains(script, "ip link add name btbr1 ") || !strings.Contains(script, "nft -f -") || !strings.Contains(out, "# machine m2: apply generation 3") {
 		t.Fatalf("the dry run printed no bridge for m1, or nothing for m2:\n%s", out)
 	}
 	if strings.Contains(out, "private-key") {
@@ -70,6 +70,7 @@ func TestDryRun(t *testing.T) {
 
 	e.must(create...)
 	helper, byHand := e.links("m1"), e.links("m3")
+	t.Logf("m1's script, run by hand on m3:\n%s\nlinks the helper built on m1: %+v", script, helper)
 	notMesh := func(ls []dryLink) []dryLink {
 		return slices.DeleteFunc(ls, func(l dryLink) bool { return l.Name == "btwg0" })
 	}
