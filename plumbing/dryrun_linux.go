@@ -13,6 +13,7 @@ import (
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/plumbing/resolver"
+	"github.com/butter-cloud/butter/plumbing/vm"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -237,6 +238,13 @@ func boolValue(on bool) string {
 
 // vmDryRun is a VM action's dry run.
 func (h *Helper) vmDryRun(ctx context.Context, a helperapi.VMActionRequest) ([]helperapi.DryRunStep, error) {
+	h.vmMu.Lock()
+	open := h.vms != nil && h.vms.Connected()
+	h.vmMu.Unlock()
+	if a.Action == "create" && !open {
+		// Opening libvirt would make the storage pools: say so instead.
+		return []helperapi.DryRunStep{{Change: "create vm " + a.Name, Commands: vm.CreateDryRun(h.vmOpts, a.Name)}}, nil
+	}
 	m, err := h.vmManager(ctx)
 	if err != nil {
 		return nil, err

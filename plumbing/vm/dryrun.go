@@ -19,13 +19,7 @@ func (m *Manager) DryRun(ctx context.Context, name, action string, force bool) (
 		if _, err := m.l.DomainLookupByName(name); err == nil {
 			return nil, fmt.Errorf("vm %q exists on this machine", name)
 		}
-		return []string{
-			fmt.Sprintf("virsh vol-create %s <volume %s.qcow2: an overlay of the image, or a blank disk>", VMsPool, name),
-			fmt.Sprintf("# write the cloud-init seed %s", m.seedPath(name)),
-			fmt.Sprintf("virsh define <domain %s: %s, on the network's bridge through tap %s>", name, "the helper's domain XML", helperapi.VMPort(name)),
-			"virsh autostart " + name,
-			"virsh start " + name,
-		}, nil
+		return CreateDryRun(m.o, name), nil
 	}
 	dom, _, err := m.lookup(name)
 	if err != nil {
@@ -58,4 +52,19 @@ func (m *Manager) DryRun(ctx context.Context, name, action string, force bool) (
 			"rm -f "+strings.Join([]string{m.seedPath(name), m.logPath(name)}, " ")), nil
 	}
 	return nil, fmt.Errorf("vm action %q: choose create, start, stop, reboot or remove", action)
+}
+
+// CreateDryRun is what Create would run for VM name, as virsh commands;
+// it needs no libvirtd (a machine that never ran a VM has none open yet,
+// and opening one would make the storage pools).
+func CreateDryRun(o Options, name string) []string {
+	o = o.withDefaults()
+	return []string{
+		fmt.Sprintf("# libvirt's storage pools %s and %s are made first if missing", ImagesPool, VMsPool),
+		fmt.Sprintf("virsh vol-create %s <volume %s.qcow2: an overlay of the image, or a blank disk>", VMsPool, name),
+		"# write the cloud-init seed " + seedFile(o.VMsDir, name),
+		fmt.Sprintf("virsh define <domain %s: the helper's domain XML, on the network's bridge through tap %s>", name, helperapi.VMPort(name)),
+		"virsh autostart " + name,
+		"virsh start " + name,
+	}
 }
