@@ -60,14 +60,13 @@ func (h *Helper) applyDryRun(ctx context.Context, spec helperapi.Spec) ([]helper
 	if err != nil {
 		return nil, err
 	}
-	keyPath := ""
+	keyPath := filepath.Join(h.state.dir, keyFile)
 	if hasKey {
-		keyPath = filepath.Join(h.state.dir, keyFile)
 		if err := notSelf(spec, priv.PublicKey().String()); err != nil {
 			return nil, err
 		}
 	} else {
-		add("make the machine's WireGuard key (" + filepath.Join(h.state.dir, keyFile) + ", mode 0600)")
+		add("make the machine's WireGuard key (" + keyPath + ", mode 0600; it never leaves the machine)")
 	}
 	p := makePlan(spec, h.machine(spec))
 	if err := h.tablesDryRun(ctx, spec, p, add); err != nil {
@@ -107,6 +106,11 @@ func (h *Helper) applyDryRun(ctx context.Context, spec helperapi.Spec) ([]helper
 	cfg, notes, err := peerChanges(ctx, spec, priv, dev)
 	if err != nil {
 		return nil, err
+	}
+	if !hasKey && cfg.PrivateKey == nil {
+		// The key the helper makes first goes to the device too.
+		cfg.PrivateKey = &priv
+		notes = append([]string{"wireguard set private key (the new one)"}, notes...)
 	}
 	if len(notes) > 0 {
 		add(strings.Join(notes, "; "), wgCommands(cfg, keyPath)...)
