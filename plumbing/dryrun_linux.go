@@ -127,7 +127,7 @@ func (h *Helper) tablesDryRun(ctx context.Context, spec helperapi.Spec, p plan, 
 		return err
 	}
 	if d := fwDiff(fw, haveFW); len(d) > 0 {
-		add("firewall: "+strings.Join(d, "; "), nftScript(fw))
+		add("firewall: "+differences(d), nftScript(fw))
 	}
 	guard := guardFor(guardVMs(spec))
 	haveGuard, err := readGuard(guard)
@@ -135,7 +135,7 @@ func (h *Helper) tablesDryRun(ctx context.Context, spec helperapi.Spec, p plan, 
 		return err
 	}
 	if d := guardDiff(guard, haveGuard); len(d) > 0 {
-		add("guard: "+strings.Join(d, "; "), guardScript(guard))
+		add("guard: "+differences(d), guardScript(guard))
 	}
 	gw := gatewayFilter(p)
 	haveGW, err := nftTable{bridge: true}.Table(ctx)
@@ -143,7 +143,7 @@ func (h *Helper) tablesDryRun(ctx context.Context, spec helperapi.Spec, p plan, 
 		return err
 	}
 	if d := fwDiff(gw, haveGW); len(d) > 0 {
-		add("gateway filter: "+strings.Join(d, "; "), nftScript(gw))
+		add("gateway filter: "+differences(d), nftScript(gw))
 	}
 	return nil
 }
@@ -231,6 +231,15 @@ func (h *Helper) teardownDryRun(ctx context.Context) ([]helperapi.DryRunStep, er
 		add("forget the applied spec (the key stays)", "rm "+shellWord(filepath.Join(h.state.dir, specFile)))
 	}
 	return steps, nil
+}
+
+// differences sums up a table's differences in a line: the first, and
+// how many more (the script shows the whole table).
+func differences(d []string) string {
+	if len(d) == 1 {
+		return d[0]
+	}
+	return fmt.Sprintf("%s, and %d more differences", d[0], len(d)-1)
 }
 
 func boolValue(on bool) string {
