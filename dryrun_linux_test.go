@@ -22,7 +22,8 @@ import (
 // for byte, each machine's links, tables and applied spec), and the
 // commands it prints for m1, run by hand with sh on m3 (a lab machine
 // never added, with a stand-in for the mesh device), build the same
-// bridge and tunnels the helper builds on m1 for the same network.
+// bridge and tunnels the helper builds on m1 for the same network. With
+// m2 away, a dry run says so and still shows m1's plan.
 func TestDryRun(t *testing.T) {
 	needE2E(t)
 	testbed.NeedPrograms(t, "/usr/sbin/nft", "/usr/sbin/ip", "/usr/sbin/bridge", "/usr/sbin/sysctl")
@@ -79,6 +80,23 @@ func TestDryRun(t *testing.T) {
 	}
 	if len(notMesh(helper)) < 2 {
 		t.Errorf("the helper built %+v on m1; want a bridge and its tunnels", helper)
+	}
+
+	// m2 away (its cable pulled): the dry run of turning egress on says
+	// so and still shows m1's commands, and changes nothing either.
+	e.unplug("m2", false)
+	defer e.unplug("m2", true)
+	before = e.dryRunState(e.lab.Inventory, "m1")
+	start = time.Now()
+	out = e.must(append(inv, "network", "set", "net1", "--egress=true", "--dry-run")...)
+	t.Logf("network set --dry-run with m2 away took %v", time.Since(start))
+	if d := cmp.Diff(before, e.dryRunState(e.lab.Inventory, "m1")); d != "" {
+		t.Fatalf("the dry run changed something (-before +after):\n%s", d)
+	}
+	m1, m2 := machineScript(t, out, "m1"), machineScript(t, out, "m2")
+	if !strings.Contains(m2, "# away (") || !strings.Contains(m1, "sysctl -w net.ipv4.conf.btbr1.forwarding=1") ||
+		!strings.Contains(m1, "masquerade") {
+		t.Errorf("want m2 away and m1's egress (forwarding, masquerade):\n%s", out)
 	}
 }
 
