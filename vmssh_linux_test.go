@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,8 +29,7 @@ func TestVMSSH(t *testing.T) {
 		t.Skip("boots Debian with cloud-init under TCG through the operator's binary (~3 min warm); not in -short")
 	}
 	needE2E(t)
-	missing := testbed.CloudImageTools()
-	testbed.Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
+	testbed.NeedCloudImageTools(t, false)
 	testbed.NeedPrograms(t, "ssh", "setsid")
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
@@ -49,23 +47,10 @@ func TestVMSSH(t *testing.T) {
 	e.must(append(inv, "network", "create", "teal", "--subnet", "10.31.0.0/24", "--machines", "m1")...)
 
 	// The operator's own key, which the seed authorizes.
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testbed.NewUserKey(t)
 	idFile := filepath.Join(dir, "id_ed25519")
-	if err := os.WriteFile(idFile, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(idFile+".pub", ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
+	key.WriteIdentity(t, idFile)
+	if err := os.WriteFile(idFile+".pub", key.Authorized(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 

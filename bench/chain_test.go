@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -153,14 +151,14 @@ func (r result) efficiency() float64 { return r.bps / 1e6 / max(r.cpu/r.wall, 1e
 // time the daemons d1 and d2 spent during the run.
 func measure(b *testing.B, ctx context.Context, what string, client, server place, from, to netip.Addr, via *sim.Machine, d1, d2 int) result {
 	b.Helper()
-	out := &readyBuffer{ready: make(chan struct{}), marker: []byte("Server listening")}
+	out := testbed.NewOutputBuffer("Server listening")
 	srv, err := server.Start(ctx, out, iperf3Bin, "-s", "-1", "--forceflush", "-B", to.String())
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer srv.Kill()
 	select {
-	case <-out.ready:
+	case <-out.Ready():
 	case <-srv.Done():
 		b.Fatalf("%s: iperf3 server exited: %v: %s", what, srv.Err(), out)
 	case <-time.After(5 * time.Second):
@@ -250,30 +248,6 @@ func cpuSeconds(b *testing.B, pid int) float64 {
 		b.Fatalf("daemon CPU time: %v", err)
 	}
 	return float64(utime+stime) / clockTicks
-}
-
-type readyBuffer struct {
-	mu     sync.Mutex
-	buf    bytes.Buffer
-	marker []byte
-	ready  chan struct{}
-	once   sync.Once
-}
-
-func (r *readyBuffer) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.buf.Write(p)
-	if bytes.Contains(r.buf.Bytes(), r.marker) {
-		r.once.Do(func() { close(r.ready) })
-	}
-	return len(p), nil
-}
-
-func (r *readyBuffer) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.String()
 }
 
 func buildButter(b *testing.B, ctx context.Context, dir string) string {

@@ -110,8 +110,8 @@ func BenchmarkFirewall(b *testing.B) {
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "TCP probe m1 -> probe m2 across the chain (%s, network MTU %d, 3 machines in the network), iperf3 -t %d,\n"+
-		"%d rounds (on-off, off-on, …); off = tables inet butter, bridge butter-guard (the probes guarded as VMs) and bridge butter deleted on every machine. Per run: Mbit/s, packets/s and bytes per packet m1's %s sent.\n",
-		rep.Tunnel, rep.MTU, seconds, rounds, plumbing.WireGuardName)
+		"%d rounds (on-off, off-on, …); off = %s deleted on every machine (the probes guarded as VMs). Per run: Mbit/s, packets/s and bytes per packet m1's %s sent.\n",
+		rep.Tunnel, rep.MTU, seconds, rounds, offNames(b), plumbing.WireGuardName)
 	row := func(name string, rs ...result) {
 		var cells []string
 		for _, r := range rs {
@@ -169,16 +169,48 @@ var butterTable = &nftables.Table{Name: plumbing.FirewallTable, Family: nftables
 // it away too, so the ratio prices every rule a frame of the chain meets.
 var gatewayTable = &nftables.Table{Name: plumbing.FirewallTable, Family: nftables.TableFamilyBridge}
 
+// offTables are the tables "off" deletes: all three, or those
+// $BUTTER_BENCH_OFF names (inet, gateway, guard; comma-separated), to
+// tell which one costs what.
+func offTables(b *testing.B) []*nftables.Table {
+	all := map[string]*nftables.Table{"inet": butterTable, "gateway": gatewayTable, "guard": guardTable}
+	v := os.Getenv("BUTTER_BENCH_OFF")
+	if v == "" {
+		return []*nftables.Table{butterTable, gatewayTable, guardTable}
+	}
+	var out []*nftables.Table
+	for _, n := range strings.Split(v, ",") {
+		t, ok := all[n]
+		if !ok {
+			b.Fatalf("BUTTER_BENCH_OFF=%s: %q is none of inet, gateway, guard", v, n)
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
 func deleteButterTable(b *testing.B, m *sim.Machine) {
 	b.Helper()
 	c, done := nftIn(b, m)
 	defer done()
-	c.DelTable(butterTable)
-	c.DelTable(gatewayTable)
-	c.DelTable(guardTable)
+	for _, t := range offTables(b) {
+		c.DelTable(t)
+	}
 	if err := c.Flush(); err != nil {
 		b.Fatalf("%s: delete table inet %s: %v", m.Name, plumbing.FirewallTable, err)
 	}
+}
+
+func offNames(b *testing.B) string {
+	var n []string
+	for _, t := range offTables(b) {
+		f := "inet"
+		if t.Family == nftables.TableFamilyBridge {
+			f = "bridge"
+		}
+		n = append(n, "table "+f+" "+t.Name)
+	}
+	return strings.Join(n, ", ")
 }
 
 func hasButterTable(b *testing.B, m *sim.Machine) bool {

@@ -64,14 +64,7 @@ func BenchmarkOperator(b *testing.B) {
 	dir := b.TempDir()
 	butter := buildButter(b, ctx, dir)
 	helperSize := fileMiB(butter)
-	// The lab keeps its operator folder (inventory, key, known_hosts)
-	// under the user's config folder: make that a temporary one.
-	home := filepath.Join(dir, "home")
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		b.Fatal(err)
-	}
-	b.Setenv("HOME", home)
-	b.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
+	operatorHome(b, dir)
 
 	opLab = testbed.ClaimLab(b, "opb")
 	lc, err := lab.StartCloud(ctx, lab.CloudOptions{Name: opLab, Underlay: testbed.Underlay(opLab), Machines: 3, NoAdd: true,

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,12 +55,7 @@ func BenchmarkScale(b *testing.B) {
 	defer cancel()
 	dir := b.TempDir()
 	butter := buildButter(b, ctx, dir)
-	home := filepath.Join(dir, "home")
-	if err := os.MkdirAll(home, 0o700); err != nil {
-		b.Fatal(err)
-	}
-	b.Setenv("HOME", home)
-	b.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
+	operatorHome(b, dir)
 
 	var figs []scaleFigures
 	for _, n := range scaleSizes {

@@ -175,3 +175,17 @@ func needLab(b *testing.B, programs ...string) {
 	_, err := sim.FindKernel("/")
 	testbed.Require(b, err == nil, "needs Debian's kernel (linux-image-amd64)")
 }
+
+// operatorHome makes a home for the operator in dir and points HOME and
+// XDG_CONFIG_HOME at it: the lab keeps its operator folder (inventory,
+// key, known_hosts) under the user's config folder.
+func operatorHome(b *testing.B, dir string) string {
+	b.Helper()
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	b.Setenv("HOME", home)
+	b.Setenv("XDG_CONFIG_HOME", filepath.Join(home, ".config"))
+	return home
+}

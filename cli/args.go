@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/butter-cloud/butter/cloud"
 	"github.com/spf13/cobra"
 )
 
@@ -67,3 +69,19 @@ func noun(name, short string, subs ...*cobra.Command) *cobra.Command {
 
 // nounAnnotation marks nouns, whose usage shows only their verbs.
 const nounAnnotation = "butter-noun"
+
+// listCommand is a noun's list verb: list prints the noun's rows, as one
+// JSON array with --json.
+func (s *session) listCommand(short string, list func(ctx context.Context, cl *cloud.Cloud, asJSON bool) error) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: short,
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return s.withCloud(func(cl *cloud.Cloud) error { return list(cmd.Context(), cl, asJSON) })
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
+	return cmd
+}

@@ -183,17 +183,7 @@ func (s *session) trust(acceptNew bool, pinned string) cloud.Trust {
 }
 
 func (s *session) machineListCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the machines and how they are",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return s.withCloud(func(cl *cloud.Cloud) error { return s.machineList(cmd.Context(), cl, asJSON) })
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
-	return cmd
+	return s.listCommand("List the machines and how they are", s.machineList)
 }
 
 func (s *session) machineList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {

@@ -127,17 +127,7 @@ func (s *session) networkCreateCommand() *cobra.Command {
 }
 
 func (s *session) networkListCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the networks",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return s.withCloud(func(cl *cloud.Cloud) error { return s.networkList(cmd.Context(), cl, asJSON) })
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
-	return cmd
+	return s.listCommand("List the networks", s.networkList)
 }
 
 func (s *session) networkList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {

@@ -29,25 +29,15 @@ func (s *session) vmCommand() *cobra.Command {
 	return c
 }
 
-func (s *session) vmListCommand() *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the VMs on every machine",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return s.withCloud(func(cl *cloud.Cloud) error { return s.vmList(cmd.Context(), cl, asJSON) })
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
-	return cmd
-}
-
 // vmList prints the VMs. Machines that do not answer are named on
 // stderr, and the VMs the inventory records on them are listed with state
 // unknown; the exit code is non-zero only when no machine answered (or
 // the inventory does not load), so an empty list that exits 0 is a cloud
 // with no VM.
+func (s *session) vmListCommand() *cobra.Command {
+	return s.listCommand("List the VMs on every machine", s.vmList)
+}
+
 func (s *session) vmList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {
 	vms, err := cl.VMs(ctx, listTimeout)
 	var away cloud.MachineErrors

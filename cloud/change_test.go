@@ -40,8 +40,7 @@ func TestAwayMachineIsPendingThenCatchesUp(t *testing.T) {
 	ctx := context.Background()
 	c, fc := newFakeCloud(t, 3)
 	addAll(t, c, 3)
-	fc.down["192.0.2.3"] = true
-	c.forget("m3")
+	goAway(c, fc, 3)
 	n, out, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil)
 	if err != nil {
 		t.Fatalf("CreateNetwork with m3 away = %v", err)
@@ -113,8 +112,7 @@ func TestUnusableMachineIsFailedNotAway(t *testing.T) {
 	}
 	// The control: the same machine not answering at all is away.
 	delete(fc.fail, "192.0.2.3")
-	fc.down["192.0.2.3"] = true
-	c.forget("m3")
+	goAway(c, fc, 3)
 	if _, out, err = c.CreateNetwork(ctx, NewNetwork{Name: "red"}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -203,17 +201,9 @@ func TestStaleOperatorIsRefused(t *testing.T) {
 // every verb works after it.
 func TestAdoptRebuildsTheInventory(t *testing.T) {
 	ctx := context.Background()
-	c, fc := newFakeCloud(t, 3)
-	addAll(t, c, 3)
-	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	c, fc := newWebCloud(t, 3, "m2")
 	// Make the last change with m3 away, so its copy is older.
-	fc.down["192.0.2.3"] = true
-	c.forget("m3")
+	goAway(c, fc, 3)
 	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "red", Machines: []string{"m1", "m2"}}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -257,17 +247,9 @@ func TestAdoptRebuildsTheInventory(t *testing.T) {
 // its key gone from every peer.
 func TestRemoveMachineAwayAndForce(t *testing.T) {
 	ctx := context.Background()
-	c, fc := newFakeCloud(t, 4)
-	addAll(t, c, 4)
-	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	c, fc := newWebCloud(t, 4, "m2")
 	m2key := fc.machines["192.0.2.2"].key
-	fc.down["192.0.2.2"] = true
-	c.forget("m2")
+	goAway(c, fc, 2)
 	sums := fileSums(t, c.path)
 	_, err := c.RemoveMachine(ctx, "m2", false, nil)
 	if err == nil || !strings.Contains(err.Error(), "--force") || !strings.Contains(err.Error(), "web") {
@@ -277,8 +259,7 @@ func TestRemoveMachineAwayAndForce(t *testing.T) {
 		t.Error("the refused removal changed the inventory")
 	}
 	// m4 is away too: it keeps m2's key until it returns.
-	fc.down["192.0.2.4"] = true
-	c.forget("m4")
+	goAway(c, fc, 4)
 	r, err := c.RemoveMachine(ctx, "m2", true, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -339,8 +320,7 @@ func TestRotateKey(t *testing.T) {
 		}
 	}
 	// An away machine's key cannot be rotated; --all rotates the others.
-	fc.down["192.0.2.3"] = true
-	c.forget("m3")
+	goAway(c, fc, 3)
 	asked := fc.machines["192.0.2.1"].prepares
 	if _, err := c.RotateKey(ctx, []string{"m3"}, nil); !isAway(err, "m3") {
 		t.Errorf("rotating an away machine: %v", err)
@@ -387,16 +367,8 @@ func TestRefusedRemovalTouchesNothing(t *testing.T) {
 // create reserves nothing: the inventory and its .bak stay byte-identical.
 func TestVMVerbsOnAnAwayMachine(t *testing.T) {
 	ctx := context.Background()
-	c, fc := newFakeCloud(t, 2)
-	addAll(t, c, 2)
-	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	fc.down["192.0.2.2"] = true
-	c.forget("m2")
+	c, fc := newWebCloud(t, 2, "m2")
+	goAway(c, fc, 2)
 	sums := fileSums(t, c.path)
 	_, err := c.CreateVM(ctx, NewVM{Name: "db", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil)
 	if !isAway(err, "m2") {

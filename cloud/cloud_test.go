@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/inventory"
 )
 
@@ -239,7 +240,7 @@ func newFakeCloud(t *testing.T, n int) (*Cloud, *fakeConnector) {
 	for i := 1; i <= n; i++ {
 		addr := fmt.Sprintf("192.0.2.%d", i)
 		fc.machines[addr] = &fakeMachine{name: fmt.Sprintf("m%d", i), addrs: []string{addr},
-			key: base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune('a'+i)), 32))), vms: map[string]helperapi.VMInfo{}}
+			key: testbed.Key(byte('a' + i)), vms: map[string]helperapi.VMInfo{}}
 	}
 	return New(filepath.Join(t.TempDir(), "inventory.yaml"), fc, nil), fc
 }
@@ -252,6 +253,29 @@ func addAll(t *testing.T, c *Cloud, n int) {
 			t.Fatalf("add m%d: %v", i, err)
 		}
 	}
+}
+
+// newWebCloud is a fake cloud of n machines, all added, with network blue
+// on every one and VM web on machine on.
+func newWebCloud(t *testing.T, n int, on string) (*Cloud, *fakeConnector) {
+	t.Helper()
+	ctx := context.Background()
+	c, fc := newFakeCloud(t, n)
+	addAll(t, c, n)
+	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: on, Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	return c, fc
+}
+
+// goAway makes machine mi of a fake cloud stop answering, and the cloud
+// forget it was ever reached.
+func goAway(c *Cloud, fc *fakeConnector, i int) {
+	fc.down[fmt.Sprintf("192.0.2.%d", i)] = true
+	c.forget(fmt.Sprintf("m%d", i))
 }
 
 func TestAddMachinesMakesAMesh(t *testing.T) {
@@ -415,14 +439,7 @@ func TestNetworksAndVMs(t *testing.T) {
 
 func TestRemoveMachine(t *testing.T) {
 	ctx := context.Background()
-	c, fc := newFakeCloud(t, 3)
-	addAll(t, c, 3)
-	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m3", Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	c, fc := newWebCloud(t, 3, "m3")
 	if _, err := c.RemoveMachine(ctx, "m3", false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -442,14 +459,7 @@ func TestRemoveMachine(t *testing.T) {
 // the cloud has no VM on it; with one, it is refused and stays whole.
 func TestRemoveMachineWithoutLibvirt(t *testing.T) {
 	ctx := context.Background()
-	c, fc := newFakeCloud(t, 3)
-	addAll(t, c, 3)
-	if _, _, err := c.CreateNetwork(ctx, NewNetwork{Name: "blue"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.CreateVM(ctx, NewVM{Name: "web", Machine: "m2", Network: "blue", Image: "debian-12"}, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	c, fc := newWebCloud(t, 3, "m2")
 	fc.machines["192.0.2.2"].noLibvirt = true
 	if _, err := c.RemoveMachine(ctx, "m2", false, nil); err == nil || !strings.Contains(err.Error(), "list its VMs") {
 		t.Fatalf("remove m2, which has a VM the helper cannot list: %v, want refused", err)

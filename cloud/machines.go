@@ -301,6 +301,21 @@ const (
 // WireGuard module.
 const NoteUserspaceWireGuard = "WireGuard in userspace (no kernel module; slower)"
 
+// NoteTCG is the note of a machine whose VMs run without KVM.
+const NoteTCG = "VMs run under qemu's TCG (no working KVM; slower)"
+
+// notes are what a machine's facts say worth knowing.
+func notes(f helperapi.Facts) []string {
+	var n []string
+	if !f.KernelWireGuard {
+		n = append(n, NoteUserspaceWireGuard)
+	}
+	if f.Accel == helperapi.AccelTCG {
+		n = append(n, NoteTCG)
+	}
+	return n
+}
+
 // StaleHandshake is when a peer's last handshake counts as lost.
 const StaleHandshake = 3 * time.Minute
 
@@ -337,9 +352,7 @@ func (c *Cloud) probe(ctx context.Context, m inventory.Machine, timeout time.Dur
 		return st, nil
 	}
 	st.Status, st.HelperVersion = StatusOnline, st.Facts.Version
-	if !st.Facts.KernelWireGuard {
-		st.Notes = append(st.Notes, NoteUserspaceWireGuard)
-	}
+	st.Notes = notes(st.Facts)
 	if p := degraded(st.Facts); p != "" {
 		st.Status, st.Problem = StatusDegraded, p
 	}

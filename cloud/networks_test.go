@@ -3,6 +3,7 @@ package cloud
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -88,5 +89,24 @@ func TestSetEgress(t *testing.T) {
 	ns := Networks(inv, nil)
 	if len(ns) != 1 || ns[0].Gateway != "10.100.0.1" || ns[0].Egress {
 		t.Errorf("Networks = %+v, want blue with gateway 10.100.0.1 and egress off", ns)
+	}
+}
+
+// A machine's notes come from its facts: userspace WireGuard, VMs without
+// KVM; an older helper (no accelerator) or unproven KVM says nothing.
+func TestMachineNotes(t *testing.T) {
+	for _, tt := range []struct {
+		facts helperapi.Facts
+		want  []string
+	}{
+		{helperapi.Facts{KernelWireGuard: true, Accel: helperapi.AccelKVM}, nil},
+		{helperapi.Facts{KernelWireGuard: true}, nil},
+		{helperapi.Facts{Accel: helperapi.AccelKVM}, []string{NoteUserspaceWireGuard}},
+		{helperapi.Facts{KernelWireGuard: true, Accel: helperapi.AccelTCG}, []string{NoteTCG}},
+		{helperapi.Facts{Accel: helperapi.AccelTCG}, []string{NoteUserspaceWireGuard, NoteTCG}},
+	} {
+		if got := notes(tt.facts); !slices.Equal(got, tt.want) {
+			t.Errorf("notes(%+v) = %q; want %q", tt.facts, got, tt.want)
+		}
 	}
 }

@@ -1,22 +1,18 @@
 package cloud
 
 import (
-	"encoding/base64"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/inventory"
 )
 
-func key(b byte) string {
-	return base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(b), 32)))
-}
-
 func machine(name string, host byte, nat bool) inventory.Machine {
 	return inventory.Machine{Name: name, Address: "192.0.2." + string('0'+host), Port: 22, NAT: nat,
-		MeshIP: netip.AddrFrom4([4]byte{10, 99, 0, host}), PublicKey: key('a' + host)}
+		MeshIP: netip.AddrFrom4([4]byte{10, 99, 0, host}), PublicKey: testbed.Key('a' + host)}
 }
 
 func testInventory(machines ...inventory.Machine) *inventory.Inventory {

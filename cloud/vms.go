@@ -43,6 +43,9 @@ type VMStatus struct {
 	MemoryMiB int     `json:"memory_mib"`
 	CPUTime   float64 `json:"cpu_seconds"`
 	Image     string  `json:"image"`
+	// Autostart: the VM runs again after its machine boots (vm stop
+	// clears it, vm start sets it).
+	Autostart bool `json:"autostart"`
 }
 
 // CreateVM creates a VM on its machine: it checks every value, reserves
@@ -311,7 +314,7 @@ func (c *Cloud) VMs(ctx context.Context, timeout time.Duration) ([]VMStatus, err
 func vmStatus(machine string, v helperapi.VMInfo) VMStatus {
 	ip, _, _ := strings.Cut(v.Address, "/")
 	return VMStatus{Name: v.Name, Machine: machine, Network: v.Network, IP: ip, State: v.State,
-		CPUs: v.CPUs, MemoryMiB: v.MemoryMiB, CPUTime: v.CPUTime.Seconds(), Image: v.Image}
+		CPUs: v.CPUs, MemoryMiB: v.MemoryMiB, CPUTime: v.CPUTime.Seconds(), Image: v.Image, Autostart: v.Autostart}
 }
 
 // VMAction starts, stops, reboots or removes a VM; remove also frees its

@@ -1,7 +1,6 @@
 package helperapi
 
 import (
-	"encoding/base64"
 	"net/netip"
 	"strings"
 	"testing"
@@ -9,14 +8,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func planKey(b byte) string {
-	return base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(b), 32)))
-}
-
 // member is machine name at 10.99.0.host, reachable at 192.0.2.host
 // unless behind NAT.
 func member(name string, host byte, nat bool) Member {
-	m := Member{Name: name, PublicKey: planKey('a' + host), MeshIP: netip.AddrFrom4([4]byte{10, 99, 0, host}), NAT: nat}
+	m := Member{Name: name, PublicKey: testKey('a' + host), MeshIP: netip.AddrFrom4([4]byte{10, 99, 0, host}), NAT: nat}
 	if !nat {
 		m.Endpoint = netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, host}), 51820).String()
 	}
@@ -44,20 +39,20 @@ func TestPlan(t *testing.T) {
 			want: map[string]Spec{
 				"a": {Mesh: Mesh{Address: addr(1), ListenPort: 51820},
 					Peers: []Peer{
-						{Name: "b", PublicKey: planKey('c'), Endpoint: "192.0.2.2:51820", MeshIP: ip(2)},
-						{Name: "c", PublicKey: planKey('d'), Endpoint: "192.0.2.3:51820", MeshIP: ip(3)},
+						{Name: "b", PublicKey: testKey('c'), Endpoint: "192.0.2.2:51820", MeshIP: ip(2)},
+						{Name: "c", PublicKey: testKey('d'), Endpoint: "192.0.2.3:51820", MeshIP: ip(3)},
 					},
 					Networks: []Network{withPeers(blue, "b", "c"), withPeers(green, "c")}},
 				"b": {Mesh: Mesh{Address: addr(2), ListenPort: 51820},
 					Peers: []Peer{
-						{Name: "a", PublicKey: planKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1)},
-						{Name: "c", PublicKey: planKey('d'), Endpoint: "192.0.2.3:51820", MeshIP: ip(3)},
+						{Name: "a", PublicKey: testKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1)},
+						{Name: "c", PublicKey: testKey('d'), Endpoint: "192.0.2.3:51820", MeshIP: ip(3)},
 					},
 					Networks: []Network{withPeers(blue, "a", "c")}},
 				"c": {Mesh: Mesh{Address: addr(3), ListenPort: 51820},
 					Peers: []Peer{
-						{Name: "a", PublicKey: planKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1)},
-						{Name: "b", PublicKey: planKey('c'), Endpoint: "192.0.2.2:51820", MeshIP: ip(2)},
+						{Name: "a", PublicKey: testKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1)},
+						{Name: "b", PublicKey: testKey('c'), Endpoint: "192.0.2.2:51820", MeshIP: ip(2)},
 					},
 					Networks: []Network{withPeers(blue, "a", "b"), withPeers(green, "a")}},
 			},
@@ -67,9 +62,9 @@ func TestPlan(t *testing.T) {
 			plan: MeshPlan{Prefix: mesh, Port: 4500, Members: []Member{member("a", 1, false), member("n", 4, true)}},
 			want: map[string]Spec{
 				"a": {Mesh: Mesh{Address: addr(1), ListenPort: 4500},
-					Peers: []Peer{{Name: "n", PublicKey: planKey('e'), MeshIP: ip(4)}}},
+					Peers: []Peer{{Name: "n", PublicKey: testKey('e'), MeshIP: ip(4)}}},
 				"n": {Mesh: Mesh{Address: addr(4), ListenPort: 4500},
-					Peers: []Peer{{Name: "a", PublicKey: planKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1), Keepalive: NATKeepalive}}},
+					Peers: []Peer{{Name: "a", PublicKey: testKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1), Keepalive: NATKeepalive}}},
 			},
 		},
 		{
@@ -79,27 +74,27 @@ func TestPlan(t *testing.T) {
 			want: map[string]Spec{
 				"b": {Mesh: Mesh{Address: addr(2), ListenPort: 51820, Relay: true},
 					Peers: []Peer{
-						{Name: "n1", PublicKey: planKey('d'), MeshIP: ip(3), Keepalive: 25},
-						{Name: "a", PublicKey: planKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1), Keepalive: 25},
-						{Name: "n2", PublicKey: planKey('e'), MeshIP: ip(4), Keepalive: 25},
+						{Name: "n1", PublicKey: testKey('d'), MeshIP: ip(3), Keepalive: 25},
+						{Name: "a", PublicKey: testKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1), Keepalive: 25},
+						{Name: "n2", PublicKey: testKey('e'), MeshIP: ip(4), Keepalive: 25},
 					}},
 				"a": {Mesh: Mesh{Address: addr(1), ListenPort: 51820},
 					Peers: []Peer{
-						{Name: "n1", PublicKey: planKey('d'), MeshIP: ip(3), Keepalive: 25},
-						{Name: "b", PublicKey: planKey('c'), Endpoint: "192.0.2.2:51820", MeshIP: ip(2), Keepalive: 25},
-						{Name: "n2", PublicKey: planKey('e'), MeshIP: ip(4), Keepalive: 25},
+						{Name: "n1", PublicKey: testKey('d'), MeshIP: ip(3), Keepalive: 25},
+						{Name: "b", PublicKey: testKey('c'), Endpoint: "192.0.2.2:51820", MeshIP: ip(2), Keepalive: 25},
+						{Name: "n2", PublicKey: testKey('e'), MeshIP: ip(4), Keepalive: 25},
 					}},
 				"n1": {Mesh: Mesh{Address: addr(3), ListenPort: 51820},
 					Peers: []Peer{
-						{Name: "b", PublicKey: planKey('c'), Endpoint: "192.0.2.2:51820", MeshIP: ip(2), Keepalive: 25},
-						{Name: "a", PublicKey: planKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1), Keepalive: 25},
+						{Name: "b", PublicKey: testKey('c'), Endpoint: "192.0.2.2:51820", MeshIP: ip(2), Keepalive: 25},
+						{Name: "a", PublicKey: testKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1), Keepalive: 25},
 						{Name: "n2", MeshIP: ip(4), Via: "b"},
 					}},
 				"n2": {Mesh: Mesh{Address: addr(4), ListenPort: 51820},
 					Peers: []Peer{
 						{Name: "n1", MeshIP: ip(3), Via: "b"},
-						{Name: "b", PublicKey: planKey('c'), Endpoint: "192.0.2.2:51820", MeshIP: ip(2), Keepalive: 25},
-						{Name: "a", PublicKey: planKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1), Keepalive: 25},
+						{Name: "b", PublicKey: testKey('c'), Endpoint: "192.0.2.2:51820", MeshIP: ip(2), Keepalive: 25},
+						{Name: "a", PublicKey: testKey('b'), Endpoint: "192.0.2.1:51820", MeshIP: ip(1), Keepalive: 25},
 					}},
 			},
 		},

@@ -67,6 +67,10 @@ type Facts struct {
 	// Load is the machine's use: CPUs, the one-minute load average, and
 	// memory in MiB.
 	Load Load `json:"load"`
+	// Accel is what a VM made now runs under: AccelKVM, AccelTCG, or ""
+	// while KVM is neither proven nor refuted (an older helper says
+	// nothing either).
+	Accel string `json:"accel,omitempty"`
 }
 
 // Load is how busy a machine is.

@@ -202,6 +202,40 @@ var (
 
 // value decodes n into v, at place at. Nothing of the node is expanded: the
 // tree is walked once.
+// parseText sets v to what parse makes of n's text; what parse refuses
+// is a problem, the text not being want.
+func parseText[T any](d *decoder, n *yaml.Node, v reflect.Value, name, want string, parse func(string) (T, error)) {
+	s, ok := d.text(n, name)
+	if !ok {
+		return
+	}
+	x, err := parse(s)
+	if err != nil {
+		d.bad(n.Line, "%s %q: %s", name, s, want)
+		return
+	}
+	v.Set(reflect.ValueOf(x))
+}
+
+// scalar decodes n into out when it is a scalar of the YAML tag; anything
+// else is a problem that says what it wants. A whole number out of an
+// int's range is one too.
+func (d *decoder) scalar(n *yaml.Node, name, tag, want string, out any) bool {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != tag {
+		d.bad(n.Line, "%s: %s, found %s", name, want, describe(n))
+		return false
+	}
+	if err := n.Decode(out); err != nil {
+		if tag == "!!int" {
+			d.bad(n.Line, "%s %s: not a whole number this butter can hold", name, n.Value)
+		} else {
+			d.bad(n.Line, "%s: %s, found %s", name, want, describe(n))
+		}
+		return false
+	}
+	return true
+}
+
 func (d *decoder) value(n *yaml.Node, v reflect.Value, at string) {
 	name := at
 	if name == "" {
@@ -213,53 +247,23 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, at string) {
 	}
 	switch {
 	case v.Type() == addrType:
-		s, ok := d.text(n, name)
-		if !ok {
-			return
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			d.bad(n.Line, "%s %q: not an IP address", name, s)
-			return
-		}
-		v.Set(reflect.ValueOf(a))
+		parseText(d, n, v, name, "not an IP address", netip.ParseAddr)
 	case v.Type() == prefixType:
-		s, ok := d.text(n, name)
-		if !ok {
-			return
-		}
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			d.bad(n.Line, "%s %q: not an address range such as 10.100.1.0/24", name, s)
-			return
-		}
-		v.Set(reflect.ValueOf(p))
+		parseText(d, n, v, name, "not an address range such as 10.100.1.0/24", netip.ParsePrefix)
 	case v.Kind() == reflect.String:
 		if s, ok := d.text(n, name); ok {
 			v.SetString(s)
 		}
 	case v.Kind() == reflect.Int:
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-			d.bad(n.Line, "%s: want a whole number, found %s", name, describe(n))
-			return
-		}
 		var i int
-		if err := n.Decode(&i); err != nil {
-			d.bad(n.Line, "%s %s: not a whole number this butter can hold", name, n.Value)
-			return
+		if d.scalar(n, name, "!!int", "want a whole number", &i) {
+			v.SetInt(int64(i))
 		}
-		v.SetInt(int64(i))
 	case v.Kind() == reflect.Bool:
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
-			d.bad(n.Line, "%s: want true or false, found %s", name, describe(n))
-			return
-		}
 		var b bool
-		if err := n.Decode(&b); err != nil {
-			d.bad(n.Line, "%s: want true or false, found %s", name, describe(n))
-			return
+		if d.scalar(n, name, "!!bool", "want true or false", &b) {
+			v.SetBool(b)
 		}
-		v.SetBool(b)
 	case v.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			d.bad(n.Line, "%s: want a list, found %s", name, describe(n))

@@ -128,33 +128,25 @@ func (r *Reservation) Commit(ctx context.Context) error {
 	if r.done {
 		return fmt.Errorf("vm %q: its reservation is over already", r.VM.Name)
 	}
-	path, unlock, err := lockFile(ctx, r.path)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	hs, err := readReservations(path)
-	if err != nil {
-		return err
-	}
-	others := slices.DeleteFunc(hs, func(h held) bool { return h.ID == r.id })
-	err = updateLocked(path, func(inv *Inventory) error {
-		others = live(others, inv, time.Now())
-		if err := fits(inv, others, r.VM); err != nil {
+	return r.withOthers(ctx, func(path string, others []held) error {
+		err := updateLocked(path, func(inv *Inventory) error {
+			others = live(others, inv, time.Now())
+			if err := fits(inv, others, r.VM); err != nil {
+				return err
+			}
+			inv.VMs = append(inv.VMs, r.VM)
+			return nil
+		})
+		if err != nil {
 			return err
 		}
-		inv.VMs = append(inv.VMs, r.VM)
+		r.done = true
+		// The VM is recorded. Should dropping the reservation fail, the
+		// next butter to look drops it: a reservation whose VM the
+		// inventory records is over.
+		_ = writeReservations(path, others)
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	r.done = true
-	// The VM is recorded. Should dropping the reservation fail, the next
-	// butter to look drops it: a reservation whose VM the inventory
-	// records is over.
-	_ = writeReservations(path, others)
-	return nil
 }
 
 // Release drops the reservation, leaving the inventory as it is. It does
@@ -165,6 +157,19 @@ func (r *Reservation) Release(ctx context.Context) error {
 	if r.done {
 		return nil
 	}
+	return r.withOthers(ctx, func(path string, others []held) error {
+		inv, _, _ := load(path) // nil when it does not load: others' stay
+		if err := writeReservations(path, live(others, inv, time.Now())); err != nil {
+			return err
+		}
+		r.done = true
+		return nil
+	})
+}
+
+// withOthers calls f under the inventory's lock with the reservations
+// other than r.
+func (r *Reservation) withOthers(ctx context.Context, f func(path string, others []held) error) error {
 	path, unlock, err := lockFile(ctx, r.path)
 	if err != nil {
 		return err
@@ -174,13 +179,7 @@ func (r *Reservation) Release(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	inv, _, _ := load(path) // nil when it does not load: others' stay
-	hs = slices.DeleteFunc(hs, func(h held) bool { return h.ID == r.id })
-	if err := writeReservations(path, live(hs, inv, time.Now())); err != nil {
-		return err
-	}
-	r.done = true
-	return nil
+	return f(path, slices.DeleteFunc(hs, func(h held) bool { return h.ID == r.id }))
 }
 
 // fits refuses v when inv records, or hs holds, its name or address, or

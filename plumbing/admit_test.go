@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/internal/testbed"
 )
 
 // at is testSpec at generation gen with desired state of that generation;
@@ -24,7 +25,7 @@ func at(gen int64, tag string) helperapi.Spec {
 }
 
 func TestAdmit(t *testing.T) {
-	self := testKey('s')
+	self := testbed.Key('s')
 	selfPeer := at(5, "")
 	selfPeer.Peers[0].PublicKey = self
 	badDesired := at(5, "")

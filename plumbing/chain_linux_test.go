@@ -77,13 +77,109 @@ func buildButter(t *testing.T, ctx context.Context, dir string) string {
 	return bin
 }
 
+// What the namespace-tier lab tests (chain, firewall, edge) share: steps
+// run in order on one lab, the helper daemons' logs, and a host on the
+// lab's underlay that is no machine of the mesh.
+
+// labStep is one named check of a lab test, run as a subtest.
+type labStep struct {
+	name string
+	f    func(*testing.T, context.Context)
+}
+
+// runSteps runs the steps in order as subtests, logging how long each took
+// (its name padded to width), and stops the test once a failed step has
+// also run out of time.
+func runSteps(t *testing.T, ctx context.Context, width int, steps []labStep) {
+	t.Helper()
+	for _, s := range steps {
+		start := time.Now()
+		ok := t.Run(s.name, func(t *testing.T) { s.f(t, ctx) })
+		t.Logf("%-*s %v", width, s.name, time.Since(start).Round(time.Millisecond))
+		if !ok && ctx.Err() != nil {
+			t.Fatalf("out of time: %v", ctx.Err())
+		}
+	}
+}
+
+// helperLogs holds each machine's helper log, a file in the test's
+// directory, by machine name.
+type helperLogs map[string]*os.File
+
+// openHelperLogs makes a log file in dir for each machine of l; when the
+// test fails, the last tail lines of each (all of it for 0) are logged.
+func openHelperLogs(t *testing.T, dir string, l *sim.Lab, tail int) helperLogs {
+	t.Helper()
+	logs := helperLogs{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs.dump(t, l, tail)
+		}
+	})
+	for _, m := range l.Machines {
+		f, err := os.Create(filepath.Join(dir, m.Name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		logs[m.Name] = f
+	}
+	return logs
+}
+
+// of is m's log: what StartMesh writes each daemon's output to.
+func (logs helperLogs) of(m *sim.Machine) io.Writer { return logs[m.Name] }
+
+func (logs helperLogs) dump(t *testing.T, l *sim.Lab, tail int) {
+	for _, m := range l.Machines {
+		data, err := os.ReadFile(logs[m.Name].Name())
+		if err != nil {
+			continue
+		}
+		if tail == 0 {
+			t.Logf("helper log of %s:\n%s", m.Name, data)
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		if len(lines) > tail {
+			lines = lines[len(lines)-tail:]
+		}
+		t.Logf("helper log of %s (last %d lines):\n%s", m.Name, len(lines), strings.Join(lines, "\n"))
+	}
+}
+
+// addUnderlayHost makes the network namespace ns a host on l's underlay
+// that no machine is: a veth into the underlay bridge (port its bridge
+// side), underlay address number host, lo up. The namespace goes at the
+// end of the test. It returns the host's address.
+func addUnderlayHost(t *testing.T, ctx context.Context, l *sim.Lab, ns, port string, host int) netip.Addr {
+	t.Helper()
+	addr := sim.HostAddr(l.Underlay, host).Addr()
+	labIP(t, ctx, "netns", "add", ns)
+	t.Cleanup(func() { _ = exec.Command(ipBin, "netns", "del", ns).Run() })
+	labIP(t, ctx, "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.UnderlayNetns())
+	labIP(t, ctx, "-n", l.UnderlayNetns(), "link", "set", port, "master", sim.UnderlayBridge, "up")
+	labIP(t, ctx, "-n", ns, "addr", "add", netip.PrefixFrom(addr, l.Underlay.Bits()).String(), "dev", "eth0")
+	labIP(t, ctx, "-n", ns, "link", "set", "eth0", "up")
+	labIP(t, ctx, "-n", ns, "link", "set", "lo", "up")
+	return addr
+}
+
+// labIP runs ip(8) in the root namespace, or fails the test.
+func labIP(t *testing.T, ctx context.Context, args ...string) {
+	t.Helper()
+	if out, err := sim.Output(exec.CommandContext(ctx, ipBin, args...)); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
 // chain is the lab under test.
 type chain struct {
 	lab     *sim.Lab
 	butter  testbed.Butter
 	mesh    testbed.Mesh
 	helpers *testbed.Helpers
-	logs    map[string]*os.File
+	logs    helperLogs
 	// probes[netIndex][machineIndex], both from 0.
 	probes [][]*sim.Probe
 	// By network index, as computed from the machines' facts.
@@ -111,27 +207,15 @@ func TestChain(t *testing.T) {
 	defer cancel()
 
 	dir := t.TempDir() // first, so that it goes last
-	c := &chain{butter: testbed.Butter{Path: buildButter(t, ctx, dir)}, logs: map[string]*os.File{}}
+	c := &chain{butter: testbed.Butter{Path: buildButter(t, ctx, dir)}}
 	c.mesh = testbed.Mesh{Networks: chainNetworks}
 
 	l := testbed.NewLab(t, "ch", sim.Config{Machines: 3})
 	c.lab = l
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.dumpLogs(t)
-		}
-	})
+	c.logs = openHelperLogs(t, dir, l, 40)
 	start := time.Now()
-	for _, m := range l.Machines {
-		f, err := os.Create(filepath.Join(dir, m.Name+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		c.logs[m.Name] = f
-	}
 	var err error
-	c.helpers, err = c.butter.StartMesh(ctx, l, c.mesh, func(m *sim.Machine) io.Writer { return c.logs[m.Name] })
+	c.helpers, err = c.butter.StartMesh(ctx, l, c.mesh, c.logs.of)
 	if err != nil {
 		t.Fatalf("start the mesh: %v", err)
 	}
@@ -154,10 +238,7 @@ func TestChain(t *testing.T) {
 		c.probes = append(c.probes, row)
 	}
 
-	steps := []struct {
-		name string
-		f    func(*testing.T, context.Context)
-	}{
+	runSteps(t, ctx, 55, []labStep{
 		{"every pair pings on every network", c.testPairs},
 		{"networks are isolated", c.testIsolation},
 		{"every bridge port carries the network MTU", c.testPortMTU},
@@ -171,15 +252,7 @@ func TestChain(t *testing.T) {
 		{"a killed daemon restores everything", c.testKilledDaemon},
 		{"all daemons stopped and started restore everything", c.testRestartAll},
 		{"no IP fragments at the end", c.testNoFragments},
-	}
-	for _, s := range steps {
-		start := time.Now()
-		ok := t.Run(s.name, func(t *testing.T) { s.f(t, ctx) })
-		t.Logf("%-55s %v", s.name, time.Since(start).Round(time.Millisecond))
-		if !ok && ctx.Err() != nil {
-			t.Fatalf("out of time: %v", ctx.Err())
-		}
-	}
+	})
 }
 
 // checkReports computes what each machine's chains must be from its facts
@@ -321,20 +394,6 @@ func kernelLinks(ctx context.Context, m *sim.Machine, args ...string) ([]kernelL
 	return ls, nil
 }
 
-func (c *chain) dumpLogs(t *testing.T) {
-	for _, m := range c.lab.Machines {
-		data, err := os.ReadFile(c.logs[m.Name].Name())
-		if err != nil {
-			continue
-		}
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		if len(lines) > 40 {
-			lines = lines[len(lines)-40:]
-		}
-		t.Logf("helper log of %s (last %d lines):\n%s", m.Name, len(lines), strings.Join(lines, "\n"))
-	}
-}
-
 // ping sends one ping and reports whether a reply came.
 func ping(ctx context.Context, p *sim.Probe, to netip.Addr, args ...string) error {
 	argv := append([]string{"-n", "-c", "1", "-W", "1"}, args...)
@@ -350,10 +409,16 @@ const probeBudget = 5 * time.Second
 // until a reply comes or within passes. Probes that must pass and probes
 // that must fail both use it, with the same within.
 func waitPing(ctx context.Context, p *sim.Probe, to netip.Addr, within time.Duration, args ...string) error {
+	return retryWithin(ctx, within, func(ctx context.Context) error { return ping(ctx, p, to, args...) })
+}
+
+// retryWithin calls f every 50 ms until it succeeds or within passes, and
+// returns its last error.
+func retryWithin(ctx context.Context, within time.Duration, f func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for {
-		err := ping(ctx, p, to, args...)
+		err := f(ctx)
 		if err == nil {
 			return nil
 		}
@@ -562,7 +627,7 @@ func dfEdge(t *testing.T, ctx context.Context, name string, a *sim.Probe, dst ne
 // capture is tcpdump running in the background.
 type capture struct {
 	proc  *sim.Process
-	out   *lineBuffer
+	out   *testbed.OutputBuffer
 	where string
 }
 
@@ -570,7 +635,7 @@ type starter func(ctx context.Context, out io.Writer, name string, args ...strin
 
 // startCapture starts tcpdump on iface and waits until it listens.
 func startCapture(ctx context.Context, where string, start starter, iface, filter string) (*capture, error) {
-	out := &lineBuffer{ready: make(chan struct{})}
+	out := testbed.NewOutputBuffer("listening on")
 	args := []string{"-i", iface, "-n", "-q", "-l", "-tt", "--immediate-mode", "-Z", "root"}
 	if filter != "" {
 		args = append(args, filter)
@@ -580,7 +645,7 @@ func startCapture(ctx context.Context, where string, start starter, iface, filte
 		return nil, err
 	}
 	select {
-	case <-out.ready:
+	case <-out.Ready():
 		return &capture{proc: p, out: out, where: where}, nil
 	case <-p.Done():
 		return nil, fmt.Errorf("tcpdump on %s %s exited: %v: %s", where, iface, p.Err(), out.String())
@@ -607,31 +672,6 @@ func (c *capture) stop() []string {
 		}
 	}
 	return pkts
-}
-
-// lineBuffer collects output and closes ready when tcpdump says it
-// listens.
-type lineBuffer struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	ready chan struct{}
-	once  sync.Once
-}
-
-func (b *lineBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	if bytes.Contains(b.buf.Bytes(), []byte("listening on")) {
-		b.once.Do(func() { close(b.ready) })
-	}
-	return len(p), nil
-}
-
-func (b *lineBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func (c *chain) testBroadcast(t *testing.T, ctx context.Context) {

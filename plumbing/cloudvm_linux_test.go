@@ -14,10 +14,7 @@ package plumbing_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -55,13 +52,12 @@ func TestCloudVM(t *testing.T) {
 		t.Skip("boots Debian with cloud-init through libvirt under TCG (~2 min warm, ~5 min cold); not in -short")
 	}
 	needVMLab(t)
-	missing := testbed.CloudImageTools()
-	testbed.Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
+	testbed.NeedCloudImageTools(t, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	begin := time.Now()
 
-	img, err := testbed.BuildCloudImage(ctx, "", cloudVMLog{t, "image: "})
+	img, err := testbed.BuildCloudImage(ctx, "", testbed.LogWriter{T: t, Prefix: "image: "})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,18 +95,8 @@ func TestCloudVM(t *testing.T) {
 	t.Logf("network %s: bridge %s, MTU %d", nr.Name, nr.Bridge, nr.MTU)
 
 	// The operator's key, which the seed authorizes.
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testbed.NewUserKey(t)
+	signer := key.Signer
 	// The VM's host key, made here as the operator makes it: the guest
 	// must present it, not one of its own.
 	hostPriv, seededHostKey, err := helperapi.NewHostKey()
@@ -122,7 +108,7 @@ func TestCloudVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyFile := filepath.Join(dir, "id_ed25519.pub")
-	if err := os.WriteFile(keyFile, append(bytes.TrimSpace(ssh.MarshalAuthorizedKey(sshPub)), " butter-test\n"...), 0o644); err != nil {
+	if err := os.WriteFile(keyFile, append(bytes.TrimSpace(key.Authorized()), " butter-test\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -186,19 +172,8 @@ func TestCloudVM(t *testing.T) {
 		t.Errorf("the private host key is in the helper's state or libvirt's logs: %s %v", out, err)
 	}
 
-	config := &ssh.ClientConfig{
-		User: "debian", // the image's default user: the seed names none
-		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
-			if !bytes.Equal(key.Marshal(), hostKey.Marshal()) {
-				return fmt.Errorf("host key %s is not the %s the guest printed on its console",
-					ssh.FingerprintSHA256(key), ssh.FingerprintSHA256(hostKey))
-			}
-			return nil
-		},
-		HostKeyAlgorithms: []string{hostKey.Type()},
-		Timeout:           20 * time.Second,
-	}
+	// The image's default user: the seed names none.
+	config := testbed.GuestSSHConfig("debian", signer, hostKey)
 	nsPath := filepath.Join(sim.NetnsDir, probe.Netns())
 	target := net.JoinHostPort(address.String(), "22")
 	client, err := testbed.DialGuestSSH(ctx, nsPath, target, config, 90*time.Second)
@@ -265,17 +240,4 @@ func TestCloudVM(t *testing.T) {
 		t.Errorf("vm remove: %v: %s", err, out)
 	}
 	t.Logf("whole test: %s", time.Since(begin).Round(100*time.Millisecond))
-}
-
-// cloudVMLog sends a command's output to the test log, line by line.
-type cloudVMLog struct {
-	t      *testing.T
-	prefix string
-}
-
-func (w cloudVMLog) Write(p []byte) (int, error) {
-	for l := range strings.Lines(string(p)) {
-		w.t.Log(w.prefix + strings.TrimRight(l, "\n"))
-	}
-	return len(p), nil
 }

@@ -13,15 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DaemonOptions configure RunDaemon.
-type DaemonOptions struct {
-	StateDir    string
-	Socket      string
-	Log         *slog.Logger
-	VM          vm.Options
-	ImageMirror string
-}
-
 // RunDaemon is `butter helper daemon`: it restores the applied spec, keeps
 // a userspace WireGuard device alive where the kernel has none, and serves
 // calls on the socket until ctx ends. Only one daemon runs per state folder.
@@ -58,6 +49,7 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 	go func() {
 		defer close(restored)
 		restore(ctx, h, o.Log)
+		h.startVMsAtBoot(ctx, o.Log)
 	}()
 	// The VM manager is opened ahead of the first vm create (libvirt's
 	// connection, the storage pools, the KVM verdict); where libvirtd is

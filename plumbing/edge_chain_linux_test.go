@@ -68,23 +68,12 @@ func TestEdge(t *testing.T) {
 	}
 	e.addInternet(t, ctx)
 
-	steps := []struct {
-		name string
-		f    func(*testing.T, context.Context)
-	}{
+	runSteps(t, ctx, 90, []labStep{
 		{"every member's bridge holds the gateway address and MAC; a deleted address comes back", e.testGatewayOnBridges},
 		{"a probe pings its own machine's gateway; its ARP never crosses the tunnel", e.testGatewayARP},
 		{"egress: a probe reaches the internet, which sees the machine's uplink address", e.testEgress},
 		{"egress off on every member: nothing gets out", e.testEgressOff},
-	}
-	for _, s := range steps {
-		start := time.Now()
-		ok := t.Run(s.name, func(t *testing.T) { s.f(t, ctx) })
-		t.Logf("%-90s %v", s.name, time.Since(start).Round(time.Millisecond))
-		if !ok && ctx.Err() != nil {
-			t.Fatalf("out of time: %v", ctx.Err())
-		}
-	}
+	})
 }
 
 // addInternet makes a namespace on the underlay bridge with an address no
@@ -92,44 +81,14 @@ func TestEdge(t *testing.T) {
 // port 8080 that notes each caller's address.
 func (e *edgeLab) addInternet(t *testing.T, ctx context.Context) {
 	t.Helper()
-	l := e.lab
-	e.internet = l.Name + "-inet"
-	e.internetAddr = sim.HostAddr(l.Underlay, 101).Addr()
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := sim.Output(exec.CommandContext(ctx, ipBin, args...)); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", e.internet)
-	t.Cleanup(func() { _ = exec.Command(ipBin, "netns", "del", e.internet).Run() })
-	ip("-n", e.internet, "link", "add", "eth0", "type", "veth", "peer", "name", "inet", "netns", l.UnderlayNetns())
-	ip("-n", l.UnderlayNetns(), "link", "set", "inet", "master", sim.UnderlayBridge, "up")
-	ip("-n", e.internet, "addr", "add", netip.PrefixFrom(e.internetAddr, l.Underlay.Bits()).String(), "dev", "eth0")
-	ip("-n", e.internet, "link", "set", "eth0", "up")
-	ip("-n", e.internet, "link", "set", "lo", "up")
-	var ln net.Listener
-	if err := inNetns(e.internet, func() error {
-		var err error
-		ln, err = net.Listen("tcp4", ":8080")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			e.mu.Lock()
-			e.seen = append(e.seen, c.RemoteAddr().(*net.TCPAddr).IP.String())
-			e.mu.Unlock()
-			_, _ = io.WriteString(c, "hello from the internet\n")
-			c.Close()
-		}
-	}()
+	e.internet = e.lab.Name + "-inet"
+	e.internetAddr = addUnderlayHost(t, ctx, e.lab, e.internet, "inet", 101)
+	serveTCP(t, e.internet, ":8080", func(c net.Conn) {
+		e.mu.Lock()
+		e.seen = append(e.seen, c.RemoteAddr().(*net.TCPAddr).IP.String())
+		e.mu.Unlock()
+		_, _ = io.WriteString(c, "hello from the internet\n")
+	})
 }
 
 // reach says whether probe p gets the internet's service to answer

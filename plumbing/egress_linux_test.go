@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/butter-cloud/butter/helperapi"
-	"github.com/google/go-cmp/cmp"
 )
 
 // TestEgressKernel writes the inet table with the egress chains (a nat
@@ -21,17 +20,5 @@ func TestEgressKernel(t *testing.T) {
 	)
 	want := makeFirewall(spec, makePlan(spec, machine{Uplink: "eth0", UplinkMTU: 1500}))
 	k := nftTable{}
-	if _, err := convergeFirewall(ctx, k, want); err != nil {
-		t.Fatal(err)
-	}
-	have, err := k.Table(ctx)
-	if err != nil || have == nil {
-		t.Fatalf("read back: %v, %v", have, err)
-	}
-	if diff := cmp.Diff(want.String(), have.String()); diff != "" {
-		t.Errorf("the table reads back otherwise (-written +read):\n%s", diff)
-	}
-	if changes, err := convergeFirewall(ctx, k, want); err != nil || len(changes) != 0 {
-		t.Errorf("a second write changed %q (err %v), want nothing", changes, err)
-	}
+	writeReadBack(t, ctx, k, want)
 }

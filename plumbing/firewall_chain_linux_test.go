@@ -2,8 +2,6 @@ package plumbing_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,9 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -27,7 +23,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
-	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,7 +44,7 @@ type fwLab struct {
 	butter  testbed.Butter
 	mesh    testbed.Mesh
 	helpers *testbed.Helpers
-	logs    map[string]*os.File
+	logs    helperLogs
 	// outsider is a namespace on the underlay that is no machine of the
 	// mesh, at outsiderAddr.
 	outsider     string
@@ -71,28 +66,15 @@ func TestFirewall(t *testing.T) {
 	defer cancel()
 
 	dir := t.TempDir()
-	f := &fwLab{butter: testbed.Butter{Path: buildButter(t, ctx, dir)}, logs: map[string]*os.File{},
-		mesh: testbed.Mesh{Networks: firewallNetworks}}
+	f := &fwLab{butter: testbed.Butter{Path: buildButter(t, ctx, dir)}, mesh: testbed.Mesh{Networks: firewallNetworks}}
 	f.lab = testbed.NewLab(t, "fw", sim.Config{Machines: 3})
-	t.Cleanup(func() {
-		if t.Failed() {
-			f.dumpLogs(t)
-		}
-	})
-	for _, m := range f.lab.Machines {
-		lf, err := os.Create(filepath.Join(dir, m.Name+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { lf.Close() })
-		f.logs[m.Name] = lf
-	}
+	f.logs = openHelperLogs(t, dir, f.lab, 30)
 	// Other programs' tables on m1, before the helper: one in inet, and
 	// one named as the helper's but in the ip family.
 	f.foreign = f.addForeignTables(t, f.m(0))
 
 	var err error
-	f.helpers, err = f.butter.StartMesh(ctx, f.lab, f.mesh, func(m *sim.Machine) io.Writer { return f.logs[m.Name] })
+	f.helpers, err = f.butter.StartMesh(ctx, f.lab, f.mesh, f.logs.of)
 	if err != nil {
 		t.Fatalf("start the mesh: %v", err)
 	}
@@ -116,10 +98,7 @@ func TestFirewall(t *testing.T) {
 	// here rides on GRE and no bridge could show a spoofed GRE frame.
 	t.Log("GRE spoofing is not checked here (no gretap in this kernel, so no lab network rides on GRE); TestFirewallGRE checks the GRE rules with spoofed packets")
 
-	steps := []struct {
-		name string
-		f    func(*testing.T, context.Context)
-	}{
+	runSteps(t, ctx, 70, []labStep{
 		{"every machine has the table, IPv6 off on bridges and tunnels, no drift", f.testInPlace},
 		{"ports plugged in after the daemon started have IPv6 off", f.testPortsIPv6},
 		{"tunnel packets from outside a network reach no bridge", f.testTunnelsClosed},
@@ -131,86 +110,20 @@ func TestFirewall(t *testing.T) {
 		{"a deleted rule, a deleted table, IPv6 on, VXLAN learning off are drift and come back", f.testDrift},
 		{"the daemon restores a table deleted while it was down", f.testRestart},
 		{"remove takes the helper's table and no other", f.testRemove},
-	}
-	for _, s := range steps {
-		start := time.Now()
-		ok := t.Run(s.name, func(t *testing.T) { s.f(t, ctx) })
-		t.Logf("%-70s %v", s.name, time.Since(start).Round(time.Millisecond))
-		if !ok && ctx.Err() != nil {
-			t.Fatalf("out of time: %v", ctx.Err())
-		}
-	}
-}
-
-func (f *fwLab) dumpLogs(t *testing.T) {
-	for _, m := range f.lab.Machines {
-		data, err := os.ReadFile(f.logs[m.Name].Name())
-		if err != nil {
-			continue
-		}
-		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-		if len(lines) > 30 {
-			lines = lines[len(lines)-30:]
-		}
-		t.Logf("helper log of %s (last %d lines):\n%s", m.Name, len(lines), strings.Join(lines, "\n"))
-	}
+	})
 }
 
 // addOutsider makes a namespace plugged into the underlay bridge, with an
 // underlay address no machine has and a route to the mesh through m1.
 func (f *fwLab) addOutsider(t *testing.T, ctx context.Context) {
 	t.Helper()
-	l := f.lab
-	f.outsider = l.Name + "-out"
-	f.outsiderAddr = sim.HostAddr(l.Underlay, 100).Addr()
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := sim.Output(exec.CommandContext(ctx, ipBin, args...)); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", f.outsider)
-	ip("-n", f.outsider, "link", "add", "eth0", "type", "veth", "peer", "name", "outsider", "netns", l.UnderlayNetns())
-	ip("-n", l.UnderlayNetns(), "link", "set", "outsider", "master", sim.UnderlayBridge, "up")
-	ip("-n", f.outsider, "addr", "add", netip.PrefixFrom(f.outsiderAddr, l.Underlay.Bits()).String(), "dev", "eth0")
-	ip("-n", f.outsider, "link", "set", "eth0", "up")
-	ip("-n", f.outsider, "link", "set", "lo", "up")
-	ip("-n", f.outsider, "route", "add", testbed.DefaultMesh.String(), "via", f.m(0).Addr.Addr().String())
+	f.outsider = f.lab.Name + "-out"
+	f.outsiderAddr = addUnderlayHost(t, ctx, f.lab, f.outsider, "outsider", 100)
+	labIP(t, ctx, "-n", f.outsider, "route", "add", testbed.DefaultMesh.String(), "via", f.m(0).Addr.Addr().String())
 }
 
 // nsPath is the file of a named network namespace.
 func nsPath(name string) string { return filepath.Join(sim.NetnsDir, name) }
-
-// inNetns runs fn on a thread inside the named network namespace: a
-// socket made there stays there.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer self.Close()
-		ns, err := os.Open(nsPath(name))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter %s: %w", name, err)
-			return
-		}
-		err = fn()
-		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
 
 // vxlanFrame is a VXLAN packet with network id vni carrying a broadcast
 // Ethernet frame from MAC 02:be:ef:00:00:<mark>, of the local
@@ -226,11 +139,8 @@ func markMAC(mark byte) string { return fmt.Sprintf("02:be:ef:00:00:%02x", mark)
 // sendUDP sends payload three times from inside the named namespace to
 // dst.
 func sendUDP(ns string, dst netip.AddrPort, payload []byte) error {
-	var conn *net.UDPConn
-	err := inNetns(ns, func() error {
-		var err error
-		conn, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst))
-		return err
+	conn, err := testbed.MakeInNetns(nsPath(ns), func() (*net.UDPConn, error) {
+		return net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst))
 	})
 	if err != nil {
 		return err
@@ -368,12 +278,16 @@ func (f *fwLab) routeProbes(t *testing.T, ctx context.Context) {
 // answers every connection with a line; it stops at the end of the test.
 func listenOn(t *testing.T, m *sim.Machine, addr string) {
 	t.Helper()
-	var l net.Listener
-	if err := inNetns(m.Netns(), func() error {
-		var err error
-		l, err = net.Listen("tcp4", addr)
-		return err
-	}); err != nil {
+	serveTCP(t, m.Netns(), addr, func(c net.Conn) { _, _ = io.WriteString(c, "hello from "+m.Name+"\n") })
+}
+
+// serveTCP listens on addr inside the named network namespace and hands
+// each connection to handle, closing it after; it stops at the end of the
+// test.
+func serveTCP(t *testing.T, netns, addr string, handle func(net.Conn)) {
+	t.Helper()
+	l, err := testbed.ListenTCPInNetns(nsPath(netns), addr)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
@@ -383,7 +297,7 @@ func listenOn(t *testing.T, m *sim.Machine, addr string) {
 			if err != nil {
 				return
 			}
-			_, _ = io.WriteString(c, "hello from "+m.Name+"\n")
+			handle(c)
 			c.Close()
 		}
 	}()
@@ -410,15 +324,8 @@ func answers(ctx context.Context, p *sim.Probe, addr string) (bool, string) {
 func (f *fwLab) testBridgeToMachine(t *testing.T, ctx context.Context) {
 	m1 := f.m(0)
 	f.routeProbes(t, ctx)
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := m1.StartSSHD(ctx, ssh.MarshalAuthorizedKey(key)); err != nil {
+	key := testbed.NewUserKey(t)
+	if _, _, err := m1.StartSSHD(ctx, key.Authorized()); err != nil {
 		t.Fatal(err)
 	}
 	listenOn(t, m1, "0.0.0.0:7777")

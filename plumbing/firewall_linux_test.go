@@ -42,6 +42,28 @@ func inFreshNetns(t testing.TB) {
 	})
 }
 
+// writeReadBack writes want into k's table and checks that it reads back
+// as written and that a second write changes nothing; it returns what the
+// first write changed.
+func writeReadBack(t *testing.T, ctx context.Context, k nftTable, want fwTable) []string {
+	t.Helper()
+	changes, err := convergeFirewall(ctx, k, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have, err := k.Table(ctx)
+	if err != nil || have == nil {
+		t.Fatalf("read back: %v, %v", have, err)
+	}
+	if diff := cmp.Diff(want.String(), have.String()); diff != "" {
+		t.Errorf("the table reads back otherwise (-written +read):\n%s", diff)
+	}
+	if changes, err := convergeFirewall(ctx, k, want); err != nil || len(changes) != 0 {
+		t.Errorf("a second write changed %q (err %v), want nothing", changes, err)
+	}
+	return changes
+}
+
 // foreignTables makes tables of another program: one in inet with another
 // name, and one named as the helper's in the ip family.
 func foreignTables(t *testing.T) {
@@ -103,25 +125,9 @@ func TestFirewallKernel(t *testing.T) {
 	before := ruleset(t)
 	k := nftTable{}
 
-	changes, err := convergeFirewall(ctx, k, everyRule)
-	if err != nil {
-		t.Fatal(err)
-	}
+	changes := writeReadBack(t, ctx, k, everyRule)
 	if diff := cmp.Diff([]string{"firewall: table inet butter missing"}, changes); diff != "" {
 		t.Errorf("first write (-want +got):\n%s", diff)
-	}
-	have, err := k.Table(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if have == nil {
-		t.Fatal("no table after the write")
-	}
-	if diff := cmp.Diff(everyRule.String(), have.String()); diff != "" {
-		t.Errorf("the table reads back otherwise (-written +read):\n%s", diff)
-	}
-	if changes, err := convergeFirewall(ctx, k, everyRule); err != nil || len(changes) != 0 {
-		t.Errorf("a second write changed %q (err %v), want nothing", changes, err)
 	}
 
 	// Damage by hand, as nft would: delete a rule, add one of another
@@ -134,7 +140,7 @@ func TestFirewallKernel(t *testing.T) {
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	have, err = k.Table(ctx)
+	have, err := k.Table(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

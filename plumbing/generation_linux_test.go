@@ -420,17 +420,8 @@ func (g *genLab) hasLink(ctx context.Context, m *sim.Machine, name string) bool 
 // waitMeshPing pings to's mesh address from m until a reply comes or
 // within passes.
 func waitMeshPing(ctx context.Context, m *sim.Machine, to helperapi.Spec, within time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
-	for {
+	return retryWithin(ctx, within, func(ctx context.Context) error {
 		_, err := m.Run(ctx, pingBin, "-n", "-c", "1", "-W", "1", to.Mesh.Address.Addr().String())
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return err
+	})
 }

@@ -18,3 +18,12 @@ type Options struct {
 	// ImageMirror replaces the image catalog's servers (see images.Store).
 	ImageMirror string
 }
+
+// DaemonOptions configure RunDaemon.
+type DaemonOptions struct {
+	StateDir    string
+	Socket      string
+	Log         *slog.Logger
+	VM          vm.Options
+	ImageMirror string
+}

@@ -336,6 +336,7 @@ func (h *Helper) Facts(ctx context.Context) (helperapi.Facts, error) {
 	f.Uplink, f.UplinkMTU = h.links.uplink(endpointAddrs(spec))
 	f.Addresses = h.links.addresses()
 	f.Load = readLoad()
+	f.Accel = vm.Accelerator(h.vmOpts)
 	if spec.Mesh.Address.IsValid() {
 		f.Networks = makePlan(spec, machine{UplinkMTU: f.UplinkMTU, Gretap: caps.Gretap}).Networks
 	}

@@ -2,6 +2,7 @@ package plumbing_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -82,6 +83,19 @@ func TestKVMProof(t *testing.T) {
 		want = "kvm"
 	default:
 		t.Fatalf("the daemon's KVM probe left verdict %q, want works or broken (daemon log in the failure output)", verdict)
+	}
+	// The machine reports it in its facts (machine list's note comes from
+	// there): the accelerator a VM gets now.
+	if out, err := v.helper(ctx, m, "facts"); err != nil {
+		t.Fatal(err)
+	} else {
+		var f helperapi.Facts
+		if err := json.Unmarshal(out, &f); err != nil {
+			t.Fatalf("facts: %v: %s", err, out)
+		}
+		if wantAccel := map[string]string{"qemu": helperapi.AccelTCG, "kvm": helperapi.AccelKVM}[want]; f.Accel != wantAccel {
+			t.Errorf("facts say accel %q after verdict %q, want %q", f.Accel, verdict, wantAccel)
+		}
 	}
 
 	guests := []struct{ name, addr string }{{"proof1", "10.20.0.21"}, {"proof2", "10.20.0.22"}}

@@ -231,35 +231,28 @@ func sameAddrs(a, b []netip.Addr) bool {
 }
 
 func samePrefixes(a, b []netip.Prefix) bool {
-	key := func(ps []netip.Prefix) []string {
-		s := make([]string, len(ps))
-		for i, p := range ps {
-			s[i] = p.String()
-		}
-		slices.Sort(s)
-		return s
-	}
-	return slices.Equal(key(a), key(b))
+	return slices.Equal(sortedStrings(a, netip.Prefix.String), sortedStrings(b, netip.Prefix.String))
 }
 
-func joinAddrs(as []netip.Addr) string {
-	s := make([]string, len(as))
-	for i, a := range as {
-		s[i] = a.String()
+func joinAddrs(as []netip.Addr) string { return joinSorted(as, netip.Addr.String) }
+
+func joinPrefixes(ps []netip.Prefix) string { return joinSorted(ps, netip.Prefix.String) }
+
+// sortedStrings is xs written with str, sorted: a set of values to compare
+// or print.
+func sortedStrings[T any](xs []T, str func(T) string) []string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = str(x)
 	}
 	slices.Sort(s)
-	if len(s) == 0 {
-		return "none"
-	}
-	return strings.Join(s, ",")
+	return s
 }
 
-func joinPrefixes(ps []netip.Prefix) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	slices.Sort(s)
+// joinSorted is xs written with str, sorted and comma-separated, or
+// "none".
+func joinSorted[T any](xs []T, str func(T) string) string {
+	s := sortedStrings(xs, str)
 	if len(s) == 0 {
 		return "none"
 	}

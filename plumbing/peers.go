@@ -106,15 +106,8 @@ func allowedIPs(p helperapi.Peer, relayed []netip.Addr) []net.IPNet {
 }
 
 func sameIPNets(a, b []net.IPNet) bool {
-	key := func(ns []net.IPNet) []string {
-		s := make([]string, len(ns))
-		for i, n := range ns {
-			s[i] = n.String()
-		}
-		slices.Sort(s)
-		return s
-	}
-	return slices.Equal(key(a), key(b))
+	str := func(n net.IPNet) string { return n.String() }
+	return slices.Equal(sortedStrings(a, str), sortedStrings(b, str))
 }
 
 func resolveEndpoint(ctx context.Context, hostport string) (*net.UDPAddr, error) {

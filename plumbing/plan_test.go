@@ -2,26 +2,22 @@ package plumbing
 
 import (
 	"context"
-	"encoding/base64"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/internal/testbed"
 )
-
-func testKey(b byte) string {
-	return base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(b), 32)))
-}
 
 // testSpec is machine 1 of a three-machine mesh with the given networks.
 func testSpec(networks ...helperapi.Network) helperapi.Spec {
 	return helperapi.Spec{
 		Mesh: helperapi.Mesh{Address: netip.MustParsePrefix("10.99.0.1/16")},
 		Peers: []helperapi.Peer{
-			{Name: "m2", PublicKey: testKey('b'), Endpoint: "192.0.2.2:51820", MeshIP: netip.MustParseAddr("10.99.0.2")},
-			{Name: "m3", PublicKey: testKey('c'), MeshIP: netip.MustParseAddr("10.99.0.3"), Keepalive: 25,
+			{Name: "m2", PublicKey: testbed.Key('b'), Endpoint: "192.0.2.2:51820", MeshIP: netip.MustParseAddr("10.99.0.2")},
+			{Name: "m3", PublicKey: testbed.Key('c'), MeshIP: netip.MustParseAddr("10.99.0.3"), Keepalive: 25,
 				AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.98.0.0/24")}},
 		},
 		Networks: networks,

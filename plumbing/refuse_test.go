@@ -3,7 +3,6 @@ package plumbing
 import (
 	"context"
 	"flag"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -31,11 +30,7 @@ func (c *countingSide) CreateVM(ctx context.Context, req helperapi.VMRequest, pr
 // helper never builds a disk, seed or console log path from it.
 func TestRPCRefusesBadVMNames(t *testing.T) {
 	ctx := context.Background()
-	sock := filepath.Join(t.TempDir(), "h.sock")
-	l, err := ListenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sock, l := listenTemp(t)
 	side := &countingSide{}
 	c := serveAndDial(t, ctx, l, sock, side)
 	for _, name := range []string{"../x", "../../etc/passwd", "a/b", "", ".", "web\x1b[2J", strings.Repeat("a", 40), "Web"} {

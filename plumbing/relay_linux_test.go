@@ -3,10 +3,7 @@ package plumbing_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -60,27 +57,11 @@ func TestRelayThroughThirdMachine(t *testing.T) {
 		}
 	}
 
-	logs := map[string]*os.File{}
-	for _, m := range l.Machines {
-		f, err := os.Create(filepath.Join(dir, m.Name+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		logs[m.Name] = f
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, m := range l.Machines {
-				data, _ := os.ReadFile(logs[m.Name].Name())
-				t.Logf("helper log of %s:\n%s", m.Name, data)
-			}
-		}
-	})
+	logs := openHelperLogs(t, dir, l, 0)
 	meshCtx, meshCancel := context.WithTimeout(ctx, 60*time.Second)
 	start := time.Now()
 	h, err := b.StartMesh(meshCtx, l, testbed.Mesh{Networks: []helperapi.Network{relayNetwork}},
-		func(m *sim.Machine) io.Writer { return logs[m.Name] })
+		logs.of)
 	meshCancel()
 	if err != nil {
 		t.Fatalf("waited up to 60 s for the helpers, their specs and every machine to reach every other over the mesh: %v", err)

@@ -203,12 +203,8 @@ func TestVMNames(t *testing.T) {
 func lookupIn(t *testing.T, netns, proto string, at netip.AddrPort, name string) (int, []string) {
 	t.Helper()
 	c := &dns.Client{Net: proto, Timeout: 5 * time.Second}
-	var conn *dns.Conn
-	if err := inNetns(netns, func() error {
-		var err error
-		conn, err = c.Dial(at.String())
-		return err
-	}); err != nil {
+	conn, err := testbed.MakeInNetns(nsPath(netns), func() (*dns.Conn, error) { return c.Dial(at.String()) })
+	if err != nil {
 		t.Fatalf("dial %s over %s from %s: %v", at, proto, netns, err)
 	}
 	defer conn.Close()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing"
 )
@@ -194,12 +195,12 @@ func TestKeyRotation(t *testing.T) {
 type pingStream struct {
 	what string
 	proc *sim.Process
-	out  *lineBuffer
+	out  *testbed.OutputBuffer
 }
 
 func startPings(t *testing.T, ctx context.Context, m *sim.Machine, to helperapi.Spec) *pingStream {
 	t.Helper()
-	s := &pingStream{what: fmt.Sprintf("%s -> %s", m.Name, to.Mesh.Address.Addr()), out: &lineBuffer{ready: make(chan struct{})}}
+	s := &pingStream{what: fmt.Sprintf("%s -> %s", m.Name, to.Mesh.Address.Addr()), out: testbed.NewOutputBuffer("listening on")}
 	var err error
 	s.proc, err = m.Start(ctx, s.out, pingBin, "-n", "-D", "-i", strconv.FormatFloat(pingInterval.Seconds(), 'f', -1, 64),
 		to.Mesh.Address.Addr().String())

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
+	"github.com/butter-cloud/butter/internal/testbed"
 )
 
 // recorder is a machine side that remembers what it was asked.
@@ -30,7 +31,7 @@ type recorder struct {
 	watchEnded chan struct{}
 }
 
-func (r *recorder) PublicKey() (string, error) { return testKey('a'), nil }
+func (r *recorder) PublicKey() (string, error) { return testbed.Key('a'), nil }
 func (r *recorder) Apply(ctx context.Context, s helperapi.Spec) (helperapi.Report, error) {
 	r.applied = append(r.applied, s)
 	return helperapi.Report{Networks: []helperapi.NetworkReport{{Name: "blue", MTU: 1370}}, Changes: []string{"add bridge btbr1"}}, r.err
@@ -39,7 +40,7 @@ func (r *recorder) Prepare(ctx context.Context, s helperapi.Spec) error {
 	r.prepared = append(r.prepared, s)
 	return r.err
 }
-func (r *recorder) RotateKey(ctx context.Context) (string, error) { return testKey('n'), r.err }
+func (r *recorder) RotateKey(ctx context.Context) (string, error) { return testbed.Key('n'), r.err }
 func (r *recorder) Desired(ctx context.Context) (helperapi.Desired, error) {
 	return r.desired, r.err
 }
@@ -79,11 +80,7 @@ func (r *recorder) WatchVMs(ctx context.Context) (<-chan helperapi.VMEvent, erro
 
 func TestRPCRoundTrip(t *testing.T) {
 	ctx := context.Background()
-	sock := filepath.Join(t.TempDir(), "h.sock")
-	l, err := ListenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sock, l := listenTemp(t)
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v (err %v), want 0600", fi.Mode().Perm(), err)
 	}
@@ -107,7 +104,7 @@ func TestRPCRoundTrip(t *testing.T) {
 	if f, err := c.Facts(ctx); err != nil || f.UplinkMTU != 1500 || f.Peers[0].HandshakeAge != -1 {
 		t.Fatalf("facts: %+v, %v", f, err)
 	}
-	if k, err := c.PublicKey(ctx); err != nil || k != testKey('a') {
+	if k, err := c.PublicKey(ctx); err != nil || k != testbed.Key('a') {
 		t.Fatalf("public key: %q, %v", k, err)
 	}
 	var got []int64
@@ -149,11 +146,7 @@ func TestRPCRoundTrip(t *testing.T) {
 
 func TestRPCWatch(t *testing.T) {
 	ctx := context.Background()
-	sock := filepath.Join(t.TempDir(), "h.sock")
-	l, err := ListenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sock, l := listenTemp(t)
 	r := &recorder{events: make(chan helperapi.VMEvent), watchEnded: make(chan struct{}, 10)}
 	c := serveAndDial(t, ctx, l, sock, r)
 
@@ -280,6 +273,17 @@ func TestSpecPersistence(t *testing.T) {
 
 // serveAndDial serves m on l until the test ends, and returns a client
 // connected to it through sock, closed when the test ends.
+// listenTemp listens on a helper socket in a fresh temporary directory.
+func listenTemp(t *testing.T) (string, net.Listener) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "h.sock")
+	l, err := ListenSocket(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sock, l
+}
+
 func serveAndDial(t *testing.T, ctx context.Context, l net.Listener, sock string, m machineSide) *helperapi.Client {
 	t.Helper()
 	sctx, stop := context.WithCancel(ctx)
@@ -298,13 +302,9 @@ func serveAndDial(t *testing.T, ctx context.Context, l net.Listener, sock string
 // not; an error without one arrives as a plain failure.
 func TestRPCCodes(t *testing.T) {
 	ctx := context.Background()
-	sock := filepath.Join(t.TempDir(), "h.sock")
-	l, err := ListenSocket(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sock, l := listenTemp(t)
 	want := helperapi.Desired{Generation: 4, Mesh: helperapi.DesiredMesh{Prefix: netip.MustParsePrefix("10.99.0.0/16"), Port: 51820},
-		Machines: []helperapi.DesiredMachine{{Name: "m1", Address: "192.0.2.1", PublicKey: testKey('a')}}}
+		Machines: []helperapi.DesiredMachine{{Name: "m1", Address: "192.0.2.1", PublicKey: testbed.Key('a')}}}
 	r := &recorder{desired: want}
 	c := serveAndDial(t, ctx, l, sock, r)
 
@@ -313,7 +313,7 @@ func TestRPCCodes(t *testing.T) {
 	if err := c.Prepare(ctx, spec); err != nil || len(r.prepared) != 1 || r.prepared[0].Desired.Digest() != want.Digest() {
 		t.Fatalf("prepare: %v; the daemon heard %+v", err, r.prepared)
 	}
-	if k, err := c.RotateKey(ctx); err != nil || k != testKey('n') {
+	if k, err := c.RotateKey(ctx); err != nil || k != testbed.Key('n') {
 		t.Fatalf("rotate key: %q, %v", k, err)
 	}
 	if d, err := c.Desired(ctx); err != nil || d.Digest() != want.Digest() {

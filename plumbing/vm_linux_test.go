@@ -378,6 +378,85 @@ func TestVMs(t *testing.T) {
 		}
 	})
 
+	t.Run("a boot starts the VMs that ran, not those stopped", func(t *testing.T) {
+		// A power loss: web1's qemu is gone, its autostart mark kept. A
+		// boot is the kernel's boot id changing: the helper records the
+		// boot whose VMs it started, so another value in that file is a
+		// boot it has not seen.
+		restart := func(m *sim.Machine, newBoot bool) {
+			t.Helper()
+			d := v.helpers.Daemons[m.Name]
+			if err := d.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			if newBoot {
+				if out, err := m.Run(ctx, "/bin/sh", "-c", "echo an-earlier-boot > "+helperapi.DefaultStateDir+"/vms-started-boot"); err != nil {
+					t.Fatalf("%v: %s", err, out)
+				}
+			}
+			nd, err := d.Restart(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v.helpers.Daemons[m.Name] = nd
+			if err := v.bin.WaitHelper(ctx, m, nd); err != nil {
+				t.Fatal(err)
+			}
+		}
+		state := func(m *sim.Machine, name, want string, within time.Duration) helperapi.VMInfo {
+			t.Helper()
+			var got helperapi.VMInfo
+			for deadline := time.Now().Add(within); ; time.Sleep(250 * time.Millisecond) {
+				if got = v.list(t, ctx, m)[name]; got.State == want || time.Now().After(deadline) {
+					break
+				}
+			}
+			if got.State != want {
+				t.Fatalf("%s on %s: %q (autostart %v), want %q", name, m.Name, got.State, got.Autostart, want)
+			}
+			return got
+		}
+		if out, err := m1.Run(ctx, "/usr/bin/virsh", "-c", "qemu:///system", "destroy", "web1"); err != nil {
+			t.Fatalf("virsh destroy web1: %v: %s", err, out)
+		}
+		if got := state(m1, "web1", "shut off", 10*time.Second); !got.Autostart {
+			t.Fatalf("web1 lost its autostart mark: %+v", got)
+		}
+		// Its console log emptied, so the guest's ready line below is
+		// this boot's.
+		if out, err := m1.Run(ctx, "/bin/sh", "-c", ": > "+filepath.Join(vm.DefaultLogDir, "web1.console.log")); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		// The control: a daemon restart alone is no boot.
+		restart(m1, false)
+		time.Sleep(3 * time.Second)
+		state(m1, "web1", "shut off", 0)
+		begin := time.Now()
+		restart(m1, true)
+		state(m1, "web1", "running", 30*time.Second)
+		t.Logf("web1 running %s after the helper's start on a new boot", time.Since(begin).Round(time.Millisecond))
+		if _, err := v.waitConsoleLog(ctx, m1, "web1", sim.TinyGuestReady, 90*time.Second); err != nil {
+			t.Fatalf("web1 started at boot never came up: %v", err)
+		}
+
+		// web2 stopped on purpose stays stopped across a boot.
+		if out, err := v.helper(ctx, m2, "vm", "stop", "web2", "--timeout", "60s"); err != nil {
+			t.Fatalf("stop web2: %v: %s", err, out)
+		}
+		if got := state(m2, "web2", "shut off", 0); got.Autostart {
+			t.Errorf("web2 stopped is still marked to autostart")
+		}
+		restart(m2, true)
+		time.Sleep(3 * time.Second)
+		state(m2, "web2", "shut off", 0)
+		if _, err := v.helper(ctx, m2, "vm", "start", "web2"); err != nil {
+			t.Fatalf("start web2: %v", err)
+		}
+		if got := state(m2, "web2", "running", 10*time.Second); !got.Autostart {
+			t.Errorf("web2 started is not marked to autostart")
+		}
+	})
+
 	t.Run("remove leaves nothing", func(t *testing.T) {
 		for _, c := range []struct {
 			m    *sim.Machine

@@ -108,6 +108,13 @@ func faults(t *testing.T, parent *rig, nw network) {
 		checkUnit(t, r, m)
 		r.checkChain(m, nw.Name, len(r.machines)-1)
 		r.reachAll(nw)
+		// The domain that ran comes back with the machine: libvirtd
+		// starts before the network's bridge exists, the helper starts
+		// it once the network is back.
+		r.checkIdleVM(m, 2, 2*time.Minute)
+		if out, err := r.sh(m, "journalctl -b -u "+assets.HelperUnitName+" --no-pager | grep -i 'started at boot'; true"); err == nil {
+			t.Logf("%s's helper after the reboot: %s", m.name, strings.TrimSpace(out))
+		}
 	})
 
 	t.Run("kill", func(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -25,11 +24,7 @@ func needTier(t *testing.T) {
 	}
 	testbed.NeedRoot(t) // debootstrap, taps, a bridge, caches under /var/cache/butter
 	testbed.NeedPrograms(t, "qemu-system-x86_64", "qemu-img", "ip", "mkfs.ext4", "go")
-	missing := testbed.CloudImageTools()
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		missing = append(missing, "/dev/net/tun")
-	}
-	testbed.Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
+	testbed.NeedCloudImageTools(t, true)
 }
 
 func TestRealMachines(t *testing.T) {
@@ -83,6 +78,8 @@ func TestRealMachines(t *testing.T) {
 		r.installProbe(m, nw.Bridge, probeAddr(nw.subnet, i))
 	}
 	r.reachAll(nw)
+	// A libvirt domain, marked to autostart, on the machine that reboots.
+	r.createIdleVM(r.machines[0], nw)
 	if t.Failed() {
 		return
 	}

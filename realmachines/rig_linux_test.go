@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/netip"
@@ -92,21 +91,10 @@ func newRig(t *testing.T, ctx context.Context, n int) *rig {
 		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"), "SSH_AUTH_SOCK=")
 
 	// The operator's key, which every machine's seed authorizes.
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.signer, err = ssh.NewSignerFromKey(priv); err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testbed.NewUserKey(t)
+	r.signer = key.Signer
 	r.keyFile = filepath.Join(r.dir, "id_ed25519")
-	if err := os.WriteFile(r.keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	key.WriteIdentity(t, r.keyFile)
 
 	name := testbed.LabName("rm")
 	r.underlay = testbed.Underlay(name)

@@ -38,10 +38,23 @@ type hop struct {
 	// KnownHosts are the known_hosts files the ssh config names
 	// (UserKnownHostsFile, GlobalKnownHostsFile; `ssh -G` only).
 	KnownHosts []string
+	// HostKeyAlias, if set, is the name the host key is looked up and
+	// recorded under instead of host:port, as OpenSSH does.
+	HostKeyAlias string
 }
 
 // Addr is host:port.
 func (h hop) Addr() string { return net.JoinHostPort(h.Host, strconv.Itoa(h.Port)) }
+
+// keyAddr is the name h's host key is known by: HostKeyAlias as it is
+// (OpenSSH adds no port to it; ":22" is what known_hosts drops), or
+// host:port.
+func (h hop) keyAddr() string {
+	if h.HostKeyAlias != "" {
+		return net.JoinHostPort(h.HostKeyAlias, "22")
+	}
+	return h.Addr()
+}
 
 // sshConfig is the OpenSSH client configuration: the user's file, then the
 // system's.
@@ -132,6 +145,11 @@ func (c *sshConfig) resolve(alias string, o DialOptions, depth int) (hop, error)
 		return hop{}, err
 	} else if v != "" {
 		h.Host = strings.ReplaceAll(v, "%h", alias)
+	}
+	if v, err := c.get(alias, "HostKeyAlias"); err != nil {
+		return hop{}, err
+	} else if v != "none" {
+		h.HostKeyAlias = v
 	}
 	if h.Port == 0 {
 		v, err := c.get(alias, "Port")

@@ -199,13 +199,15 @@ func dialHop(ctx context.Context, prev *ssh.Client, h hop, hk *hostKeys, policy 
 	cfg := &ssh.ClientConfig{
 		User:              h.User,
 		HostKeyCallback:   hk.callback(ctx, policy),
-		HostKeyAlgorithms: hk.algorithms(h.Addr()),
+		HostKeyAlgorithms: hk.algorithms(h.keyAddr()),
 	}
 	if len(signers) > 0 {
 		cfg.Auth = []ssh.AuthMethod{ssh.PublicKeys(signers...)}
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	sc, chans, reqs, err := ssh.NewClientConn(conn, h.Addr(), cfg)
+	// The address given here is only what the host key is checked
+	// (and recorded) under.
+	sc, chans, reqs, err := ssh.NewClientConn(conn, h.keyAddr(), cfg)
 	stop()
 	if err != nil {
 		conn.Close()

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -68,17 +66,11 @@ func TestRealSSHD(t *testing.T) {
 	}
 	m := l.Machines[0]
 
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer, _ := ssh.NewSignerFromKey(priv)
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testbed.NewUserKey(t)
+	signer := key.Signer
 	keyFile := filepath.Join(home, "id_ed25519")
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hostKey, port, err := m.StartSSHD(ctx, ssh.MarshalAuthorizedKey(signer.PublicKey()))
+	key.WriteIdentity(t, keyFile)
+	hostKey, port, err := m.StartSSHD(ctx, key.Authorized())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,7 +112,7 @@ func resolveOpenSSH(ctx context.Context, bin string, alias string, o DialOptions
 	if err != nil {
 		return hop{}, err
 	}
-	h := hop{Alias: alias, Host: first(keys, "hostname"), User: first(keys, "user")}
+	h := hop{Alias: alias, Host: first(keys, "hostname"), User: first(keys, "user"), HostKeyAlias: first(keys, "hostkeyalias")}
 	if h.Host == "" {
 		h.Host = alias
 	}

@@ -111,6 +111,37 @@ func TestOpenSSHKnownHostsFile(t *testing.T) {
 	}
 }
 
+// HostKeyAlias from the ssh config is the name the host key is known by,
+// as in ssh: known under the alias alone, the key passes with the alias
+// and is unknown without it. The Go reader reads the alias too.
+func TestOpenSSHHostKeyAlias(t *testing.T) {
+	testbed.NeedPrograms(t, "ssh")
+	f := newFixture(t)
+	dir := t.TempDir()
+	kh := knownHostsFile(t, dir, "boxkey", f.srv.hostKeys[0].PublicKey())
+	config := filepath.Join(dir, "config")
+	base := fmt.Sprintf("Host box\n  HostName 127.0.0.1\n  Port %d\n  UserKnownHostsFile %s\n", f.srv.port(), kh)
+	os.WriteFile(config, []byte(base+"  HostKeyAlias boxkey\n"), 0o600)
+	o := f.opts
+	o.SSHConfig, o.UserKnownHosts, o.KnownHosts = config, nil, ""
+	c, err := Dial(context.Background(), "box", o)
+	if err != nil {
+		t.Fatalf("dial with HostKeyAlias boxkey: %v", err)
+	}
+	c.Close()
+	cfg, err := loadSSHConfig(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := cfg.resolve("box", o, 0); err != nil || h.HostKeyAlias != "boxkey" {
+		t.Errorf("the Go reader: HostKeyAlias %q, %v; want boxkey", h.HostKeyAlias, err)
+	}
+	os.WriteFile(config, []byte(base), 0o600)
+	if _, err := Dial(context.Background(), "box", o); hostKeyReason(err) != ErrHostKeyUnknown {
+		t.Fatalf("without the alias: %v, want an unknown host key (it is known only as boxkey)", err)
+	}
+}
+
 // A ProxyCommand runs as OpenSSH runs it: here OpenSSH's own client
 // through a jump host (ssh -W), whose standard input and output are the
 // connection. A command that fails says so.

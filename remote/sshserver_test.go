@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/butter-cloud/butter/internal/testbed"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -340,15 +341,8 @@ func writeKey(t *testing.T, path string, priv any, passphrase string) {
 // newUserKey makes an ed25519 key pair: the raw private key and its signer.
 func newUserKey(t *testing.T) (ed25519.PrivateKey, ssh.Signer) {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return priv, s
+	k := testbed.NewUserKey(t)
+	return k.Private, k.Signer
 }
 
 // startAgent serves an in-process ssh-agent holding keys on a unix socket

@@ -8,85 +8,61 @@ import (
 // action runs the focused pane's verbs; a verb that does not apply says
 // why instead of doing nothing.
 func (m *Model) action(msg tea.KeyPressMsg) tea.Cmd {
-	k := m.keys
 	sel, ok := m.tables[m.focus].Selected()
-	need := func(what string) bool {
-		if !ok {
-			m.setStatus("select a "+what+" first", true)
+	for _, v := range m.paneVerbs() {
+		if !key.Matches(msg, v.key) {
+			continue
 		}
-		return ok
-	}
-	switch m.focus {
-	case paneMachines:
-		switch {
-		case key.Matches(msg, k.Add):
-			return m.openAddMachine()
-		case key.Matches(msg, k.Remove):
-			if need("machine") {
-				return m.confirmRemoveMachine(sel.id)
-			}
-			return nil
-		case key.Matches(msg, k.RotateKey):
-			if need("machine") {
-				return m.confirmRotateKey(sel.id)
-			}
-			return nil
-		case key.Matches(msg, k.Sync):
-			return m.syncNow()
-		}
-	case paneNetworks:
-		switch {
-		case key.Matches(msg, k.Add):
-			return m.openCreateNetwork()
-		case key.Matches(msg, k.Remove):
-			if need("network") {
-				return m.confirmRemoveNetwork(sel.id)
-			}
-			return nil
-		case key.Matches(msg, k.Links):
-			if need("network") {
-				m.links = sel.id
-			}
+		if v.needs != "" && !ok {
+			m.setStatus("select a "+v.needs+" first", true)
 			return nil
 		}
-	case paneVMs:
-		switch {
-		case key.Matches(msg, k.Add):
-			return m.openCreateVM()
-		case key.Matches(msg, k.Start):
-			if need("VM") {
-				return m.vmAction(sel.id, "start")
-			}
-			return nil
-		case key.Matches(msg, k.Stop):
-			if need("VM") {
-				return m.vmAction(sel.id, "stop")
-			}
-			return nil
-		case key.Matches(msg, k.Reboot):
-			if need("VM") {
-				return m.vmAction(sel.id, "reboot")
-			}
-			return nil
-		case key.Matches(msg, k.Remove):
-			if need("VM") {
-				return m.confirmRemoveVM(sel.id)
-			}
-			return nil
-		case key.Matches(msg, k.Console):
-			if need("VM") {
-				return m.console(sel.id)
-			}
-			return nil
-		case key.Matches(msg, k.SSH):
-			if need("VM") {
-				return m.ssh(sel.id)
-			}
-			return nil
-		}
+		return v.do(sel.id)
 	}
 	if why := m.disabledReason(msg); why != "" {
 		m.setStatus(why, true)
+	}
+	return nil
+}
+
+// paneVerb is one key of a pane: what it must have selected ("" for a
+// verb that needs nothing) and what it does, given the selection's id.
+type paneVerb struct {
+	key   key.Binding
+	needs string
+	do    func(id string) tea.Cmd
+}
+
+// paneVerbs are the focused pane's verbs, first match first.
+func (m *Model) paneVerbs() []paneVerb {
+	k := m.keys
+	switch m.focus {
+	case paneMachines:
+		return []paneVerb{
+			{k.Add, "", func(string) tea.Cmd { return m.openAddMachine() }},
+			{k.Remove, "machine", m.confirmRemoveMachine},
+			{k.RotateKey, "machine", m.confirmRotateKey},
+			{k.Sync, "", func(string) tea.Cmd { return m.syncNow() }},
+		}
+	case paneNetworks:
+		return []paneVerb{
+			{k.Add, "", func(string) tea.Cmd { return m.openCreateNetwork() }},
+			{k.Remove, "network", m.confirmRemoveNetwork},
+			{k.Links, "network", func(id string) tea.Cmd { m.links = id; return nil }},
+		}
+	case paneVMs:
+		vmAction := func(action string) func(string) tea.Cmd {
+			return func(id string) tea.Cmd { return m.vmAction(id, action) }
+		}
+		return []paneVerb{
+			{k.Add, "", func(string) tea.Cmd { return m.openCreateVM() }},
+			{k.Start, "VM", vmAction("start")},
+			{k.Stop, "VM", vmAction("stop")},
+			{k.Reboot, "VM", vmAction("reboot")},
+			{k.Remove, "VM", m.confirmRemoveVM},
+			{k.Console, "VM", m.console},
+			{k.SSH, "VM", m.ssh},
+		}
 	}
 	return nil
 }

@@ -145,3 +145,13 @@ func (m *Model) console(vm string) tea.Cmd {
 func attach(ctx context.Context, cl *cloud.Cloud, vm string, in io.Reader, out io.Writer) error {
 	return cl.Console(ctx, vm, in, out)
 }
+
+// handedBack says how a hand-off of the terminal (ssh, a console) ended:
+// what failed and why, or done.
+func (m *Model) handedBack(what, done string, err error) {
+	if err != nil {
+		m.setStatus(fmt.Sprintf("%s: %v", what, err), true)
+		return
+	}
+	m.setStatus(done, false)
+}

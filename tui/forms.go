@@ -147,15 +147,10 @@ func (m *Model) openCreateNetwork() tea.Cmd {
 	}
 	return m.openForm("Create a network", submit, nil,
 		huh.NewGroup(
-			huh.NewInput().Title("Name").Value(&name).Validate(func(s string) error {
-				if err := validName(s); err != nil {
-					return err
-				}
-				if _, ok := inv.Network(s); ok {
-					return errors.New("a network has this name")
-				}
-				return nil
-			}),
+			huh.NewInput().Title("Name").Value(&name).Validate(newName("a network", func(s string) bool {
+				_, ok := inv.Network(s)
+				return ok
+			})),
 			huh.NewInput().Title("Subnet").Description("proposed: a free /24").Value(&subnet).Validate(func(s string) error {
 				p, err := netip.ParsePrefix(strings.TrimSpace(s))
 				if err != nil || !p.Addr().Is4() || p.Bits() > 29 {
@@ -251,15 +246,10 @@ func (m *Model) openCreateVM() tea.Cmd {
 	}
 	return m.openForm("Create a VM", submit, nil,
 		huh.NewGroup(
-			huh.NewInput().Title("Name").Value(&name).Validate(func(s string) error {
-				if err := validName(s); err != nil {
-					return err
-				}
-				if _, ok := inv.VM(s); ok {
-					return errors.New("a VM has this name")
-				}
-				return nil
-			}),
+			huh.NewInput().Title("Name").Value(&name).Validate(newName("a VM", func(s string) bool {
+				_, ok := inv.VM(s)
+				return ok
+			})),
 			huh.NewSelect[string]().Title("Network").Options(netOpts...).Value(&network).Height(min(6, len(netOpts)+2)),
 			huh.NewSelect[string]().Title("Machine").OptionsFunc(machineOpts, &network).Value(&machine).Height(6),
 		),
@@ -326,4 +316,18 @@ func (m *Model) confirmRemoveNetwork(name string) tea.Cmd {
 			Description("Its bridges and tunnels are taken off every machine.\n\n"+plan).
 			Affirmative("Remove").Negative("Keep").Value(&yes)))
 	})
+}
+
+// newName checks a name typed for a new network or VM: the one name rule,
+// and not one that what (e.g. "a VM") already has.
+func newName(what string, taken func(string) bool) func(string) error {
+	return func(s string) error {
+		if err := validName(s); err != nil {
+			return err
+		}
+		if taken(s) {
+			return errors.New(what + " has this name")
+		}
+		return nil
+	}
 }

@@ -171,18 +171,10 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.syncDone(msg)
 		return m, nil
 	case sshDoneMsg:
-		if msg.err != nil {
-			m.setStatus(fmt.Sprintf("ssh to %s: %v", msg.vm, msg.err), true)
-		} else {
-			m.setStatus("logged out of "+msg.vm, false)
-		}
+		m.handedBack("ssh to "+msg.vm, "logged out of "+msg.vm, msg.err)
 		return m, nil
 	case consoleDoneMsg:
-		if msg.err != nil {
-			m.setStatus(fmt.Sprintf("console of %s: %v", msg.vm, msg.err), true)
-		} else {
-			m.setStatus("detached from "+msg.vm, false)
-		}
+		m.handedBack("console of "+msg.vm, "detached from "+msg.vm, msg.err)
 		return m, nil
 	case inventoryMsg:
 		if msg.err != nil {

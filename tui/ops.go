@@ -178,16 +178,22 @@ func (m *Model) runningTasks() int {
 	return n
 }
 
+// taskState renders the word (or mark) for t's state: running, failed or
+// done.
+func (m *Model) taskState(t *task, running, failed, done string) string {
+	switch {
+	case !t.running && t.err != nil:
+		return m.st.bad.Render(failed)
+	case !t.running:
+		return m.st.ok.Render(done)
+	}
+	return m.st.info.Render(running)
+}
+
 func (m *Model) taskView(t *task) string {
 	w := min(m.width-6, 76)
 	var b strings.Builder
-	state := m.st.info.Render("running")
-	switch {
-	case !t.running && t.err != nil:
-		state = m.st.bad.Render("failed")
-	case !t.running:
-		state = m.st.ok.Render("done")
-	}
+	state := m.taskState(t, "running", "failed", "done")
 	b.WriteString(m.st.title.Render(t.title) + "  " + state + "\n\n")
 	room := max(3, m.height-12)
 	lines := t.lines
@@ -243,13 +249,7 @@ func (m *Model) logView() string {
 	room := max(4, m.height-8)
 	var lines []string
 	for _, t := range m.tasks {
-		state := m.st.info.Render("…")
-		switch {
-		case !t.running && t.err != nil:
-			state = m.st.bad.Render("✗")
-		case !t.running:
-			state = m.st.ok.Render("✓")
-		}
+		state := m.taskState(t, "…", "✗", "✓")
 		lines = append(lines, state+" "+m.st.bold.Render(pad(t.title, w-2)))
 		if t.err != nil {
 			lines = append(lines, m.st.errBox.Render("  "+pad(oneLine(t.err.Error()), w-2)))

@@ -25,13 +25,12 @@ func TestBuildCloudImage(t *testing.T) {
 		t.Skip("builds a Debian image with debootstrap (~2.5 min cold); not in -short")
 	}
 	NeedRoot(t) // debootstrap
-	missing := CloudImageTools()
-	Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", "))
+	NeedCloudImageTools(t, false)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
-	img, err := BuildCloudImage(ctx, "", testLog{t})
+	img, err := BuildCloudImage(ctx, "", LogWriter{T: t})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,13 +42,4 @@ func TestBuildCloudImage(t *testing.T) {
 		}
 		t.Logf("%s: %d MiB", f, fi.Size()>>20)
 	}
-}
-
-// testLog writes a command's output to the test log, line by line.
-type testLog struct{ t *testing.T }
-
-func (l testLog) Write(p []byte) (int, error) {
-	l.t.Helper()
-	l.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

@@ -5,6 +5,9 @@
 // booted straight into a kernel (the real-kernel tier), the Debian
 // cloud-init image built by debootstrap, SSH into guests from inside a
 // namespace, and the one gate every tier passes (skip with the reason, or
-// fail when CI=true). Only tests import it; it imports neither the
+// fail when CI=true). With them the small parts the tiers share: a
+// throwaway SSH user key, sockets made inside a network namespace, a
+// program's output that says when it is ready, a test log writer, and a
+// WireGuard-shaped key. Only tests import it; it imports neither the
 // operator's core nor SSH, so those packages' own tests can use it.
 package testbed

@@ -51,6 +51,18 @@ func NeedLab(t testing.TB) {
 	Require(t, err == nil, fmt.Sprint(err))
 }
 
+// NeedCloudImageTools requires what BuildCloudImage runs (see
+// CloudImageTools) and, with tun, /dev/net/tun for the taps a booted image
+// is plugged into; see Require.
+func NeedCloudImageTools(t testing.TB, tun bool) {
+	t.Helper()
+	missing := CloudImageTools()
+	if _, err := os.Stat("/dev/net/tun"); tun && err != nil {
+		missing = append(missing, "/dev/net/tun")
+	}
+	Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
+}
+
 // Applies skips t with why unless ok, even with CI=true: it is for a case
 // that does not exist on this machine (a test of a broken /dev/kvm where
 // there is no /dev/kvm at all), not for a missing prerequisite, which

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -69,5 +70,23 @@ func RunSSH(ctx context.Context, c *ssh.Client, cmd string) (string, error) {
 		return "", fmt.Errorf("ssh %q: no answer after a minute", cmd)
 	case <-ctx.Done():
 		return "", fmt.Errorf("ssh %q: %w", cmd, ctx.Err())
+	}
+}
+
+// GuestSSHConfig logs in as user with signer, and takes only hostKey (the
+// one the guest printed on its console, see GuestHostKey) from the guest.
+func GuestSSHConfig(user string, signer ssh.Signer, hostKey ssh.PublicKey) *ssh.ClientConfig {
+	return &ssh.ClientConfig{
+		User: user,
+		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			if !bytes.Equal(key.Marshal(), hostKey.Marshal()) {
+				return fmt.Errorf("host key %s is not the %s the guest printed on its console",
+					ssh.FingerprintSHA256(key), ssh.FingerprintSHA256(hostKey))
+			}
+			return nil
+		},
+		HostKeyAlgorithms: []string{hostKey.Type()},
+		Timeout:           20 * time.Second,
 	}
 }

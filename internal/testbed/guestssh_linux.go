@@ -14,14 +14,10 @@ import (
 // nsPath: the socket is made on a thread that has entered it, and stays
 // there.
 func DialInNetns(ctx context.Context, nsPath, addr string) (net.Conn, error) {
-	var conn net.Conn
-	err := inNetns(nsPath, func() error {
+	return MakeInNetns(nsPath, func() (net.Conn, error) {
 		d := net.Dialer{Timeout: 5 * time.Second}
-		var err error
-		conn, err = d.DialContext(ctx, "tcp", addr)
-		return err
+		return d.DialContext(ctx, "tcp", addr)
 	})
-	return conn, err
 }
 
 // DialGuestSSH logs in over SSH to a guest at addr from inside the network

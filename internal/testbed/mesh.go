@@ -3,6 +3,7 @@ package testbed
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -339,4 +340,10 @@ func (b Butter) WaitMesh(ctx context.Context, l *sim.Lab, specs map[string]helpe
 		return fmt.Errorf("lab %q: wait for the mesh: %w", l.Name, err)
 	}
 	return nil
+}
+
+// Key is a WireGuard public key for tests that need one of the right
+// shape but no key pair: 32 bytes of b, in base64.
+func Key(b byte) string {
+	return base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(b), 32)))
 }

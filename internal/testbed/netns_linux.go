@@ -9,11 +9,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// inNetns runs f on a thread that has entered the network namespace at
+// InNetns runs f on a thread that has entered the network namespace at
 // nsPath, so that the sockets f makes are that namespace's. The thread is
 // unlocked only once it is back in its own namespace; otherwise it ends
 // with its goroutine.
-func inNetns(nsPath string, f func() error) error {
+func InNetns(nsPath string, f func() error) error {
 	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -42,15 +42,23 @@ func inNetns(nsPath string, f func() error) error {
 	return <-ch
 }
 
+// MakeInNetns returns what f returns when it runs on a thread inside
+// the network namespace at nsPath (see InNetns): a socket made there
+// stays there, and works from any goroutine.
+func MakeInNetns[T any](nsPath string, f func() (T, error)) (T, error) {
+	var v T
+	err := InNetns(nsPath, func() error {
+		var err error
+		v, err = f()
+		return err
+	})
+	return v, err
+}
+
 // ListenUDPInNetns binds a UDP socket at addr (e.g. ":51820") inside the
 // network namespace at nsPath, to hold that port there.
 func ListenUDPInNetns(nsPath, addr string) (net.PacketConn, error) {
-	var pc net.PacketConn
-	err := inNetns(nsPath, func() error {
-		var err error
-		pc, err = net.ListenPacket("udp4", addr)
-		return err
-	})
+	pc, err := MakeInNetns(nsPath, func() (net.PacketConn, error) { return net.ListenPacket("udp4", addr) })
 	if err != nil {
 		return nil, fmt.Errorf("listen on udp %s in %s: %w", addr, nsPath, err)
 	}
@@ -61,12 +69,7 @@ func ListenUDPInNetns(nsPath, addr string) (net.PacketConn, error) {
 // network namespace at nsPath; the listener's Accept works from any
 // goroutine.
 func ListenTCPInNetns(nsPath, addr string) (net.Listener, error) {
-	var l net.Listener
-	err := inNetns(nsPath, func() error {
-		var err error
-		l, err = net.Listen("tcp4", addr)
-		return err
-	})
+	l, err := MakeInNetns(nsPath, func() (net.Listener, error) { return net.Listen("tcp4", addr) })
 	if err != nil {
 		return nil, fmt.Errorf("listen on tcp %s in %s: %w", addr, nsPath, err)
 	}

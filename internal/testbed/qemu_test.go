@@ -120,6 +120,16 @@ func TestQEMUArgs(t *testing.T) {
 	}
 }
 
+// startFakeGuest starts guest m1 on a fakeQEMU playing script.
+func startFakeGuest(t *testing.T, ctx context.Context, script string) *Guest {
+	t.Helper()
+	g, err := StartGuest(ctx, GuestOptions{Name: "m1", Kernel: "k", Initrd: "i", QEMU: fakeQEMU(t, script)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
 // fakeQEMU writes a shell script that stands in for qemu: it ignores its
 // arguments and plays a console.
 func fakeQEMU(t *testing.T, script string) string {
@@ -132,15 +142,11 @@ func fakeQEMU(t *testing.T, script string) string {
 }
 
 func TestGuestConsole(t *testing.T) {
-	prog := fakeQEMU(t, `printf 'booting\r\n'
+	g := startFakeGuest(t, t.Context(), `printf 'booting\r\n'
 read line
 echo "got $line"
 echo "qemu: a warning" >&2
 `)
-	g, err := StartGuest(t.Context(), GuestOptions{Name: "m1", Kernel: "k", Initrd: "i", QEMU: prog})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got []string
 	for l := range g.Lines() {
 		got = append(got, l.Text)
@@ -162,12 +168,8 @@ echo "qemu: a warning" >&2
 }
 
 func TestGuestKilledWithContext(t *testing.T) {
-	prog := fakeQEMU(t, "echo up\nexec sleep 60\n")
 	ctx, cancel := context.WithCancel(t.Context())
-	g, err := StartGuest(ctx, GuestOptions{Name: "m1", Kernel: "k", Initrd: "i", QEMU: prog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := startFakeGuest(t, ctx, "echo up\nexec sleep 60\n")
 	if l := <-g.Lines(); l.Text != "up" {
 		t.Fatalf("first line %q", l.Text)
 	}
@@ -175,7 +177,7 @@ func TestGuestKilledWithContext(t *testing.T) {
 	cancel()
 	for range g.Lines() {
 	}
-	err = g.Wait()
+	err := g.Wait()
 	if err == nil || !strings.Contains(err.Error(), "context canceled") {
 		t.Errorf("Wait = %v, want a context error", err)
 	}
@@ -185,11 +187,7 @@ func TestGuestKilledWithContext(t *testing.T) {
 }
 
 func TestGuestFailingQEMU(t *testing.T) {
-	prog := fakeQEMU(t, "echo 'qemu: could not load kernel' >&2\nexit 1\n")
-	g, err := StartGuest(t.Context(), GuestOptions{Name: "m1", Kernel: "k", Initrd: "i", QEMU: prog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := startFakeGuest(t, t.Context(), "echo 'qemu: could not load kernel' >&2\nexit 1\n")
 	var got []string
 	for l := range g.Lines() {
 		got = append(got, l.Text)

@@ -121,24 +121,15 @@ func (c Config) withDefaults() (Config, error) {
 	if c.NAT2 > 0 && c.NAT <= 0 {
 		errs = append(errs, fmt.Errorf("lab %q: %d machines behind a second NAT router but none behind the first: use NAT first", c.Name, c.NAT2))
 	}
+	underlay := namedPrefix{"the underlay", c.Underlay}
 	if c.NAT2 > 0 {
-		if !c.LAN2.Addr().Is4() || c.LAN2 != c.LAN2.Masked() {
-			errs = append(errs, fmt.Errorf("lab %q LAN2 %s: want an IPv4 network prefix such as %s", c.Name, c.LAN2, DefaultLAN2))
-		} else if c.NAT2 > hostCount(c.LAN2)-1 {
-			errs = append(errs, fmt.Errorf("lab %q LAN2 %s: too small for a router and %d machines", c.Name, c.LAN2, c.NAT2))
-		} else if c.Underlay.IsValid() && c.LAN2.Overlaps(c.Underlay) {
-			errs = append(errs, fmt.Errorf("lab %q LAN2 %s: overlaps the underlay %s", c.Name, c.LAN2, c.Underlay))
-		} else if c.LAN.IsValid() && c.LAN2.Overlaps(c.LAN) {
-			errs = append(errs, fmt.Errorf("lab %q LAN2 %s: overlaps the first router's LAN %s", c.Name, c.LAN2, c.LAN))
+		if err := c.lanProblem("LAN2", c.LAN2, DefaultLAN2, c.NAT2, underlay, namedPrefix{"the first router's LAN", c.LAN}); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.NAT > 0 {
-		if !c.LAN.Addr().Is4() || c.LAN != c.LAN.Masked() {
-			errs = append(errs, fmt.Errorf("lab %q LAN %s: want an IPv4 network prefix such as %s", c.Name, c.LAN, DefaultLAN))
-		} else if c.NAT > hostCount(c.LAN)-1 {
-			errs = append(errs, fmt.Errorf("lab %q LAN %s: too small for a router and %d machines", c.Name, c.LAN, c.NAT))
-		} else if c.Underlay.IsValid() && c.LAN.Overlaps(c.Underlay) {
-			errs = append(errs, fmt.Errorf("lab %q LAN %s: overlaps the underlay %s", c.Name, c.LAN, c.Underlay))
+		if err := c.lanProblem("LAN", c.LAN, DefaultLAN, c.NAT, underlay); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if !c.Underlay.Addr().Is4() || c.Underlay != c.Underlay.Masked() {
@@ -388,4 +379,29 @@ func (l *Lab) Down(ctx context.Context) error {
 	}
 	wg.Wait()
 	return clean(ctx, l.tools, l.Name)
+}
+
+// namedPrefix is an address range and how a problem names it.
+type namedPrefix struct {
+	what string
+	p    netip.Prefix
+}
+
+// lanProblem is what is wrong with a NAT router's LAN (the Config field
+// named field, default def) for the router and n machines behind it, or
+// nil: an IPv4 network prefix with room for them that overlaps none of
+// avoid (those that are set).
+func (c Config) lanProblem(field string, lan, def netip.Prefix, n int, avoid ...namedPrefix) error {
+	switch {
+	case !lan.Addr().Is4() || lan != lan.Masked():
+		return fmt.Errorf("lab %q %s %s: want an IPv4 network prefix such as %s", c.Name, field, lan, def)
+	case n > hostCount(lan)-1:
+		return fmt.Errorf("lab %q %s %s: too small for a router and %d machines", c.Name, field, lan, n)
+	}
+	for _, a := range avoid {
+		if a.p.IsValid() && lan.Overlaps(a.p) {
+			return fmt.Errorf("lab %q %s %s: overlaps %s %s", c.Name, field, lan, a.what, a.p)
+		}
+	}
+	return nil
 }

@@ -8,9 +8,7 @@ package cloudinit_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -47,18 +45,14 @@ func TestBootCloudInit(t *testing.T) {
 	}
 	testbed.NeedRoot(t) // debootstrap, network namespaces, tap devices
 	testbed.NeedPrograms(t, "qemu-system-x86_64", "qemu-img", "ip", "nsenter")
-	missing := testbed.CloudImageTools()
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		missing = append(missing, "/dev/net/tun")
-	}
-	testbed.Require(t, len(missing) == 0, "missing "+strings.Join(missing, ", ")+" (see .ci/deps)")
+	testbed.NeedCloudImageTools(t, true)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
 
 	start := time.Now()
-	img, err := testbed.BuildCloudImage(ctx, "", logWriter{t, "build: "})
+	img, err := testbed.BuildCloudImage(ctx, "", testbed.LogWriter{T: t, Prefix: "build: "})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,19 +62,9 @@ func TestBootCloudInit(t *testing.T) {
 	run(ctx, t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", img.Disk, "-F", "qcow2", overlay)
 
 	// The client's key, which the seed authorizes.
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " butter-test"
+	key := testbed.NewUserKey(t)
+	signer := key.Signer
+	authorized := strings.TrimSpace(string(key.Authorized())) + " butter-test"
 
 	suffix := randomHex(t, 4)
 	hostAddr := netip.MustParsePrefix("10.213.7.1/24")
@@ -161,19 +145,7 @@ func TestBootCloudInit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("pinned the guest's host key %s", ssh.FingerprintSHA256(hostKey))
-	config := &ssh.ClientConfig{
-		User: seed.User,
-		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
-			if !bytes.Equal(key.Marshal(), hostKey.Marshal()) {
-				return fmt.Errorf("host key %s is not the %s the guest printed on its console",
-					ssh.FingerprintSHA256(key), ssh.FingerprintSHA256(hostKey))
-			}
-			return nil
-		},
-		HostKeyAlgorithms: []string{hostKey.Type()},
-		Timeout:           20 * time.Second,
-	}
+	config := testbed.GuestSSHConfig(seed.User, signer, hostKey)
 	guest := net.JoinHostPort(seed.NIC.Address.Addr().String(), "22")
 	sshStart := time.Now()
 	client, err := testbed.DialGuestSSH(ctx, "/run/netns/"+netns, guest, config, 90*time.Second)
@@ -315,17 +287,4 @@ func randomHex(t *testing.T, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
-}
-
-// logWriter sends a command's output to the test log, line by line.
-type logWriter struct {
-	t      *testing.T
-	prefix string
-}
-
-func (w logWriter) Write(p []byte) (int, error) {
-	for l := range strings.Lines(string(p)) {
-		w.t.Log(w.prefix + strings.TrimRight(l, "\n"))
-	}
-	return len(p), nil
 }

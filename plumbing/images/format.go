@@ -29,26 +29,35 @@ func detectFormat(head []byte, size int64) (helperapi.Format, error) {
 		return "", fmt.Errorf("the file is empty")
 	case magic(0, "QFI\xfb"):
 		return helperapi.FormatQCOW2, checkQCOW2(head)
-	case magic(0x8001, "CD001"):
-		return "", fmt.Errorf("this is an ISO 9660 installer image, not a disk image; use a cloud image (qcow2 or raw)")
-	case magic(0, "\x1f\x8b"):
-		return "", fmt.Errorf("this is gzip-compressed; decompress it first (gunzip)")
-	case magic(0, "\xfd7zXZ\x00"):
-		return "", fmt.Errorf("this is xz-compressed; decompress it first (unxz)")
-	case magic(0, "\x28\xb5\x2f\xfd"):
-		return "", fmt.Errorf("this is zstd-compressed; decompress it first (unzstd)")
-	case magic(0, "BZh"):
-		return "", fmt.Errorf("this is bzip2-compressed; decompress it first (bunzip2)")
-	case magic(0, "KDMV"):
-		return "", fmt.Errorf("this is a VMDK image; convert it: qemu-img convert -O qcow2 IN OUT")
-	case magic(0, "vhdxfile"):
-		return "", fmt.Errorf("this is a VHDX image; convert it: qemu-img convert -O qcow2 IN OUT")
-	case magic(0, "conectix"):
-		return "", fmt.Errorf("this is a VHD image; convert it: qemu-img convert -O qcow2 IN OUT")
-	case magic(0x40, "\x7f\x10\xda\xbe"):
-		return "", fmt.Errorf("this is a VirtualBox VDI image; convert it: qemu-img convert -O qcow2 IN OUT")
+	}
+	for _, f := range unusableFormats {
+		if magic(f.offset, f.magic) {
+			return "", fmt.Errorf("this is %s", f.what)
+		}
 	}
 	return helperapi.FormatRaw, nil
+}
+
+// convertIt is how a refused image in another VM disk format is made one
+// a VM can use.
+const convertIt = "convert it: qemu-img convert -O qcow2 IN OUT"
+
+// unusableFormats are files detectFormat refuses, by their magic bytes at
+// offset: what they are, and what to do instead.
+var unusableFormats = []struct {
+	offset int
+	magic  string
+	what   string
+}{
+	{0x8001, "CD001", "an ISO 9660 installer image, not a disk image; use a cloud image (qcow2 or raw)"},
+	{0, "\x1f\x8b", "gzip-compressed; decompress it first (gunzip)"},
+	{0, "\xfd7zXZ\x00", "xz-compressed; decompress it first (unxz)"},
+	{0, "\x28\xb5\x2f\xfd", "zstd-compressed; decompress it first (unzstd)"},
+	{0, "BZh", "bzip2-compressed; decompress it first (bunzip2)"},
+	{0, "KDMV", "a VMDK image; " + convertIt},
+	{0, "vhdxfile", "a VHDX image; " + convertIt},
+	{0, "conectix", "a VHD image; " + convertIt},
+	{0x40, "\x7f\x10\xda\xbe", "a VirtualBox VDI image; " + convertIt},
 }
 
 func checkQCOW2(h []byte) error {

@@ -155,6 +155,18 @@ func sha256Hex(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
+// ensureLeavesNothing asks s for src and wants it refused with an error
+// that says want, and nothing left behind in the store.
+func ensureLeavesNothing(t *testing.T, s *Store, src helperapi.Source, want string) {
+	t.Helper()
+	if _, err := s.Ensure(t.Context(), src, nil); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Ensure error = %v, want one that says %q", err, want)
+	}
+	if left := leftovers(t, s.Dir); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
 // leftovers lists what is in dir besides the images, the index and locks:
 // after a failure it must be empty.
 func leftovers(t *testing.T, dir string) []string {
@@ -669,13 +681,7 @@ func TestKernelUploadFailureCachesNothing(t *testing.T) {
 	kernel := []byte("MZ kernel")
 	bad := upload("initrd.img", []byte("initrd"))
 	bad.SHA256 = hex64
-	_, err := s.Ensure(t.Context(), helperapi.Source{Kernel: upload("vmlinuz", kernel), Initrd: bad}, nil)
-	if err == nil || !strings.Contains(err.Error(), "sha256 mismatch for initrd.img") {
-		t.Fatalf("Ensure error = %v, want the initrd mismatch", err)
-	}
-	if left := leftovers(t, s.Dir); len(left) != 0 {
-		t.Errorf("left behind: %v", left)
-	}
+	ensureLeavesNothing(t, s, helperapi.Source{Kernel: upload("vmlinuz", kernel), Initrd: bad}, "sha256 mismatch for initrd.img")
 }
 
 func TestConcurrentEnsureDownloadsOnce(t *testing.T) {
@@ -796,13 +802,7 @@ func TestStalledDownload(t *testing.T) {
 	f.addCatalog(t, "debian-12", "amd64", content, content)
 	s := newStore(t, f, "")
 	s.StallTimeout = 300 * time.Millisecond
-	_, err := s.Ensure(t.Context(), helperapi.Source{Catalog: "debian-12"}, nil)
-	if err == nil || !strings.Contains(err.Error(), "no data from the server for 300ms") {
-		t.Fatalf("Ensure error = %v, want a stall", err)
-	}
-	if left := leftovers(t, s.Dir); len(left) != 0 {
-		t.Errorf("left behind: %v", left)
-	}
+	ensureLeavesNothing(t, s, helperapi.Source{Catalog: "debian-12"}, "no data from the server for 300ms")
 }
 
 func TestListRemove(t *testing.T) {

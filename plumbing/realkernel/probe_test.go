@@ -269,17 +269,8 @@ func checksum(b []byte) uint16 {
 type listener struct{ fd int }
 
 func (p *probe) Listen(etherType uint16) (*listener, error) {
-	fd, err := p.socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(etherType)))
+	fd, err := packetSocket(p.socket, p.ifindex, etherType)
 	if err != nil {
-		return nil, fmt.Errorf("packet socket: %w", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(etherType), Ifindex: p.ifindex}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("bind packet socket: %w", err)
-	}
-	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(fd)
 		return nil, err
 	}
 	return &listener{fd}, nil
@@ -335,6 +326,25 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // opener opens a socket in some network namespace.
 type opener func(domain, typ, proto int) (int, error)
 
+// packetSocket opens (with open) a packet socket for etherType bound to
+// the link ifindex, whose reads give up after 100 ms.
+func packetSocket(open opener, ifindex int, etherType uint16) (int, error) {
+	fd, err := open(unix.AF_PACKET, unix.SOCK_RAW, int(htons(etherType)))
+	if err != nil {
+		return -1, fmt.Errorf("packet socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(etherType), Ifindex: ifindex}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("bind packet socket: %w", err)
+	}
+	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
 // rootSocket opens a socket in the machine's own namespace.
 func rootSocket(domain, typ, proto int) (int, error) {
 	return unix.Socket(domain, typ|unix.SOCK_CLOEXEC, proto)
@@ -351,17 +361,8 @@ type echoCounter struct {
 // It listens to every protocol (ETH_P_ALL), as tcpdump does: on a bridge
 // port the bridge takes frames before a socket for ETH_P_IP would see them.
 func countEchoRequests(open opener, ifindex int, src, dst netip.Addr) (*echoCounter, error) {
-	fd, err := open(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	fd, err := packetSocket(open, ifindex, unix.ETH_P_ALL)
 	if err != nil {
-		return nil, fmt.Errorf("packet socket: %w", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("bind packet socket: %w", err)
-	}
-	tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(fd)
 		return nil, err
 	}
 	c := &echoCounter{fd: fd, quit: make(chan struct{}), sizes: make(chan map[int]int, 1)}

@@ -53,6 +53,28 @@ func domainType(accel, verdict string, kvmAnswers func() bool) (string, error) {
 	return "", helperapi.CheckAccel(accel)
 }
 
+// Accelerator is what a VM made now on this machine runs under, as
+// helperapi.Facts reports it: AccelKVM (asked for, or proven), AccelTCG
+// (asked for, KVM found broken, or no /dev/kvm), or "" while KVM is not
+// proven either way.
+func Accelerator(o Options) string {
+	o = o.withDefaults()
+	return accelerator(o.Accel, (&Manager{o: o}).kvmVerdict(), KVMAnswers)
+}
+
+func accelerator(accel, verdict string, kvmAnswers func() bool) string {
+	t, err := domainType(accel, verdict, kvmAnswers)
+	switch {
+	case err != nil:
+		return ""
+	case t == "qemu":
+		return helperapi.AccelTCG
+	case accel == helperapi.AccelAuto && verdict == kvmUnknown:
+		return ""
+	}
+	return helperapi.AccelKVM
+}
+
 // proofVerdict reads one look at the guest under proof: a guest that is
 // not running has failed; one that wrote to its console has passed;
 // otherwise there is no verdict yet.

@@ -52,3 +52,26 @@ func TestProofVerdict(t *testing.T) {
 		}
 	}
 }
+
+// The accelerator a machine reports: unproven KVM is neither.
+func TestAccelerator(t *testing.T) {
+	yes := func() bool { return true }
+	no := func() bool { return false }
+	for _, tt := range []struct {
+		accel, verdict string
+		answers        func() bool
+		want           string
+	}{
+		{"kvm", kvmUnknown, no, "kvm"},
+		{"tcg", kvmWorks, yes, "tcg"},
+		{"auto", kvmUnknown, yes, ""},
+		{"auto", kvmUnknown, no, "tcg"},
+		{"auto", kvmBroken, yes, "tcg"},
+		{"auto", kvmWorks, yes, "kvm"},
+		{"hvf", kvmUnknown, yes, ""},
+	} {
+		if got := accelerator(tt.accel, tt.verdict, tt.answers); got != tt.want {
+			t.Errorf("accelerator(%s, %q, answers=%v) = %q; want %q", tt.accel, tt.verdict, tt.answers(), got, tt.want)
+		}
+	}
+}

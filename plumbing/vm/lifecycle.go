@@ -84,8 +84,8 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ helperapi.VMInfo, err e
 		_ = m.l.DomainDestroy(dom)
 		_ = m.l.DomainUndefineFlags(dom, libvirt.DomainUndefineManagedSave|libvirt.DomainUndefineNvram)
 	})
-	if err := m.l.DomainSetAutostart(dom, 1); err != nil {
-		return helperapi.VMInfo{}, fmt.Errorf("autostart vm %q: %w", s.Name, err)
+	if err := m.setAutostart(dom, true); err != nil {
+		return helperapi.VMInfo{}, err
 	}
 	if err := m.l.DomainCreate(dom); err != nil {
 		return helperapi.VMInfo{}, fmt.Errorf("start vm %q: %w", s.Name, err)
@@ -107,8 +107,8 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ helperapi.VMInfo, err e
 			if dom, err = m.l.DomainDefineXMLFlags(x, 0); err != nil {
 				return helperapi.VMInfo{}, fmt.Errorf("define vm %q for TCG: %w", s.Name, err)
 			}
-			if err := m.l.DomainSetAutostart(dom, 1); err != nil {
-				return helperapi.VMInfo{}, fmt.Errorf("autostart vm %q: %w", s.Name, err)
+			if err := m.setAutostart(dom, true); err != nil {
+				return helperapi.VMInfo{}, err
 			}
 			if err := m.l.DomainCreate(dom); err != nil {
 				return helperapi.VMInfo{}, fmt.Errorf("start vm %q under TCG: %w", s.Name, err)
@@ -243,10 +243,13 @@ func (m *Manager) lookup(name string) (libvirt.Domain, metadata, error) {
 	return dom, md, nil
 }
 
-// Start starts a stopped VM.
+// Start starts a stopped VM, and marks it to run after a boot again.
 func (m *Manager) Start(ctx context.Context, name string) error {
 	dom, _, err := m.lookup(name)
 	if err != nil {
+		return err
+	}
+	if err := m.setAutostart(dom, true); err != nil {
 		return err
 	}
 	if st, _, err := m.l.DomainGetState(dom, 0); err == nil && libvirt.DomainState(st) == libvirt.DomainRunning {
@@ -259,10 +262,14 @@ func (m *Manager) Start(ctx context.Context, name string) error {
 }
 
 // Stop asks the guest to shut down and, if it has not within timeout,
-// pulls the plug. It reports whether it had to.
+// pulls the plug. It reports whether it had to. A stopped VM stays
+// stopped across a boot of its machine.
 func (m *Manager) Stop(ctx context.Context, name string, timeout time.Duration) (forced bool, err error) {
 	dom, _, err := m.lookup(name)
 	if err != nil {
+		return false, err
+	}
+	if err := m.setAutostart(dom, false); err != nil {
 		return false, err
 	}
 	if !m.running(dom) {
