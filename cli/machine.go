@@ -21,7 +21,7 @@ func (s *session) machineCommand() *cobra.Command {
 }
 
 func (s *session) machineRemoveCommand() *cobra.Command {
-	var force, wait bool
+	var force, wait, dry bool
 	cmd := &cobra.Command{
 		Use:   "remove NAME",
 		Short: "Take a machine out of the cloud",
@@ -31,6 +31,13 @@ func (s *session) machineRemoveCommand() *cobra.Command {
 		Args: oneName("machine"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return s.withCloud(func(cl *cloud.Cloud) error {
+				if dry {
+					d, err := cl.DryRunRemoveMachine(cmd.Context(), args[0], force)
+					if err != nil {
+						return err
+					}
+					return s.printDryRun("machine remove "+args[0], d)
+				}
 				r, err := cl.RemoveMachine(cmd.Context(), args[0], force, s.steps)
 				if err != nil {
 					return err
@@ -48,6 +55,7 @@ func (s *session) machineRemoveCommand() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "drop a machine that does not answer, without touching it")
 	waitFlag(cmd, &wait)
+	dryRunFlag(cmd, &dry)
 	return cmd
 }
 
@@ -105,7 +113,7 @@ func (s *session) machineAddCommand() *cobra.Command {
 		nm        cloud.NewMachine
 		acceptNew bool
 		pinned    string
-		wait      bool
+		wait, dry bool
 	)
 	cmd := &cobra.Command{
 		Use:   "add NAME",
@@ -116,6 +124,15 @@ func (s *session) machineAddCommand() *cobra.Command {
 				return usageErrorf("give --accept-new-host-key or --host-key, not both")
 			}
 			nm.Name = args[0]
+			if dry {
+				return s.withCloud(func(cl *cloud.Cloud) error {
+					p, err := cl.DryRunAddMachine(nm)
+					if err != nil {
+						return err
+					}
+					return s.printAddition(p)
+				})
+			}
 			return s.machineAdd(cmd.Context(), nm, acceptNew, pinned, wait)
 		},
 	}
@@ -130,6 +147,7 @@ func (s *session) machineAddCommand() *cobra.Command {
 	f.StringVar(&pinned, "host-key", "", "trust only this host key (`SHA256:...` as ssh-keygen -l prints it)")
 	f.BoolVar(&s.yes, "yes", false, "install missing prerequisites without asking")
 	waitFlag(cmd, &wait)
+	dryRunFlag(cmd, &dry)
 	require(cmd, "address")
 	return cmd
 }

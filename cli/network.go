@@ -13,13 +13,20 @@ import (
 )
 
 func (s *session) networkCommand() *cobra.Command {
-	var wait bool
+	var wait, dry bool
 	remove := &cobra.Command{
 		Use:   "remove NAME",
 		Short: "Remove a network from every machine",
 		Args:  oneName("network"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return s.withCloud(func(cl *cloud.Cloud) error {
+				if dry {
+					d, err := cl.DryRunRemoveNetwork(cmd.Context(), args[0])
+					if err != nil {
+						return err
+					}
+					return s.printDryRun("network remove "+args[0], d)
+				}
 				out, err := cl.RemoveNetwork(cmd.Context(), args[0], s.steps)
 				if err != nil {
 					return err
@@ -30,11 +37,12 @@ func (s *session) networkCommand() *cobra.Command {
 		},
 	}
 	waitFlag(remove, &wait)
+	dryRunFlag(remove, &dry)
 	return noun("network", "Create, list, show, change and remove private networks", s.networkCreateCommand(), s.networkListCommand(), s.networkShowCommand(), s.networkSetCommand(), remove)
 }
 
 func (s *session) networkSetCommand() *cobra.Command {
-	var egress, wait bool
+	var egress, wait, dry bool
 	cmd := &cobra.Command{
 		Use:   "set NAME --egress=true|false",
 		Short: "Change a network: egress to the internet on or off",
@@ -44,6 +52,13 @@ func (s *session) networkSetCommand() *cobra.Command {
 				return usageErrorf("network set %s: nothing to change; give --egress=true or --egress=false", args[0])
 			}
 			return s.withCloud(func(cl *cloud.Cloud) error {
+				if dry {
+					d, err := cl.DryRunSetEgress(cmd.Context(), args[0], egress)
+					if err != nil {
+						return err
+					}
+					return s.printDryRun("network set "+args[0], d)
+				}
 				out, err := cl.SetEgress(cmd.Context(), args[0], egress, s.steps)
 				if err != nil {
 					return err
@@ -55,6 +70,7 @@ func (s *session) networkSetCommand() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&egress, "egress", false, "let the network's VMs out to the internet through their machine's uplink")
 	waitFlag(cmd, &wait)
+	dryRunFlag(cmd, &dry)
 	return cmd
 }
 
@@ -67,7 +83,7 @@ func onOff(b bool) string {
 
 func (s *session) networkCreateCommand() *cobra.Command {
 	var subnet, machines, tunnel string
-	var wait, egress bool
+	var wait, egress, dry bool
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a private network across machines",
@@ -84,6 +100,13 @@ func (s *session) networkCreateCommand() *cobra.Command {
 				nn.Machines = strings.Split(machines, ",")
 			}
 			return s.withCloud(func(cl *cloud.Cloud) error {
+				if dry {
+					n, d, err := cl.DryRunCreateNetwork(cmd.Context(), nn)
+					if err != nil {
+						return err
+					}
+					return s.printDryRun(fmt.Sprintf("network create %s (%s, id %d, on %s)", n.Name, n.Subnet, n.ID, strings.Join(n.Machines, ", ")), d)
+				}
 				n, out, err := cl.CreateNetwork(cmd.Context(), nn, s.steps)
 				if err != nil {
 					return err
@@ -99,6 +122,7 @@ func (s *session) networkCreateCommand() *cobra.Command {
 	f.StringVar(&tunnel, "tunnel", "", "tunnel kind: auto (default), gretap or vxlan")
 	f.BoolVar(&egress, "egress", false, "let the network's VMs out to the internet through their machine's uplink (masqueraded)")
 	waitFlag(cmd, &wait)
+	dryRunFlag(cmd, &dry)
 	return cmd
 }
 

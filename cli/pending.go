@@ -15,6 +15,11 @@ func waitFlag(cmd *cobra.Command, wait *bool) {
 	cmd.Flags().BoolVar(wait, "wait", false, "fail (exit 1) when a machine is behind: away, or could not apply the change")
 }
 
+// dryRunFlag gives a changing verb --dry-run (see printDryRun).
+func dryRunFlag(cmd *cobra.Command, dry *bool) {
+	cmd.Flags().BoolVar(dry, "dry-run", false, "change nothing: print, per machine, the commands that would do the same by hand")
+}
+
 // behind prints the machines a change left behind, on stderr, and
 // decides the exit: a machine that answered but failed to apply is an
 // error; one that is away is one only with --wait.

@@ -12,7 +12,7 @@ import (
 )
 
 func (s *session) syncCommand() *cobra.Command {
-	var wait bool
+	var wait, dry bool
 	cmd := &cobra.Command{
 		Use:   "sync [MACHINE...]",
 		Short: "Catch machines that were away up with the cloud",
@@ -23,6 +23,13 @@ func (s *session) syncCommand() *cobra.Command {
 				var only []string
 				if len(args) > 0 {
 					only = args
+				}
+				if dry {
+					d, err := cl.DryRunSync(cmd.Context(), only)
+					if err != nil {
+						return err
+					}
+					return s.printDryRun("sync", d)
 				}
 				out, err := cl.Sync(cmd.Context(), only, s.steps)
 				if err != nil {
@@ -40,6 +47,7 @@ func (s *session) syncCommand() *cobra.Command {
 		},
 	}
 	waitFlag(cmd, &wait)
+	dryRunFlag(cmd, &dry)
 	return cmd
 }
 

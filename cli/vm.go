@@ -76,12 +76,20 @@ func (s *session) vmList(ctx context.Context, cl *cloud.Cloud, asJSON bool) erro
 // vmActionCommand is `vm start|stop|reboot|remove NAME`.
 func (s *session) vmActionCommand(action, short string) *cobra.Command {
 	var timeout time.Duration
+	var dry bool
 	cmd := &cobra.Command{
 		Use:   action + " NAME",
 		Short: short,
 		Args:  oneName("VM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return s.withCloud(func(cl *cloud.Cloud) error {
+				if dry {
+					d, err := cl.DryRunVMAction(cmd.Context(), args[0], action)
+					if err != nil {
+						return err
+					}
+					return s.printDryRun("vm "+action+" "+args[0], d)
+				}
 				res, err := cl.VMAction(cmd.Context(), args[0], action, timeout)
 				if err == nil && res.Forced {
 					fmt.Fprintf(s.stderr, "vm %s did not shut down within %s: pulled the plug\n", args[0], timeout)
@@ -91,6 +99,7 @@ func (s *session) vmActionCommand(action, short string) *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long the guest gets to shut down before the plug is pulled")
+	dryRunFlag(cmd, &dry)
 	if action != "stop" {
 		_ = cmd.Flags().MarkHidden("timeout") // accepted, as it always was, but only stop uses it
 	}

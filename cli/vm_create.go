@@ -26,8 +26,9 @@ type vmCreateFlags struct {
 
 func (s *session) vmCreateCommand() *cobra.Command {
 	var (
-		nv cloud.NewVM
-		vf vmCreateFlags
+		nv  cloud.NewVM
+		vf  vmCreateFlags
+		dry bool
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
@@ -37,6 +38,15 @@ func (s *session) vmCreateCommand() *cobra.Command {
 			nv.Name = args[0]
 			if err := vf.read(&nv); err != nil {
 				return err
+			}
+			if dry {
+				return s.withCloud(func(cl *cloud.Cloud) error {
+					d, err := cl.DryRunCreateVM(cmd.Context(), nv)
+					if err != nil {
+						return err
+					}
+					return s.printDryRun("vm create "+nv.Name, d)
+				})
 			}
 			return s.vmCreate(cmd.Context(), nv)
 		},
@@ -51,6 +61,7 @@ func (s *session) vmCreateCommand() *cobra.Command {
 	f.StringVar(&vf.disk, "disk", "", "disk size, e.g. 20G ("+sizeHelp+"; default: the image's own)")
 	f.StringVar(&vf.ip, "ip", "", "the VM's address (default: the next free one)")
 	f.StringArrayVar(&vf.sshKeys, "ssh-key", nil, "an SSH public key `FILE` to authorize (repeatable; default ~/.ssh/id_*.pub)")
+	dryRunFlag(cmd, &dry)
 	require(cmd, "machine", "network", "image")
 	return cmd
 }

@@ -41,6 +41,7 @@ type Helper interface {
 	Apply(ctx context.Context, spec helperapi.Spec) (helperapi.Report, error)
 	Desired(ctx context.Context) (helperapi.Desired, error)
 	Remove(ctx context.Context) error
+	DryRun(ctx context.Context, req helperapi.DryRunRequest) (helperapi.DryRun, error)
 	Facts(ctx context.Context) (helperapi.Facts, error)
 	CreateVM(ctx context.Context, req helperapi.VMRequest, progress func(helperapi.Progress)) (helperapi.VMInfo, error)
 	ListVMs(ctx context.Context) ([]helperapi.VMInfo, error)

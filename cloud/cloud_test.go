@@ -40,6 +40,7 @@ type fakeMachine struct {
 	// refuse makes Prepare and Apply refuse, as a helper refuses bad input.
 	refuse    error
 	prepares  int
+	dryRuns   int
 	rotations int
 	// noLibvirt makes ListVMs fail, as a machine for networks only does.
 	noLibvirt bool
@@ -115,6 +116,28 @@ func (f *fakeMachine) Desired(ctx context.Context) (helperapi.Desired, error) {
 		return helperapi.Desired{}, nil
 	}
 	return *f.spec.Desired, nil
+}
+
+// DryRun says what the spec would change, in one step, and changes
+// nothing.
+func (f *fakeMachine) DryRun(ctx context.Context, r helperapi.DryRunRequest) (helperapi.DryRun, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dryRuns++
+	switch {
+	case r.Remove:
+		return helperapi.DryRun{Steps: []helperapi.DryRunStep{{Change: "del wireguard btwg0", Commands: []string{"ip link del dev btwg0"}}}}, nil
+	case r.VM != nil:
+		return helperapi.DryRun{Steps: []helperapi.DryRunStep{{Change: r.VM.Action + " vm " + r.VM.Name, Commands: []string{"virsh " + r.VM.Action + " " + r.VM.Name}}}}, nil
+	}
+	if err := f.check(*r.Spec); err != nil {
+		return helperapi.DryRun{}, err
+	}
+	var steps []helperapi.DryRunStep
+	for _, n := range r.Spec.Networks {
+		steps = append(steps, helperapi.DryRunStep{Change: "add bridge " + n.Name, Commands: []string{fmt.Sprintf("ip link add name btbr%d type bridge", n.ID)}})
+	}
+	return helperapi.DryRun{Steps: steps}, nil
 }
 
 func (f *fakeMachine) Remove(ctx context.Context) error {

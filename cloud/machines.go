@@ -31,22 +31,8 @@ type NewMachine struct {
 // (else nothing is recorded); machines that are away are pending and add
 // the new peer when they return.
 func (c *Cloud) AddMachine(ctx context.Context, nm NewMachine, trust Trust, steps func(Step)) (inventory.Machine, Outcome, error) {
-	prev, err := c.Inventory()
+	prev, m, err := c.machineAddition(nm)
 	if err != nil {
-		return inventory.Machine{}, Outcome{}, err
-	}
-	if _, ok := prev.Machine(nm.Name); ok {
-		return inventory.Machine{}, Outcome{}, fmt.Errorf("machine %q is already in the cloud; remove it first or pick another name", nm.Name)
-	}
-	m := inventory.Machine{Name: nm.Name, Address: nm.Address, Port: nm.Port, User: nm.User,
-		Identity: nm.Identity, Endpoint: nm.Endpoint, Accel: nm.Accel}
-	if m.Port == 0 {
-		m.Port = inventory.DefaultSSHPort
-	}
-	// Validate the new entry on its own before touching the machine.
-	probe := clone(prev)
-	probe.Machines = append(probe.Machines, m)
-	if err := probe.Validate(); err != nil {
 		return inventory.Machine{}, Outcome{}, err
 	}
 
@@ -86,6 +72,52 @@ func (c *Cloud) AddMachine(ctx context.Context, nm NewMachine, trust Trust, step
 	}
 	say(steps, m.Name, "added")
 	return m, out, nil
+}
+
+// machineAddition is the inventory as it is and the new machine's entry,
+// validated on its own before the machine is touched.
+func (c *Cloud) machineAddition(nm NewMachine) (*inventory.Inventory, inventory.Machine, error) {
+	prev, err := c.Inventory()
+	if err != nil {
+		return nil, inventory.Machine{}, err
+	}
+	if _, ok := prev.Machine(nm.Name); ok {
+		return nil, inventory.Machine{}, fmt.Errorf("machine %q is already in the cloud; remove it first or pick another name", nm.Name)
+	}
+	m := inventory.Machine{Name: nm.Name, Address: nm.Address, Port: nm.Port, User: nm.User,
+		Identity: nm.Identity, Endpoint: nm.Endpoint, Accel: nm.Accel}
+	if m.Port == 0 {
+		m.Port = inventory.DefaultSSHPort
+	}
+	probe := clone(prev)
+	probe.Machines = append(probe.Machines, m)
+	if err := probe.Validate(); err != nil {
+		return nil, inventory.Machine{}, err
+	}
+	return prev, m, nil
+}
+
+// AdditionPlan is what AddMachine would do, told without touching the
+// machine (it has no helper to ask yet).
+type AdditionPlan struct {
+	Machine inventory.Machine // its entry; MeshIP is the address it would get
+	// Generation is the change's; Others the machines that would take
+	// the new peer.
+	Generation int
+	Others     []string
+}
+
+// DryRunAddMachine checks nm as AddMachine does and says what adding it
+// would do, changing nothing and contacting no machine.
+func (c *Cloud) DryRunAddMachine(nm NewMachine) (AdditionPlan, error) {
+	prev, m, err := c.machineAddition(nm)
+	if err != nil {
+		return AdditionPlan{}, err
+	}
+	if m.MeshIP, err = prev.NextMeshIP(); err != nil {
+		return AdditionPlan{}, err
+	}
+	return AdditionPlan{Machine: m, Generation: prev.Generation + 1, Others: machineNames(prev)}, nil
 }
 
 // behindNAT decides that a machine cannot be reached by the others: the
@@ -133,26 +165,11 @@ func (r Removal) StillTrusting() []string {
 // not answer is not removed unless force: then it is dropped without
 // being touched, its VMs written off, and its key dropped everywhere.
 func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, steps func(Step)) (Removal, error) {
-	prev, err := c.Inventory()
+	prev, next, vms, err := c.machineRemoval(name)
 	if err != nil {
 		return Removal{}, err
 	}
-	m, ok := prev.Machine(name)
-	if !ok {
-		return Removal{}, fmt.Errorf("no machine %q in the cloud; `butter machine list` shows them", name)
-	}
-	var vms []string
-	for _, v := range prev.VMs {
-		if v.Machine == name {
-			vms = append(vms, v.Name)
-		}
-	}
-	next := clone(prev)
-	next.Machines = slices.DeleteFunc(next.Machines, func(o inventory.Machine) bool { return o.Name == name })
-	next.VMs = slices.DeleteFunc(next.VMs, func(v inventory.VM) bool { return v.Machine == name })
-	for i := range next.Networks {
-		next.Networks[i].Machines = slices.DeleteFunc(next.Networks[i].Machines, func(n string) bool { return n == name })
-	}
+	m, _ := prev.Machine(name)
 	// Would the others take it? Asked before the machine is torn down, so
 	// a refusal leaves it whole and in the cloud.
 	if _, err := c.prepare(ctx, prev, clone(next), nil); err != nil {
@@ -187,6 +204,48 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, step
 		}
 	}
 	return r, err
+}
+
+// DryRunRemoveMachine is what RemoveMachine would do, changing nothing:
+// the machine's VMs removed and its teardown (none with force), and the
+// others' new specs.
+func (c *Cloud) DryRunRemoveMachine(ctx context.Context, name string, force bool) (DryRun, error) {
+	prev, next, vms, err := c.machineRemoval(name)
+	if err != nil {
+		return DryRun{}, err
+	}
+	if force {
+		return c.dryRunChange(ctx, prev, next, nil, name)
+	}
+	extra := map[string][]dryRunRequest{}
+	for _, v := range vms {
+		extra[name] = append(extra[name], vmDryRunRequest(v, "remove"))
+	}
+	return c.dryRunChange(ctx, prev, next, extra)
+}
+
+// machineRemoval is the inventory as it is and as RemoveMachine makes it,
+// with the VMs on the machine.
+func (c *Cloud) machineRemoval(name string) (prev, next *inventory.Inventory, vms []string, err error) {
+	prev, err = c.Inventory()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if _, ok := prev.Machine(name); !ok {
+		return nil, nil, nil, fmt.Errorf("no machine %q in the cloud; `butter machine list` shows them", name)
+	}
+	for _, v := range prev.VMs {
+		if v.Machine == name {
+			vms = append(vms, v.Name)
+		}
+	}
+	next = clone(prev)
+	next.Machines = slices.DeleteFunc(next.Machines, func(o inventory.Machine) bool { return o.Name == name })
+	next.VMs = slices.DeleteFunc(next.VMs, func(v inventory.VM) bool { return v.Machine == name })
+	for i := range next.Networks {
+		next.Networks[i].Machines = slices.DeleteFunc(next.Networks[i].Machines, func(n string) bool { return n == name })
+	}
+	return prev, next, vms, nil
 }
 
 // tearDown removes a machine's VMs and its links. hasVMs: the inventory

@@ -28,36 +28,10 @@ type NewNetwork struct {
 // machines, in parallel. Members that are away are pending: they build it
 // when they return (Outcome.Behind names them).
 func (c *Cloud) CreateNetwork(ctx context.Context, nn NewNetwork, steps func(Step)) (inventory.Network, Outcome, error) {
-	prev, err := c.Inventory()
+	prev, next, n, err := c.networkCreation(nn)
 	if err != nil {
 		return inventory.Network{}, Outcome{}, err
 	}
-	if err := helperapi.CheckName("network", nn.Name); err != nil {
-		return inventory.Network{}, Outcome{}, err
-	}
-	if _, ok := prev.Network(nn.Name); ok {
-		return inventory.Network{}, Outcome{}, fmt.Errorf("network %q exists; remove it first or pick another name", nn.Name)
-	}
-	n := inventory.Network{Name: nn.Name, Subnet: nn.Subnet, Tunnel: nn.Tunnel, Machines: slices.Clone(nn.Machines), Egress: nn.Egress}
-	if n.Tunnel == "" {
-		n.Tunnel = helperapi.TunnelAuto
-	}
-	if !n.Subnet.IsValid() {
-		if n.Subnet, err = prev.SuggestSubnet(); err != nil {
-			return inventory.Network{}, Outcome{}, err
-		}
-	}
-	if len(n.Machines) == 0 {
-		n.Machines = machineNames(prev)
-	}
-	if len(n.Machines) == 0 {
-		return inventory.Network{}, Outcome{}, fmt.Errorf("network %q: the cloud has no machines yet; add one with `butter machine add`", n.Name)
-	}
-	if n.ID, err = prev.NextNetworkID(); err != nil {
-		return inventory.Network{}, Outcome{}, err
-	}
-	next := clone(prev)
-	next.Networks = append(next.Networks, n)
 	out, err := c.change(ctx, prev, next, nil, steps)
 	if err != nil {
 		return inventory.Network{}, Outcome{}, err
@@ -65,37 +39,120 @@ func (c *Cloud) CreateNetwork(ctx context.Context, nn NewNetwork, steps func(Ste
 	return n, out, nil
 }
 
+// DryRunCreateNetwork is what CreateNetwork would do, changing nothing.
+func (c *Cloud) DryRunCreateNetwork(ctx context.Context, nn NewNetwork) (inventory.Network, DryRun, error) {
+	prev, next, n, err := c.networkCreation(nn)
+	if err != nil {
+		return inventory.Network{}, DryRun{}, err
+	}
+	d, err := c.dryRunChange(ctx, prev, next, nil)
+	return n, d, err
+}
+
+// networkCreation is the inventory as it is and as CreateNetwork makes
+// it, with the new network.
+func (c *Cloud) networkCreation(nn NewNetwork) (prev, next *inventory.Inventory, _ inventory.Network, err error) {
+	prev, err = c.Inventory()
+	if err != nil {
+		return nil, nil, inventory.Network{}, err
+	}
+	if err := helperapi.CheckName("network", nn.Name); err != nil {
+		return nil, nil, inventory.Network{}, err
+	}
+	if _, ok := prev.Network(nn.Name); ok {
+		return nil, nil, inventory.Network{}, fmt.Errorf("network %q exists; remove it first or pick another name", nn.Name)
+	}
+	n := inventory.Network{Name: nn.Name, Subnet: nn.Subnet, Tunnel: nn.Tunnel, Machines: slices.Clone(nn.Machines), Egress: nn.Egress}
+	if n.Tunnel == "" {
+		n.Tunnel = helperapi.TunnelAuto
+	}
+	if !n.Subnet.IsValid() {
+		if n.Subnet, err = prev.SuggestSubnet(); err != nil {
+			return nil, nil, inventory.Network{}, err
+		}
+	}
+	if len(n.Machines) == 0 {
+		n.Machines = machineNames(prev)
+	}
+	if len(n.Machines) == 0 {
+		return nil, nil, inventory.Network{}, fmt.Errorf("network %q: the cloud has no machines yet; add one with `butter machine add`", n.Name)
+	}
+	if n.ID, err = prev.NextNetworkID(); err != nil {
+		return nil, nil, inventory.Network{}, err
+	}
+	next = clone(prev)
+	next.Networks = append(next.Networks, n)
+	return prev, next, n, nil
+}
+
 // SetEgress turns network name's egress on or off: a new generation, as
 // any change; members that are away catch up when they return. Setting
 // what the network already has changes nothing and contacts no machine.
 func (c *Cloud) SetEgress(ctx context.Context, name string, on bool, steps func(Step)) (Outcome, error) {
-	prev, err := c.Inventory()
-	if err != nil {
+	prev, next, err := c.egressSetting(name, on)
+	if err != nil || next == nil {
 		return Outcome{}, err
+	}
+	return c.change(ctx, prev, next, nil, steps)
+}
+
+// DryRunSetEgress is what SetEgress would do, changing nothing.
+func (c *Cloud) DryRunSetEgress(ctx context.Context, name string, on bool) (DryRun, error) {
+	prev, next, err := c.egressSetting(name, on)
+	if err != nil || next == nil {
+		return DryRun{}, err
+	}
+	return c.dryRunChange(ctx, prev, next, nil)
+}
+
+// egressSetting is the inventory as it is and as SetEgress makes it; next
+// is nil when nothing changes.
+func (c *Cloud) egressSetting(name string, on bool) (prev, next *inventory.Inventory, err error) {
+	prev, err = c.Inventory()
+	if err != nil {
+		return nil, nil, err
 	}
 	n, ok := prev.Network(name)
 	if !ok {
-		return Outcome{}, fmt.Errorf("no network %q; `butter network list` shows them", name)
+		return nil, nil, fmt.Errorf("no network %q; `butter network list` shows them", name)
 	}
 	if n.Egress == on {
-		return Outcome{}, nil
+		return prev, nil, nil
 	}
-	next := clone(prev)
+	next = clone(prev)
 	m, _ := next.Network(name)
 	m.Egress = on
-	return c.change(ctx, prev, next, nil, steps)
+	return prev, next, nil
 }
 
 // RemoveNetwork takes a network off its machines; members that are away
 // drop it when they return. A network with VMs on it stays: remove them
 // first.
 func (c *Cloud) RemoveNetwork(ctx context.Context, name string, steps func(Step)) (Outcome, error) {
-	prev, err := c.Inventory()
+	prev, next, err := c.networkRemoval(name)
 	if err != nil {
 		return Outcome{}, err
 	}
+	return c.change(ctx, prev, next, nil, steps)
+}
+
+// DryRunRemoveNetwork is what RemoveNetwork would do, changing nothing.
+func (c *Cloud) DryRunRemoveNetwork(ctx context.Context, name string) (DryRun, error) {
+	prev, next, err := c.networkRemoval(name)
+	if err != nil {
+		return DryRun{}, err
+	}
+	return c.dryRunChange(ctx, prev, next, nil)
+}
+
+// networkRemoval is the inventory as it is and as RemoveNetwork makes it.
+func (c *Cloud) networkRemoval(name string) (prev, next *inventory.Inventory, err error) {
+	prev, err = c.Inventory()
+	if err != nil {
+		return nil, nil, err
+	}
 	if _, ok := prev.Network(name); !ok {
-		return Outcome{}, fmt.Errorf("no network %q; `butter network list` shows them", name)
+		return nil, nil, fmt.Errorf("no network %q; `butter network list` shows them", name)
 	}
 	var on []string
 	for _, v := range prev.VMs {
@@ -104,11 +161,11 @@ func (c *Cloud) RemoveNetwork(ctx context.Context, name string, steps func(Step)
 		}
 	}
 	if len(on) > 0 {
-		return Outcome{}, fmt.Errorf("network %q still has VMs (%s); remove them first with `butter vm remove`", name, strings.Join(on, ", "))
+		return nil, nil, fmt.Errorf("network %q still has VMs (%s); remove them first with `butter vm remove`", name, strings.Join(on, ", "))
 	}
-	next := clone(prev)
+	next = clone(prev)
 	next.Networks = slices.DeleteFunc(next.Networks, func(o inventory.Network) bool { return o.Name == name })
-	return c.change(ctx, prev, next, nil, steps)
+	return prev, next, nil
 }
 
 // NetworkStatus is a network as the operator sees it.

@@ -95,12 +95,20 @@ func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, step
 	// the protocol, whose hello checks the helper's version. Anything else
 	// (first contact, an old helper, no daemon) takes the checks below on
 	// a new connection.
-	if h, err := c.ExpectedHelper(ctx, s.Helpers); err == nil {
+	if h, err := c.ExpectedHelper(ctx, s.Helpers); err != nil && !installs(ctx) {
+		c.Close()
+		return nil, fmt.Errorf("%w (%v)", ErrHelperNotCurrent, err)
+	} else if err == nil {
 		route := Route{Addr: c.RemoteIP(), Jumped: c.Jumped(), Version: h.Version}
-		if mach, err := remote.Connect(ctx, c, h); err == nil {
+		mach, err := remote.Connect(ctx, c, h)
+		switch {
+		case err == nil:
 			return &sshLink{m: mach, route: route}, nil
-		} else if ctx.Err() != nil {
+		case ctx.Err() != nil:
 			return nil, err
+		case !installs(ctx):
+			// A dry run: installing or starting a helper is a change.
+			return nil, fmt.Errorf("%w (%v)", ErrHelperNotCurrent, err)
 		}
 		if c, err = remote.Dial(ctx, m.Address, o); err != nil {
 			return nil, err

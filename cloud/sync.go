@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
 )
 
@@ -28,16 +29,9 @@ func (c *Cloud) Sync(ctx context.Context, only []string, steps func(Step)) (Outc
 	if err != nil {
 		return Outcome{}, err
 	}
-	for _, n := range only {
-		if _, ok := inv.Machine(n); !ok {
-			return Outcome{}, fmt.Errorf("no machine %q in the cloud; `butter machine list` shows them", n)
-		}
-	}
-	var targets []string
-	for _, m := range inv.Machines {
-		if (only == nil && inv.Pending(m)) || slices.Contains(only, m.Name) {
-			targets = append(targets, m.Name)
-		}
+	targets, err := syncTargets(inv, only)
+	if err != nil {
+		return Outcome{}, err
 	}
 	out := Outcome{Generation: inv.Generation}
 	if len(targets) == 0 {
@@ -92,4 +86,45 @@ func (c *Cloud) Sync(ctx context.Context, only []string, steps func(Step)) (Outc
 		return nil
 	})
 	return out, err
+}
+
+// syncTargets are the machines Sync catches up: those pending, or only.
+func syncTargets(inv *inventory.Inventory, only []string) ([]string, error) {
+	for _, n := range only {
+		if _, ok := inv.Machine(n); !ok {
+			return nil, fmt.Errorf("no machine %q in the cloud; `butter machine list` shows them", n)
+		}
+	}
+	var targets []string
+	for _, m := range inv.Machines {
+		if (only == nil && inv.Pending(m)) || slices.Contains(only, m.Name) {
+			targets = append(targets, m.Name)
+		}
+	}
+	return targets, nil
+}
+
+// DryRunSync is what Sync would do, changing nothing: each machine it
+// would catch up says what its spec at the cloud's generation changes.
+func (c *Cloud) DryRunSync(ctx context.Context, only []string) (DryRun, error) {
+	inv, err := c.Inventory()
+	if err != nil {
+		return DryRun{}, err
+	}
+	targets, err := syncTargets(inv, only)
+	if err != nil || len(targets) == 0 {
+		return DryRun{Generation: inv.Generation}, err
+	}
+	specs, err := specsAt(inv)
+	if err != nil {
+		return DryRun{}, err
+	}
+	asks := map[string][]dryRunRequest{}
+	for _, name := range targets {
+		if s, ok := specs[name]; ok {
+			asks[name] = []dryRunRequest{{what: fmt.Sprintf("catch up to generation %d", inv.Generation),
+				req: helperapi.DryRunRequest{Spec: &s}}}
+		}
+	}
+	return DryRun{Generation: inv.Generation, Machines: c.askDryRuns(ctx, inv, asks)}, nil
 }

@@ -84,30 +84,9 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 	var m inventory.Machine
 	var subnet netip.Prefix
 	r, err := inventory.Reserve(ctx, c.path, func(inv *inventory.Inventory) (inventory.VM, error) {
-		mp, ok := inv.Machine(nv.Machine)
-		if !ok {
-			return inventory.VM{}, fmt.Errorf("no machine %q; `butter machine list` shows them", nv.Machine)
-		}
-		n, ok := inv.Network(nv.Network)
-		if !ok {
-			return inventory.VM{}, fmt.Errorf("no network %q; create it with `butter network create`", nv.Network)
-		}
-		if !slices.Contains(n.Machines, nv.Machine) {
-			return inventory.VM{}, fmt.Errorf("network %q is not on machine %q; its machines are %s", nv.Network, nv.Machine, strings.Join(n.Machines, ", "))
-		}
-		m, subnet = *mp, n.Subnet
-		v := inventory.VM{Name: nv.Name, Machine: nv.Machine, Network: nv.Network, Address: nv.Address}
-		if v.Address.IsValid() {
-			if err := helperapi.CheckVMAddress(n.Name, n.Subnet, v.Address); err != nil {
-				return inventory.VM{}, fmt.Errorf("vm %q: %w", nv.Name, err)
-			}
-		} else {
-			var err error
-			if v.Address, err = inv.NextVMAddress(nv.Network); err != nil {
-				return inventory.VM{}, err
-			}
-		}
-		return v, nil
+		v, mp, n, err := placeVM(inv, nv)
+		m, subnet = mp, n
+		return v, err
 	})
 	if err != nil {
 		return VMStatus{}, err
@@ -140,6 +119,34 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 		say(steps, "", fmt.Sprintf("vm %s: its host key was not kept (%v): `butter vm ssh %s` will refuse it; remove the VM and create it again", nv.Name, err, nv.Name))
 	}
 	return vmStatus(m.Name, info), nil
+}
+
+// placeVM places the new VM nv in inv: its machine, its network's
+// subnet, and its address (the next free one unless nv gives one).
+func placeVM(inv *inventory.Inventory, nv NewVM) (inventory.VM, inventory.Machine, netip.Prefix, error) {
+	mp, ok := inv.Machine(nv.Machine)
+	if !ok {
+		return inventory.VM{}, inventory.Machine{}, netip.Prefix{}, fmt.Errorf("no machine %q; `butter machine list` shows them", nv.Machine)
+	}
+	n, ok := inv.Network(nv.Network)
+	if !ok {
+		return inventory.VM{}, inventory.Machine{}, netip.Prefix{}, fmt.Errorf("no network %q; create it with `butter network create`", nv.Network)
+	}
+	if !slices.Contains(n.Machines, nv.Machine) {
+		return inventory.VM{}, inventory.Machine{}, netip.Prefix{}, fmt.Errorf("network %q is not on machine %q; its machines are %s", nv.Network, nv.Machine, strings.Join(n.Machines, ", "))
+	}
+	v := inventory.VM{Name: nv.Name, Machine: nv.Machine, Network: nv.Network, Address: nv.Address}
+	if v.Address.IsValid() {
+		if err := helperapi.CheckVMAddress(n.Name, n.Subnet, v.Address); err != nil {
+			return inventory.VM{}, inventory.Machine{}, netip.Prefix{}, fmt.Errorf("vm %q: %w", nv.Name, err)
+		}
+	} else {
+		var err error
+		if v.Address, err = inv.NextVMAddress(nv.Network); err != nil {
+			return inventory.VM{}, inventory.Machine{}, netip.Prefix{}, err
+		}
+	}
+	return v, *mp, n.Subnet, nil
 }
 
 // afterwards is a context to finish an operation in when its own, ctx,
@@ -372,4 +379,56 @@ func (c *Cloud) Console(ctx context.Context, name string, in io.Reader, out io.W
 		return onMachine(ctx, m.Name, "vm console", next, err)
 	}
 	return err
+}
+
+// DryRunCreateVM is what CreateVM would do, changing nothing: nothing is
+// reserved, uploaded or made. The VM's machine says how it would make
+// it; every machine, what the cloud's next generation (with the VM in
+// its desired state) changes.
+func (c *Cloud) DryRunCreateVM(ctx context.Context, nv NewVM) (DryRun, error) {
+	req := helperapi.VMRequest{Name: nv.Name, CPUs: nv.CPUs, MemoryMiB: nv.MemoryMiB, DiskGiB: nv.DiskGiB,
+		Image: nv.Image, Network: nv.Network, SSHKeys: nv.SSHKeys, Cmdline: nv.Cmdline}.WithDefaults()
+	if err := req.Check(); err != nil {
+		return DryRun{}, err
+	}
+	if err := helperapi.CheckName("machine", nv.Machine); err != nil {
+		return DryRun{}, err
+	}
+	if _, err := helperapi.ParseSource(nv.Image); err != nil {
+		return DryRun{}, fmt.Errorf("vm %q: %w", nv.Name, err)
+	}
+	prev, err := c.Inventory()
+	if err != nil {
+		return DryRun{}, err
+	}
+	if _, ok := prev.VM(nv.Name); ok {
+		return DryRun{}, fmt.Errorf("vm %q exists; pick another name or remove it first", nv.Name)
+	}
+	v, m, _, err := placeVM(prev, nv)
+	if err != nil {
+		return DryRun{}, err
+	}
+	next := clone(prev)
+	next.VMs = append(next.VMs, v)
+	return c.dryRunChange(ctx, prev, next, map[string][]dryRunRequest{m.Name: {vmDryRunRequest(nv.Name, "create")}})
+}
+
+// DryRunVMAction is what VMAction would do, changing nothing; a remove
+// also shows what the cloud's next generation (without the VM) changes.
+func (c *Cloud) DryRunVMAction(ctx context.Context, name, action string) (DryRun, error) {
+	inv, err := c.Inventory()
+	if err != nil {
+		return DryRun{}, err
+	}
+	v, ok := inv.VM(name)
+	if !ok {
+		return DryRun{}, fmt.Errorf("no vm %q; `butter vm list` shows them", name)
+	}
+	extra := map[string][]dryRunRequest{v.Machine: {vmDryRunRequest(name, action)}}
+	if action != "remove" {
+		return DryRun{Machines: c.askDryRuns(ctx, inv, extra)}, nil
+	}
+	next := clone(inv)
+	next.VMs = slices.DeleteFunc(next.VMs, func(o inventory.VM) bool { return o.Name == name })
+	return c.dryRunChange(ctx, inv, next, extra)
 }

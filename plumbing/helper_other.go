@@ -46,3 +46,6 @@ func (h *Helper) Images(ctx context.Context) ([]helperapi.Image, error) { return
 func (h *Helper) WatchVMs(ctx context.Context) (<-chan helperapi.VMEvent, error) {
 	return nil, errNotLinux
 }
+func (h *Helper) DryRun(ctx context.Context, req helperapi.DryRunRequest) (helperapi.DryRun, error) {
+	return helperapi.DryRun{}, errNotLinux
+}

@@ -147,13 +147,25 @@ func (k *kernelTable) Set(ctx context.Context, have, want Link) error {
 	if err != nil {
 		return fmt.Errorf("find %q: %w", want.Name, err)
 	}
-	if have.MTU != want.MTU {
+	for _, op := range setOps(have, want) {
+		if err := k.set(nl, op); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// set makes one of Set's calls (see setOps).
+func (k *kernelTable) set(nl netlink.Link, op linkOp) error {
+	want := op.Link
+	switch op.Kind {
+	case opMTU:
 		if err := k.h.LinkSetMTU(nl, want.MTU); err != nil {
 			return fmt.Errorf("set mtu of %q to %d: %w", want.Name, want.MTU, err)
 		}
-	}
-	if have.Master != want.Master {
-		if want.Master == "" {
+	case opMaster, opNoMaster:
+		var err error
+		if op.Kind == opNoMaster {
 			err = k.h.LinkSetNoMaster(nl)
 		} else {
 			var br netlink.Link
@@ -164,8 +176,7 @@ func (k *kernelTable) Set(ctx context.Context, have, want Link) error {
 		if err != nil {
 			return fmt.Errorf("set master of %q to %q: %w", want.Name, want.Master, err)
 		}
-	}
-	if want.MAC != "" && have.MAC != want.MAC {
+	case opMAC:
 		mac, err := net.ParseMAC(want.MAC)
 		if err == nil {
 			err = k.h.LinkSetHardwareAddr(nl, mac)
@@ -173,35 +184,34 @@ func (k *kernelTable) Set(ctx context.Context, have, want Link) error {
 		if err != nil {
 			return fmt.Errorf("set mac of %q to %s: %w", want.Name, want.MAC, err)
 		}
-	}
-	if have.Isolated != want.Isolated && want.Master != "" {
-		if err := k.h.LinkSetIsolated(nl, want.Isolated); err != nil {
+	case opIsolated:
+		if err := k.h.LinkSetIsolated(nl, op.On); err != nil {
 			return fmt.Errorf("set isolated of %q: %w", want.Name, err)
 		}
-	}
-	if have.Alias != want.Alias {
+	case opAlias:
 		if err := k.h.LinkSetAlias(nl, want.Alias); err != nil {
 			return fmt.Errorf("set alias of %q: %w", want.Name, err)
 		}
-	}
-	if have.Up != want.Up {
+	case opUp:
 		set := k.h.LinkSetDown
-		if want.Up {
+		if op.On {
 			set = k.h.LinkSetUp
 		}
 		if err := set(nl); err != nil {
-			return fmt.Errorf("set %q up=%v: %w", want.Name, want.Up, err)
+			return fmt.Errorf("set %q up=%v: %w", want.Name, op.On, err)
 		}
-	}
-	if want.Kind == KindVXLAN {
-		if err := k.setFDB(nl, have.FDB, want.FDB); err != nil {
-			return err
+	case opFDBAdd:
+		if err := k.h.NeighAppend(fdbEntry(nl, op.Addr)); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add fdb entry to %s on %q: %w", op.Addr, want.Name, err)
 		}
-	}
-	if want.Kind == KindWireGuard || want.Kind == KindBridge {
-		if err := k.setAddrsAndRoutes(nl, have, want); err != nil {
-			return err
+	case opFDBDelete:
+		if err := k.h.NeighDel(fdbEntry(nl, op.Addr)); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("delete fdb entry to %s on %q: %w", op.Addr, want.Name, err)
 		}
+	case opAddrAdd, opAddrDelete, opRouteAdd, opRouteDelete:
+		return k.setPrefix(nl, op)
+	default:
+		return fmt.Errorf("set %q: unknown change %d", want.Name, op.Kind)
 	}
 	return nil
 }
@@ -255,27 +265,10 @@ func isZeroMAC(m net.HardwareAddr) bool {
 	return len(m) == 6
 }
 
-func (k *kernelTable) setFDB(nl netlink.Link, have, want []netip.Addr) error {
-	entry := func(a netip.Addr) *netlink.Neigh {
-		return &netlink.Neigh{LinkIndex: nl.Attrs().Index, Family: unix.AF_BRIDGE,
-			State: netlink.NUD_NOARP | netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF,
-			IP: a.AsSlice(), HardwareAddr: make(net.HardwareAddr, 6)}
-	}
-	for _, a := range want {
-		if slices.Contains(have, a) {
-			continue
-		}
-		if err := k.h.NeighAppend(entry(a)); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("add fdb entry to %s on %q: %w", a, nl.Attrs().Name, err)
-		}
-	}
-	for _, a := range have {
-		if slices.Contains(want, a) {
-			continue
-		}
-		if err := k.h.NeighDel(entry(a)); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("delete fdb entry to %s on %q: %w", a, nl.Attrs().Name, err)
-		}
-	}
-	return nil
+// fdbEntry is the flood entry towards a on VXLAN device nl: the all-zero
+// MAC, permanent.
+func fdbEntry(nl netlink.Link, a netip.Addr) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: nl.Attrs().Index, Family: unix.AF_BRIDGE,
+		State: netlink.NUD_NOARP | netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF,
+		IP: a.AsSlice(), HardwareAddr: make(net.HardwareAddr, 6)}
 }

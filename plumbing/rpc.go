@@ -24,6 +24,7 @@ type machineSide interface {
 	RotateKey(ctx context.Context) (string, error)
 	Desired(ctx context.Context) (helperapi.Desired, error)
 	Check(ctx context.Context, spec helperapi.Spec) ([]helperapi.Drift, error)
+	DryRun(ctx context.Context, req helperapi.DryRunRequest) (helperapi.DryRun, error)
 	Remove(ctx context.Context) error
 	Facts(ctx context.Context) (helperapi.Facts, error)
 	CreateVM(ctx context.Context, req helperapi.VMRequest, progress func(helperapi.Progress)) (helperapi.VMInfo, error)
@@ -69,6 +70,17 @@ func handler(m machineSide, log *slog.Logger) jsonrpc2.Handler {
 			}
 			d, err := m.Check(ctx, s)
 			return helperapi.CheckResult{Drift: d}, err
+		case helperapi.MethodDryRun:
+			var r helperapi.DryRunRequest
+			if err := params(&r); err != nil {
+				return nil, err
+			}
+			if r.VM != nil {
+				if err := helperapi.RefuseName("vm", r.VM.Name); err != nil {
+					return nil, err
+				}
+			}
+			return m.DryRun(ctx, r)
 		case helperapi.MethodRemove:
 			return struct{}{}, m.Remove(ctx)
 		case helperapi.MethodFacts:

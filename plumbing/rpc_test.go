@@ -22,6 +22,7 @@ import (
 type recorder struct {
 	applied  []helperapi.Spec
 	prepared []helperapi.Spec
+	dryRuns  []helperapi.Spec
 	desired  helperapi.Desired
 	err      error
 	// events, if set, is what WatchVMs streams; watchEnded hears when a
@@ -45,6 +46,12 @@ func (r *recorder) Desired(ctx context.Context) (helperapi.Desired, error) {
 }
 func (r *recorder) Check(ctx context.Context, s helperapi.Spec) ([]helperapi.Drift, error) {
 	return []helperapi.Drift{{Link: "btbr1", Problem: "missing"}}, nil
+}
+func (r *recorder) DryRun(ctx context.Context, req helperapi.DryRunRequest) (helperapi.DryRun, error) {
+	if req.Spec != nil {
+		r.dryRuns = append(r.dryRuns, *req.Spec)
+	}
+	return helperapi.DryRun{Steps: []helperapi.DryRunStep{{Change: "add bridge btbr1", Commands: []string{"ip link add name btbr1 mtu 1370 type bridge"}}}}, r.err
 }
 func (r *recorder) Remove(ctx context.Context) error { return r.err }
 func (r *recorder) Facts(ctx context.Context) (helperapi.Facts, error) {
@@ -89,6 +96,10 @@ func TestRPCRoundTrip(t *testing.T) {
 	}
 	if d, err := c.Check(ctx, spec); err != nil || len(d) != 1 || d[0].Problem != "missing" {
 		t.Fatalf("check: %+v, %v", d, err)
+	}
+	if d, err := c.DryRun(ctx, helperapi.DryRunRequest{Spec: &spec}); err != nil || len(d.Steps) != 1 ||
+		d.Steps[0].Commands[0] != "ip link add name btbr1 mtu 1370 type bridge" || len(r.dryRuns) != 1 || len(r.applied) != 1 {
+		t.Fatalf("dry run: %+v, %v (dry runs %d, applied %d)", d, err, len(r.dryRuns), len(r.applied))
 	}
 	if f, err := c.Facts(ctx); err != nil || f.UplinkMTU != 1500 || f.Peers[0].HandshakeAge != -1 {
 		t.Fatalf("facts: %+v, %v", f, err)

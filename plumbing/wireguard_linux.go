@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
-	"slices"
 	"strconv"
 
 	"github.com/vishvananda/netlink"
@@ -116,41 +115,26 @@ func (k *kernelTable) addrsAndRoutes(nl netlink.Link) ([]netip.Prefix, []netip.P
 	return as, rs, nil
 }
 
-func (k *kernelTable) setAddrsAndRoutes(nl netlink.Link, have, want Link) error {
-	name := nl.Attrs().Name
-	for _, p := range want.Addrs {
-		if slices.Contains(have.Addrs, p) {
-			continue
-		}
+// setPrefix adds or deletes an address or a route of Set's (see setOps).
+func (k *kernelTable) setPrefix(nl netlink.Link, op linkOp) error {
+	name, p := nl.Attrs().Name, op.Prefix
+	route := &netlink.Route{LinkIndex: nl.Attrs().Index, Dst: ipNet(p), Protocol: unix.RTPROT_STATIC,
+		Scope: netlink.SCOPE_UNIVERSE}
+	switch op.Kind {
+	case opAddrAdd:
 		if err := k.h.AddrReplace(nl, &netlink.Addr{IPNet: ipNet(p)}); err != nil {
 			return fmt.Errorf("add address %s to %q: %w", p, name, err)
 		}
-	}
-	for _, p := range have.Addrs {
-		if slices.Contains(want.Addrs, p) {
-			continue
-		}
+	case opAddrDelete:
 		if err := k.h.AddrDel(nl, &netlink.Addr{IPNet: ipNet(p)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return fmt.Errorf("delete address %s from %q: %w", p, name, err)
 		}
-	}
-	route := func(p netip.Prefix) *netlink.Route {
-		return &netlink.Route{LinkIndex: nl.Attrs().Index, Dst: ipNet(p), Protocol: unix.RTPROT_STATIC,
-			Scope: netlink.SCOPE_UNIVERSE}
-	}
-	for _, p := range want.Routes {
-		if slices.Contains(have.Routes, p) {
-			continue
-		}
-		if err := k.h.RouteReplace(route(p)); err != nil {
+	case opRouteAdd:
+		if err := k.h.RouteReplace(route); err != nil {
 			return fmt.Errorf("add route %s via %q: %w", p, name, err)
 		}
-	}
-	for _, p := range have.Routes {
-		if slices.Contains(want.Routes, p) {
-			continue
-		}
-		if err := k.h.RouteDel(route(p)); err != nil && !errors.Is(err, unix.ESRCH) {
+	case opRouteDelete:
+		if err := k.h.RouteDel(route); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("delete route %s via %q: %w", p, name, err)
 		}
 	}

@@ -100,6 +100,44 @@ func (f *fakeSide) Desired(ctx context.Context) (helperapi.Desired, error) {
 func (f *fakeSide) Check(ctx context.Context, s helperapi.Spec) ([]helperapi.Drift, error) {
 	return nil, nil
 }
+
+// DryRun says, as the helper would, what a request changes: a bridge
+// per network of a spec that is not built, a link deleted per network
+// built when tearing down, virsh for a VM.
+func (f *fakeSide) DryRun(ctx context.Context, r helperapi.DryRunRequest) (helperapi.DryRun, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	built := map[int]bool{}
+	if f.spec != nil {
+		for _, n := range f.spec.Networks {
+			built[n.ID] = true
+		}
+	}
+	var steps []helperapi.DryRunStep
+	switch {
+	case r.VM != nil:
+		steps = append(steps, helperapi.DryRunStep{Change: r.VM.Action + " vm " + r.VM.Name, Commands: []string{"virsh destroy " + r.VM.Name, "virsh undefine " + r.VM.Name}})
+	case r.Remove:
+		for id := range built {
+			steps = append(steps, helperapi.DryRunStep{Change: "del bridge", Commands: []string{fmt.Sprintf("ip link del dev btbr%d", id)}})
+		}
+	case r.Spec != nil:
+		want := map[int]bool{}
+		for _, n := range r.Spec.Networks {
+			want[n.ID] = true
+			if !built[n.ID] {
+				steps = append(steps, helperapi.DryRunStep{Change: "add bridge", Commands: []string{fmt.Sprintf("ip link add name btbr%d type bridge", n.ID)}})
+			}
+		}
+		for id := range built {
+			if !want[id] {
+				steps = append(steps, helperapi.DryRunStep{Change: "del bridge", Commands: []string{fmt.Sprintf("ip link del dev btbr%d", id)}})
+			}
+		}
+	}
+	return helperapi.DryRun{Steps: steps}, nil
+}
+
 func (f *fakeSide) Remove(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

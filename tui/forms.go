@@ -277,36 +277,45 @@ func (m *Model) openCreateVM() tea.Cmd {
 }
 
 func (m *Model) confirmRemoveVM(name string) tea.Cmd {
-	yes := false
-	return m.openForm("Remove VM "+name, func() tea.Cmd {
-		if !yes {
-			return nil
-		}
-		return m.vmAction(name, "remove")
-	}, nil, huh.NewGroup(huh.NewConfirm().
-		Title("Remove VM "+name+"?").
-		Description("Its disk is deleted. This cannot be undone.").
-		Affirmative("Remove").Negative("Keep").Value(&yes)))
+	cl := m.cl
+	return m.withPlan("butter vm remove "+name, func(ctx context.Context) (cloud.DryRun, error) {
+		return cl.DryRunVMAction(ctx, name, "remove")
+	}, func(plan string) tea.Cmd {
+		yes := false
+		return m.openForm("Remove VM "+name, func() tea.Cmd {
+			if !yes {
+				return nil
+			}
+			return m.vmAction(name, "remove")
+		}, nil, huh.NewGroup(huh.NewConfirm().
+			Title("Remove VM "+name+"?").
+			Description("Its disk is deleted. This cannot be undone.\n\n"+plan).
+			Affirmative("Remove").Negative("Keep").Value(&yes)))
+	})
 }
 
 func (m *Model) confirmRemoveNetwork(name string) tea.Cmd {
-	yes := false
 	cl := m.cl
-	return m.openForm("Remove network "+name, func() tea.Cmd {
-		if !yes {
-			return nil
-		}
-		return m.startTask("remove network "+name, taskShown, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
-			out, err := cl.RemoveNetwork(ctx, name, steps)
-			if err != nil {
-				return "", nil, err
+	return m.withPlan("butter network remove "+name, func(ctx context.Context) (cloud.DryRun, error) {
+		return cl.DryRunRemoveNetwork(ctx, name)
+	}, func(plan string) tea.Cmd {
+		yes := false
+		return m.openForm("Remove network "+name, func() tea.Cmd {
+			if !yes {
+				return nil
 			}
-			return "network " + name + " removed" + out.Note(), nil, nil
-		})
-	}, nil, huh.NewGroup(huh.NewConfirm().
-		Title("Remove network "+name+"?").
-		Description("Its bridges and tunnels are taken off every machine.").
-		Affirmative("Remove").Negative("Keep").Value(&yes)))
+			return m.startTask("remove network "+name, taskShown, func(ctx context.Context, steps func(cloud.Step), _ func(helperapi.Progress)) (string, tea.Msg, error) {
+				out, err := cl.RemoveNetwork(ctx, name, steps)
+				if err != nil {
+					return "", nil, err
+				}
+				return "network " + name + " removed" + out.Note(), nil, nil
+			})
+		}, nil, huh.NewGroup(huh.NewConfirm().
+			Title("Remove network "+name+"?").
+			Description("Its bridges and tunnels are taken off every machine.\n\n"+plan).
+			Affirmative("Remove").Negative("Keep").Value(&yes)))
+	})
 }
 
 // newName checks a name typed for a new network or VM: the one name rule,

@@ -29,16 +29,21 @@ func (m *Model) confirmRemoveMachine(name string) tea.Cmd {
 			n++
 		}
 	}
-	yes := false
-	return m.openForm("Remove machine "+name, func() tea.Cmd {
-		if !yes {
-			return nil
-		}
-		return m.removeMachine(name, false)
-	}, nil, huh.NewGroup(huh.NewConfirm().
-		Title("Remove machine "+name+" from the cloud?").
-		Description(fmt.Sprintf("Its %d VMs and their disks are destroyed, and it leaves every network.", n)).
-		Affirmative("Remove").Negative("Keep").Value(&yes)))
+	cl := m.cl
+	return m.withPlan("butter machine remove "+name, func(ctx context.Context) (cloud.DryRun, error) {
+		return cl.DryRunRemoveMachine(ctx, name, false)
+	}, func(plan string) tea.Cmd {
+		yes := false
+		return m.openForm("Remove machine "+name, func() tea.Cmd {
+			if !yes {
+				return nil
+			}
+			return m.removeMachine(name, false)
+		}, nil, huh.NewGroup(huh.NewConfirm().
+			Title("Remove machine "+name+" from the cloud?").
+			Description(fmt.Sprintf("Its %d VMs and their disks are destroyed, and it leaves every network.\n\n%s", n, plan)).
+			Affirmative("Remove").Negative("Keep").Value(&yes)))
+	})
 }
 
 // confirmDropMachine offers to take a machine that does not answer out
@@ -56,16 +61,21 @@ func (m *Model) confirmDropMachine(name string) tea.Cmd {
 	} else {
 		desc += "It has no VMs."
 	}
-	yes := false
-	return m.openForm("Machine "+name+" does not answer", func() tea.Cmd {
-		if !yes {
-			return nil
-		}
-		return m.removeMachine(name, true)
-	}, nil, huh.NewGroup(huh.NewConfirm().
-		Title("Drop machine "+name+" from the cloud without touching it?").
-		Description(desc).
-		Affirmative("Drop it").Negative("Keep").Value(&yes)))
+	cl := m.cl
+	return m.withPlan("butter machine remove --force "+name, func(ctx context.Context) (cloud.DryRun, error) {
+		return cl.DryRunRemoveMachine(ctx, name, true)
+	}, func(plan string) tea.Cmd {
+		yes := false
+		return m.openForm("Machine "+name+" does not answer", func() tea.Cmd {
+			if !yes {
+				return nil
+			}
+			return m.removeMachine(name, true)
+		}, nil, huh.NewGroup(huh.NewConfirm().
+			Title("Drop machine "+name+" from the cloud without touching it?").
+			Description(desc+"\n\n"+plan).
+			Affirmative("Drop it").Negative("Keep").Value(&yes)))
+	})
 }
 
 // removeMachine removes a machine (force: drops it untouched); when

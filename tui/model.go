@@ -163,6 +163,8 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.nextAsk()
 	case rotateOfferMsg:
 		return m, m.offerRotation(msg)
+	case planMsg:
+		return m, m.openPlanned(msg)
 	case taskDoneMsg:
 		return m, m.taskDone(msg)
 	case syncDoneMsg:

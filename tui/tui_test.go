@@ -185,12 +185,22 @@ func TestUpdateKeys(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := fixture(t, 100, 30, true)
 			for _, k := range tc.keys {
-				m.Update(press(k))
+				update(m, k)
 			}
 			if msg := tc.check(m); msg != "" {
 				t.Errorf("%s\nscreen:\n%s", msg, ansi.Strip(m.render()))
 			}
 		})
+	}
+}
+
+// update gives m key k and, when it works a plan out before a
+// confirmation (a destructive action), runs that and gives m the plan, as
+// the program would.
+func update(m *Model, k string) {
+	_, cmd := m.Update(press(k))
+	if cmd != nil && m.status == planWorking {
+		m.Update(cmd())
 	}
 }
 
@@ -234,7 +244,7 @@ func TestGoldenViews(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := fixture(t, tc.w, tc.h, tc.dark)
 			for _, k := range tc.keys {
-				m.Update(press(k))
+				update(m, k)
 			}
 			out := m.render()
 			checkSize(t, out, tc.w, tc.h)

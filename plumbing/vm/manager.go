@@ -190,8 +190,11 @@ func availableMiB() (int, error) {
 }
 
 func (m *Manager) diskPath(name string) string { return filepath.Join(m.o.VMsDir, name+".qcow2") }
-func (m *Manager) seedPath(name string) string { return filepath.Join(m.o.VMsDir, name+"-seed.iso") }
-func (m *Manager) logPath(name string) string  { return filepath.Join(m.o.LogDir, name+".console.log") }
+func (m *Manager) seedPath(name string) string { return seedFile(m.o.VMsDir, name) }
+
+// seedFile is VM name's cloud-init seed in the VMs folder dir.
+func seedFile(dir, name string) string        { return filepath.Join(dir, name+"-seed.iso") }
+func (m *Manager) logPath(name string) string { return filepath.Join(m.o.LogDir, name+".console.log") }
 
 // Connected tells whether the connection to libvirtd is still up.
 func (m *Manager) Connected() bool { return m.l.IsConnected() }
