@@ -2,6 +2,7 @@ package vm
 
 import (
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,4 +36,10 @@ func kernelRelease() string {
 		return ""
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+// probeProcAttr kills the probe's qemu with the helper: a daemon killed
+// during the probe (kill -9, a restart) leaves no guest hung in KVM.
+func probeProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

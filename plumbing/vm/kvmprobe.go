@@ -45,6 +45,7 @@ func ProbeKVM(ctx context.Context, qemu, kernel string, timeout time.Duration) (
 	defer cancel()
 	cmd := exec.CommandContext(ctx, qemu, probeArgs(runtime.GOARCH, kernel)...)
 	cmd.WaitDelay = 2 * time.Second // a qemu stuck in the kernel does not hold us
+	cmd.SysProcAttr = probeProcAttr()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return "", err
