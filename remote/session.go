@@ -1,13 +1,11 @@
 package remote
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -15,7 +13,6 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
-	"golang.org/x/crypto/ssh"
 )
 
 // ErrHelperMismatch: the helper on the machine is missing or speaks
@@ -25,35 +22,6 @@ var ErrHelperMismatch = errors.New("the machine's helper does not match this but
 
 // ErrClosed: the Machine was closed.
 var ErrClosed = errors.New("machine connection closed")
-
-// HelloError is a serve session that did not start with the expected
-// hello line.
-type HelloError struct {
-	Host string
-	// Protocol and Version are what the helper said (0 and "" if it said
-	// nothing recognizable); Want are what this butter expects.
-	Protocol, WantProtocol int
-	Version, WantVersion   string
-	// Detail is what came instead, or the helper's error.
-	Detail string
-}
-
-func (e *HelloError) Unwrap() error { return ErrHelperMismatch }
-
-func (e *HelloError) Error() string {
-	switch {
-	case e.Protocol == 0:
-		return fmt.Sprintf("the helper on %s did not start the protocol: %s", e.Host, e.Detail)
-	case e.Protocol != e.WantProtocol:
-		return fmt.Sprintf("the helper on %s speaks protocol %d (version %s), this butter speaks %d: reinstall the helper",
-			e.Host, e.Protocol, e.Version, e.WantProtocol)
-	}
-	return fmt.Sprintf("the helper on %s is version %s, not the installed %s: reinstall the helper", e.Host, e.Version, e.WantVersion)
-}
-
-// helloLimit is how much stray output (login banners, profile scripts)
-// may come before the hello line.
-const helloLimit = 64 << 10
 
 // Machine is the protocol connection to one machine's helper: one
 // long-lived SSH session running `helper serve`, carrying JSON-RPC calls,
@@ -290,128 +258,6 @@ func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 	return cl, nil
 }
 
-// NewHelperClient is the protocol client over conn, every call logged.
-func NewHelperClient(conn net.Conn, log *slog.Logger) *helperapi.Client {
-	cl := helperapi.NewClient(context.Background(), conn)
-	cl.Observe(func(method string, took time.Duration, err error) {
-		took = took.Round(time.Millisecond)
-		if err != nil {
-			log.Warn("helper call failed", "method", method, "took", took, "error", err.Error())
-			return
-		}
-		log.Info("helper call", "method", method, "took", took)
-	})
-	return cl
-}
-
-// ServeStream is a `helper serve` session past its hello: JSON-RPC both
-// ways. Closing it closes the session.
-type ServeStream struct {
-	r      *bufio.Reader
-	w      io.WriteCloser
-	s      *ssh.Session
-	exited chan error    // the session's end, once
-	done   chan struct{} // closed when the session has ended
-}
-
-// Ended says the session has ended (the helper exited, or the connection
-// dropped).
-func (st *ServeStream) Ended() bool {
-	select {
-	case <-st.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (st *ServeStream) Read(p []byte) (int, error)  { return st.r.Read(p) }
-func (st *ServeStream) Write(p []byte) (int, error) { return st.w.Write(p) }
-func (st *ServeStream) Close() error                { return st.s.Close() }
-
-// OpenServe starts `helper serve` of the installed helper h on a new
-// session of c and checks its hello (protocol and version): a
-// *HelloError (errors.Is ErrHelperMismatch) means the helper must be
-// installed again.
-func (c *Client) OpenServe(ctx context.Context, h Helper) (*ServeStream, error) {
-	s, err := c.conn.NewSession()
-	if err != nil {
-		return nil, fmt.Errorf("open the protocol session on %s: %w", c.Host, err)
-	}
-	stdin, err := s.StdinPipe()
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	stdout, err := s.StdoutPipe()
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	tail := &tailBuffer{max: 4096}
-	s.Stderr = tail
-	line := c.wireLine(ShellJoin(h.Path, "helper", "serve"), true)
-	if err := s.Start(line); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("start the helper on %s: %w", c.Host, err)
-	}
-	exited, done := make(chan error, 1), make(chan struct{})
-	go func() {
-		exited <- s.Wait()
-		close(done)
-	}()
-
-	r := bufio.NewReaderSize(stdout, 64<<10)
-	stop := context.AfterFunc(ctx, func() { s.Close() })
-	proto, version, junk, err := helperapi.ReadServeHello(r, helloLimit)
-	stop()
-	if err != nil {
-		s.Close()
-		werr := <-exited
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("start the helper on %s: %w", c.Host, ctx.Err())
-		}
-		return nil, helloFailure(c, h, werr, tail.String(), junk, err)
-	}
-	if proto != helperapi.ServeProtocol || version != h.Version {
-		s.Close()
-		return nil, &HelloError{Host: c.Host, Protocol: proto, WantProtocol: helperapi.ServeProtocol,
-			Version: version, WantVersion: h.Version}
-	}
-	c.opts.log().Info("helper session", "host", c.Host, "command", line, "version", version)
-	return &ServeStream{r: r, w: stdin, s: s, exited: exited, done: done}, nil
-}
-
-// helloFailure explains a serve session that ended before its hello.
-func helloFailure(c *Client, h Helper, exit error, stderr, junk string, readErr error) error {
-	if serr := sudoError(stderr); serr != nil && c.User != "root" {
-		serr.User, serr.Host = c.User, c.Host
-		return serr
-	}
-	if errors.Is(readErr, helperapi.ErrNoHello) {
-		// It talks, but not the protocol, and would go on: say so
-		// with a taste of what it printed.
-		return fmt.Errorf("start the helper on %s: %w; it printed %q…", c.Host, readErr, shorten(junk, 120))
-	}
-	detail := strings.TrimSpace(stderr)
-	if detail == "" {
-		detail = shorten(strings.TrimSpace(junk), 400)
-	}
-	if detail == "" {
-		detail = readErr.Error()
-	}
-	var ee *ssh.ExitError
-	if errors.As(exit, &ee) && ee.ExitStatus() == 127 || strings.Contains(stderr, "No such file") || strings.Contains(stderr, "not found") {
-		return &HelloError{Host: c.Host, WantProtocol: helperapi.ServeProtocol, WantVersion: h.Version,
-			Detail: fmt.Sprintf("%s is missing: %s", h.Path, detail)}
-	}
-	if _, ok := exit.(*ssh.ExitMissingError); ok || exit == nil {
-		// The connection went away: transient.
-		return fmt.Errorf("the protocol session on %s ended before it started: %s", c.Host, detail)
-	}
-	return fmt.Errorf("start the helper on %s: %v: %s", c.Host, exit, detail)
-}
-
 // Close hangs up.
 func (m *Machine) Close() error {
 	m.mu.Lock()
@@ -430,47 +276,6 @@ func (m *Machine) Close() error {
 	}
 	return errors.Join(errs...)
 }
-
-// sessionConn is the serve session's stdio as a net.Conn for
-// helperapi.NewClient.
-type sessionConn struct {
-	r *bufio.Reader
-	w io.WriteCloser
-	s *ssh.Session
-	// in and out, if set, record what is read and written (a transcript).
-	in, out io.Writer
-}
-
-func (c *sessionConn) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if c.in != nil && n > 0 {
-		c.in.Write(p[:n])
-	}
-	return n, err
-}
-
-func (c *sessionConn) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	if c.out != nil && n > 0 {
-		c.out.Write(p[:n])
-	}
-	return n, err
-}
-
-// Close closes the session. Not c.w.Close: x/crypto's CloseWrite races
-// with a concurrent Write (the jsonrpc2 sender), and closing the session
-// ends both directions anyway.
-func (c *sessionConn) Close() error                       { return c.s.Close() }
-func (c *sessionConn) LocalAddr() net.Addr                { return sessionAddr{} }
-func (c *sessionConn) RemoteAddr() net.Addr               { return sessionAddr{} }
-func (c *sessionConn) SetDeadline(t time.Time) error      { return nil }
-func (c *sessionConn) SetReadDeadline(t time.Time) error  { return nil }
-func (c *sessionConn) SetWriteDeadline(t time.Time) error { return nil }
-
-type sessionAddr struct{}
-
-func (sessionAddr) Network() string { return "ssh-session" }
-func (sessionAddr) String() string  { return "butter helper serve" }
 
 // withSSH runs fn with the live SSH connection.
 func (m *Machine) withSSH(ctx context.Context, fn func(*Client) error) error {
