@@ -119,6 +119,27 @@ func (v *vmLab) helper(ctx context.Context, m *sim.Machine, args ...string) ([]b
 	return m.Run(ctx, v.butter, append([]string{"helper"}, args...)...)
 }
 
+// restartDaemon kills m's helper daemon, runs between (if set) while it
+// is down, starts it again and waits for it to answer.
+func (v *vmLab) restartDaemon(t *testing.T, ctx context.Context, m *sim.Machine, between func()) {
+	t.Helper()
+	d := v.helpers.Daemons[m.Name]
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if between != nil {
+		between()
+	}
+	nd, err := d.Restart(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.helpers.Daemons[m.Name] = nd
+	if err := v.bin.WaitHelper(ctx, m, nd); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (v *vmLab) createTiny(ctx context.Context, m *sim.Machine, name, addr string, extra ...string) (helperapi.VMInfo, error) {
 	args := append([]string{"vm", "create", name, "--network", vmNetwork.Name, "--address", addr,
 		"--image", "kernel=" + v.kernel + ",initrd=" + v.initrd, "--memory-mib", "128"}, extra...)
@@ -336,18 +357,7 @@ func TestVMs(t *testing.T) {
 	})
 
 	t.Run("helper restart keeps metadata", func(t *testing.T) {
-		d := v.helpers.Daemons[m1.Name]
-		if err := d.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		nd, err := d.Restart(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v.helpers.Daemons[m1.Name] = nd
-		if err := v.bin.WaitHelper(ctx, m1, nd); err != nil {
-			t.Fatal(err)
-		}
+		v.restartDaemon(t, ctx, m1, nil)
 		got := v.list(t, ctx, m1)["web1"]
 		if got.Network != "blue" || got.Address != "10.20.0.11/24" || !strings.HasPrefix(got.Image, "vmlinux") ||
 			got.Creator == "" || got.Created.IsZero() || got.State != "running" || got.MemoryMiB != 128 || got.CPUs != 1 {
@@ -385,23 +395,15 @@ func TestVMs(t *testing.T) {
 		// boot it has not seen.
 		restart := func(m *sim.Machine, newBoot bool) {
 			t.Helper()
-			d := v.helpers.Daemons[m.Name]
-			if err := d.Kill(); err != nil {
-				t.Fatal(err)
-			}
+			var between func()
 			if newBoot {
-				if out, err := m.Run(ctx, "/bin/sh", "-c", "echo an-earlier-boot > "+helperapi.DefaultStateDir+"/vms-started-boot"); err != nil {
-					t.Fatalf("%v: %s", err, out)
+				between = func() {
+					if out, err := m.Run(ctx, "/bin/sh", "-c", "echo an-earlier-boot > "+helperapi.DefaultStateDir+"/vms-started-boot"); err != nil {
+						t.Fatalf("%v: %s", err, out)
+					}
 				}
 			}
-			nd, err := d.Restart(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			v.helpers.Daemons[m.Name] = nd
-			if err := v.bin.WaitHelper(ctx, m, nd); err != nil {
-				t.Fatal(err)
-			}
+			v.restartDaemon(t, ctx, m, between)
 		}
 		state := func(m *sim.Machine, name, want string, within time.Duration) helperapi.VMInfo {
 			t.Helper()
