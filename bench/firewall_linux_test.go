@@ -49,8 +49,8 @@ func BenchmarkFirewall(b *testing.B) {
 			if _, err := butter.Apply(ctx, m, h.Specs[m.Name]); err != nil {
 				b.Fatal(err)
 			}
-			if !hasButterTable(b, m) {
-				b.Fatalf("%s: apply did not put table inet %s back", m.Name, plumbing.FirewallTable)
+			if missing := missingTables(b, m); len(missing) > 0 {
+				b.Fatalf("%s: apply did not put %s back", m.Name, strings.Join(missing, ", "))
 			}
 		}
 	}
@@ -204,22 +204,34 @@ func deleteButterTable(b *testing.B, m *sim.Machine) {
 func offNames(b *testing.B) string {
 	var n []string
 	for _, t := range offTables(b) {
-		f := "inet"
-		if t.Family == nftables.TableFamilyBridge {
-			f = "bridge"
-		}
-		n = append(n, "table "+f+" "+t.Name)
+		n = append(n, tableName(t))
 	}
 	return strings.Join(n, ", ")
 }
 
-func hasButterTable(b *testing.B, m *sim.Machine) bool {
+// tableName is t as nft names it.
+func tableName(t *nftables.Table) string {
+	f := "inet"
+	if t.Family == nftables.TableFamilyBridge {
+		f = "bridge"
+	}
+	return "table " + f + " " + t.Name
+}
+
+// missingTables names the tables "off" deletes that m does not have.
+func missingTables(b *testing.B, m *sim.Machine) []string {
 	b.Helper()
 	c, done := nftIn(b, m)
 	defer done()
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	tables, err := c.ListTables()
 	if err != nil {
 		b.Fatal(err)
 	}
-	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == plumbing.FirewallTable })
+	var missing []string
+	for _, want := range offTables(b) {
+		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == want.Name && t.Family == want.Family }) {
+			missing = append(missing, tableName(want))
+		}
+	}
+	return missing
 }

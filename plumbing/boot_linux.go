@@ -15,9 +15,8 @@ import (
 // the daemon alone, where a VM that is off was stopped by someone.
 const bootFile = "vms-started-boot"
 
-// bootIDPath is where the kernel tells its boot; a test may point it
-// elsewhere.
-var bootIDPath = "/proc/sys/kernel/random/boot_id"
+// bootIDPath is where the kernel tells its boot.
+const bootIDPath = "/proc/sys/kernel/random/boot_id"
 
 // libvirtWait bounds how long a boot waits for libvirtd to answer.
 const libvirtWait = 2 * time.Minute

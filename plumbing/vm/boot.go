@@ -21,7 +21,7 @@ import (
 func toStartAtBoot(vms []helperapi.VMInfo) []string {
 	var out []string
 	for _, v := range vms {
-		if v.Autostart && (v.State == "shut off" || v.State == "crashed") {
+		if v.Autostart && (v.State == stateName(libvirt.DomainShutoff) || v.State == stateName(libvirt.DomainCrashed)) {
 			out = append(out, v.Name)
 		}
 	}
