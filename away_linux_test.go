@@ -637,9 +637,17 @@ func catchUp(e *e2e, inv, addr4 string) {
 			t.Errorf("%s has WireGuard peers %v, want the two other machines", m, keys)
 		}
 	}
-	// Across the mesh, both ways: m4 is back in it.
-	if !e.meshPing("m4", list["m1"].MeshIP, 8*time.Second) || !e.meshPing("m1", list["m4"].MeshIP, 8*time.Second) {
-		t.Errorf("m4 and m1 do not reach each other across the mesh after the catch-up")
+	// Across the mesh, both ways: m4 is back in it. A pair whose
+	// WireGuard session lapsed while the cable was out needs a handshake,
+	// retried every 5 s when one is lost: 20 s allow three tries, and the
+	// time taken is logged (one CI run in seven missed an 8 s bound).
+	for _, pair := range [][2]string{{"m4", "m1"}, {"m1", "m4"}} {
+		start := time.Now()
+		if !e.meshPing(pair[0], list[pair[1]].MeshIP, 20*time.Second) {
+			t.Errorf("%s does not reach %s across the mesh within 20 s of the catch-up", pair[0], pair[1])
+			continue
+		}
+		t.Logf("%s reaches %s across the mesh %s after the catch-up", pair[0], pair[1], time.Since(start).Round(time.Millisecond))
 	}
 }
 
