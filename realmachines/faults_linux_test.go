@@ -67,6 +67,33 @@ n=0; until %[1]s; do n=$((n+1)); [ $n -ge %[3]d ] && { echo never up; exit 1; };
 echo up`, p, downWithin, upWithin)
 }
 
+// rebootOnce reboots m with systemctl and returns the time until watch's
+// probe reaches to again, after it first stopped answering.
+func (r *rig) rebootOnce(m, watch *machine, to netip.Addr) time.Duration {
+	r.t.Helper()
+	type result struct {
+		out string
+		err error
+		at  time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := r.shWithin(watch, outageScript(to, 300, 600), 12*time.Minute)
+		done <- result{out, err, time.Now()}
+	}()
+	time.Sleep(2 * time.Second) // the watcher's first pings pass
+	start := time.Now()
+	if err := r.detach(m, "systemctl reboot"); err != nil {
+		r.t.Fatal(err)
+	}
+	m.forget()
+	res := <-done
+	if res.err != nil || !strings.Contains(res.out, "up") {
+		r.t.Fatalf("%s's probe watching %s's across a reboot: %q, %v\n%s's console:\n%s", watch.name, m.name, res.out, res.err, m.name, m.consoleTail(40))
+	}
+	return res.at.Sub(start)
+}
+
 // helperPID is the unit's main process on m (0: none).
 func (r *rig) helperPID(m *machine) (int, error) {
 	out, err := r.sh(m, "systemctl show -P MainPID "+assets.HelperUnitName)
@@ -83,37 +110,27 @@ func faults(t *testing.T, parent *rig, nw network) {
 		r := parent.with(t)
 		m, watch := r.machines[0], r.machines[1]
 		to := probeAddr(nw.subnet, 0).Addr()
-		type result struct {
-			out string
-			err error
-			at  time.Time
+		var backs []float64
+		for round := range 3 {
+			back := r.rebootOnce(m, watch, to)
+			backs = append(backs, back.Seconds())
+			t.Logf("round %d: %.1f s from `systemctl reboot` on %s to the first packet across from %s's probe (nobody touched the operator)",
+				round+1, back.Seconds(), m.name, watch.name)
+			checkUnit(t, r, m)
+			r.checkChain(m, nw.Name, len(r.machines)-1)
+			// The domain that ran comes back with the machine: libvirtd
+			// starts before the network's bridge exists, the helper
+			// starts it once the network is back, once per boot.
+			r.checkIdleVM(m, round+2, 2*time.Minute)
+			if t.Failed() {
+				break
+			}
 		}
-		done := make(chan result, 1)
-		go func() {
-			out, err := r.shWithin(watch, outageScript(to, 300, 600), 12*time.Minute)
-			done <- result{out, err, time.Now()}
-		}()
-		time.Sleep(2 * time.Second) // the watcher's first pings pass
-		start := time.Now()
-		if err := r.detach(m, "systemctl reboot"); err != nil {
-			t.Fatal(err)
-		}
-		m.forget()
-		res := <-done
-		if res.err != nil || !strings.Contains(res.out, "up") {
-			t.Fatalf("%s's probe watching %s's across a reboot: %q, %v\n%s's console:\n%s", watch.name, m.name, res.out, res.err, m.name, m.consoleTail(40))
-		}
-		t.Logf("FIGURE reboot: %.1f s from `systemctl reboot` on %s to the first packet across from %s's probe (nobody touched the operator)",
-			res.at.Sub(start).Seconds(), m.name, watch.name)
-		checkUnit(t, r, m)
-		r.checkChain(m, nw.Name, len(r.machines)-1)
+		slices.Sort(backs)
+		t.Logf("FIGURE reboot: %.1f s from `systemctl reboot` to the first packet across (median of %d: %v)", backs[len(backs)/2], len(backs), backs)
 		r.reachAll(nw)
-		// The domain that ran comes back with the machine: libvirtd
-		// starts before the network's bridge exists, the helper starts
-		// it once the network is back.
-		r.checkIdleVM(m, 2, 2*time.Minute)
 		if out, err := r.sh(m, "journalctl -b -u "+assets.HelperUnitName+" --no-pager | grep -i 'started at boot'; true"); err == nil {
-			t.Logf("%s's helper after the reboot: %s", m.name, strings.TrimSpace(out))
+			t.Logf("%s's helper after the last reboot: %s", m.name, strings.TrimSpace(out))
 		}
 	})
 
