@@ -21,6 +21,9 @@ import (
 //   - egress-nat (nat, hook postrouting): what leaves the uplink from an
 //     egress network's subnet is masqueraded to the uplink's address.
 //
+// Without an egress network there is no nat chain and no rule that asks
+// conntrack: the kernel then tracks no connection for the helper at all.
+//
 // The kernel forwards only what arrives on an interface whose forwarding is
 // on: the helper turns it on for an egress network's bridge (off for the
 // others) and for the uplink, for the replies (egress_linux.go).
@@ -62,22 +65,27 @@ func egressChains(in egressInput) []fwChain {
 	// does), frames bridged within a bridge cross this hook too, in and
 	// out of the same bridge: the rules name only what crosses between a
 	// bridge and a link that is no bridge.
-	fwd := []fwRule{
-		{OIF: bridgeGlob, Reply: true, Verdict: VerdictAccept},
-		{NotIIF: bridgeGlob, OIF: bridgeGlob, Verdict: VerdictDrop},
-	}
-	var nat []fwRule
+	var accept, nat []fwRule
 	if in.Uplink != "" {
 		for _, n := range in.Networks {
-			fwd = append(fwd, fwRule{IIF: n.Bridge, OIF: in.Uplink, Verdict: VerdictAccept})
+			accept = append(accept, fwRule{IIF: n.Bridge, OIF: in.Uplink, Verdict: VerdictAccept})
 			nat = append(nat, fwRule{OIF: in.Uplink, SNet: n.Subnet, Verdict: VerdictMasquerade})
 		}
 	}
-	fwd = append(fwd, fwRule{IIF: bridgeGlob, NotOIF: bridgeGlob, Verdict: VerdictDrop})
-	return []fwChain{
-		{Name: ChainEgress, Hook: "forward", Priority: 10, Policy: VerdictAccept, Rules: fwd},
-		{Name: ChainEgressNAT, Type: "nat", Hook: "postrouting", Priority: 100, Policy: VerdictAccept, Rules: nat},
+	var fwd []fwRule
+	if len(nat) > 0 {
+		// The replies of what went out. Only then: conntrack runs on a
+		// machine only while a rule or a nat chain needs it.
+		fwd = append(fwd, fwRule{OIF: bridgeGlob, Reply: true, Verdict: VerdictAccept})
 	}
+	fwd = append(fwd, fwRule{NotIIF: bridgeGlob, OIF: bridgeGlob, Verdict: VerdictDrop})
+	fwd = append(fwd, accept...)
+	fwd = append(fwd, fwRule{IIF: bridgeGlob, NotOIF: bridgeGlob, Verdict: VerdictDrop})
+	chains := []fwChain{{Name: ChainEgress, Hook: "forward", Priority: 10, Policy: VerdictAccept, Rules: fwd}}
+	if len(nat) > 0 {
+		chains = append(chains, fwChain{Name: ChainEgressNAT, Type: "nat", Hook: "postrouting", Priority: 100, Policy: VerdictAccept, Rules: nat})
+	}
+	return chains
 }
 
 func isEgressChain(c fwChain) bool { return c.Name == ChainEgress || c.Name == ChainEgressNAT }

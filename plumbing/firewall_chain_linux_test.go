@@ -330,10 +330,12 @@ func (f *fwLab) testBridgeToMachine(t *testing.T, ctx context.Context) {
 	}
 	listenOn(t, m1, "0.0.0.0:7777")
 	p := f.blue[0]
+	gw := helperapi.GatewayAddr(firewallNetworks[0].Subnet)
 	targets := []string{
 		netip.AddrPortFrom(m1.Addr.Addr(), sim.SSHPort).String(), // sshd on m1's public address
 		netip.AddrPortFrom(f.meshIP(0), 7777).String(),           // a service on every address, at the mesh address
 		netip.AddrPortFrom(m1.Addr.Addr(), 7777).String(),
+		netip.AddrPortFrom(gw, 7777).String(), // and at the network's own gateway: only ICMP and DNS there
 	}
 	// Each probe gets the same budget whether it must pass or fail; all
 	// at once.
@@ -361,6 +363,26 @@ func (f *fwLab) testBridgeToMachine(t *testing.T, ctx context.Context) {
 	check(false)
 	f.withoutFirewall(t, ctx, m1, func() { check(true) })
 	check(false)
+
+	// The other way, as `vm proxy` reaches a VM's sshd: m1 opens a
+	// connection to the probe from its gateway address, and the replies
+	// come back in through the bridge (TCP with ACK: the table asks no
+	// conntrack).
+	serveTCP(t, p.Netns(), netip.AddrPortFrom(p.Addr.Addr(), 2222).String(), func(c net.Conn) {
+		_, _ = io.WriteString(c, "hello from "+p.Name+"\n")
+	})
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := testbed.DialInNetns(dctx, nsPath(m1.Netns()), netip.AddrPortFrom(p.Addr.Addr(), 2222).String())
+	if err != nil {
+		t.Fatalf("m1 -> tcp %s:2222 on blue's bridge (as vm proxy): %v", p.Addr.Addr(), err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	line, err := io.ReadAll(io.LimitReader(c, 64))
+	if local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr(); !strings.Contains(string(line), p.Name) || local != gw {
+		t.Errorf("m1 -> tcp %s:2222 (as vm proxy): read %q (%v) from %s, want the probe's line, from the gateway %s", p.Addr.Addr(), line, err, local, gw)
+	}
 }
 
 func (f *fwLab) testForwarding(t *testing.T, ctx context.Context) {

@@ -139,17 +139,21 @@ const reg = 1
 
 // Offsets of the header fields the rules look at.
 const (
-	offSAddr = 12 // IPv4 source address
-	offDAddr = 16 // IPv4 destination address
-	offSPort = 0  // UDP or TCP source port
-	offDPort = 2  // UDP or TCP destination port
-	offVNI   = 12 // VXLAN network id: UDP header 8 + VXLAN flags and reserved 4
-	offGRE   = 0  // GRE flags, protocol and key
+	offSAddr    = 12 // IPv4 source address
+	offDAddr    = 16 // IPv4 destination address
+	offSPort    = 0  // UDP or TCP source port
+	offDPort    = 2  // UDP or TCP destination port
+	offVNI      = 12 // VXLAN network id: UDP header 8 + VXLAN flags and reserved 4
+	offGRE      = 0  // GRE flags, protocol and key
+	offTCPFlags = 13 // TCP flags
 
 	offEtherDAddr = 0  // Ethernet destination address
 	offEtherSAddr = 6  // Ethernet source address
 	offARPTarget  = 24 // ARP (Ethernet, IPv4): the target protocol address
 )
+
+// tcpACK is the ACK bit of the TCP flags.
+const tcpACK = 0x10
 
 // etherTypeARP is ARP's EtherType, as meta protocol reads it.
 var etherTypeARP = []byte{0x08, 0x06}
@@ -184,6 +188,9 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 	}
 	if r.GREKey != 0 && r.Proto != "gre" {
 		return nil, fmt.Errorf("rule %s: a GRE key needs gre", r)
+	}
+	if r.ACK && r.Proto != "tcp" {
+		return nil, fmt.Errorf("rule %s: a TCP flag needs tcp", r)
 	}
 	var out []expr.Any
 	meta := func(key expr.MetaKey, op expr.CmpOp, data []byte) {
@@ -273,6 +280,11 @@ func encodeRule(r fwRule) ([]expr.Any, error) {
 	if r.GREKey != 0 {
 		payload(expr.PayloadBaseTransportHeader, offGRE, binary.BigEndian.AppendUint64(nil, greTEBKey<<32|uint64(r.GREKey)))
 	}
+	if r.ACK {
+		out = append(out, &expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: offTCPFlags, Len: 1},
+			&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 1, Mask: []byte{tcpACK}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: []byte{tcpACK}})
+	}
 	v, err := verdictExpr(r.Verdict)
 	if err != nil {
 		return nil, fmt.Errorf("rule %s: %w", r, err)
@@ -308,6 +320,13 @@ func decodeRule(exprs []expr.Any) fwRule {
 			r.Verdict = VerdictMasquerade
 			continue
 		}
+		if _, ok := exprs[i].(*expr.Notrack); ok {
+			if i != len(exprs)-1 || r.Verdict != "" {
+				return unknown()
+			}
+			r.Verdict = VerdictNotrack
+			continue
+		}
 		// Three expressions: a load, a mask, a comparison.
 		if i+2 < len(exprs) {
 			if bw, ok := exprs[i+1].(*expr.Bitwise); ok {
@@ -322,6 +341,11 @@ func decodeRule(exprs []expr.Any) fwRule {
 					}
 					r.Reply = true
 				case *expr.Payload:
+					if e.Base == expr.PayloadBaseTransportHeader && e.Offset == offTCPFlags && e.Len == 1 && !r.ACK &&
+						bytes.Equal(bw.Mask, []byte{tcpACK}) && cmp.Op == expr.CmpOpEq && bytes.Equal(cmp.Data, []byte{tcpACK}) {
+						r.ACK = true
+						break
+					}
 					if e.Base != expr.PayloadBaseNetworkHeader || e.Offset != offSAddr || e.Len != 4 || !ipv4 ||
 						r.SNet.IsValid() || len(cmp.Data) != 4 || len(bw.Mask) != 4 {
 						return unknown()

@@ -48,6 +48,10 @@ chain forward hook forward priority 0 policy accept
   oifname "btwg0" drop
   iifname "btbr1" oifname "btbr*" oifname != "btbr1" drop
   iifname "btbr7" oifname "btbr*" oifname != "btbr7" drop
+chain notrack-in hook prerouting priority -300 policy accept
+  iifname "btwg0" udp dport 4789 notrack
+chain notrack-out hook output priority -300 policy accept
+  oifname "btwg0" udp dport 4789 notrack
 `,
 	}, {
 		name:    "gretap: each network's key from its own members over WireGuard, GRE closed to all else",
@@ -65,6 +69,10 @@ chain forward hook forward priority 0 policy accept
   oifname "btwg0" drop
   iifname "btbr1" oifname "btbr*" oifname != "btbr1" drop
   iifname "btbr7" oifname "btbr*" oifname != "btbr7" drop
+chain notrack-in hook prerouting priority -300 policy accept
+  iifname "btwg0" udp dport 4789 notrack
+chain notrack-out hook output priority -300 policy accept
+  oifname "btwg0" udp dport 4789 notrack
 `,
 	}, {
 		name: "a network with no member peer takes no tunnel packet at all",
@@ -76,6 +84,10 @@ chain forward hook forward priority 0 policy accept
   iifname "btwg0" drop
   oifname "btwg0" drop
   iifname "btbr9" oifname "btbr*" oifname != "btbr9" drop
+chain notrack-in hook prerouting priority -300 policy accept
+  iifname "btwg0" udp dport 4789 notrack
+chain notrack-out hook output priority -300 policy accept
+  oifname "btwg0" udp dport 4789 notrack
 `,
 	}, {
 		name: "a relay forwards WireGuard to WireGuard and nothing else",
@@ -89,6 +101,10 @@ chain forward hook forward priority 0 policy accept
   iifname "btwg0" drop
   oifname "btwg0" drop
   iifname "btbr7" oifname "btbr*" oifname != "btbr7" drop
+chain notrack-in hook prerouting priority -300 policy accept
+  iifname "btwg0" udp dport 4789 notrack
+chain notrack-out hook output priority -300 policy accept
+  oifname "btwg0" udp dport 4789 notrack
 `,
 	}}
 	for _, tt := range tests {
@@ -129,7 +145,7 @@ func TestFirewallGateway(t *testing.T) {
   iifname "btbr1" ip daddr 10.10.1.1 meta l4proto icmp accept
   iifname "btbr1" ip daddr 10.10.1.1 udp dport 53 accept
   iifname "btbr1" ip daddr 10.10.1.1 tcp dport 53 accept
-  iifname "btbr1" ip daddr 10.10.1.1 ct state established,related accept
+  iifname "btbr1" ip daddr 10.10.1.1 tcp flags & ack == ack accept
   iifname "btbr*" drop
 `
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -104,6 +104,8 @@ func verdictExpr(v string) (expr.Any, error) {
 		return &expr.Verdict{Kind: expr.VerdictDrop}, nil
 	case VerdictMasquerade:
 		return &expr.Masq{}, nil
+	case VerdictNotrack:
+		return &expr.Notrack{}, nil
 	}
 	return nil, fmt.Errorf("unknown verdict %q", v)
 }
