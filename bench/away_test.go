@@ -292,13 +292,10 @@ func BenchmarkAway(b *testing.B) {
 	b.ReportMetric(median(catchUp).Seconds(), "sync-catch-up-s")
 	b.ReportMetric(medianF(rot[awayPings[0]].loss), "rotation-loss-s")
 
-	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	var out strings.Builder
 	fmt.Fprintf(&out, "lab %s: 3 machines over real SSH, the CLI as a new process per call, m3 away by its cable; %d rounds each  %8s %8s %8s\n",
 		name, awayRounds, "median", "min", "max")
-	row := func(what string, ds []time.Duration) {
-		fmt.Fprintf(&out, "  %-78s %8s %8s %8s\n", what, ms(median(ds)), ms(slices.Min(ds)), ms(slices.Max(ds)))
-	}
+	row := func(what string, ds []time.Duration) { spreadRow(&out, 78, what, ds) }
 	rowF := func(what, unit string, fs []float64) {
 		fmt.Fprintf(&out, "  %-78s %7.3f%s %7.3f%s %7.3f%s\n", what, medianF(fs), unit, slices.Min(fs), unit, slices.Max(fs), unit)
 	}

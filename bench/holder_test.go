@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,13 +113,10 @@ func BenchmarkHolder(b *testing.B) {
 	}
 	b.StopTimer()
 
-	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	var out strings.Builder
 	fmt.Fprintf(&out, "lab %s: 4 machines over real SSH, TCG; %d rounds, holder on and off alternating  %8s %8s %8s\n",
 		name, holderRounds, "median", "min", "max")
-	row := func(what string, ds []time.Duration) {
-		fmt.Fprintf(&out, "  %-78s %8s %8s %8s\n", what, ms(median(ds)), ms(slices.Min(ds)), ms(slices.Max(ds)))
-	}
+	row := func(what string, ds []time.Duration) { spreadRow(&out, 78, what, ds) }
 	goal := func(d, g time.Duration) string {
 		return fmt.Sprintf("%.2f of the %s goal", d.Seconds()/g.Seconds(), g)
 	}

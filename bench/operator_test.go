@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -232,7 +231,6 @@ func BenchmarkOperator(b *testing.B) {
 	b.ReportMetric(median(vmCached).Seconds(), "vm-create-s")
 
 	kernel, initrd := tinyFiles(lc.TinyImage)
-	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	goal := func(d time.Duration) string {
 		if d <= opNetworkGoal {
 			return "met"
@@ -242,9 +240,7 @@ func BenchmarkOperator(b *testing.B) {
 	var out strings.Builder
 	fmt.Fprintf(&out, "lab %s: 3 machines over real SSH, helper %.1f MiB (this build), TCG; %d rounds each  %8s %8s %8s\n",
 		opLab, helperSize, opRounds, "median", "min", "max")
-	row := func(what string, ds []time.Duration) {
-		fmt.Fprintf(&out, "  %-86s %8s %8s %8s\n", what, ms(median(ds)), ms(slices.Min(ds)), ms(slices.Max(ds)))
-	}
+	row := func(what string, ds []time.Duration) { spreadRow(&out, 86, what, ds) }
 	row("add machine m1 fresh (connect, checks, helper upload, daemon start, 2 peers), new Cloud", add)
 	fmt.Fprintf(&out, "    its medians: connect %s, checks+helper upload %s, daemon start+keys %s, peers (connect to m2, m3; apply on all 3) %s\n",
 		ms(median(addConnect)), ms(median(addUpload)), ms(median(addDaemon)), ms(median(addPeers)))
