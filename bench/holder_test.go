@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/cli"
+	"github.com/butter-cloud/butter/lab"
 )
 
 // The goals for verbs with the holder's connections.
@@ -60,7 +61,7 @@ func BenchmarkHolder(b *testing.B) {
 	// The holder outlives this benchmark by its idle time: keep it short.
 	b.Setenv(cli.HolderIdleEnv, "20s")
 	b.Setenv(cli.HolderEnv, "off")
-	lc := upLabCloud(b, ctx, "hob", 4, butter)
+	lc := upLabCloud(b, ctx, "hob", lab.CloudOptions{Machines: 4, Butter: butter})
 	name := lc.Name
 	a := &awayLab{b: b, ctx: ctx, butter: butter, lc: lc}
 	addrs, _ := a.addresses()

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/cloud"
-	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/lab"
 	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing"
@@ -65,17 +64,8 @@ func BenchmarkOperator(b *testing.B) {
 	helperSize := fileMiB(butter)
 	operatorHome(b, dir)
 
-	opLab = testbed.ClaimLab(b, "opb")
-	lc, err := lab.StartCloud(ctx, lab.CloudOptions{Name: opLab, Underlay: testbed.Underlay(opLab), Machines: 3, NoAdd: true,
-		Butter: butter, Accel: "tcg"}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := lab.StopCloud(context.Background(), opLab); err != nil {
-			b.Errorf("lab %s down: %v", opLab, err)
-		}
-	})
+	lc := upLabCloud(b, ctx, "opb", lab.CloudOptions{Machines: 3, NoAdd: true, Butter: butter})
+	opLab = lc.Name
 	conn := lc.Connector(butter)
 	machine := func(name string) cloud.NewMachine {
 		return cloud.NewMachine{Name: name, Address: machineAddr(b, ctx, opLab, name).String(), Port: sim.SSHPort,
