@@ -148,14 +148,13 @@ func (a *awayLab) meshUp(m, addr string, timeout time.Duration) time.Time {
 	return time.Time{}
 }
 
-// upLabCloud starts a lab cloud of n machines (a name and underlay of its
-// own, from prefix), added through the core with butter as their helper,
-// and takes it down when b ends.
-func upLabCloud(b *testing.B, ctx context.Context, prefix string, n int, butter string) lab.CloudLab {
+// upLabCloud starts a lab cloud as o says, with a name and underlay of its
+// own (from prefix) and TCG for its VMs, and takes it down when b ends.
+func upLabCloud(b *testing.B, ctx context.Context, prefix string, o lab.CloudOptions) lab.CloudLab {
 	b.Helper()
 	name := testbed.ClaimLab(b, prefix)
-	lc, err := lab.StartCloud(ctx, lab.CloudOptions{Name: name, Underlay: testbed.Underlay(name), Machines: n,
-		Butter: butter, Accel: "tcg"}, nil)
+	o.Name, o.Underlay, o.Accel = name, testbed.Underlay(name), "tcg"
+	lc, err := lab.StartCloud(ctx, o, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -206,7 +205,7 @@ func BenchmarkAway(b *testing.B) {
 	// Every verb dials, as the figures in the README assume
 	// (BenchmarkHolder measures the holder).
 	b.Setenv(cli.HolderEnv, "off")
-	lc := upLabCloud(b, ctx, "awb", 3, butter)
+	lc := upLabCloud(b, ctx, "awb", lab.CloudOptions{Machines: 3, Butter: butter})
 	name := lc.Name
 	a := &awayLab{b: b, ctx: ctx, butter: butter, lc: lc}
 	addrs, ips := a.addresses()
@@ -292,13 +291,10 @@ func BenchmarkAway(b *testing.B) {
 	b.ReportMetric(median(catchUp).Seconds(), "sync-catch-up-s")
 	b.ReportMetric(medianF(rot[awayPings[0]].loss), "rotation-loss-s")
 
-	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	var out strings.Builder
 	fmt.Fprintf(&out, "lab %s: 3 machines over real SSH, the CLI as a new process per call, m3 away by its cable; %d rounds each  %8s %8s %8s\n",
 		name, awayRounds, "median", "min", "max")
-	row := func(what string, ds []time.Duration) {
-		fmt.Fprintf(&out, "  %-78s %8s %8s %8s\n", what, ms(median(ds)), ms(slices.Min(ds)), ms(slices.Max(ds)))
-	}
+	row := func(what string, ds []time.Duration) { spreadRow(&out, 78, what, ds) }
 	rowF := func(what, unit string, fs []float64) {
 		fmt.Fprintf(&out, "  %-78s %7.3f%s %7.3f%s %7.3f%s\n", what, medianF(fs), unit, slices.Min(fs), unit, slices.Max(fs), unit)
 	}

@@ -40,8 +40,6 @@ const seconds = 4
 // wireguard-go handles them one MTU-sized packet at a time, like wg0 with
 // its offloads off. Run it once: -benchtime 1x (bench/chain.sh does).
 func BenchmarkChain(b *testing.B) {
-	testbed.NeedLab(b)
-	testbed.NeedPrograms(b, iperf3Bin, "/usr/bin/ping")
 	ctx, cancel := context.WithTimeout(b.Context(), 3*time.Minute)
 	defer cancel()
 
@@ -277,10 +275,13 @@ type chainLab struct {
 	p1, p2  *sim.Probe
 }
 
-// newChainLab builds a chainLab whose lab is named with prefix; the
+// newChainLab builds a chainLab whose lab is named with prefix, or skips
+// the benchmark where it cannot build a lab or lacks iperf3 or ping; the
 // helpers' logs go to a file in the benchmark's temporary folder.
 func newChainLab(b *testing.B, ctx context.Context, prefix string) chainLab {
 	b.Helper()
+	testbed.NeedLab(b)
+	testbed.NeedPrograms(b, iperf3Bin, "/usr/bin/ping")
 	dir := b.TempDir()
 	c := chainLab{butter: testbed.Butter{Path: buildButter(b, ctx, dir)}, lab: testbed.NewLab(b, prefix, sim.Config{Machines: 3}),
 		net: helperapi.Network{Name: "blue", ID: 1, Subnet: netip.MustParsePrefix("10.10.1.0/24"), Tunnel: helperapi.TunnelAuto}}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/helperapi"
-	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing"
 	"github.com/google/nftables"
@@ -34,8 +33,6 @@ const rounds = 6
 // encrypts each frame twice. Run it once: -benchtime 1x
 // (bench/firewall.sh does).
 func BenchmarkFirewall(b *testing.B) {
-	testbed.NeedLab(b)
-	testbed.NeedPrograms(b, iperf3Bin, "/usr/bin/ping")
 	ctx, cancel := context.WithTimeout(b.Context(), 4*time.Minute)
 	defer cancel()
 

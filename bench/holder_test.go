@@ -6,12 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/butter-cloud/butter/cli"
+	"github.com/butter-cloud/butter/lab"
 )
 
 // The goals for verbs with the holder's connections.
@@ -61,7 +61,7 @@ func BenchmarkHolder(b *testing.B) {
 	// The holder outlives this benchmark by its idle time: keep it short.
 	b.Setenv(cli.HolderIdleEnv, "20s")
 	b.Setenv(cli.HolderEnv, "off")
-	lc := upLabCloud(b, ctx, "hob", 4, butter)
+	lc := upLabCloud(b, ctx, "hob", lab.CloudOptions{Machines: 4, Butter: butter})
 	name := lc.Name
 	a := &awayLab{b: b, ctx: ctx, butter: butter, lc: lc}
 	addrs, _ := a.addresses()
@@ -114,13 +114,10 @@ func BenchmarkHolder(b *testing.B) {
 	}
 	b.StopTimer()
 
-	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	var out strings.Builder
 	fmt.Fprintf(&out, "lab %s: 4 machines over real SSH, TCG; %d rounds, holder on and off alternating  %8s %8s %8s\n",
 		name, holderRounds, "median", "min", "max")
-	row := func(what string, ds []time.Duration) {
-		fmt.Fprintf(&out, "  %-78s %8s %8s %8s\n", what, ms(median(ds)), ms(slices.Min(ds)), ms(slices.Max(ds)))
-	}
+	row := func(what string, ds []time.Duration) { spreadRow(&out, 78, what, ds) }
 	goal := func(d, g time.Duration) string {
 		return fmt.Sprintf("%.2f of the %s goal", d.Seconds()/g.Seconds(), g)
 	}

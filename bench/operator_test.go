@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	"github.com/butter-cloud/butter/cloud"
-	"github.com/butter-cloud/butter/internal/testbed"
 	"github.com/butter-cloud/butter/lab"
 	"github.com/butter-cloud/butter/lab/sim"
 	"github.com/butter-cloud/butter/plumbing"
@@ -66,17 +64,8 @@ func BenchmarkOperator(b *testing.B) {
 	helperSize := fileMiB(butter)
 	operatorHome(b, dir)
 
-	opLab = testbed.ClaimLab(b, "opb")
-	lc, err := lab.StartCloud(ctx, lab.CloudOptions{Name: opLab, Underlay: testbed.Underlay(opLab), Machines: 3, NoAdd: true,
-		Butter: butter, Accel: "tcg"}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := lab.StopCloud(context.Background(), opLab); err != nil {
-			b.Errorf("lab %s down: %v", opLab, err)
-		}
-	})
+	lc := upLabCloud(b, ctx, "opb", lab.CloudOptions{Machines: 3, NoAdd: true, Butter: butter})
+	opLab = lc.Name
 	conn := lc.Connector(butter)
 	machine := func(name string) cloud.NewMachine {
 		return cloud.NewMachine{Name: name, Address: machineAddr(b, ctx, opLab, name).String(), Port: sim.SSHPort,
@@ -232,7 +221,6 @@ func BenchmarkOperator(b *testing.B) {
 	b.ReportMetric(median(vmCached).Seconds(), "vm-create-s")
 
 	kernel, initrd := tinyFiles(lc.TinyImage)
-	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	goal := func(d time.Duration) string {
 		if d <= opNetworkGoal {
 			return "met"
@@ -242,9 +230,7 @@ func BenchmarkOperator(b *testing.B) {
 	var out strings.Builder
 	fmt.Fprintf(&out, "lab %s: 3 machines over real SSH, helper %.1f MiB (this build), TCG; %d rounds each  %8s %8s %8s\n",
 		opLab, helperSize, opRounds, "median", "min", "max")
-	row := func(what string, ds []time.Duration) {
-		fmt.Fprintf(&out, "  %-86s %8s %8s %8s\n", what, ms(median(ds)), ms(slices.Min(ds)), ms(slices.Max(ds)))
-	}
+	row := func(what string, ds []time.Duration) { spreadRow(&out, 86, what, ds) }
 	row("add machine m1 fresh (connect, checks, helper upload, daemon start, 2 peers), new Cloud", add)
 	fmt.Fprintf(&out, "    its medians: connect %s, checks+helper upload %s, daemon start+keys %s, peers (connect to m2, m3; apply on all 3) %s\n",
 		ms(median(addConnect)), ms(median(addUpload)), ms(median(addDaemon)), ms(median(addPeers)))

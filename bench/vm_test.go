@@ -126,10 +126,7 @@ func BenchmarkVMCreate(b *testing.B) {
 	fmt.Fprintf(&out, "tiny guest (direct kernel boot, 128 MiB, 1 vCPU, TCG), cached image, %d creates one at a time; "+
 		"the first, cold create took %s\n", vmRuns, cold.Round(time.Millisecond))
 	fmt.Fprintf(&out, "  %-38s %8s %8s %8s\n", "", "median", "min", "max")
-	row := func(what string, ds []time.Duration) {
-		fmt.Fprintf(&out, "  %-38s %8s %8s %8s\n", what, median(ds).Round(time.Millisecond),
-			slices.Min(ds).Round(time.Millisecond), slices.Max(ds).Round(time.Millisecond))
-	}
+	row := func(what string, ds []time.Duration) { spreadRow(&out, 38, what, ds) }
 	row("create -> running (the call returns)", running)
 	row("create -> first console line", firstLine)
 	row("create -> "+sim.TinyGuestReady, ready)
@@ -156,6 +153,15 @@ func waitLine(ctx context.Context, path, want string, begin time.Time) (time.Dur
 		case <-tick.C:
 		}
 	}
+}
+
+// ms rounds d to the millisecond, as the benchmarks print durations.
+func ms(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+
+// spreadRow writes a row of a benchmark's table to w: what, padded to
+// width, then the median, the least and the most of ds.
+func spreadRow(w io.Writer, width int, what string, ds []time.Duration) {
+	fmt.Fprintf(w, "  %-*s %8s %8s %8s\n", width, what, ms(median(ds)), ms(slices.Min(ds)), ms(slices.Max(ds)))
 }
 
 func median(ds []time.Duration) time.Duration {

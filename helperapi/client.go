@@ -136,10 +136,7 @@ func (c *Client) notified(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.R
 		if err := json.Unmarshal(*req.Params, &ev); err != nil {
 			return nil, nil
 		}
-		c.mu.Lock()
-		w := c.watch
-		c.mu.Unlock()
-		if w != nil {
+		if w := c.watching(); w != nil {
 			w.fn(ev)
 		}
 	case NotifyWatchEnded:
@@ -147,10 +144,7 @@ func (c *Client) notified(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.R
 		if err := json.Unmarshal(*req.Params, &end); err != nil {
 			return nil, nil
 		}
-		c.mu.Lock()
-		w := c.watch
-		c.mu.Unlock()
-		if w != nil {
+		if w := c.watching(); w != nil {
 			select {
 			case w.ended <- end.Error:
 			default:
@@ -158,6 +152,13 @@ func (c *Client) notified(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.R
 		}
 	}
 	return nil, nil
+}
+
+// watching is the watch of VM events under way, nil if none.
+func (c *Client) watching() *watcher {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.watch
 }
 
 // Close hangs up.

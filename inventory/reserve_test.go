@@ -47,6 +47,17 @@ func sums(t *testing.T, path string) string {
 	return fmt.Sprintf("%x %x", sha256.Sum256(mustRead(t, path)), sha256.Sum256(mustRead(t, path+".bak")))
 }
 
+// mustReserve reserves VM name, with an address picked for it, in the
+// inventory at path, and fails the test if it cannot.
+func mustReserve(t *testing.T, ctx context.Context, path, name string) *Reservation {
+	t.Helper()
+	r, err := Reserve(ctx, path, next(name, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // next reserves VM name on blue at addr, or at the next free address if
 // addr is empty.
 func next(name, addr string) func(*Inventory) (VM, error) {
@@ -79,17 +90,11 @@ func TestReserveLeavesTheInventoryAlone(t *testing.T) {
 	path := reserveCloud(t)
 	before := sums(t, path)
 
-	a, err := Reserve(ctx, path, next("db", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := mustReserve(t, ctx, path, "db")
 	if a.VM.Address.String() != "10.100.0.3" {
 		t.Errorf("first reservation got %s, want 10.100.0.3 (web has .2)", a.VM.Address)
 	}
-	b, err := Reserve(ctx, path, next("cache", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := mustReserve(t, ctx, path, "cache")
 	if b.VM.Address.String() != "10.100.0.4" {
 		t.Errorf("second reservation got %s, want 10.100.0.4: db's reservation holds .3", b.VM.Address)
 	}
@@ -117,10 +122,7 @@ func TestReserveLeavesTheInventoryAlone(t *testing.T) {
 func TestReserveRefuses(t *testing.T) {
 	ctx := context.Background()
 	path := reserveCloud(t)
-	held, err := Reserve(ctx, path, next("db", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	held := mustReserve(t, ctx, path, "db")
 	defer held.Release(ctx)
 	before, heldBefore := sums(t, path), mustRead(t, reservationsPath(path))
 	pid := fmt.Sprintf("butter process %d on %s", os.Getpid(), hostname())
@@ -157,10 +159,7 @@ func TestCommitRecordsOnce(t *testing.T) {
 	ctx := context.Background()
 	path := reserveCloud(t)
 	old := mustRead(t, path)
-	r, err := Reserve(ctx, path, next("db", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := mustReserve(t, ctx, path, "db")
 	if err := r.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -194,10 +193,7 @@ func TestCommitRecordsOnce(t *testing.T) {
 func TestCommitRefusesWhatNoLongerFits(t *testing.T) {
 	ctx := context.Background()
 	path := reserveCloud(t)
-	r, err := Reserve(ctx, path, next("db", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := mustReserve(t, ctx, path, "db")
 	defer r.Release(ctx)
 	if err := Update(ctx, path, func(inv *Inventory) error {
 		inv.VMs, inv.Networks = nil, nil
@@ -256,10 +252,7 @@ func TestStaleReservations(t *testing.T) {
 			case tt.holds && err == nil:
 				t.Fatalf("reserved %+v over a live reservation of the same name", r.VM)
 			case tt.holds:
-				r, err = Reserve(ctx, path, next("other", ""))
-				if err != nil {
-					t.Fatal(err)
-				}
+				r = mustReserve(t, ctx, path, "other")
 				if r.VM.Address.String() != "10.100.0.4" {
 					t.Errorf("got %s, which the live reservation holds", r.VM.Address)
 				}

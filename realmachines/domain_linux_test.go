@@ -2,7 +2,6 @@ package realmachines
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -109,11 +108,7 @@ func (r *rig) checkIdleVM(m *machine, boots int, within time.Duration) {
 // listVM is one VM as `butter vm list --json` shows it (zero: absent).
 func (r *rig) listVM(name string) cloud.VMStatus {
 	r.t.Helper()
-	var vms []cloud.VMStatus
-	if err := json.Unmarshal([]byte(r.must("vm", "list", "--json")), &vms); err != nil {
-		r.t.Fatalf("vm list --json: %v", err)
-	}
-	for _, v := range vms {
+	for _, v := range listJSON[cloud.VMStatus](r, "vm") {
 		if v.Name == name {
 			return v
 		}

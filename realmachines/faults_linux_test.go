@@ -3,7 +3,6 @@ package realmachines
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -301,16 +300,12 @@ func mtuSubtest(t *testing.T, r *rig, nw network) {
 		}
 	}
 	t.Logf("after the reboot with uplink MTU %d: %s built %s at MTU %d; %s", m.mtu, m.name, nw.Name, mine.MTU, strings.Join(others, ", "))
-	var list []struct {
+	type networkRow struct {
 		Name    string `json:"name"`
 		Problem string `json:"problem"`
 	}
-	out := r.must("network", "list", "--json")
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		t.Fatalf("network list --json: %v: %s", err, out)
-	}
 	problem := ""
-	for _, n := range list {
+	for _, n := range listJSON[networkRow](r, "network") {
 		if n.Name == nw.Name {
 			problem = n.Problem
 		}
@@ -343,16 +338,12 @@ func (r *rig) with(t *testing.T) *rig {
 // pending lists the machines `butter machine list --json` calls pending.
 func pending(t *testing.T, r *rig) []string {
 	t.Helper()
-	var rows []struct {
+	type machineRow struct {
 		Name    string `json:"name"`
 		Pending bool   `json:"pending"`
 	}
-	out := r.must("machine", "list", "--json")
-	if err := json.Unmarshal([]byte(out), &rows); err != nil {
-		t.Fatalf("machine list --json: %v: %s", err, out)
-	}
 	var p []string
-	for _, row := range rows {
+	for _, row := range listJSON[machineRow](r, "machine") {
 		if row.Pending {
 			p = append(p, row.Name)
 		}

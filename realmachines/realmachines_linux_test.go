@@ -99,6 +99,17 @@ func checkUnit(t *testing.T, r *rig, m *machine) {
 // helperCmd runs the installed helper on the machine (the unit's binary).
 const helperCmd = `"$(systemctl show -P ExecStart ` + assets.HelperUnitName + ` | sed -n 's/.*path=\([^ ;]*\).*/\1/p')" helper `
 
+// listJSON is `butter <what> list --json` decoded, a T per row.
+func listJSON[T any](r *rig, what string) []T {
+	r.t.Helper()
+	var rows []T
+	out := r.must(what, "list", "--json")
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		r.t.Fatalf("%s list --json: %v: %s", what, err, out)
+	}
+	return rows
+}
+
 // facts is `butter helper facts` on m, through the unit's own binary.
 func facts(t *testing.T, r *rig, m *machine) helperapi.Facts {
 	t.Helper()

@@ -34,24 +34,22 @@ type Machine struct {
 }
 
 // Netns is the name of the machine's network namespace.
-func (m *Machine) Netns() string { return m.lab.Name + "-" + m.Name }
+func (m *Machine) Netns() string { return m.place().netns() }
+
+func (m *Machine) place() place { return place{lab: m.lab, name: m.Name, mountNS: m.MountNS} }
 
 // Command returns a command that runs name inside the machine's network
 // and mount namespaces. nsenter starts it in /, so give name and paths in
 // args absolute (a relative name with a slash is made absolute here; a
 // bare name is looked up on PATH).
 func (m *Machine) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return m.lab.tools.nsCommand(ctx, netnsPath(m.Netns()), m.MountNS, name, args...)
+	return m.place().command(ctx, name, args...)
 }
 
 // Run runs name in the machine and returns its standard output; the error
 // carries its standard error.
 func (m *Machine) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
-	out, err := Output(m.Command(ctx, name, args...))
-	if err != nil {
-		return out, fmt.Errorf("on %s: %w", m.Name, err)
-	}
-	return out, nil
+	return m.place().run(ctx, name, args...)
 }
 
 // Start starts name in the background inside the machine (a daemon); see
@@ -59,7 +57,7 @@ func (m *Machine) Run(ctx context.Context, name string, args ...string) ([]byte,
 // ctx bounds only the start: the process runs until stopped, killed, or
 // the lab goes down.
 func (m *Machine) Start(ctx context.Context, out io.Writer, name string, args ...string) (*Process, error) {
-	return m.lab.start(ctx, m.Name, netnsPath(m.Netns()), m.MountNS, out, name, args)
+	return m.place().start(ctx, out, name, args)
 }
 
 // addMachine makes machine i with eth0 at addr, on the underlay or, if r

@@ -28,26 +28,24 @@ type Probe struct {
 }
 
 // Netns is the name of the probe's network namespace.
-func (p *Probe) Netns() string { return p.lab.Name + "-" + p.Name }
+func (p *Probe) Netns() string { return p.place().netns() }
+
+func (p *Probe) place() place { return place{lab: p.lab, name: p.Name, kind: "probe "} }
 
 // Command returns a command that runs name in the probe's network
 // namespace (the host's mount namespace).
 func (p *Probe) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return p.lab.tools.nsCommand(ctx, netnsPath(p.Netns()), "", name, args...)
+	return p.place().command(ctx, name, args...)
 }
 
 // Run runs name in the probe and returns its standard output.
 func (p *Probe) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
-	out, err := Output(p.Command(ctx, name, args...))
-	if err != nil {
-		return out, fmt.Errorf("on probe %s: %w", p.Name, err)
-	}
-	return out, nil
+	return p.place().run(ctx, name, args...)
 }
 
 // Start starts name in the background in the probe; see Machine.Start.
 func (p *Probe) Start(ctx context.Context, out io.Writer, name string, args ...string) (*Process, error) {
-	return p.lab.start(ctx, p.Name, netnsPath(p.Netns()), "", out, name, args)
+	return p.place().start(ctx, out, name, args)
 }
 
 // Attach (re)plugs the probe's port into its bridge with the probe's MTU,

@@ -28,26 +28,24 @@ type Router struct {
 }
 
 // Netns is the name of the router's network namespace.
-func (r *Router) Netns() string { return r.lab.Name + "-" + r.Name }
+func (r *Router) Netns() string { return r.place().netns() }
+
+func (r *Router) place() place { return place{lab: r.lab, name: r.Name, kind: "router "} }
 
 // Command returns a command that runs name in the router's network
 // namespace (iptables, conntrack, tcpdump).
 func (r *Router) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return r.lab.tools.nsCommand(ctx, netnsPath(r.Netns()), "", name, args...)
+	return r.place().command(ctx, name, args...)
 }
 
 // Run runs name in the router and returns its standard output.
 func (r *Router) Run(ctx context.Context, name string, args ...string) ([]byte, error) {
-	out, err := Output(r.Command(ctx, name, args...))
-	if err != nil {
-		return out, fmt.Errorf("on router %s: %w", r.Name, err)
-	}
-	return out, nil
+	return r.place().run(ctx, name, args...)
 }
 
 // Start starts name in the background in the router; see Machine.Start.
 func (r *Router) Start(ctx context.Context, out io.Writer, name string, args ...string) (*Process, error) {
-	return r.lab.start(ctx, r.Name, netnsPath(r.Netns()), "", out, name, args)
+	return r.place().start(ctx, out, name, args)
 }
 
 func (l *Lab) makeRouter(ctx context.Context, r *Router) error {

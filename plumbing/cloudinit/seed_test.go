@@ -206,7 +206,9 @@ var goldenSeeds = map[string]func() Seed{
 	},
 }
 
-func TestDocumentsGolden(t *testing.T) {
+// forEachGoldenSeed runs fn as a subtest for each golden seed, with the
+// seed's name, the seed and its documents.
+func forEachGoldenSeed(t *testing.T, fn func(t *testing.T, name string, s Seed, files map[string][]byte)) {
 	for name, seed := range goldenSeeds {
 		t.Run(name, func(t *testing.T) {
 			s := seed()
@@ -214,102 +216,101 @@ func TestDocumentsGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			files["cmdline"] = []byte(KernelCmdline(s, "console=ttyS0") + "\n")
-			for file, got := range files {
-				path := filepath.Join("testdata", name, file)
-				if *update {
-					if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-						t.Fatal(err)
-					}
-					if err := os.WriteFile(path, got, 0o644); err != nil {
-						t.Fatal(err)
-					}
-					continue
-				}
-				want, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatalf("%v (run go test -update to make it)", err)
-				}
-				if diff := cmp.Diff(string(want), string(got)); diff != "" {
-					t.Errorf("%s differs from %s (-want +got):\n%s", file, path, diff)
-				}
-			}
+			fn(t, name, s, files)
 		})
 	}
+}
+
+func TestDocumentsGolden(t *testing.T) {
+	forEachGoldenSeed(t, func(t *testing.T, name string, s Seed, files map[string][]byte) {
+		files["cmdline"] = []byte(KernelCmdline(s, "console=ttyS0") + "\n")
+		for file, got := range files {
+			path := filepath.Join("testdata", name, file)
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to make it)", err)
+			}
+			if diff := cmp.Diff(string(want), string(got)); diff != "" {
+				t.Errorf("%s differs from %s (-want +got):\n%s", file, path, diff)
+			}
+		}
+	})
 }
 
 // TestDocumentsParse reads the documents back as YAML and checks that
 // every value keeps its type and text, however it looks.
 func TestDocumentsParse(t *testing.T) {
-	for name, seed := range goldenSeeds {
-		t.Run(name, func(t *testing.T) {
-			s := seed()
-			files, err := s.Files()
+	forEachGoldenSeed(t, func(t *testing.T, _ string, s Seed, files map[string][]byte) {
+		var md map[string]any
+		if err := yaml.Unmarshal(files[MetaDataFile], &md); err != nil {
+			t.Fatalf("meta-data: %v", err)
+		}
+		wantMD := map[string]any{"instance-id": s.InstanceID, "local-hostname": s.Hostname}
+		if diff := cmp.Diff(wantMD, md); diff != "" {
+			t.Errorf("meta-data (-want +got):\n%s", diff)
+		}
+
+		ud := files[UserDataFile]
+		if !strings.HasPrefix(string(ud), "#cloud-config\n") {
+			t.Errorf("user-data does not start with #cloud-config:\n%s", ud)
+		}
+		var cc map[string]any
+		if err := yaml.Unmarshal(ud, &cc); err != nil {
+			t.Fatalf("user-data: %v", err)
+		}
+		wantCC := map[string]any{"hostname": s.shortName()}
+		if s.Hostname != s.shortName() {
+			wantCC["fqdn"] = s.Hostname
+		}
+		if s.User != "" {
+			wantCC["user"] = map[string]any{"name": s.User}
+		}
+		if s.HostKey != "" {
+			pub, err := s.HostKey.PublicKey()
 			if err != nil {
 				t.Fatal(err)
 			}
-			var md map[string]any
-			if err := yaml.Unmarshal(files[MetaDataFile], &md); err != nil {
-				t.Fatalf("meta-data: %v", err)
+			wantCC["ssh_keys"] = map[string]any{"ed25519_private": string(s.HostKey),
+				"ed25519_public": strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))}
+		}
+		if len(s.SSHKeys) > 0 {
+			var keys []any
+			for _, k := range s.SSHKeys {
+				keys = append(keys, k)
 			}
-			wantMD := map[string]any{"instance-id": s.InstanceID, "local-hostname": s.Hostname}
-			if diff := cmp.Diff(wantMD, md); diff != "" {
-				t.Errorf("meta-data (-want +got):\n%s", diff)
-			}
+			wantCC["ssh_authorized_keys"] = keys
+		}
+		if diff := cmp.Diff(wantCC, cc); diff != "" {
+			t.Errorf("user-data (-want +got):\n%s", diff)
+		}
 
-			ud := files[UserDataFile]
-			if !strings.HasPrefix(string(ud), "#cloud-config\n") {
-				t.Errorf("user-data does not start with #cloud-config:\n%s", ud)
-			}
-			var cc map[string]any
-			if err := yaml.Unmarshal(ud, &cc); err != nil {
-				t.Fatalf("user-data: %v", err)
-			}
-			wantCC := map[string]any{"hostname": s.shortName()}
-			if s.Hostname != s.shortName() {
-				wantCC["fqdn"] = s.Hostname
-			}
-			if s.User != "" {
-				wantCC["user"] = map[string]any{"name": s.User}
-			}
-			if s.HostKey != "" {
-				pub, err := s.HostKey.PublicKey()
-				if err != nil {
-					t.Fatal(err)
-				}
-				wantCC["ssh_keys"] = map[string]any{"ed25519_private": string(s.HostKey),
-					"ed25519_public": strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))}
-			}
-			if len(s.SSHKeys) > 0 {
-				var keys []any
-				for _, k := range s.SSHKeys {
-					keys = append(keys, k)
-				}
-				wantCC["ssh_authorized_keys"] = keys
-			}
-			if diff := cmp.Diff(wantCC, cc); diff != "" {
-				t.Errorf("user-data (-want +got):\n%s", diff)
-			}
-
-			var nc struct {
-				Version   int
-				Ethernets map[string]map[string]any
-			}
-			if err := yaml.Unmarshal(files[NetworkConfigFile], &nc); err != nil {
-				t.Fatalf("network-config: %v", err)
-			}
-			eth, ok := nc.Ethernets[s.NIC.Name]
-			if nc.Version != 2 || len(nc.Ethernets) != 1 || !ok {
-				t.Fatalf("network-config: want version 2 and one ethernet %q, got %+v", s.NIC.Name, nc)
-			}
-			if got := eth["match"]; !cmp.Equal(got, map[string]any{"macaddress": s.NIC.MAC.String()}) {
-				t.Errorf("match = %v, want macaddress %s", got, s.NIC.MAC)
-			}
-			if eth["set-name"] != s.NIC.Name {
-				t.Errorf("set-name = %#v, want %q", eth["set-name"], s.NIC.Name)
-			}
-		})
-	}
+		var nc struct {
+			Version   int
+			Ethernets map[string]map[string]any
+		}
+		if err := yaml.Unmarshal(files[NetworkConfigFile], &nc); err != nil {
+			t.Fatalf("network-config: %v", err)
+		}
+		eth, ok := nc.Ethernets[s.NIC.Name]
+		if nc.Version != 2 || len(nc.Ethernets) != 1 || !ok {
+			t.Fatalf("network-config: want version 2 and one ethernet %q, got %+v", s.NIC.Name, nc)
+		}
+		if got := eth["match"]; !cmp.Equal(got, map[string]any{"macaddress": s.NIC.MAC.String()}) {
+			t.Errorf("match = %v, want macaddress %s", got, s.NIC.MAC)
+		}
+		if eth["set-name"] != s.NIC.Name {
+			t.Errorf("set-name = %#v, want %q", eth["set-name"], s.NIC.Name)
+		}
+	})
 }
 
 // The documents are double-quoted wherever the seed supplies a string, so
