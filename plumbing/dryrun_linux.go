@@ -35,8 +35,12 @@ func (h *Helper) DryRun(ctx context.Context, req helperapi.DryRunRequest) (helpe
 		h.mu.Lock()
 		steps, err = h.applyDryRun(ctx, *req.Spec)
 		h.mu.Unlock()
+	case req.RotateKey:
+		h.mu.Lock()
+		steps, err = h.rotateKeyDryRun()
+		h.mu.Unlock()
 	default:
-		return helperapi.DryRun{}, &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: "dry run: give a spec, remove or a vm action"}
+		return helperapi.DryRun{}, &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: "dry run: give a spec, remove, a vm action or rotate_key"}
 	}
 	if err != nil {
 		return helperapi.DryRun{}, err
@@ -193,6 +197,26 @@ func egressDryRun(want map[string]bool, add func(string, ...string)) error {
 		add(fmt.Sprintf("set %s forwarding %s", l, onOff(on)), sysctlCommand("net.ipv4.conf."+l+".forwarding", boolValue(on)))
 	}
 	return nil
+}
+
+// rotateKeyDryRun is RotateKey's dry run; the caller holds h.mu.
+func (h *Helper) rotateKeyDryRun() ([]helperapi.DryRunStep, error) {
+	keyPath := filepath.Join(h.state.dir, keyFile)
+	steps := []helperapi.DryRunStep{{
+		Change:   "make a new WireGuard key in place of the old one, keeping no copy (" + keyPath + ", mode 0600; it never leaves the machine)",
+		Commands: []string{newKeyCommand(keyPath)},
+	}}
+	_, err := h.wg.Device(WireGuardName)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		steps = append(steps, helperapi.DryRunStep{Change: "no WireGuard device yet: the next apply makes it with the new key"})
+	case err != nil:
+		return nil, fmt.Errorf("read wireguard %q: %w", WireGuardName, err)
+	default:
+		steps = append(steps, helperapi.DryRunStep{Change: "wireguard set private key (the new one), keeping its port and peers",
+			Commands: wgCommands(keyConfig(wgtypes.Key{}), keyPath)})
+	}
+	return steps, nil
 }
 
 // teardownDryRun is teardown's dry run; the caller holds h.mu.
