@@ -129,6 +129,8 @@ func (f *fakeMachine) DryRun(ctx context.Context, r helperapi.DryRunRequest) (he
 		return helperapi.DryRun{Steps: []helperapi.DryRunStep{{Change: "del wireguard btwg0", Commands: []string{"ip link del dev btwg0"}}}}, nil
 	case r.VM != nil:
 		return helperapi.DryRun{Steps: []helperapi.DryRunStep{{Change: r.VM.Action + " vm " + r.VM.Name, Commands: []string{"virsh " + r.VM.Action + " " + r.VM.Name}}}}, nil
+	case r.CreateVM != nil:
+		return helperapi.DryRun{Steps: []helperapi.DryRunStep{{Change: "create vm " + r.CreateVM.Name, Commands: []string{"virsh define /dev/stdin"}}}}, nil
 	case r.RotateKey:
 		return helperapi.DryRun{Steps: []helperapi.DryRunStep{{Change: "make a new key", Commands: []string{"wg genkey"}}}}, nil
 	}
