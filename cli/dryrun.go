@@ -80,3 +80,39 @@ func (s *session) printAddition(p cloud.AdditionPlan) error {
 `, printable.String(m.Name), printable.String(m.Address), m.Port, remote.DefaultHelperDir, helperapi.DefaultStateDir, m.MeshIP, p.Generation, others)
 	return nil
 }
+
+// printAdoption says what adopt would write: the inventory itself, headed
+// by comments (what it holds, the machines that did not answer), so the
+// whole output is the YAML file.
+func (s *session) printAdoption(path string, a cloud.Adopted) error {
+	inv := a.Inventory
+	data, err := inv.Marshal()
+	if err != nil {
+		return err
+	}
+	list := func(what string, names []string) string {
+		if len(names) == 0 {
+			return "no " + what
+		}
+		return what + " " + strings.Join(names, ", ")
+	}
+	var ms, ns, vs []string
+	for _, m := range inv.Machines {
+		ms = append(ms, m.Name)
+	}
+	for _, n := range inv.Networks {
+		ns = append(ns, n.Name)
+	}
+	for _, v := range inv.VMs {
+		vs = append(vs, v.Name)
+	}
+	fmt.Fprintf(s.stdout, "# dry run of adopt: nothing changed, nothing written (no inventory, no host key, no helper installed)\n")
+	fmt.Fprintf(s.stdout, "# %s would hold generation %d, adopted from %s: %s, %s, %s\n", comment(path), inv.Generation,
+		comment(a.From), list("machines", ms), list("networks", ns), list("VMs", vs))
+	for _, b := range a.Unreached {
+		fmt.Fprintf(s.stdout, "# machine %s did not answer (%s): it would be pending until `butter sync` reaches it\n",
+			b.Machine, comment(fmt.Sprint(b.Err)))
+	}
+	_, err = s.stdout.Write(data)
+	return err
+}

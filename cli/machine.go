@@ -71,7 +71,7 @@ func (s *session) stillTrusting(away []string, removed string) {
 }
 
 func (s *session) machineRotateCommand() *cobra.Command {
-	var all, wait bool
+	var all, wait, dry bool
 	cmd := &cobra.Command{
 		Use:   "rotate-key [NAME] [--all]",
 		Short: "Give a machine (or every machine) a new WireGuard key",
@@ -88,6 +88,13 @@ func (s *session) machineRotateCommand() *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return s.withCloud(func(cl *cloud.Cloud) error {
+				if dry {
+					d, err := cl.DryRunRotateKey(cmd.Context(), args)
+					if err != nil {
+						return err
+					}
+					return s.printDryRun(strings.Join(append([]string{"machine rotate-key"}, args...), " "), d)
+				}
 				r, err := cl.RotateKey(cmd.Context(), args, s.steps)
 				if err != nil {
 					return err
@@ -105,6 +112,7 @@ func (s *session) machineRotateCommand() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "rotate every machine's key")
 	waitFlag(cmd, &wait)
+	dryRunFlag(cmd, &dry)
 	return cmd
 }
 

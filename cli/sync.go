@@ -53,8 +53,8 @@ func (s *session) syncCommand() *cobra.Command {
 
 func (s *session) adoptCommand() *cobra.Command {
 	var (
-		from      cloud.AdoptFrom
-		acceptNew bool
+		from           cloud.AdoptFrom
+		acceptNew, dry bool
 	)
 	cmd := &cobra.Command{
 		Use:   "adopt --address HOST",
@@ -64,7 +64,7 @@ func (s *session) adoptCommand() *cobra.Command {
 			"replaces is kept in the .bak). Host keys are checked as `machine add` checks them.",
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return s.adopt(cmd.Context(), from, acceptNew)
+			return s.adopt(cmd.Context(), from, acceptNew, dry)
 		},
 	}
 	f := cmd.Flags()
@@ -73,19 +73,27 @@ func (s *session) adoptCommand() *cobra.Command {
 	f.StringVar(&from.User, "user", "", "SSH user (default: ~/.ssh/config's, or yours)")
 	f.StringVar(&from.Identity, "identity", "", "SSH private key `FILE` for every machine (default: the agent and ~/.ssh/config)")
 	f.BoolVar(&acceptNew, "accept-new-host-key", false, "trust host keys of machines new to you")
+	f.BoolVar(&dry, "dry-run", false, "write nothing: print the inventory adopt would write")
 	require(cmd, "address")
 	return cmd
 }
 
-func (s *session) adopt(ctx context.Context, from cloud.AdoptFrom, acceptNew bool) error {
+func (s *session) adopt(ctx context.Context, from cloud.AdoptFrom, acceptNew, dry bool) error {
 	trust := s.trust(acceptNew, "")
 	return s.withCloud(func(cl *cloud.Cloud) error {
-		a, err := cl.Adopt(ctx, from, trust, s.steps)
+		adopt := cl.Adopt
+		if dry {
+			adopt = cl.DryRunAdopt
+		}
+		a, err := adopt(ctx, from, trust, s.steps)
 		if err != nil {
 			if !s.interactive && !acceptNew && strings.Contains(err.Error(), "unknown host key") {
 				return fmt.Errorf("%w\nwithout a terminal butter cannot ask: pass --accept-new-host-key", err)
 			}
 			return err
+		}
+		if dry {
+			return s.printAdoption(cl.Path(), a)
 		}
 		inv := a.Inventory
 		fmt.Fprintf(s.stdout, "adopted generation %d from %s: %d machines, %d networks, %d VMs, in %s\n",

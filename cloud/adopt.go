@@ -38,6 +38,62 @@ type Adopted struct {
 // kept in the .bak; identity files of machines it knew are kept unless
 // from.Identity is given.
 func (c *Cloud) Adopt(ctx context.Context, from AdoptFrom, trust Trust, steps func(Step)) (Adopted, error) {
+	out, err := c.readCopies(ctx, from, trust, steps)
+	if err != nil {
+		return Adopted{}, err
+	}
+	unlock, err := inventory.LockChanges(ctx, c.path)
+	if err != nil {
+		return Adopted{}, err
+	}
+	defer unlock()
+	err = inventory.Update(ctx, c.path, func(cur *inventory.Inventory) error {
+		*cur = *keepIdentities(out.Inventory, cur, from.Identity)
+		return nil
+	})
+	if err != nil {
+		return Adopted{}, err
+	}
+	return out, nil
+}
+
+// DryRunAdopt is what Adopt would write, writing nothing: the machines'
+// copies are read as Adopt reads them, but no helper is installed or
+// started, no host key trusted is recorded, and the inventory is left as
+// it is. The Adopted's Inventory is what the file would hold.
+func (c *Cloud) DryRunAdopt(ctx context.Context, from AdoptFrom, trust Trust, steps func(Step)) (Adopted, error) {
+	cur, err := c.Inventory()
+	if err != nil {
+		return Adopted{}, fmt.Errorf("adopt would not replace the inventory it cannot read: %w", err)
+	}
+	out, err := c.readCopies(withoutInstall(ctx), from, trust, steps)
+	if err != nil {
+		return Adopted{}, err
+	}
+	out.Inventory = keepIdentities(out.Inventory, cur, from.Identity)
+	return out, nil
+}
+
+// keepIdentities is adopted with the identity files cur gives its
+// machines, unless identity (adopt's --identity) is given for all.
+func keepIdentities(adopted, cur *inventory.Inventory, identity string) *inventory.Inventory {
+	n := clone(adopted)
+	for i := range n.Machines {
+		if identity != "" {
+			continue
+		}
+		if old, ok := cur.Machine(n.Machines[i].Name); ok {
+			n.Machines[i].Identity = old.Identity
+		}
+	}
+	return n
+}
+
+// readCopies reads the copy of the cloud's desired state of the machine
+// at from, then of every machine it names, and makes the newest an
+// inventory, each machine that answered confirming the generation it
+// holds.
+func (c *Cloud) readCopies(ctx context.Context, from AdoptFrom, trust Trust, steps func(Step)) (Adopted, error) {
 	first := inventory.Machine{Name: "adopt", Address: from.Address, Port: from.Port, User: from.User, Identity: from.Identity}
 	if first.Port == 0 {
 		first.Port = inventory.DefaultSSHPort
@@ -123,27 +179,6 @@ func (c *Cloud) Adopt(ctx context.Context, from AdoptFrom, trust Trust, steps fu
 	}
 	if err := inv.Validate(); err != nil {
 		return Adopted{}, fmt.Errorf("adopt: the copy from %s does not make a valid inventory: %w", fromName, err)
-	}
-	unlock, err := inventory.LockChanges(ctx, c.path)
-	if err != nil {
-		return Adopted{}, err
-	}
-	defer unlock()
-	err = inventory.Update(ctx, c.path, func(cur *inventory.Inventory) error {
-		n := clone(inv)
-		for i := range n.Machines {
-			if from.Identity != "" {
-				continue
-			}
-			if old, ok := cur.Machine(n.Machines[i].Name); ok {
-				n.Machines[i].Identity = old.Identity
-			}
-		}
-		*cur = *n
-		return nil
-	})
-	if err != nil {
-		return Adopted{}, err
 	}
 	out.Inventory, out.From = inv, fromName
 	return out, nil

@@ -216,8 +216,21 @@ func TestAdoptRebuildsTheInventory(t *testing.T) {
 		}
 	}
 	c2 := New(c.path, fc, nil)
+	// The dry run finds the same inventory and writes nothing: the folder
+	// stays as it is (no inventory, .bak or lock).
+	dir, _ := os.ReadDir(filepath.Dir(c.path))
+	a, err := c2.DryRunAdopt(ctx, AdoptFrom{Address: "192.0.2.3"}, Trust{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Inventory.Marshal(); string(got) != string(want) {
+		t.Errorf("adopt's dry run found:\n%s\nwant the lost one:\n%s", got, want)
+	}
+	if after, _ := os.ReadDir(filepath.Dir(c.path)); len(after) != len(dir) {
+		t.Errorf("adopt's dry run wrote in the inventory's folder: %v, was %v", after, dir)
+	}
 	// Start from m3, whose copy is older: adopt follows it to the newest.
-	a, err := c2.Adopt(ctx, AdoptFrom{Address: "192.0.2.3"}, Trust{}, nil)
+	a, err = c2.Adopt(ctx, AdoptFrom{Address: "192.0.2.3"}, Trust{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -129,6 +129,10 @@ func (f *fakeMachine) DryRun(ctx context.Context, r helperapi.DryRunRequest) (he
 		return helperapi.DryRun{Steps: []helperapi.DryRunStep{{Change: "del wireguard btwg0", Commands: []string{"ip link del dev btwg0"}}}}, nil
 	case r.VM != nil:
 		return helperapi.DryRun{Steps: []helperapi.DryRunStep{{Change: r.VM.Action + " vm " + r.VM.Name, Commands: []string{"virsh " + r.VM.Action + " " + r.VM.Name}}}}, nil
+	case r.CreateVM != nil:
+		return helperapi.DryRun{Steps: []helperapi.DryRunStep{{Change: "create vm " + r.CreateVM.Name, Commands: []string{"virsh define /dev/stdin"}}}}, nil
+	case r.RotateKey:
+		return helperapi.DryRun{Steps: []helperapi.DryRunStep{{Change: "make a new key", Commands: []string{"wg genkey"}}}}, nil
 	}
 	if err := f.check(*r.Spec); err != nil {
 		return helperapi.DryRun{}, err
@@ -136,6 +140,18 @@ func (f *fakeMachine) DryRun(ctx context.Context, r helperapi.DryRunRequest) (he
 	var steps []helperapi.DryRunStep
 	for _, n := range r.Spec.Networks {
 		steps = append(steps, helperapi.DryRunStep{Change: "add bridge " + n.Name, Commands: []string{fmt.Sprintf("ip link add name btbr%d type bridge", n.ID)}})
+	}
+	for _, p := range r.Spec.Peers {
+		if f.spec == nil || !slices.ContainsFunc(f.spec.Peers, func(h helperapi.Peer) bool { return h.PublicKey == p.PublicKey }) {
+			steps = append(steps, helperapi.DryRunStep{Change: "wireguard peer " + p.Name + ": [add]", Commands: []string{"wg set btwg0 peer " + p.PublicKey}})
+		}
+	}
+	if f.spec != nil {
+		for _, p := range f.spec.Peers {
+			if !slices.ContainsFunc(r.Spec.Peers, func(w helperapi.Peer) bool { return w.PublicKey == p.PublicKey }) {
+				steps = append(steps, helperapi.DryRunStep{Change: "wireguard remove peer " + p.PublicKey, Commands: []string{"wg set btwg0 peer " + p.PublicKey + " remove"}})
+			}
+		}
 	}
 	return helperapi.DryRun{Steps: steps}, nil
 }

@@ -46,7 +46,7 @@ type dryRunRequest struct {
 }
 
 // noInstallKey marks a ctx whose connections must not install or start a
-// helper (a dry run).
+// helper, nor record a host key they trust (a dry run).
 type noInstallKey struct{}
 
 func withoutInstall(ctx context.Context) context.Context {

@@ -6,6 +6,10 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/butter-cloud/butter/internal/testbed"
 )
 
 // A dry run asks every machine for its plan and writes nothing: the
@@ -136,5 +140,72 @@ func TestDryRunRemoveMachineAndVM(t *testing.T) {
 	after, _ := os.ReadFile(c.Path())
 	if !bytes.Equal(before, after) || len(fc.machines["192.0.2.2"].vms) != 1 {
 		t.Errorf("a dry run changed the inventory or removed the VM")
+	}
+}
+
+// rotate-key's dry run makes no key and writes nothing: the machines to
+// rotate say how they would make theirs, and every other machine's plan
+// swaps the old key for a stand-in of the new one, shown by name. A named
+// machine away fails it as the rotation would; with --all a machine away
+// keeps its key (no stand-in for it anywhere).
+func TestDryRunRotateKey(t *testing.T) {
+	c, fc := newFakeCloud(t, 3)
+	addAll(t, c, 3)
+	ctx := context.Background()
+	before, _ := os.ReadFile(c.Path())
+	inv, _ := c.Inventory()
+	key := map[string]string{}
+	for _, m := range inv.Machines {
+		key[m.Name] = m.PublicKey
+	}
+	scripts := func(d DryRun) map[string]string {
+		out := map[string]string{}
+		for _, md := range d.Machines {
+			if md.Away {
+				out[md.Machine] += "away\n"
+				continue
+			}
+			out[md.Machine] += "# " + md.What + "\n"
+			for _, s := range md.Steps {
+				out[md.Machine] += strings.Join(s.Commands, "\n") + "\n"
+			}
+		}
+		return out
+	}
+	d, err := c.DryRunRotateKey(ctx, []string{"m1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := scripts(d)
+	want := map[string]string{
+		"m1": "# make a new WireGuard key\nwg genkey\n# apply generation 4\n",
+		"m2": "# apply generation 4\nwg set btwg0 peer '<new public key of m1>'\nwg set btwg0 peer " + key["m1"] + " remove\n",
+		"m3": "# apply generation 4\nwg set btwg0 peer '<new public key of m1>'\nwg set btwg0 peer " + key["m1"] + " remove\n",
+	}
+	if diff := cmp.Diff(want, got); diff != "" || d.Generation != 4 {
+		t.Errorf("rotate-key m1 --dry-run at generation %d, want 4 (-want +got):\n%s", d.Generation, diff)
+	}
+
+	goAway(c, fc, 3)
+	if _, err := c.DryRunRotateKey(ctx, []string{"m3"}); err == nil || !strings.Contains(err.Error(), "m3") {
+		t.Errorf("rotate-key m3 --dry-run with m3 away: %v, want it to fail naming m3", err)
+	}
+	d, err = c.DryRunRotateKey(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = scripts(d)
+	if got["m3"] != "away\naway\n" || !strings.Contains(got["m1"], "'<new public key of m2>'") ||
+		!strings.Contains(got["m2"], "'<new public key of m1>'") || strings.Contains(got["m1"]+got["m2"], "new public key of m3") {
+		t.Errorf("rotate-key --all --dry-run with m3 away: want m1 and m2 to swap each other's keys, m3 away and kept:\n%q", got)
+	}
+	after, _ := os.ReadFile(c.Path())
+	for a, m := range fc.machines {
+		if m.rotations != 0 || m.key != testbed.Key(byte('a'+a[len(a)-1]-'0')) {
+			t.Errorf("machine %s made a key in a dry run", a)
+		}
+	}
+	if !bytes.Equal(before, after) {
+		t.Errorf("the inventory changed")
 	}
 }

@@ -63,7 +63,7 @@ func DefaultKnownHosts() string {
 // Connect implements Connector.
 func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, steps func(Step)) (Link, error) {
 	o := remote.DialOptions{User: m.User, Port: m.Port, KnownHosts: s.KnownHosts,
-		AcceptNewHostKey: trust.AcceptNew, HostKey: trust.Pinned,
+		AcceptNewHostKey: trust.AcceptNew, HostKey: trust.Pinned, KnownHostsReadOnly: !installs(ctx),
 		SSHConfig: s.SSHConfig, AgentSocket: s.AgentSocket, IdentityFiles: s.IdentityFiles,
 		ConnectTimeout: connectTimeout(ctx), Transcript: s.Transcript, Log: s.Log}
 	if o.KnownHosts == "" {

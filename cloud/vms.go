@@ -63,17 +63,9 @@ type VMStatus struct {
 // nothing, and a machine that is away (an *AwayError) or refuses the VM
 // only ends the reservation.
 func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.Progress), steps func(Step)) (VMStatus, error) {
-	req := helperapi.VMRequest{Name: nv.Name, CPUs: nv.CPUs, MemoryMiB: nv.MemoryMiB, DiskGiB: nv.DiskGiB,
-		Image: nv.Image, Network: nv.Network, SSHKeys: nv.SSHKeys, Cmdline: nv.Cmdline, Creator: creator()}.WithDefaults()
-	if err := req.Check(); err != nil {
-		return VMStatus{}, err
-	}
-	if err := helperapi.CheckName("machine", nv.Machine); err != nil {
-		return VMStatus{}, err
-	}
-	src, err := helperapi.ParseSource(nv.Image)
+	req, src, err := vmRequest(nv)
 	if err != nil {
-		return VMStatus{}, fmt.Errorf("vm %q: %w", nv.Name, err)
+		return VMStatus{}, err
 	}
 	var hostKey ssh.PublicKey
 	if src.Kernel == nil {
@@ -97,12 +89,7 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 		defer cancel()
 		_ = r.Release(actx) // failing, it lasts until this process ends
 	}()
-	req.Address = r.VM.Address.String()
-	// The network's gateway, on the VM's own machine, is its default
-	// route and its name server.
-	if gw := helperapi.GatewayAddr(subnet); gw.IsValid() {
-		req.Gateway, req.DNS = gw.String(), []string{gw.String()}
-	}
+	req = placed(req, r.VM.Address, subnet)
 	info, err := c.createOn(ctx, m, req, src, progress, steps)
 	if err != nil {
 		return VMStatus{}, err
@@ -119,6 +106,35 @@ func (c *Cloud) CreateVM(ctx context.Context, nv NewVM, progress func(helperapi.
 		say(steps, "", fmt.Sprintf("vm %s: its host key was not kept (%v): `butter vm ssh %s` will refuse it; remove the VM and create it again", nv.Name, err, nv.Name))
 	}
 	return vmStatus(m.Name, info), nil
+}
+
+// vmRequest is what the VM's machine is asked to make for nv, checked,
+// and its image's source.
+func vmRequest(nv NewVM) (helperapi.VMRequest, helperapi.Source, error) {
+	req := helperapi.VMRequest{Name: nv.Name, CPUs: nv.CPUs, MemoryMiB: nv.MemoryMiB, DiskGiB: nv.DiskGiB,
+		Image: nv.Image, Network: nv.Network, SSHKeys: nv.SSHKeys, Cmdline: nv.Cmdline, Creator: creator()}.WithDefaults()
+	if err := req.Check(); err != nil {
+		return req, helperapi.Source{}, err
+	}
+	if err := helperapi.CheckName("machine", nv.Machine); err != nil {
+		return req, helperapi.Source{}, err
+	}
+	src, err := helperapi.ParseSource(nv.Image)
+	if err != nil {
+		return req, helperapi.Source{}, fmt.Errorf("vm %q: %w", nv.Name, err)
+	}
+	return req, src, nil
+}
+
+// placed is req at its address on its network's subnet: the network's
+// gateway, on the VM's own machine, is its default route and its name
+// server.
+func placed(req helperapi.VMRequest, addr netip.Addr, subnet netip.Prefix) helperapi.VMRequest {
+	req.Address = addr.String()
+	if gw := helperapi.GatewayAddr(subnet); gw.IsValid() {
+		req.Gateway, req.DNS = gw.String(), []string{gw.String()}
+	}
+	return req
 }
 
 // placeVM places the new VM nv in inv: its machine, its network's
@@ -386,16 +402,9 @@ func (c *Cloud) Console(ctx context.Context, name string, in io.Reader, out io.W
 // it; every machine, what the cloud's next generation (with the VM in
 // its desired state) changes.
 func (c *Cloud) DryRunCreateVM(ctx context.Context, nv NewVM) (DryRun, error) {
-	req := helperapi.VMRequest{Name: nv.Name, CPUs: nv.CPUs, MemoryMiB: nv.MemoryMiB, DiskGiB: nv.DiskGiB,
-		Image: nv.Image, Network: nv.Network, SSHKeys: nv.SSHKeys, Cmdline: nv.Cmdline}.WithDefaults()
-	if err := req.Check(); err != nil {
+	req, _, err := vmRequest(nv)
+	if err != nil {
 		return DryRun{}, err
-	}
-	if err := helperapi.CheckName("machine", nv.Machine); err != nil {
-		return DryRun{}, err
-	}
-	if _, err := helperapi.ParseSource(nv.Image); err != nil {
-		return DryRun{}, fmt.Errorf("vm %q: %w", nv.Name, err)
 	}
 	prev, err := c.Inventory()
 	if err != nil {
@@ -404,13 +413,17 @@ func (c *Cloud) DryRunCreateVM(ctx context.Context, nv NewVM) (DryRun, error) {
 	if _, ok := prev.VM(nv.Name); ok {
 		return DryRun{}, fmt.Errorf("vm %q exists; pick another name or remove it first", nv.Name)
 	}
-	v, m, _, err := placeVM(prev, nv)
+	v, m, subnet, err := placeVM(prev, nv)
 	if err != nil {
 		return DryRun{}, err
 	}
 	next := clone(prev)
 	next.VMs = append(next.VMs, v)
-	return c.dryRunChange(ctx, prev, next, map[string][]dryRunRequest{m.Name: {vmDryRunRequest(nv.Name, "create")}})
+	// Its image as given: a file of the operator's is not uploaded, and
+	// no host key is made.
+	req = placed(req, v.Address, subnet)
+	create := dryRunRequest{what: "vm create " + nv.Name, req: helperapi.DryRunRequest{CreateVM: &req}}
+	return c.dryRunChange(ctx, prev, next, map[string][]dryRunRequest{m.Name: {create}})
 }
 
 // DryRunVMAction is what VMAction would do, changing nothing; a remove

@@ -14,8 +14,8 @@ import (
 // Helpers older than it answer "method not found" (ErrNoDryRun).
 const MethodDryRun = "helper.dry_run"
 
-// DryRunRequest is what the dry run is asked about: one of Spec, Remove
-// and VM.
+// DryRunRequest is what the dry run is asked about: one of Spec, Remove,
+// VM, CreateVM and RotateKey.
 type DryRunRequest struct {
 	// Spec is a spec Apply would be given; it is checked as Prepare
 	// checks it.
@@ -24,6 +24,13 @@ type DryRunRequest struct {
 	Remove bool `json:"remove,omitempty"`
 	// VM asks what a VM action would do ("create" for a VM being made).
 	VM *VMActionRequest `json:"vm,omitempty"`
+	// CreateVM asks what MethodVMCreate would do with this request: the
+	// domain it would define, in full. Its image is not fetched: one the
+	// machine does not have yet is said to be fetched first.
+	CreateVM *VMRequest `json:"create_vm,omitempty"`
+	// RotateKey asks what MethodRotateKey would do: the new key made and
+	// put to use (the peers' side is each peer's spec, asked as Spec).
+	RotateKey bool `json:"rotate_key,omitempty"`
 }
 
 // DryRun is what a change would do on one machine, in order.

@@ -135,7 +135,7 @@ func (h *Helper) RotateKey(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("rotate key: the new key (public %s) is saved, but read wireguard %q: %w; the next apply puts it to use",
 			pub, WireGuardName, err)
 	default:
-		if err := h.wg.ConfigureDevice(WireGuardName, wgtypes.Config{PrivateKey: &k}); err != nil {
+		if err := h.wg.ConfigureDevice(WireGuardName, keyConfig(k)); err != nil {
 			return "", fmt.Errorf("rotate key: the new key (public %s) is saved, but configure wireguard %q: %w; the next apply puts it to use",
 				pub, WireGuardName, err)
 		}
@@ -143,6 +143,10 @@ func (h *Helper) RotateKey(ctx context.Context) (string, error) {
 	h.log.Info("rotated the wireguard key", "public_key", pub)
 	return pub, nil
 }
+
+// keyConfig puts a new private key to use on the WireGuard device,
+// leaving its port and peers as they are.
+func keyConfig(k wgtypes.Key) wgtypes.Config { return wgtypes.Config{PrivateKey: &k} }
 
 // Desired returns the cloud's desired state kept with the applied spec;
 // zero when there is none.

@@ -27,6 +27,8 @@ func (h *Helper) DryRun(ctx context.Context, req helperapi.DryRunRequest) (helpe
 	switch {
 	case req.VM != nil:
 		steps, err = h.vmDryRun(ctx, *req.VM)
+	case req.CreateVM != nil:
+		steps, err = h.createVMDryRun(ctx, *req.CreateVM)
 	case req.Remove:
 		h.mu.Lock()
 		steps, err = h.teardownDryRun(ctx)
@@ -35,8 +37,12 @@ func (h *Helper) DryRun(ctx context.Context, req helperapi.DryRunRequest) (helpe
 		h.mu.Lock()
 		steps, err = h.applyDryRun(ctx, *req.Spec)
 		h.mu.Unlock()
+	case req.RotateKey:
+		h.mu.Lock()
+		steps, err = h.rotateKeyDryRun()
+		h.mu.Unlock()
 	default:
-		return helperapi.DryRun{}, &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: "dry run: give a spec, remove or a vm action"}
+		return helperapi.DryRun{}, &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: "dry run: give a spec, remove, a vm action or rotate_key"}
 	}
 	if err != nil {
 		return helperapi.DryRun{}, err
@@ -195,6 +201,26 @@ func egressDryRun(want map[string]bool, add func(string, ...string)) error {
 	return nil
 }
 
+// rotateKeyDryRun is RotateKey's dry run; the caller holds h.mu.
+func (h *Helper) rotateKeyDryRun() ([]helperapi.DryRunStep, error) {
+	keyPath := filepath.Join(h.state.dir, keyFile)
+	steps := []helperapi.DryRunStep{{
+		Change:   "make a new WireGuard key in place of the old one, keeping no copy (" + keyPath + ", mode 0600; it never leaves the machine)",
+		Commands: []string{newKeyCommand(keyPath)},
+	}}
+	_, err := h.wg.Device(WireGuardName)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		steps = append(steps, helperapi.DryRunStep{Change: "no WireGuard device yet: the next apply makes it with the new key"})
+	case err != nil:
+		return nil, fmt.Errorf("read wireguard %q: %w", WireGuardName, err)
+	default:
+		steps = append(steps, helperapi.DryRunStep{Change: "wireguard set private key (the new one), keeping its port and peers",
+			Commands: wgCommands(keyConfig(wgtypes.Key{}), keyPath)})
+	}
+	return steps, nil
+}
+
 // teardownDryRun is teardown's dry run; the caller holds h.mu.
 func (h *Helper) teardownDryRun(ctx context.Context) ([]helperapi.DryRunStep, error) {
 	var steps []helperapi.DryRunStep
@@ -249,15 +275,54 @@ func boolValue(on bool) string {
 	return "0"
 }
 
-// vmDryRun is a VM action's dry run.
-func (h *Helper) vmDryRun(ctx context.Context, a helperapi.VMActionRequest) ([]helperapi.DryRunStep, error) {
+// createVMDryRun is CreateVM's dry run: the image fetched first if the
+// machine lacks it, and the domain Create would define, in full.
+func (h *Helper) createVMDryRun(ctx context.Context, req helperapi.VMRequest) ([]helperapi.DryRunStep, error) {
+	req = req.WithDefaults()
+	if err := req.Check(); err != nil {
+		return nil, &helperapi.RemoteError{Code: helperapi.CodeInvalid, Message: err.Error()}
+	}
+	src, err := helperapi.ParseSource(req.Image)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q: %w", req.Name, err)
+	}
+	spec, err := h.vmSpec(req)
+	if err != nil {
+		return nil, err
+	}
+	var steps []helperapi.DryRunStep
+	store := h.imageStore()
+	img, ok, lookErr := store.Cached(src)
+	if lookErr != nil || !ok {
+		// An operator's file is known here by its content once uploaded.
+		steps = append(steps, helperapi.DryRunStep{Change: "fetch image " + src.String() + " into the image store: this machine does not have it yet"})
+		img = store.StandIn(src)
+	}
+	if err := withImage(&spec, img, req.Cmdline); err != nil {
+		return nil, err
+	}
 	h.vmMu.Lock()
 	open := h.vms != nil && h.vms.Connected()
 	h.vmMu.Unlock()
-	if a.Action == "create" && !open {
+	var cmds []string
+	if open {
+		var m *vm.Manager
+		if m, err = h.vmManager(ctx); err != nil {
+			return nil, err
+		}
+		cmds, err = m.CreateDryRun(ctx, spec)
+	} else {
 		// Opening libvirt would make the storage pools: say so instead.
-		return []helperapi.DryRunStep{{Change: "create vm " + a.Name, Commands: vm.CreateDryRun(h.vmOpts, a.Name)}}, nil
+		cmds, err = vm.CreateDryRunUnconnected(ctx, h.vmOpts, spec)
 	}
+	if err != nil {
+		return nil, err
+	}
+	return append(steps, helperapi.DryRunStep{Change: "create vm " + req.Name, Commands: cmds}), nil
+}
+
+// vmDryRun is a VM action's dry run.
+func (h *Helper) vmDryRun(ctx context.Context, a helperapi.VMActionRequest) ([]helperapi.DryRunStep, error) {
 	m, err := h.vmManager(ctx)
 	if err != nil {
 		return nil, err

@@ -59,6 +59,36 @@ func TestHelperDryRun(t *testing.T) {
 	if d, err = h.DryRun(ctx, helperapi.DryRunRequest{Spec: &spec}); err != nil || len(d.Steps) != 0 {
 		t.Errorf("after Apply the dry run still has %+v (%v)", d.Steps, err)
 	}
+
+	// A key rotation's dry run makes no key and leaves the device's as
+	// it is; its commands make and use one by hand.
+	keyBefore, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := h.wg.Device(WireGuardName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err = h.DryRun(ctx, helperapi.DryRunRequest{RotateKey: true}); err != nil {
+		t.Fatal(err)
+	}
+	var rotation []string
+	for _, s := range d.Steps {
+		rotation = append(rotation, s.Commands...)
+	}
+	want := []string{"(umask 077 && wg genkey > " + keyPath + ".new && mv " + keyPath + ".new " + keyPath + ")",
+		"wg set btwg0 private-key " + keyPath}
+	if strings.Join(rotation, "\n") != strings.Join(want, "\n") {
+		t.Errorf("the rotation's dry run: %q, want %q", rotation, want)
+	}
+	if b, _ := os.ReadFile(keyPath); string(b) != string(keyBefore) {
+		t.Errorf("the rotation's dry run changed the key file")
+	}
+	if now, err := h.wg.Device(WireGuardName); err != nil || now.PrivateKey != dev.PrivateKey {
+		t.Errorf("the rotation's dry run changed the device's key (%v)", err)
+	}
+
 	d, err = h.DryRun(ctx, helperapi.DryRunRequest{Remove: true})
 	if err != nil {
 		t.Fatal(err)

@@ -101,6 +101,13 @@ func sysctlCommand(key, value string) string {
 	return "sysctl -w " + shellWord(key+"="+value)
 }
 
+// newKeyCommand makes a WireGuard private key at path by hand as the
+// helper does: mode 0600, put in place of the old one in one rename.
+func newKeyCommand(path string) string {
+	p := shellWord(path)
+	return fmt.Sprintf("(umask 077 && wg genkey > %[1]s.new && mv %[1]s.new %[1]s)", p)
+}
+
 // wgCommands renders the WireGuard configuration Apply hands wgctrl as
 // `wg set` commands. The private key never shows: keyFile is where the
 // machine keeps it ("" when it has none yet: the helper makes it first).

@@ -63,17 +63,13 @@ func (h *Helper) CreateVM(ctx context.Context, req helperapi.VMRequest, progress
 	if err != nil {
 		return helperapi.VMInfo{}, fmt.Errorf("vm %q: %w", req.Name, err)
 	}
-	nic, err := h.vmNIC(req)
+	spec, err := h.vmSpec(req)
 	if err != nil {
 		return helperapi.VMInfo{}, err
 	}
 	m, err := h.vmManager(ctx)
 	if err != nil {
 		return helperapi.VMInfo{}, err
-	}
-	spec := vm.Spec{
-		Name: req.Name, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB,
-		NIC: nic, SSHKeys: req.SSHKeys, HostKey: req.HostKey, Creator: req.Creator, Hostname: req.Hostname,
 	}
 	if err := m.Check(ctx, spec); err != nil {
 		return helperapi.VMInfo{}, err
@@ -108,17 +104,39 @@ func (h *Helper) CreateVM(ctx context.Context, req helperapi.VMRequest, progress
 	if err != nil {
 		return helperapi.VMInfo{}, err
 	}
+	if err := withImage(&spec, img, req.Cmdline); err != nil {
+		return helperapi.VMInfo{}, err
+	}
+	return m.Create(ctx, spec)
+}
+
+// vmSpec is the VM a request makes, its image aside, on its network of
+// the applied spec.
+func (h *Helper) vmSpec(req helperapi.VMRequest) (vm.Spec, error) {
+	nic, err := h.vmNIC(req)
+	if err != nil {
+		return vm.Spec{}, err
+	}
+	return vm.Spec{
+		Name: req.Name, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskGiB: req.DiskGiB,
+		NIC: nic, SSHKeys: req.SSHKeys, HostKey: req.HostKey, Creator: req.Creator, Hostname: req.Hostname,
+	}, nil
+}
+
+// withImage boots spec from img: an overlay of its disk, or its kernel
+// and initrd with cmdline added to the image's own.
+func withImage(spec *vm.Spec, img helperapi.Image, cmdline string) error {
 	spec.ImageName = img.Name + " (" + shortID(img.ID) + ")"
 	switch {
 	case img.Disk != nil:
 		spec.Disk = &vm.BaseDisk{Path: img.Disk.Path, Format: string(img.Format)}
 	case img.Kernel != nil && img.Initrd != nil:
-		cmdline := strings.TrimSpace(img.Cmdline + " " + req.Cmdline)
+		cmdline := strings.TrimSpace(img.Cmdline + " " + cmdline)
 		spec.Kernel = &vm.KernelBoot{Kernel: img.Kernel.Path, Initrd: img.Initrd.Path, Cmdline: cmdline}
 	default:
-		return helperapi.VMInfo{}, fmt.Errorf("vm %q: image %s has neither a disk nor a kernel with an initrd", req.Name, img.Name)
+		return fmt.Errorf("vm %q: image %s has neither a disk nor a kernel with an initrd", spec.Name, img.Name)
 	}
-	return m.Create(ctx, spec)
+	return nil
 }
 
 func shortID(id string) string { return id[:min(12, len(id))] }

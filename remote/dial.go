@@ -42,6 +42,9 @@ type DialOptions struct {
 	// ~/.config/butter/known_hosts): read, and where newly trusted keys are
 	// written. Empty: trusted keys are not recorded.
 	KnownHosts string
+	// KnownHostsReadOnly: KnownHosts is read, and a key trusted is not
+	// written to it (a dry run).
+	KnownHostsReadOnly bool
 	// UserKnownHosts are read too, never written; nil means
 	// ~/.ssh/known_hosts, ~/.ssh/known_hosts2 and /etc/ssh/ssh_known_hosts.
 	UserKnownHosts []string
@@ -117,6 +120,9 @@ func Dial(ctx context.Context, host string, o DialOptions) (*Client, error) {
 	hk, err := newHostKeys(read, o.KnownHosts)
 	if err != nil {
 		return nil, err
+	}
+	if o.KnownHostsReadOnly {
+		hk.record = ""
 	}
 	a := openAgent(o.AgentSocket)
 	defer a.close()

@@ -82,7 +82,18 @@ func TestUnknownHostKey(t *testing.T) {
 	}
 
 	o.TrustUnknown = func(ctx context.Context, host string, key ssh.PublicKey) (bool, error) { return true, nil }
-	c, err := f.dial(t, o)
+	// Trusted by a dry run (known_hosts read-only): the key is not recorded.
+	ro := o
+	ro.KnownHostsReadOnly = true
+	c, err := f.dial(t, ro)
+	if err != nil {
+		t.Fatalf("dial with trust, known_hosts read-only: %v", err)
+	}
+	c.Close()
+	if _, serr := os.Stat(f.opts.KnownHosts); !errors.Is(serr, os.ErrNotExist) {
+		t.Fatalf("a key trusted with known_hosts read-only was recorded: %v", serr)
+	}
+	c, err = f.dial(t, o)
 	if err != nil {
 		t.Fatalf("dial with trust: %v", err)
 	}

@@ -424,3 +424,41 @@ func (ix *index) resolve(id string) (int, error) {
 	}
 	return 0, fmt.Errorf("no cached image %q%s; List shows the cached ones by ID, name and source", id, hint)
 }
+
+// Cached is Lookup changing nothing, for a dry run: it makes no folder
+// and takes no lock, and reads the index as it is.
+func (s *Store) Cached(src helperapi.Source) (helperapi.Image, bool, error) {
+	if err := src.Validate(); err != nil {
+		return helperapi.Image{}, false, err
+	}
+	plan, err := s.plan(src)
+	if err != nil {
+		return helperapi.Image{}, false, err
+	}
+	ix, err := s.readIndex()
+	if err != nil {
+		return helperapi.Image{}, false, err
+	}
+	img, ok := s.find(ix, plan.match)
+	return img, ok, nil
+}
+
+// StandIn is the image src would be once fetched, for a dry run of a
+// machine that does not have it: its files are named in the store's
+// folder by what they would hold.
+func (s *Store) StandIn(src helperapi.Source) helperapi.Image {
+	name := sourceName(src)
+	file := func(what string) *helperapi.Blob {
+		return &helperapi.Blob{Path: filepath.Join(s.dir(), "<"+what+" of "+name+", once fetched>")}
+	}
+	img := helperapi.Image{Name: name, ID: "unfetched"}
+	if src.Kernel == nil {
+		img.Disk, img.Format = file("disk"), helperapi.FormatQCOW2
+		return img
+	}
+	img.Kernel, img.Cmdline = file("kernel"), src.Cmdline
+	if src.Initrd != nil {
+		img.Initrd = file("initrd")
+	}
+	return img
+}

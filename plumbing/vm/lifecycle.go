@@ -33,9 +33,9 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ helperapi.VMInfo, err e
 	}
 	// The MAC and the tap's name follow from the VM's address and name,
 	// so the helper's port guard knows both from the desired state.
-	mac := helperapi.VMMAC(s.NIC.Address.Addr())
-	if mac == nil {
-		return helperapi.VMInfo{}, fmt.Errorf("vm %q: address %s is not IPv4; give an IPv4 address", s.Name, s.NIC.Address)
+	mac, err := s.mac()
+	if err != nil {
+		return helperapi.VMInfo{}, err
 	}
 
 	var undo []func()
@@ -46,29 +46,18 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ helperapi.VMInfo, err e
 			}
 		}
 	}()
-	d := assets.Domain{
-		Name: s.Name, Type: m.domType, Arch: m.arch, Machine: m.machine,
-		MemoryMiB: s.MemoryMiB, CPUs: s.CPUs,
-		Bridge: s.NIC.Bridge, Port: helperapi.VMPort(s.Name), MAC: mac.String(), MTU: s.NIC.MTU, ConsoleLog: m.logPath(s.Name),
-		Network: s.NIC.Network, Address: s.NIC.Address.String(), Image: s.ImageName, Creator: s.Creator,
-		Created: time.Now().UTC().Format(time.RFC3339),
-	}
-	if s.Disk != nil || s.DiskGiB > 0 {
+	d := m.domain(s, mac)
+	if d.Disk != "" {
 		if err := m.makeDisk(s); err != nil {
 			return helperapi.VMInfo{}, err
 		}
 		undo = append(undo, func() { m.deleteVolume(s.Name + ".qcow2") })
-		d.Disk = m.diskPath(s.Name)
 	}
-	if s.Kernel != nil {
-		d.Kernel, d.Initrd = s.Kernel.Kernel, s.Kernel.Initrd
-		d.Cmdline = kernelCmdline(s, mac)
-	} else {
+	if d.Seed != "" {
 		if err := m.writeSeed(s, mac); err != nil {
 			return helperapi.VMInfo{}, err
 		}
 		undo = append(undo, func() { os.Remove(m.seedPath(s.Name)) })
-		d.Seed = m.seedPath(s.Name)
 	}
 	undo = append(undo, func() { os.Remove(m.logPath(s.Name)) })
 
@@ -116,6 +105,38 @@ func (m *Manager) Create(ctx context.Context, s Spec) (_ helperapi.VMInfo, err e
 		}
 	}
 	return m.info(dom)
+}
+
+// mac is the VM's MAC, which follows from its address.
+func (s Spec) mac() (net.HardwareAddr, error) {
+	mac := helperapi.VMMAC(s.NIC.Address.Addr())
+	if mac == nil {
+		return nil, fmt.Errorf("vm %q: address %s is not IPv4; give an IPv4 address", s.Name, s.NIC.Address)
+	}
+	return mac, nil
+}
+
+// domain is the libvirt domain Create defines for s: its disk (the
+// overlay Create makes, if any), and its kernel boot or its cloud-init
+// seed.
+func (m *Manager) domain(s Spec, mac net.HardwareAddr) assets.Domain {
+	d := assets.Domain{
+		Name: s.Name, Type: m.domType, Arch: m.arch, Machine: m.machine,
+		MemoryMiB: s.MemoryMiB, CPUs: s.CPUs,
+		Bridge: s.NIC.Bridge, Port: helperapi.VMPort(s.Name), MAC: mac.String(), MTU: s.NIC.MTU, ConsoleLog: m.logPath(s.Name),
+		Network: s.NIC.Network, Address: s.NIC.Address.String(), Image: s.ImageName, Creator: s.Creator,
+		Created: time.Now().UTC().Format(time.RFC3339),
+	}
+	if s.Disk != nil || s.DiskGiB > 0 {
+		d.Disk = m.diskPath(s.Name)
+	}
+	if s.Kernel != nil {
+		d.Kernel, d.Initrd = s.Kernel.Kernel, s.Kernel.Initrd
+		d.Cmdline = kernelCmdline(s, mac)
+	} else {
+		d.Seed = m.seedPath(s.Name)
+	}
+	return d
 }
 
 // Check refuses what Create would refuse, the image aside: a bad spec, a

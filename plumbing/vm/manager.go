@@ -84,21 +84,11 @@ type Manager struct {
 // Open connects to libvirtd and makes sure the helper's storage pools
 // exist and run.
 func Open(ctx context.Context, o Options) (*Manager, error) {
-	o = o.withDefaults()
-	m := &Manager{o: o}
-	o.Probe.Wait(ctx)
-	var err error
-	if m.domType, err = domainType(o.Accel, m.kvmVerdict(), KVMAnswers); err != nil {
+	m, err := unconnected(ctx, o)
+	if err != nil {
 		return nil, err
 	}
-	switch runtime.GOARCH {
-	case "amd64":
-		m.arch, m.machine = "x86_64", "pc"
-	case "arm64":
-		m.arch, m.machine = "aarch64", "virt"
-	default:
-		return nil, fmt.Errorf("VMs on %s machines are not supported yet", runtime.GOARCH)
-	}
+	o = m.o
 	l, err := dial(o.Socket)
 	if err != nil {
 		return nil, err
@@ -117,6 +107,27 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	if err := m.ensurePool(VMsPool, o.VMsDir); err != nil {
 		l.Disconnect()
 		return nil, err
+	}
+	return m, nil
+}
+
+// unconnected is a Manager without its libvirtd: what this machine's
+// domains are (type, arch, machine), for Open and for a dry run.
+func unconnected(ctx context.Context, o Options) (*Manager, error) {
+	o = o.withDefaults()
+	m := &Manager{o: o}
+	o.Probe.Wait(ctx)
+	var err error
+	if m.domType, err = domainType(o.Accel, m.kvmVerdict(), KVMAnswers); err != nil {
+		return nil, err
+	}
+	switch runtime.GOARCH {
+	case "amd64":
+		m.arch, m.machine = "x86_64", "pc"
+	case "arm64":
+		m.arch, m.machine = "aarch64", "virt"
+	default:
+		return nil, fmt.Errorf("VMs on %s machines are not supported yet", runtime.GOARCH)
 	}
 	return m, nil
 }
