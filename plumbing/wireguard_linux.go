@@ -155,7 +155,7 @@ func startUserspace(name string, mtu int) (*userspaceDevice, error) {
 		return nil, fmt.Errorf("create tun %q for userspace wireguard (is /dev/net/tun there?): %w", name, err)
 	}
 	// Errors only: wireguard-go's verbose log would print peer keys.
-	dev := device.NewDevice(tdev, conn.NewDefaultBind(), device.NewLogger(device.LogLevelError, name+": "))
+	dev := device.NewDevice(newReadAheadTUN(tdev), conn.NewDefaultBind(), device.NewLogger(device.LogLevelError, name+": "))
 	f, err := ipc.UAPIOpen(name)
 	if err != nil {
 		dev.Close()

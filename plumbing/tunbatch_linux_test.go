@@ -1,0 +1,119 @@
+package plumbing
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// scriptedTUN is a tun.Device whose Reads give the batches sent on reads,
+// one per Read, and os.ErrClosed once closed.
+type scriptedTUN struct {
+	tun.Device // nil: only what readAheadTUN calls is here
+	reads      chan scriptedRead
+	closed     chan struct{}
+}
+
+type scriptedRead struct {
+	packets []string
+	err     error
+}
+
+func newScriptedTUN() *scriptedTUN {
+	return &scriptedTUN{reads: make(chan scriptedRead), closed: make(chan struct{})}
+}
+
+func (s *scriptedTUN) BatchSize() int { return 4 }
+
+func (s *scriptedTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case r := <-s.reads:
+		for i, p := range r.packets {
+			sizes[i] = copy(bufs[i][offset:], p)
+		}
+		return len(r.packets), r.err
+	case <-s.closed:
+		return 0, fmt.Errorf("read tun: %w", os.ErrClosed)
+	}
+}
+
+func (s *scriptedTUN) Close() error { close(s.closed); return nil }
+
+// readAll is one Read of t into n buffers, as wireguard-go makes them.
+func readAll(t *readAheadTUN, n int) ([]string, error) {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, 100)
+	}
+	sizes := make([]int, n)
+	got, err := t.Read(bufs, sizes, 16)
+	var out []string
+	for i := range got {
+		out = append(out, string(bufs[i][16:16+sizes[i]]))
+	}
+	return out, err
+}
+
+// What the tun gave while nobody read comes out in one Read, in order;
+// a Read waits for the first packet; what does not fit waits for the next
+// Read; an error comes after the packets read with it; a closed tun ends
+// every Read.
+func TestReadAheadTUN(t *testing.T) {
+	s := newScriptedTUN()
+	r := newReadAheadTUN(s)
+	// Two tun reads while nobody reads: the reader holds both.
+	s.reads <- scriptedRead{packets: []string{"a", "b"}}
+	s.reads <- scriptedRead{packets: []string{"c"}}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.full) < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got, err := readAll(r, 8); err != nil || !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("first Read: %q, %v; want a, b, c in one batch", got, err)
+	}
+
+	// More than fits: the rest in the next Read.
+	s.reads <- scriptedRead{packets: []string{"d", "e", "f"}}
+	if got, err := readAll(r, 2); err != nil || !slices.Equal(got, []string{"d", "e"}) {
+		t.Fatalf("Read into 2: %q, %v; want d, e", got, err)
+	}
+	if got, err := readAll(r, 2); err != nil || !slices.Equal(got, []string{"f"}) {
+		t.Fatalf("next Read: %q, %v; want f", got, err)
+	}
+
+	// A Read waits for a packet.
+	done := make(chan []string)
+	go func() {
+		got, _ := readAll(r, 4)
+		done <- got
+	}()
+	select {
+	case got := <-done:
+		t.Fatalf("Read returned %q with nothing read", got)
+	case <-time.After(50 * time.Millisecond):
+	}
+	s.reads <- scriptedRead{packets: []string{"g"}}
+	if got := <-done; !slices.Equal(got, []string{"g"}) {
+		t.Fatalf("waiting Read: %q, want g", got)
+	}
+
+	// An error after its packets.
+	boom := errors.New("too many segments")
+	s.reads <- scriptedRead{packets: []string{"h"}, err: boom}
+	if got, err := readAll(r, 4); !errors.Is(err, boom) || !slices.Equal(got, []string{"h"}) {
+		t.Fatalf("Read with an error: %q, %v; want h and the error", got, err)
+	}
+
+	// Closed: every Read ends.
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readAll(r, 4); !errors.Is(err, os.ErrClosed) || len(got) != 0 {
+		t.Fatalf("Read after Close: %q, %v; want os.ErrClosed", got, err)
+	}
+}
