@@ -2,9 +2,11 @@ package plumbing
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 )
 
@@ -24,12 +26,15 @@ import (
 type readAheadTUN struct {
 	tun.Device
 
-	full chan *tunBatch // read, in the order read
-	free chan *tunBatch // to read into
-	done chan struct{}
-	stop sync.Once
+	full   chan *tunBatch // read, in the order read
+	free   chan *tunBatch // to read into
+	done   chan struct{}  // closed by Close
+	reader chan struct{}  // closed when the reader has stopped
+	stop   sync.Once
 
-	cur *tunBatch // being handed out; only Read touches it
+	mu       sync.Mutex // held by Read, and by release
+	cur      *tunBatch  // being handed out
+	released bool       // the batches went back to the pool
 }
 
 // tunBatch is what one Read of the kernel tun gave.
@@ -50,26 +55,76 @@ const readAheadOffset = 16
 const readAheadBatches = 3
 
 // readAheadBufSize fits any packet the tun gives, as wireguard-go's own
-// buffers do (it reads GSO segments up to the largest IP packet).
+// buffers do (it reads GSO segments up to the largest IP packet, and a
+// packet that does not fit would end the device): the MTU may grow while
+// the device runs.
 const readAheadBufSize = readAheadOffset + 65535
 
-func newReadAheadTUN(dev tun.Device) *readAheadTUN {
+// Batches are kept for the process, as few as the devices alive at once
+// need: their buffers are mapped memory the kernel backs only where a
+// packet touched it (a 1420-byte packet, a page of the 64 KiB), which Go's
+// heap, on huge pages, would not give (25 MiB resident per device,
+// measured).
+var batchPool struct {
+	sync.Mutex
+	free []*tunBatch
+}
+
+// getBatch is a batch of n buffers from the pool, or a new one.
+func getBatch(n int) (*tunBatch, error) {
+	batchPool.Lock()
+	defer batchPool.Unlock()
+	for i, b := range batchPool.free {
+		if len(b.bufs) == n {
+			batchPool.free = append(batchPool.free[:i], batchPool.free[i+1:]...)
+			return b, nil
+		}
+	}
+	mem, err := unix.Mmap(-1, 0, n*readAheadBufSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("map %d read-ahead buffers: %w", n, err)
+	}
+	_ = unix.Madvise(mem, unix.MADV_NOHUGEPAGE) // a page per packet, not 2 MiB
+	b := &tunBatch{bufs: make([][]byte, n), sizes: make([]int, n)}
+	for i := range b.bufs {
+		b.bufs[i] = mem[i*readAheadBufSize : (i+1)*readAheadBufSize : (i+1)*readAheadBufSize]
+	}
+	return b, nil
+}
+
+func putBatches(bs ...*tunBatch) {
+	batchPool.Lock()
+	defer batchPool.Unlock()
+	for _, b := range bs {
+		if b != nil {
+			batchPool.free = append(batchPool.free, b)
+		}
+	}
+}
+
+// newReadAheadTUN reads dev ahead; without memory for its batches it is
+// dev itself.
+func newReadAheadTUN(dev tun.Device) (tun.Device, error) {
 	t := &readAheadTUN{Device: dev, full: make(chan *tunBatch, readAheadBatches),
-		free: make(chan *tunBatch, readAheadBatches), done: make(chan struct{})}
-	n := dev.BatchSize()
+		free: make(chan *tunBatch, readAheadBatches), done: make(chan struct{}), reader: make(chan struct{})}
 	for range readAheadBatches {
-		b := &tunBatch{bufs: make([][]byte, n), sizes: make([]int, n)}
-		for i := range b.bufs {
-			b.bufs[i] = make([]byte, readAheadBufSize)
+		b, err := getBatch(dev.BatchSize())
+		if err != nil {
+			close(t.free)
+			for b := range t.free {
+				putBatches(b)
+			}
+			return dev, err
 		}
 		t.free <- b
 	}
 	go t.readLoop()
-	return t
+	return t, nil
 }
 
 // readLoop reads the tun into free batches until the device closes.
 func (t *readAheadTUN) readLoop() {
+	defer close(t.reader)
 	for {
 		var b *tunBatch
 		select {
@@ -82,6 +137,7 @@ func (t *readAheadTUN) readLoop() {
 		select {
 		case t.full <- b:
 		case <-t.done:
+			t.free <- b // there is room: it came from there
 			return
 		}
 		if errors.Is(b.err, os.ErrClosed) {
@@ -94,6 +150,11 @@ func (t *readAheadTUN) readLoop() {
 // then adds every batch already read, up to len(bufs) packets. A batch's
 // error comes after its packets, as a tun Read gives it.
 func (t *readAheadTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.released {
+		return 0, os.ErrClosed
+	}
 	count := 0
 	for count < len(bufs) {
 		if t.cur == nil {
@@ -129,9 +190,33 @@ func (t *readAheadTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 	return count, nil
 }
 
-// Close closes the tun, which ends the reader.
+// Close closes the tun, which ends the reader; the batches go back to the
+// pool once the reader and any Read have let go of them.
 func (t *readAheadTUN) Close() error {
 	err := t.Device.Close()
-	t.stop.Do(func() { close(t.done) })
+	t.stop.Do(func() {
+		close(t.done)
+		go t.release()
+	})
 	return err
+}
+
+func (t *readAheadTUN) release() {
+	<-t.reader
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.released = true
+	putBatches(t.cur)
+	t.cur = nil
+	for _, ch := range []chan *tunBatch{t.full, t.free} {
+		for {
+			select {
+			case b := <-ch:
+				putBatches(b)
+				continue
+			default:
+			}
+			break
+		}
+	}
 }

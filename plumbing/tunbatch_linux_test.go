@@ -65,7 +65,11 @@ func readAll(t *readAheadTUN, n int) ([]string, error) {
 // every Read.
 func TestReadAheadTUN(t *testing.T) {
 	s := newScriptedTUN()
-	r := newReadAheadTUN(s)
+	d, err := newReadAheadTUN(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := d.(*readAheadTUN)
 	// Two tun reads while nobody reads: the reader holds both.
 	s.reads <- scriptedRead{packets: []string{"a", "b"}}
 	s.reads <- scriptedRead{packets: []string{"c"}}
@@ -116,4 +120,36 @@ func TestReadAheadTUN(t *testing.T) {
 	if got, err := readAll(r, 4); !errors.Is(err, os.ErrClosed) || len(got) != 0 {
 		t.Fatalf("Read after Close: %q, %v; want os.ErrClosed", got, err)
 	}
+
+	// Its batches go back to the pool, and the next device takes them
+	// rather than mapping more.
+	deadline = time.Now().Add(5 * time.Second)
+	for pooled(4) < readAheadBatches && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	before := pooled(4)
+	if before < readAheadBatches {
+		t.Fatalf("%d batches in the pool after Close, want at least %d", before, readAheadBatches)
+	}
+	d2, err := newReadAheadTUN(newScriptedTUN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now := pooled(4); now != before-readAheadBatches {
+		t.Errorf("a new device left %d batches of %d in the pool, want %d", now, before, before-readAheadBatches)
+	}
+	d2.Close()
+}
+
+// pooled counts the pool's batches of n buffers.
+func pooled(n int) int {
+	batchPool.Lock()
+	defer batchPool.Unlock()
+	c := 0
+	for _, b := range batchPool.free {
+		if len(b.bufs) == n {
+			c++
+		}
+	}
+	return c
 }

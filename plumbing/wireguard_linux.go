@@ -154,8 +154,10 @@ func startUserspace(name string, mtu int) (*userspaceDevice, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create tun %q for userspace wireguard (is /dev/net/tun there?): %w", name, err)
 	}
+	// Read ahead (tunbatch_linux.go); without memory for that, as it is.
+	rdev, _ := newReadAheadTUN(tdev)
 	// Errors only: wireguard-go's verbose log would print peer keys.
-	dev := device.NewDevice(newReadAheadTUN(tdev), conn.NewDefaultBind(), device.NewLogger(device.LogLevelError, name+": "))
+	dev := device.NewDevice(rdev, conn.NewDefaultBind(), device.NewLogger(device.LogLevelError, name+": "))
 	f, err := ipc.UAPIOpen(name)
 	if err != nil {
 		dev.Close()
