@@ -55,6 +55,10 @@ func BenchmarkFirewall(b *testing.B) {
 		return measure(b, ctx, what, p1, p2, p1.Addr.Addr(), p2.Addr.Addr(), m1, d1, d2)
 	}
 
+	// A first run warms the path (ARP, WireGuard's handshakes, TCP's
+	// ramp on a fresh lab) and is not counted: it came out 0.4–0.5 of the
+	// next ones, whichever side it fell on.
+	chain("warm-up")
 	b.ResetTimer()
 	// Rounds on-off, off-on, on-off, …: a pair shares the machine's load
 	// of the moment, and a drift over the run falls on both sides.
