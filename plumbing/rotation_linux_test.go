@@ -25,13 +25,20 @@ import (
 // on its next packet. But when the two machines start handshakes at the
 // same moment, each takes the other's and drops the answer to its own,
 // and WireGuard tries again only after REKEY_TIMEOUT (5 s, plus up to
-// 1/3 s of jitter): the bound allows that, and a ping interval either
-// side.
-const maxRotationLoss = 6 * time.Second
+// 1/3 s of jitter). And once in some ten CI runs on a loaded machine,
+// wireguard-go on the rotated machine loses the session it was making in
+// that crossing ("Failed to derive keypair: invalid state for keypair
+// derivation: handshakeZeroed" in its log) while its peer goes on sending
+// in it: the pair is mute one way until WireGuard's own cure for that,
+// a new handshake from the side that sends but hears nothing, after
+// KEEPALIVE_TIMEOUT + REKEY_TIMEOUT (15 s, plus jitter). The bound allows that, and a
+// second for a loaded machine; the loss of each run is printed, and is
+// nothing in most.
+const maxRotationLoss = 17 * time.Second
 
 // recoveryWindow is how long the pings go on after the peer's apply: more
 // than the bound, so that a slow recovery is measured, not cut off.
-const recoveryWindow = 7 * time.Second
+const recoveryWindow = 18 * time.Second
 
 // pingInterval is the ping streams' interval: the loss's resolution.
 const pingInterval = 100 * time.Millisecond
