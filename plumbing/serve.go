@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -19,22 +18,6 @@ import (
 	"github.com/butter-cloud/butter/plumbing/images"
 	"github.com/butter-cloud/butter/plumbing/vm"
 )
-
-var selfVersion = sync.OnceValues(func() (string, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return "", fmt.Errorf("find own executable: %w", err)
-	}
-	f, err := os.Open(exe)
-	if err != nil {
-		return "", fmt.Errorf("read own executable: %w", err)
-	}
-	defer f.Close()
-	return helperapi.VersionOf(f)
-})
-
-// SelfVersion is VersionOf the running executable.
-func SelfVersion() (string, error) { return selfVersion() }
 
 // remoteVerb runs the verbs the operator's butter uses over SSH: serve,
 // supervise and image import.
