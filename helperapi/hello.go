@@ -58,8 +58,12 @@ func VersionOf(r io.Reader) (string, error) {
 	if _, err := io.Copy(h, r); err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
+	return VersionOfSum([sha256.Size]byte(h.Sum(nil))), nil
 }
+
+// VersionOfSum is the helper version of a binary whose sha256 is sum (what
+// VersionOf computes, for a caller that hashed the binary already).
+func VersionOfSum(sum [sha256.Size]byte) string { return hex.EncodeToString(sum[:])[:16] }
 
 // ErrNoHello is ReadServeHello's error when the other side printed more
 // than its limit without a hello line.

@@ -179,8 +179,7 @@ func loadHelper(p Platform, source, label string, data ...[]byte) (*HelperBinary
 		return nil, fmt.Errorf("helper binary %s: %w", label, err)
 	}
 	sum := sha256.Sum256(d)
-	v, _ := helperapi.VersionOf(bytes.NewReader(d))
-	b := &HelperBinary{Platform: p, From: label, Data: d, SHA256: hex.EncodeToString(sum[:]), Version: v}
+	b := &HelperBinary{Platform: p, From: label, Data: d, SHA256: hex.EncodeToString(sum[:]), Version: helperapi.VersionOfSum(sum)}
 	binaries[key] = b
 	return b, nil
 }
