@@ -147,8 +147,6 @@ func (r fwRule) String() string {
 		add("arp", "daddr", "ip", r.ARPTarget.String())
 	}
 	switch {
-	case r.Proto == "tcp" && r.ACK:
-		add("tcp", "flags", "&", "ack", "==", "ack")
 	case r.Proto == "gre" && r.GREKey != 0:
 		add("gre", "key", strconv.FormatUint(uint64(r.GREKey), 10))
 	case r.SPort == 0 && r.DPort == 0 && r.VNI == 0 && r.Proto != "" && !r.ACK:
@@ -162,6 +160,11 @@ func (r fwRule) String() string {
 	}
 	if r.VNI != 0 {
 		add("vxlan", "vni", strconv.FormatUint(uint64(r.VNI), 10))
+	}
+	// After the ports, as encodeRule writes it (nft keeps the order a
+	// rule is written in).
+	if r.Proto == "tcp" && r.ACK {
+		add("tcp", "flags", "&", "ack", "==", "ack")
 	}
 	add(r.Verdict)
 	return strings.Join(f, " ")
