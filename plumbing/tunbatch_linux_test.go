@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +13,8 @@ import (
 )
 
 // scriptedTUN is a tun.Device whose Reads give the batches sent on reads,
-// one per Read, and os.ErrClosed once closed.
+// one per Read, and os.ErrClosed once closed; it has a packet pending while
+// a batch waits on reads.
 type scriptedTUN struct {
 	tun.Device // nil: only what readAheadTUN calls is here
 	reads      chan scriptedRead
@@ -25,8 +27,10 @@ type scriptedRead struct {
 }
 
 func newScriptedTUN() *scriptedTUN {
-	return &scriptedTUN{reads: make(chan scriptedRead), closed: make(chan struct{})}
+	return &scriptedTUN{reads: make(chan scriptedRead, 16), closed: make(chan struct{})}
 }
+
+func (s *scriptedTUN) Pending() bool { return len(s.reads) > 0 }
 
 func (s *scriptedTUN) BatchSize() int { return 4 }
 
@@ -70,15 +74,34 @@ func TestReadAheadTUN(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := d.(*readAheadTUN)
-	// Two tun reads while nobody reads: the reader holds both.
-	s.reads <- scriptedRead{packets: []string{"a", "b"}}
-	s.reads <- scriptedRead{packets: []string{"c"}}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(r.full) < 2 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	// Reads the tun answers at once make one batch: after the Read that
+	// waited, the reader reads on while a packet is pending.
+	waitFull := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(r.full) < n && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(10 * time.Millisecond) // a reader reading on would have by now
+		if len(r.full) != n {
+			t.Fatalf("%d batches read, want %d", len(r.full), n)
+		}
 	}
+	s.reads <- scriptedRead{packets: []string{"a"}}
+	s.reads <- scriptedRead{packets: []string{"b"}}
+	s.reads <- scriptedRead{packets: []string{"c"}}
+	waitFull(1)
 	if got, err := readAll(r, 8); err != nil || !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Fatalf("first Read: %q, %v; want a, b, c in one batch", got, err)
+	}
+	// It reads on only while a whole device batch (4) still fits in its
+	// batch (8): the third Read goes to the next batch.
+	s.reads <- scriptedRead{packets: []string{"1", "2", "3", "4"}}
+	s.reads <- scriptedRead{packets: []string{"5", "6", "7", "8"}}
+	s.reads <- scriptedRead{packets: []string{"9", "10", "11"}}
+	waitFull(2)
+	if got, err := readAll(r, 16); err != nil || !slices.Equal(got, strings.Fields("1 2 3 4 5 6 7 8 9 10 11")) {
+		t.Fatalf("Read of two batches: %q, %v; want 1 to 11 in order", got, err)
 	}
 
 	// More than fits: the rest in the next Read.
@@ -123,11 +146,11 @@ func TestReadAheadTUN(t *testing.T) {
 
 	// Its batches go back to the pool, and the next device takes them
 	// rather than mapping more.
-	deadline = time.Now().Add(5 * time.Second)
-	for pooled(4) < readAheadBatches && time.Now().Before(deadline) {
+	deadline := time.Now().Add(5 * time.Second)
+	for pooled(8) < readAheadBatches && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	before := pooled(4)
+	before := pooled(8)
 	if before < readAheadBatches {
 		t.Fatalf("%d batches in the pool after Close, want at least %d", before, readAheadBatches)
 	}
@@ -135,7 +158,7 @@ func TestReadAheadTUN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if now := pooled(4); now != before-readAheadBatches {
+	if now := pooled(8); now != before-readAheadBatches {
 		t.Errorf("a new device left %d batches of %d in the pool, want %d", now, before, before-readAheadBatches)
 	}
 	d2.Close()
