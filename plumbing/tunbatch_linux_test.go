@@ -6,18 +6,22 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 )
 
-// scriptedTUN is a tun.Device whose Reads give the batches sent on reads,
-// one per Read, and os.ErrClosed once closed; it has a packet pending while
-// a batch waits on reads.
+// scriptedTUN is a tun.Device whose Reads give the batches pushed, one
+// per Read, and os.ErrClosed once closed; it has a packet pending while a
+// pushed batch waits. A push of several batches lands at once, so whether
+// a reader finds them pending does not depend on timing.
 type scriptedTUN struct {
 	tun.Device // nil: only what readAheadTUN calls is here
-	reads      chan scriptedRead
+	mu         sync.Mutex
+	queue      []scriptedRead
+	wake       chan struct{} // a push happened
 	closed     chan struct{}
 }
 
@@ -27,22 +31,46 @@ type scriptedRead struct {
 }
 
 func newScriptedTUN() *scriptedTUN {
-	return &scriptedTUN{reads: make(chan scriptedRead, 16), closed: make(chan struct{})}
+	return &scriptedTUN{wake: make(chan struct{}, 1), closed: make(chan struct{})}
 }
 
-func (s *scriptedTUN) Pending() bool { return len(s.reads) > 0 }
+// push queues reads, all at once.
+func (s *scriptedTUN) push(rs ...scriptedRead) {
+	s.mu.Lock()
+	s.queue = append(s.queue, rs...)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *scriptedTUN) Pending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue) > 0
+}
 
 func (s *scriptedTUN) BatchSize() int { return 4 }
 
 func (s *scriptedTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	select {
-	case r := <-s.reads:
-		for i, p := range r.packets {
-			sizes[i] = copy(bufs[i][offset:], p)
+	for {
+		s.mu.Lock()
+		if len(s.queue) > 0 {
+			r := s.queue[0]
+			s.queue = s.queue[1:]
+			s.mu.Unlock()
+			for i, p := range r.packets {
+				sizes[i] = copy(bufs[i][offset:], p)
+			}
+			return len(r.packets), r.err
 		}
-		return len(r.packets), r.err
-	case <-s.closed:
-		return 0, fmt.Errorf("read tun: %w", os.ErrClosed)
+		s.mu.Unlock()
+		select {
+		case <-s.wake:
+		case <-s.closed:
+			return 0, fmt.Errorf("read tun: %w", os.ErrClosed)
+		}
 	}
 }
 
@@ -87,25 +115,23 @@ func TestReadAheadTUN(t *testing.T) {
 			t.Fatalf("%d batches read, want %d", len(r.full), n)
 		}
 	}
-	s.reads <- scriptedRead{packets: []string{"a"}}
-	s.reads <- scriptedRead{packets: []string{"b"}}
-	s.reads <- scriptedRead{packets: []string{"c"}}
+	s.push(scriptedRead{packets: []string{"a"}}, scriptedRead{packets: []string{"b"}},
+		scriptedRead{packets: []string{"c"}})
 	waitFull(1)
 	if got, err := readAll(r, 8); err != nil || !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Fatalf("first Read: %q, %v; want a, b, c in one batch", got, err)
 	}
 	// It reads on only while a whole device batch (4) still fits in its
 	// batch (8): the third Read goes to the next batch.
-	s.reads <- scriptedRead{packets: []string{"1", "2", "3", "4"}}
-	s.reads <- scriptedRead{packets: []string{"5", "6", "7", "8"}}
-	s.reads <- scriptedRead{packets: []string{"9", "10", "11"}}
+	s.push(scriptedRead{packets: []string{"1", "2", "3", "4"}}, scriptedRead{packets: []string{"5", "6", "7", "8"}},
+		scriptedRead{packets: []string{"9", "10", "11"}})
 	waitFull(2)
 	if got, err := readAll(r, 16); err != nil || !slices.Equal(got, strings.Fields("1 2 3 4 5 6 7 8 9 10 11")) {
 		t.Fatalf("Read of two batches: %q, %v; want 1 to 11 in order", got, err)
 	}
 
 	// More than fits: the rest in the next Read.
-	s.reads <- scriptedRead{packets: []string{"d", "e", "f"}}
+	s.push(scriptedRead{packets: []string{"d", "e", "f"}})
 	if got, err := readAll(r, 2); err != nil || !slices.Equal(got, []string{"d", "e"}) {
 		t.Fatalf("Read into 2: %q, %v; want d, e", got, err)
 	}
@@ -124,14 +150,14 @@ func TestReadAheadTUN(t *testing.T) {
 		t.Fatalf("Read returned %q with nothing read", got)
 	case <-time.After(50 * time.Millisecond):
 	}
-	s.reads <- scriptedRead{packets: []string{"g"}}
+	s.push(scriptedRead{packets: []string{"g"}})
 	if got := <-done; !slices.Equal(got, []string{"g"}) {
 		t.Fatalf("waiting Read: %q, want g", got)
 	}
 
 	// An error after its packets.
 	boom := errors.New("too many segments")
-	s.reads <- scriptedRead{packets: []string{"h"}, err: boom}
+	s.push(scriptedRead{packets: []string{"h"}, err: boom})
 	if got, err := readAll(r, 4); !errors.Is(err, boom) || !slices.Equal(got, []string{"h"}) {
 		t.Fatalf("Read with an error: %q, %v; want h and the error", got, err)
 	}
@@ -161,7 +187,13 @@ func TestReadAheadTUN(t *testing.T) {
 	if now := pooled(8); now != before-readAheadBatches {
 		t.Errorf("a new device left %d batches of %d in the pool, want %d", now, before, before-readAheadBatches)
 	}
+	// Its batches back before the test ends, so a next run (-count) counts
+	// only its own.
 	d2.Close()
+	deadline = time.Now().Add(5 * time.Second)
+	for pooled(8) < before && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // pooled counts the pool's batches of n buffers.
