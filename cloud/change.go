@@ -83,7 +83,11 @@ const (
 // Time bounds of one machine's part of a change, once reached.
 const (
 	prepareTimeout = 10 * time.Second
-	applyTimeout   = 2 * time.Minute
+	// A machine the change must reach gets longer: the change fails
+	// without it, and one just started (machine add) may still be
+	// loading kernel modules.
+	mustPrepareTimeout = 30 * time.Second
+	applyTimeout       = 2 * time.Minute
 )
 
 type connectTimeoutKey struct{}
@@ -182,7 +186,11 @@ func (c *Cloud) prepare(ctx context.Context, prev, next *inventory.Inventory, mu
 		}
 		h, err := c.reach(ctx, *mustMachine(next, name))
 		if err == nil {
-			pctx, cancel := context.WithTimeout(ctx, prepareTimeout)
+			bound := prepareTimeout
+			if slices.Contains(must, name) {
+				bound = mustPrepareTimeout
+			}
+			pctx, cancel := context.WithTimeout(ctx, bound)
 			err = h.Prepare(pctx, spec)
 			cancel()
 		}

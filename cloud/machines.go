@@ -170,6 +170,19 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, step
 		return Removal{}, err
 	}
 	m, _ := prev.Machine(name)
+	// The machine itself first: one that does not answer is refused at
+	// once (its connect timeout), before the others are asked.
+	var h Helper
+	if !force {
+		if h, err = c.helper(ctx, *m); err != nil {
+			what := ""
+			if len(vms) > 0 {
+				what = fmt.Sprintf(" (its VMs %s are written off)", strings.Join(vms, ", "))
+			}
+			return Removal{}, fmt.Errorf("machine %q does not answer (%w), so it cannot be torn down; "+
+				"to drop it from the cloud without touching it: `butter machine remove %s --force`%s", name, err, name, what)
+		}
+	}
 	// Would the others take it? Asked before the machine is torn down, so
 	// a refusal leaves it whole and in the cloud.
 	if _, err := c.prepare(ctx, prev, clone(next), nil); err != nil {
@@ -180,15 +193,6 @@ func (c *Cloud) RemoveMachine(ctx context.Context, name string, force bool, step
 		say(steps, name, "dropping it without touching it")
 		r.WrittenOff = vms
 	} else {
-		h, err := c.helper(ctx, *m)
-		if err != nil {
-			what := ""
-			if len(vms) > 0 {
-				what = fmt.Sprintf(" (its VMs %s are written off)", strings.Join(vms, ", "))
-			}
-			return Removal{}, fmt.Errorf("machine %q does not answer (%w), so it cannot be torn down; "+
-				"to drop it from the cloud without touching it: `butter machine remove %s --force`%s", name, err, name, what)
-		}
 		if err := c.tearDown(ctx, name, h, len(vms) > 0, steps); err != nil {
 			return Removal{}, fmt.Errorf("machine %q: %w; it stays in the cloud: fix the cause and remove it again, or drop it with --force", name, err)
 		}

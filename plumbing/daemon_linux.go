@@ -48,6 +48,10 @@ func RunDaemon(ctx context.Context, o DaemonOptions) error {
 	restored := make(chan struct{})
 	go func() {
 		defer close(restored)
+		// What the kernel can make is probed first: its links load
+		// kernel modules (WireGuard's runs its crypto self-tests), seconds
+		// on a slow machine, which the first prepare would wait for.
+		h.links.capabilities()
 		restore(ctx, h, o.Log)
 		h.startVMsAtBoot(ctx, o.Log)
 	}()

@@ -2,6 +2,7 @@ package realmachines
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -82,18 +83,23 @@ func (r *rig) createIdleVM(m *machine, nw network) {
 func (r *rig) checkIdleVM(m *machine, boots int, within time.Duration) {
 	r.t.Helper()
 	var info cloud.VMStatus
+	var listErr error
 	var shown int
 	deadline := time.Now().Add(within)
 	for {
-		info = r.listVM(idleVM)
+		// A list no machine answered (TCG machines busy starting the
+		// guest miss the list's deadline) is asked again, to the end.
+		info, listErr = r.listVM(idleVM)
 		out, _ := r.sh(m, fmt.Sprintf("grep -c %q /var/log/libvirt/butter/%s.console.log; true", idleReady, idleVM))
 		shown, _ = strconv.Atoi(strings.TrimSpace(out))
-		if info.State == "running" && info.Autostart && shown >= boots || time.Now().After(deadline) {
+		if listErr == nil && info.State == "running" && info.Autostart && shown >= boots || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(time.Second)
 	}
-	if info.State != "running" || !info.Autostart || info.Network == "" {
+	if listErr != nil {
+		r.t.Errorf("vm %s on %s: the last list within %s failed: %v", idleVM, m.name, within, listErr)
+	} else if info.State != "running" || !info.Autostart || info.Network == "" {
 		r.t.Errorf("vm %s on %s: %+v; want running, marked to autostart, on a network", idleVM, m.name, info)
 	}
 	if shown != boots {
@@ -106,12 +112,19 @@ func (r *rig) checkIdleVM(m *machine, boots int, within time.Duration) {
 }
 
 // listVM is one VM as `butter vm list --json` shows it (zero: absent).
-func (r *rig) listVM(name string) cloud.VMStatus {
-	r.t.Helper()
-	for _, v := range listJSON[cloud.VMStatus](r, "vm") {
+func (r *rig) listVM(name string) (cloud.VMStatus, error) {
+	out, err := r.run("vm", "list", "--json")
+	if err != nil {
+		return cloud.VMStatus{}, err
+	}
+	var rows []cloud.VMStatus
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		return cloud.VMStatus{}, fmt.Errorf("vm list --json: %w: %s", err, out)
+	}
+	for _, v := range rows {
 		if v.Name == name {
-			return v
+			return v, nil
 		}
 	}
-	return cloud.VMStatus{}
+	return cloud.VMStatus{}, nil
 }

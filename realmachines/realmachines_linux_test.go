@@ -103,7 +103,17 @@ const helperCmd = `"$(systemctl show -P ExecStart ` + assets.HelperUnitName + ` 
 func listJSON[T any](r *rig, what string) []T {
 	r.t.Helper()
 	var rows []T
-	out := r.must(what, "list", "--json")
+	// A list is read only: one that no machine answered in time (TCG
+	// machines busy with a guest) is asked again, twice.
+	out, err := r.run(what, "list", "--json")
+	for try := 1; err != nil && try < 3; try++ {
+		r.t.Logf("%s list, try %d: %v", what, try, err)
+		time.Sleep(2 * time.Second)
+		out, err = r.run(what, "list", "--json")
+	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		r.t.Fatalf("%s list --json: %v: %s", what, err, out)
 	}
