@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 
@@ -150,9 +151,9 @@ type userspaceDevice struct {
 }
 
 func startUserspace(name string, mtu int) (*userspaceDevice, error) {
-	tdev, err := tun.CreateTUN(name, mtu)
+	tdev, err := createUserspaceLink(name, mtu)
 	if err != nil {
-		return nil, fmt.Errorf("create tun %q for userspace wireguard (is /dev/net/tun there?): %w", name, err)
+		return nil, err
 	}
 	// Read ahead (tunbatch_linux.go); without memory for that, as it is.
 	rdev, _ := newReadAheadTUN(tdev)
@@ -184,6 +185,31 @@ func startUserspace(name string, mtu int) (*userspaceDevice, error) {
 		return nil, fmt.Errorf("bring up userspace wireguard %q: %w", name, err)
 	}
 	return u, nil
+}
+
+// PlainTUNEnv, set to 1 in the helper's environment, makes the userspace
+// WireGuard device wireguard-go's own tun even where the kernel's tap
+// offers UDP-tunnel segmentation (wgtap_linux.go): for comparing the two,
+// and a way back should the tap misbehave somewhere.
+const PlainTUNEnv = "BUTTER_USERSPACE_TUN"
+
+// createUserspaceLink makes the link of a userspace WireGuard device: a tap
+// with UDP-tunnel offloads where the kernel has them, else a tun.
+func createUserspaceLink(name string, mtu int) (tun.Device, error) {
+	if os.Getenv(PlainTUNEnv) != "1" {
+		t, err := createWGTAP(name, mtu)
+		if err == nil {
+			return t, nil
+		}
+		if !errors.Is(err, errNoTunnelOffload) {
+			return nil, fmt.Errorf("create tap %q for userspace wireguard (is /dev/net/tun there?): %w", name, err)
+		}
+	}
+	tdev, err := tun.CreateTUN(name, mtu)
+	if err != nil {
+		return nil, fmt.Errorf("create tun %q for userspace wireguard (is /dev/net/tun there?): %w", name, err)
+	}
+	return tdev, nil
 }
 
 // Close stops the device; its tun link disappears with it.
