@@ -152,6 +152,11 @@ func TestHolder(t *testing.T) {
 	// Away: m3's cable pulled. The list says so, as without the holder.
 	e.unplug("m3", false)
 	away := e.callEnv(env, "--inventory", e.lab.Inventory, "--debug", "machine", "list", "--json")
+	// The holder that answered, found now: the list without it that
+	// follows can take longer than the holder's idle timeout (7 s in a
+	// CI run, SSH logins paying a slow shell start), and it may be gone
+	// after it, as it should.
+	pid := holderPid(t, sock)
 	plain := e.callEnv(e.env, "--inventory", e.lab.Inventory, "machine", "list", "--json")
 	e.unplug("m3", true)
 	rowOf := func(out string) string {
@@ -170,7 +175,6 @@ func TestHolder(t *testing.T) {
 	t.Logf("machine list with m3 away: holder %s, without %s", away.took.Round(time.Millisecond), plain.took.Round(time.Millisecond))
 
 	// Idle: the holder exits and removes its socket.
-	pid := holderPid(t, sock)
 	if pid == 0 {
 		t.Fatal("no holder process found")
 	}
