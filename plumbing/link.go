@@ -18,6 +18,12 @@ const (
 // VXLANPort is the UDP port VXLAN uses inside the mesh.
 const VXLANPort = 4789
 
+// PlainTUNEnv, set to 1 in the helper's environment, makes the userspace
+// WireGuard device wireguard-go's own tun even where the kernel's tap
+// offers UDP-tunnel segmentation (wgtap_linux.go): for comparing the two,
+// and a way back should the tap misbehave somewhere.
+const PlainTUNEnv = "BUTTER_USERSPACE_TUN"
+
 // Link is one network device as the helper sees it: the desired state
 // computed from a Spec, or the observed state read from the kernel.
 type Link struct {

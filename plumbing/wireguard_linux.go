@@ -187,12 +187,6 @@ func startUserspace(name string, mtu int) (*userspaceDevice, error) {
 	return u, nil
 }
 
-// PlainTUNEnv, set to 1 in the helper's environment, makes the userspace
-// WireGuard device wireguard-go's own tun even where the kernel's tap
-// offers UDP-tunnel segmentation (wgtap_linux.go): for comparing the two,
-// and a way back should the tap misbehave somewhere.
-const PlainTUNEnv = "BUTTER_USERSPACE_TUN"
-
 // createUserspaceLink makes the link of a userspace WireGuard device: a tap
 // with UDP-tunnel offloads where the kernel has them, else a tun.
 func createUserspaceLink(name string, mtu int) (tun.Device, error) {
