@@ -134,21 +134,6 @@ func BenchmarkFirewall(b *testing.B) {
 	b.Log(out.String())
 }
 
-// medianRun is the run with the median throughput.
-func medianRun(rs []result) result {
-	rs = slices.Clone(rs)
-	slices.SortFunc(rs, func(a, b result) int {
-		switch {
-		case a.bps < b.bps:
-			return -1
-		case a.bps > b.bps:
-			return 1
-		}
-		return 0
-	})
-	return rs[len(rs)/2]
-}
-
 // nftIn opens nf_tables inside m's network namespace.
 func nftIn(b *testing.B, m *sim.Machine) (*nftables.Conn, func()) {
 	b.Helper()
