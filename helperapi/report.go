@@ -16,12 +16,28 @@ type Report struct {
 
 // WireGuardReport describes the machine's WireGuard device.
 type WireGuardReport struct {
-	Name       string `json:"name"`
-	MTU        int    `json:"mtu"`
-	Userspace  bool   `json:"userspace"`
+	Name      string `json:"name"`
+	MTU       int    `json:"mtu"`
+	Userspace bool   `json:"userspace"`
+	// Device is, for a userspace device, the kind of link wireguard-go
+	// reads and writes: UserspaceTAP or UserspaceTUN (empty from helpers
+	// that predate it, and for kernel WireGuard).
+	Device     string `json:"device,omitempty"`
 	PublicKey  string `json:"public_key"`
 	ListenPort int    `json:"listen_port"`
 }
+
+// The kinds of link a userspace WireGuard device uses (WireGuardReport's
+// Device).
+const (
+	// UserspaceTAP: a tap with the kernel's segmentation offloads, UDP
+	// tunnels included, so a network's VXLAN traffic crosses it in
+	// 64 KiB super-packets (Linux 6.18 and later).
+	UserspaceTAP = "tap"
+	// UserspaceTUN: wireguard-go's own tun, where the tap is not offered;
+	// a network's VXLAN traffic crosses it one packet at a time.
+	UserspaceTUN = "tun"
+)
 
 // NetworkReport describes one private network's chain on this machine.
 type NetworkReport struct {

@@ -205,12 +205,57 @@ func TestChain(t *testing.T) {
 	needChainLab(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
+	c := startChain(t, ctx, "ch")
+	runSteps(t, ctx, 55, []labStep{
+		{"every pair pings on every network", c.testPairs},
+		{"networks are isolated", c.testIsolation},
+		{"every bridge port carries the network MTU", c.testPortMTU},
+		{"DF ping at the MTU crosses the chain, one byte more never arrives", c.testDF},
+		{"TCP crosses the chain intact", c.testBulk},
+		{"the WireGuard device's link is the one reported", c.testDevice("")},
+		{"a broadcast arrives once at each probe of its network", c.testBroadcast},
+		{"the underlay carries only WireGuard", c.testUnderlay},
+		{"no IP fragments", c.testNoFragments},
+		{"applying the same spec again changes nothing", c.testIdempotent},
+		{"a deleted link is drift and comes back", c.testDrift},
+		{"a deleted firewall table or rule is drift and comes back", c.testFirewallDrift},
+		{"a killed daemon restores everything", c.testKilledDaemon},
+		{"all daemons stopped and started restore everything", c.testRestartAll},
+		{"no IP fragments at the end", c.testNoFragments},
+	})
+}
 
+// TestChainOverTUN runs the chain with userspace WireGuard on
+// wireguard-go's own tun (plumbing.PlainTUNEnv in the daemons'
+// environment), the link the helper makes where the kernel's tap lacks
+// UDP-tunnel offloads (before Linux 6.18): every other test here runs the
+// tap on such a kernel.
+func TestChainOverTUN(t *testing.T) {
+	needChainLab(t)
+	t.Setenv(plumbing.PlainTUNEnv, "1")
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
+	defer cancel()
+	c := startChain(t, ctx, "ct")
+	runSteps(t, ctx, 55, []labStep{
+		{"every machine reports its WireGuard device on a tun, and the kernel agrees", c.testDevice(helperapi.UserspaceTUN)},
+		{"every pair pings on every network", c.testPairs},
+		{"DF ping at the MTU crosses the chain, one byte more never arrives", c.testDF},
+		{"TCP crosses the chain intact", c.testBulk},
+		{"the underlay carries only WireGuard", c.testUnderlay},
+		{"no IP fragments", c.testNoFragments},
+	})
+}
+
+// startChain builds a lab of three machines named with prefix, starts the
+// helpers with chainNetworks on all three, checks their first reports and
+// plugs a probe into each network on each machine.
+func startChain(t *testing.T, ctx context.Context, prefix string) *chain {
+	t.Helper()
 	dir := t.TempDir() // first, so that it goes last
 	c := &chain{butter: testbed.Butter{Path: buildButter(t, ctx, dir)}}
 	c.mesh = testbed.Mesh{Networks: chainNetworks}
 
-	l := testbed.NewLab(t, "ch", sim.Config{Machines: 3})
+	l := testbed.NewLab(t, prefix, sim.Config{Machines: 3})
 	c.lab = l
 	c.logs = openHelperLogs(t, dir, l, 40)
 	start := time.Now()
@@ -237,22 +282,51 @@ func TestChain(t *testing.T) {
 		}
 		c.probes = append(c.probes, row)
 	}
+	return c
+}
 
-	runSteps(t, ctx, 55, []labStep{
-		{"every pair pings on every network", c.testPairs},
-		{"networks are isolated", c.testIsolation},
-		{"every bridge port carries the network MTU", c.testPortMTU},
-		{"DF ping at the MTU crosses the chain, one byte more never arrives", c.testDF},
-		{"a broadcast arrives once at each probe of its network", c.testBroadcast},
-		{"the underlay carries only WireGuard", c.testUnderlay},
-		{"no IP fragments", c.testNoFragments},
-		{"applying the same spec again changes nothing", c.testIdempotent},
-		{"a deleted link is drift and comes back", c.testDrift},
-		{"a deleted firewall table or rule is drift and comes back", c.testFirewallDrift},
-		{"a killed daemon restores everything", c.testKilledDaemon},
-		{"all daemons stopped and started restore everything", c.testRestartAll},
-		{"no IP fragments at the end", c.testNoFragments},
-	})
+// testDevice checks that every machine reports its userspace WireGuard
+// device on a link of kind (helperapi.UserspaceTAP or UserspaceTUN; ""
+// for either, as the helper found the kernel) and that ip(8) shows the
+// same.
+func (c *chain) testDevice(kind string) func(*testing.T, context.Context) {
+	return func(t *testing.T, ctx context.Context) {
+		for _, m := range c.lab.Machines {
+			rep := c.helpers.Reports[m.Name].WireGuard
+			kind := kind
+			if kind == "" && (rep.Device == helperapi.UserspaceTAP || rep.Device == helperapi.UserspaceTUN) {
+				kind = rep.Device
+				t.Logf("%s: userspace WireGuard on a %s", m.Name, kind)
+			}
+			if !rep.Userspace || rep.Device != kind || kind == "" {
+				t.Errorf("%s: the report says userspace %v on %q, want userspace on %q", m.Name, rep.Userspace, rep.Device, kind)
+			}
+			out, err := m.Run(ctx, ipBin, "-d", "link", "show", plumbing.WireGuardName)
+			if err != nil {
+				t.Fatalf("%s: %v", m.Name, err)
+			}
+			if !strings.Contains(string(out), "tun type "+kind) {
+				t.Errorf("%s: ip -d link show %s says, wanting \"tun type %s\":\n%s", m.Name, plumbing.WireGuardName, kind, out)
+			}
+		}
+	}
+}
+
+// testBulk sends 8 MiB of TCP from a probe on m1 to one on m2 on every
+// network and checks they arrive unchanged: the segmentation and merging
+// on the WireGuard device's way keep every byte.
+func (c *chain) testBulk(t *testing.T, ctx context.Context) {
+	const size = 8 << 20
+	for n, row := range c.probes {
+		a, b := row[0], row[1]
+		to := netip.AddrPortFrom(b.Addr.Addr(), 7100).String()
+		took, err := testbed.SendIntact(ctx, filepath.Join(sim.NetnsDir, a.Netns()), filepath.Join(sim.NetnsDir, b.Netns()), to, size)
+		if err != nil {
+			t.Errorf("%s: %s (%s) -> %s (%s): %v", chainNetworks[n].Name, a.Name, a.Machine.Name, b.Name, b.Machine.Name, err)
+			continue
+		}
+		t.Logf("%s: %d MiB %s -> %s in %v", chainNetworks[n].Name, size>>20, a.Machine.Name, b.Machine.Name, took.Round(time.Millisecond))
+	}
 }
 
 // checkReports computes what each machine's chains must be from its facts

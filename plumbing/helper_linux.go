@@ -180,7 +180,7 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 func (h *Helper) report(spec helperapi.Spec, p plan, priv wgtypes.Key) helperapi.Report {
 	return helperapi.Report{
 		WireGuard: helperapi.WireGuardReport{Name: WireGuardName, MTU: p.WireGuardMTU, Userspace: h.links.usingUserspace(),
-			PublicKey: priv.PublicKey().String(), ListenPort: spec.Mesh.Port()},
+			Device: h.links.userspaceKind(), PublicKey: priv.PublicKey().String(), ListenPort: spec.Mesh.Port()},
 		Networks: p.Networks,
 		Changes:  []string{},
 	}
@@ -356,7 +356,7 @@ func (h *Helper) Facts(ctx context.Context) (helperapi.Facts, error) {
 		}
 	}
 	f.WireGuard = &helperapi.WireGuardReport{Name: dev.Name, MTU: mtu, Userspace: h.links.usingUserspace(),
-		PublicKey: dev.PublicKey.String(), ListenPort: dev.ListenPort}
+		Device: h.links.userspaceKind(), PublicKey: dev.PublicKey.String(), ListenPort: dev.ListenPort}
 	names := map[string]string{}
 	for _, p := range spec.Peers {
 		if p.Via == "" {

@@ -1,12 +1,8 @@
 package plumbing
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
-	"io"
-	"math/rand/v2"
 	"os/exec"
 	"strings"
 	"sync"
@@ -70,44 +66,9 @@ func TestWGTAPCarriesSuperPackets(t *testing.T) {
 	}
 
 	const size = 24 << 20
-	data := make([]byte, size)
-	rng := rand.NewChaCha8([32]byte{1})
-	_, _ = rng.Read(data)
-	l, err := testbed.ListenTCPInNetns(netnsPath(names[1]), "10.10.0.2:7000")
+	took, err := testbed.SendIntact(ctx, netnsPath(names[0]), netnsPath(names[1]), "10.10.0.2:7000", size)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer l.Close()
-	got := make(chan [32]byte, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			got <- [32]byte{}
-			return
-		}
-		defer c.Close()
-		h := sha256.New()
-		_, _ = io.Copy(h, c)
-		got <- [32]byte(h.Sum(nil))
-	}()
-	c, err := testbed.DialInNetns(ctx, netnsPath(names[0]), "10.10.0.2:7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	if _, err := io.Copy(c, bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	var sum [32]byte
-	select {
-	case sum = <-got:
-	case <-ctx.Done():
-		t.Fatal("the receiver did not finish")
-	}
-	took := time.Since(start)
-	if sum != sha256.Sum256(data) {
-		t.Fatalf("the %d bytes arrived changed", size)
 	}
 	a, b := &taps[0].stats, &taps[1].stats
 	perRead := float64(a.packetsRead.Load()) / float64(max(1, a.framesRead.Load()))

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 
+	"github.com/butter-cloud/butter/helperapi"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
@@ -78,7 +79,7 @@ func (k *kernelTable) addWireGuard(l Link) error {
 		return err
 	}
 	k.userspace = u
-	k.log.Info("started userspace wireguard", "device", l.Name, "mtu", l.MTU)
+	k.log.Info("started userspace wireguard", "device", l.Name, "mtu", l.MTU, "link", u.kind)
 	return nil
 }
 
@@ -86,6 +87,17 @@ func (k *kernelTable) usingUserspace() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.userspace != nil
+}
+
+// userspaceKind is the kind of link the userspace device uses
+// (helperapi.UserspaceTAP or UserspaceTUN), or "" with kernel WireGuard.
+func (k *kernelTable) userspaceKind() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.userspace == nil {
+		return ""
+	}
+	return k.userspace.kind
 }
 
 // addrsAndRoutes reads the WireGuard device's IPv4 addresses and the
@@ -148,6 +160,7 @@ type userspaceDevice struct {
 	dev  *device.Device
 	uapi net.Listener
 	done chan struct{}
+	kind string // helperapi.UserspaceTAP or UserspaceTUN
 }
 
 func startUserspace(name string, mtu int) (*userspaceDevice, error) {
@@ -169,7 +182,10 @@ func startUserspace(name string, mtu int) (*userspaceDevice, error) {
 		dev.Close()
 		return nil, fmt.Errorf("listen on wireguard control socket for %q: %w", name, err)
 	}
-	u := &userspaceDevice{dev: dev, uapi: l, done: make(chan struct{})}
+	u := &userspaceDevice{dev: dev, uapi: l, done: make(chan struct{}), kind: helperapi.UserspaceTUN}
+	if _, ok := tdev.(*wgTAP); ok {
+		u.kind = helperapi.UserspaceTAP
+	}
 	go func() {
 		defer close(u.done)
 		for {

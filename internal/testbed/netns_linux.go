@@ -1,10 +1,16 @@
 package testbed
 
 import (
+	"bytes"
+	"context"
+	"crypto/sha256"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"runtime"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -74,4 +80,54 @@ func ListenTCPInNetns(nsPath, addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on tcp %s in %s: %w", addr, nsPath, err)
 	}
 	return l, nil
+}
+
+// SendIntact sends size bytes of pseudo-random data over TCP from the
+// network namespace at fromNS to addr (host:port), listened on inside the
+// namespace at toNS, and returns how long the send took once connected;
+// an error if the bytes that arrived differ (sha256) or ctx ends first.
+func SendIntact(ctx context.Context, fromNS, toNS, addr string, size int) (time.Duration, error) {
+	data := make([]byte, size)
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(data)
+	l, err := ListenTCPInNetns(toNS, addr)
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	got := make(chan [32]byte, 1)
+	go func() {
+		var sum [32]byte
+		defer func() { got <- sum }()
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, c); err == nil {
+			sum = [32]byte(h.Sum(nil))
+		}
+	}()
+	c, err := DialInNetns(ctx, fromNS, addr)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	_, err = io.Copy(c, bytes.NewReader(data))
+	c.Close()
+	if err != nil {
+		return 0, fmt.Errorf("send %d bytes to %s: %w", size, addr, err)
+	}
+	select {
+	case sum := <-got:
+		if sum != sha256.Sum256(data) {
+			return 0, fmt.Errorf("the %d bytes sent to %s arrived changed or cut short", size, addr)
+		}
+	case <-ctx.Done():
+		l.Close()
+		return 0, fmt.Errorf("send %d bytes to %s: the receiver did not finish: %w", size, addr, ctx.Err())
+	}
+	return time.Since(start), nil
 }

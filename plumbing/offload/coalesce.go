@@ -61,21 +61,15 @@ type Coalescer struct {
 // NewCoalescer returns a Coalescer. udpGRO says whether plain UDP may be
 // merged (the kernel took the USO offloads); tunnelPorts are the UDP
 // destination ports of VXLAN tunnels whose inner TCP may be merged into
-// UDP-tunnel GSO packets (the kernel took the UDP-tunnel offloads).
+// UDP-tunnel GSO packets (the kernel took the UDP-tunnel offloads);
+// tunnelPorts is copied.
 func NewCoalescer(udpGRO bool, tunnelPorts []uint16) *Coalescer {
-	c := &Coalescer{
-		udpGRO: udpGRO,
-		tcp:    tcpGROTable{itemsByFlow: make(map[tcpFlowKey][]tcpGROItem)},
-		udp:    udpGROTable{itemsByFlow: make(map[udpFlowKey][]udpGROItem)},
+	return &Coalescer{
+		udpGRO:      udpGRO,
+		tunnelPorts: slices.Clone(tunnelPorts),
+		tcp:         tcpGROTable{itemsByFlow: make(map[tcpFlowKey][]tcpGROItem)},
+		udp:         udpGROTable{itemsByFlow: make(map[udpFlowKey][]udpGROItem)},
 	}
-	c.SetTunnelPorts(tunnelPorts)
-	return c
-}
-
-// SetTunnelPorts replaces the VXLAN destination ports (see NewCoalescer)
-// for the next Coalesce. ports is copied.
-func (c *Coalescer) SetTunnelPorts(ports []uint16) {
-	c.tunnelPorts = append(c.tunnelPorts[:0], ports...)
 }
 
 // Coalesce merges the packets bufs[i][offset:] (IP packets, as

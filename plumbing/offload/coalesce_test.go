@@ -633,25 +633,28 @@ func TestCoalesce(t *testing.T) {
 	}
 }
 
-// TestCoalesceReuse runs batches through one Coalescer, its tunnel ports
-// changed between them.
+// TestCoalesceReuse runs batches through Coalescers of different tunnel
+// ports, each used again after the others.
 func TestCoalesceReuse(t *testing.T) {
 	vx := coSeg{vxlan: true, vni: 1, sport: 1000, seq: 1, ack: 1, n: 500}
 	tcp := coSeg{sport: 1000, seq: 1, ack: 1, n: 500}
-	c := NewCoalescer(false, nil)
+	none, vxlan, both, other := NewCoalescer(false, nil), NewCoalescer(false, []uint16{coVXLANPort}),
+		NewCoalescer(false, []uint16{1, coVXLANPort}), NewCoalescer(false, []uint16{1})
 	batches := []struct {
-		ports []uint16
-		segs  []coSeg
-		want  [][]int
+		c    *Coalescer
+		segs []coSeg
+		want [][]int
 	}{
-		{nil, coCat(coRun(vx, 3), coRun(tcp, 2)), [][]int{{0}, {1}, {2}, {3, 4}}},
-		{[]uint16{coVXLANPort}, coCat(coRun(vx, 3), coRun(tcp, 2)), [][]int{{0, 1, 2}, {3, 4}}},
-		{[]uint16{coVXLANPort}, coRun(tcp, 1), [][]int{{0}}},
-		{[]uint16{1, coVXLANPort}, coCat(coRun(tcp, 2), coRun(vx, 2)), [][]int{{0, 1}, {2, 3}}},
-		{[]uint16{1}, coRun(vx, 2), [][]int{{0}, {1}}},
+		{none, coCat(coRun(vx, 3), coRun(tcp, 2)), [][]int{{0}, {1}, {2}, {3, 4}}},
+		{vxlan, coCat(coRun(vx, 3), coRun(tcp, 2)), [][]int{{0, 1, 2}, {3, 4}}},
+		{vxlan, coRun(tcp, 1), [][]int{{0}}},
+		{both, coCat(coRun(tcp, 2), coRun(vx, 2)), [][]int{{0, 1}, {2, 3}}},
+		{other, coRun(vx, 2), [][]int{{0}, {1}}},
+		{none, coRun(vx, 2), [][]int{{0}, {1}}},
+		{vxlan, coCat(coRun(tcp, 2), coRun(vx, 2)), [][]int{{0, 1}, {2, 3}}},
 	}
 	for k, b := range batches {
-		c.SetTunnelPorts(b.ports)
+		c := b.c
 		pkts, bufs := coBuild(b.segs, 0)
 		writes, err := c.Coalesce(bufs, coOffset)
 		if err != nil {
