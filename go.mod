@@ -15,6 +15,7 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/google/nftables v0.3.0 // the helper's firewall table, one nf_tables transaction (plumbing/firewall_linux.go)
 	github.com/kevinburke/ssh_config v1.6.0 // reads ~/.ssh/config for remote/ where OpenSSH's ssh is not installed (with it: ssh -G)
+	github.com/mdlayher/netlink v1.7.3-0.20250113171957-fbb4dce95f42 // the nf_tables socket's type, to size its buffers (plumbing/nft_linux.go); in the graph already through nftables and wgctrl
 	github.com/miekg/dns v1.1.73 // the helper's in-process resolver for each network (plumbing/resolver): no dnsmasq on machines; the library CoreDNS is built on
 	github.com/muesli/cancelreader v0.2.2 // a console read the dashboard can cancel on detach, so no keystroke is lost (tui/)
 	github.com/sourcegraph/jsonrpc2 v0.2.3
@@ -56,7 +57,6 @@ require (
 	github.com/lucasb-eyer/go-colorful v1.4.1 // indirect
 	github.com/mattn/go-runewidth v0.0.30 // indirect
 	github.com/mdlayher/genetlink v1.3.2 // indirect
-	github.com/mdlayher/netlink v1.7.3-0.20250113171957-fbb4dce95f42 // indirect
 	github.com/mdlayher/socket v0.5.1 // indirect
 	github.com/mitchellh/hashstructure/v2 v2.0.2 // indirect
 	github.com/rivo/uniseg v0.4.7 // indirect

@@ -66,7 +66,7 @@ func (k nftTable) Table(ctx context.Context) (*fwTable, error) {
 }
 
 func (k nftTable) Write(ctx context.Context, t fwTable) error {
-	c, err := nftables.New()
+	c, err := openNFT()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}

@@ -140,7 +140,7 @@ func exprsKey(exprs []expr.Any) string {
 // writeGuard replaces the port guard's table with one chain of rules, in
 // one transaction.
 func writeGuard(rules []guardRule) error {
-	c, err := nftables.New()
+	c, err := openNFT()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}

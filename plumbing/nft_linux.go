@@ -6,14 +6,49 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
+
+// nftBufferSize is the socket buffer, each way, of the helper's nf_tables
+// connections. A table is written whole, as one batch in one sendmsg, and
+// each message is acknowledged: the default buffer (wmem_default, 208 KiB
+// here) refused the table of a machine with 31 peers in ten networks
+// ("message too long"). As nft(8) does for a large batch, the helper
+// forces a larger one (it has CAP_NET_ADMIN); it is a limit, not memory
+// taken.
+const nftBufferSize = 64 << 20
+
+// openNFT opens an nf_tables connection with nftBufferSize buffers, or the
+// largest the system allows without CAP_NET_ADMIN.
+func openNFT() (*nftables.Conn, error) {
+	return nftables.New(nftables.WithSockOptions(func(nc *netlink.Conn) error {
+		rc, err := nc.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("nf_tables socket: %w", err)
+		}
+		var serr error
+		err = rc.Control(func(fd uintptr) {
+			for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+				e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], nftBufferSize)
+				if errors.Is(e, unix.EPERM) {
+					e = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], nftBufferSize)
+				}
+				serr = errors.Join(serr, e)
+			}
+		})
+		if err := errors.Join(err, serr); err != nil {
+			return fmt.Errorf("size the nf_tables socket's buffers: %w", err)
+		}
+		return nil
+	}))
+}
 
 // readTable reads the kernel's table of want's family and name: ok is
 // false when there is none; otherwise each of its chains goes to chain,
 // with its rules in order.
 func readTable(want *nftables.Table, chain func(*nftables.Chain, []*nftables.Rule)) (dormant, ok bool, err error) {
-	c, err := nftables.New()
+	c, err := openNFT()
 	if err != nil {
 		return false, false, fmt.Errorf("open nftables: %w", err)
 	}
@@ -83,7 +118,7 @@ func chainHeader(ch *nftables.Chain, hooks map[string]nftables.ChainHook) (hook 
 // deleteTable removes the kernel's table t; one already gone is no error
 // (added and deleted in one transaction: gone either way, no ENOENT).
 func deleteTable(t *nftables.Table) error {
-	c, err := nftables.New()
+	c, err := openNFT()
 	if err != nil {
 		return fmt.Errorf("open nftables: %w", err)
 	}
