@@ -179,8 +179,7 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 
 func (h *Helper) report(spec helperapi.Spec, p plan, priv wgtypes.Key) helperapi.Report {
 	return helperapi.Report{
-		WireGuard: helperapi.WireGuardReport{Name: WireGuardName, MTU: p.WireGuardMTU, Userspace: h.links.usingUserspace(),
-			Device: h.links.userspaceKind(), PublicKey: priv.PublicKey().String(), ListenPort: spec.Mesh.Port()},
+		WireGuard: h.links.wireGuardReport(WireGuardName, p.WireGuardMTU, priv.PublicKey().String(), spec.Mesh.Port()),
 		Networks: p.Networks,
 		Changes:  []string{},
 	}
@@ -347,16 +346,9 @@ func (h *Helper) Facts(ctx context.Context) (helperapi.Facts, error) {
 	if err != nil {
 		return f, fmt.Errorf("read wireguard %q: %w", WireGuardName, err)
 	}
-	mtu := 0
-	if ls, err := h.links.Links(ctx); err == nil {
-		for _, l := range ls {
-			if l.Name == WireGuardName {
-				mtu = l.MTU
-			}
-		}
-	}
-	f.WireGuard = &helperapi.WireGuardReport{Name: dev.Name, MTU: mtu, Userspace: h.links.usingUserspace(),
-		Device: h.links.userspaceKind(), PublicKey: dev.PublicKey.String(), ListenPort: dev.ListenPort}
+	mtu, _ := h.links.linkMTU(WireGuardName)
+	wg := h.links.wireGuardReport(dev.Name, mtu, dev.PublicKey.String(), dev.ListenPort)
+	f.WireGuard = &wg
 	names := map[string]string{}
 	for _, p := range spec.Peers {
 		if p.Via == "" {

@@ -11,14 +11,19 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
 // kernelTable is the link table of the current network namespace, read and
 // changed through netlink.
 type kernelTable struct {
-	h   *netlink.Handle
-	log *slog.Logger
+	h *netlink.Handle
+	// ports dumps the bridge ports' flags (portsIsolated), in the
+	// namespace h is in.
+	ports *nl.SocketHandle
+	log   *slog.Logger
 
 	mu        sync.Mutex
 	userspace *userspaceDevice // the in-process WireGuard device, if any
@@ -30,7 +35,12 @@ func newKernelTable(log *slog.Logger) (*kernelTable, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
-	return &kernelTable{h: h, log: log}, nil
+	s, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	return &kernelTable{h: h, ports: &nl.SocketHandle{Socket: s}, log: log}, nil
 }
 
 func (k *kernelTable) close() {
@@ -41,6 +51,7 @@ func (k *kernelTable) close() {
 		k.userspace = nil
 	}
 	k.h.Close()
+	k.ports.Close()
 }
 
 // allLinks lists every link, retrying a dump the kernel interrupted.
@@ -59,8 +70,22 @@ func (k *kernelTable) allLinks() ([]netlink.Link, error) {
 	return nil, fmt.Errorf("list links: %w", err)
 }
 
+// linkMTU is one link's MTU, read without listing the others (a machine
+// in a large cloud has hundreds of tunnel ports).
+func (k *kernelTable) linkMTU(name string) (int, error) {
+	nl, err := k.h.LinkByName(name)
+	if err != nil {
+		return 0, fmt.Errorf("find %q: %w", name, err)
+	}
+	return nl.Attrs().MTU, nil
+}
+
 func (k *kernelTable) Links(ctx context.Context) ([]Link, error) {
 	all, err := k.allLinks()
+	if err != nil {
+		return nil, err
+	}
+	isolated, err := k.portsIsolated()
 	if err != nil {
 		return nil, err
 	}
@@ -77,11 +102,7 @@ func (k *kernelTable) Links(ctx context.Context) ([]Link, error) {
 		l := Link{Name: a.Name, Kind: nl.Type(), MTU: a.MTU, Alias: a.Alias, Up: a.Flags&net.FlagUp != 0}
 		if a.MasterIndex != 0 {
 			l.Master = names[a.MasterIndex]
-			pi, err := k.h.LinkGetProtinfo(nl)
-			if err != nil {
-				return nil, fmt.Errorf("read bridge port flags of %q: %w", a.Name, err)
-			}
-			l.Isolated = pi.Isolated
+			l.Isolated = isolated[a.Index]
 		}
 		switch v := nl.(type) {
 		case *netlink.Gretap:

@@ -99,14 +99,7 @@ func (h *Helper) probeTargets(ctx context.Context) ([]probeTarget, int) {
 			out = append(out, probeTarget{name: p.Name, addr: p.MeshIP, handshake: fresh[p.PublicKey]})
 		}
 	}
-	size := 0
-	if ls, err := h.links.Links(ctx); err == nil {
-		for _, l := range ls {
-			if l.Name == WireGuardName {
-				size = l.MTU
-			}
-		}
-	}
+	size, _ := h.links.linkMTU(WireGuardName)
 	return out, size
 }
 

@@ -20,8 +20,9 @@ const (
 // to scalePeers peers and scaleNetworks networks on all of them (made-up
 // peers beside the lab's two), then its own spec again: each applies with
 // the tunnel ports its networks need, checks clean and applies again with
-// no change, and the machine's real networks work throughout. A firewall table this size is one nf_tables batch larger than
-// a netlink socket's default buffer.
+// no change, and the machine's real networks work throughout. A firewall
+// table this size is one nf_tables batch larger than a netlink socket's
+// default buffer.
 func TestApplyAtScale(t *testing.T) {
 	needChainLab(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)

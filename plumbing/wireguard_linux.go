@@ -83,21 +83,17 @@ func (k *kernelTable) addWireGuard(l Link) error {
 	return nil
 }
 
-func (k *kernelTable) usingUserspace() bool {
+// wireGuardReport describes the WireGuard device as the table runs it:
+// in the kernel, or in user space over a link of the kind the device uses
+// (helperapi.UserspaceTAP or UserspaceTUN).
+func (k *kernelTable) wireGuardReport(name string, mtu int, publicKey string, port int) helperapi.WireGuardReport {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.userspace != nil
-}
-
-// userspaceKind is the kind of link the userspace device uses
-// (helperapi.UserspaceTAP or UserspaceTUN), or "" with kernel WireGuard.
-func (k *kernelTable) userspaceKind() string {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.userspace == nil {
-		return ""
+	r := helperapi.WireGuardReport{Name: name, MTU: mtu, PublicKey: publicKey, ListenPort: port}
+	if k.userspace != nil {
+		r.Userspace, r.Device = true, k.userspace.kind
 	}
-	return k.userspace.kind
+	return r
 }
 
 // addrsAndRoutes reads the WireGuard device's IPv4 addresses and the
