@@ -201,6 +201,21 @@ func probeAddr(n, i int) netip.Prefix {
 	return netip.MustParsePrefix(fmt.Sprintf("10.10.%d.%d/16", n+1, i+11))
 }
 
+// addProbes adds a probe on network id's bridge on each of ms, the i-th
+// at 10.10.id.(11+i)/24.
+func addProbes(t *testing.T, ctx context.Context, l *sim.Lab, ms []*sim.Machine, id, mtu int) []*sim.Probe {
+	t.Helper()
+	var out []*sim.Probe
+	for i, m := range ms {
+		p, err := l.AddProbe(ctx, m, plumbing.BridgeName(id), netip.MustParsePrefix(fmt.Sprintf("10.10.%d.%d/24", id, 11+i)), mtu)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
 func TestChain(t *testing.T) {
 	needChainLab(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -165,7 +164,7 @@ func ipv6DryRun(links []string, have map[string]Link, add func(string, ...string
 		}
 		var cmds []string
 		for _, s := range ipv6Settings {
-			cmds = append(cmds, sysctlCommand("net.ipv6.conf."+l+"."+s.Key, s.Value))
+			cmds = append(cmds, sysctlCommand(linkSetting{"ipv6", s.Key}.sysctl(l), s.Value))
 		}
 		add("turn IPv6 off on "+l, cmds...)
 	}
@@ -173,7 +172,7 @@ func ipv6DryRun(links []string, have map[string]Link, add func(string, ...string
 	for _, d := range drift {
 		for _, s := range ipv6Settings {
 			if s.Key == d[1] {
-				add(fmt.Sprintf("set %s ipv6 %s %s", d[0], s.Key, s.Value), sysctlCommand("net.ipv6.conf."+d[0]+"."+s.Key, s.Value))
+				add(fmt.Sprintf("set %s ipv6 %s %s", d[0], s.Key, s.Value), sysctlCommand(linkSetting{"ipv6", s.Key}.sysctl(d[0]), s.Value))
 			}
 		}
 	}
@@ -185,18 +184,14 @@ func ipv6DryRun(links []string, have map[string]Link, add func(string, ...string
 func egressDryRun(want map[string]bool, add func(string, ...string)) error {
 	for _, l := range slices.Sorted(maps.Keys(want)) {
 		on := want[l]
-		b, err := os.ReadFile(filepath.Join(ipv4Conf, l, "forwarding"))
+		v, ok, err := ipv4Forwarding.read(l)
 		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			if !on {
-				continue
-			}
 		case err != nil:
-			return fmt.Errorf("read forwarding of %q: %w", l, err)
-		case (strings.TrimSpace(string(b)) == "1") == on:
+			return err
+		case !ok && !on, ok && (v == "1") == on:
 			continue
 		}
-		add(fmt.Sprintf("set %s forwarding %s", l, onOff(on)), sysctlCommand("net.ipv4.conf."+l+".forwarding", boolValue(on)))
+		add(fmt.Sprintf("set %s forwarding %s", l, onOff(on)), sysctlCommand(ipv4Forwarding.sysctl(l), boolValue(on)))
 	}
 	return nil
 }

@@ -56,15 +56,11 @@ func TestEdge(t *testing.T) {
 	}
 	mtu := e.helpers.Reports[e.lab.Machines[0].Name].Networks[0].MTU
 	gw := helperapi.GatewayAddr(edgeNetwork.Subnet)
-	for i, m := range e.lab.Machines {
-		p, err := e.lab.AddProbe(ctx, m, plumbing.BridgeName(edgeNetwork.ID), netip.MustParsePrefix(fmt.Sprintf("10.10.1.%d/24", 11+i)), mtu)
-		if err != nil {
-			t.Fatal(err)
-		}
+	e.probes = addProbes(t, ctx, e.lab, e.lab.Machines, edgeNetwork.ID, mtu)
+	for _, p := range e.probes {
 		if out, err := p.Run(ctx, ipBin, "route", "add", "default", "via", gw.String()); err != nil {
 			t.Fatalf("%s: default route: %v: %s", p.Name, err, out)
 		}
-		e.probes = append(e.probes, p)
 	}
 	e.addInternet(t, ctx)
 

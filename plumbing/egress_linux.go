@@ -3,16 +3,12 @@ package plumbing
 import (
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/butter-cloud/butter/helperapi"
 )
 
-// ipv4Conf is where the kernel keeps a link's IPv4 settings.
-const ipv4Conf = "/proc/sys/net/ipv4/conf"
+// ipv4Forwarding is a link's IPv4 forwarding switch.
+var ipv4Forwarding = linkSetting{"ipv4", "forwarding"}
 
 // egressForwarding lists the forwarding switches egress needs, link →
 // on: each bridge's follows its network's egress; the uplink's is on while
@@ -33,14 +29,11 @@ func egressForwarding(spec helperapi.Spec, p plan) map[string]bool {
 func forwardingDrift(want map[string]bool) ([][2]string, error) {
 	var out [][2]string
 	for l, on := range want {
-		b, err := os.ReadFile(filepath.Join(ipv4Conf, l, "forwarding"))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
+		v, ok, err := ipv4Forwarding.read(l)
 		if err != nil {
-			return out, fmt.Errorf("read forwarding of %q: %w", l, err)
+			return out, err
 		}
-		if v := strings.TrimSpace(string(b)); (v == "1") != on {
+		if ok && (v == "1") != on {
 			out = append(out, [2]string{l, v})
 		}
 	}
@@ -58,12 +51,8 @@ func setEgressForwarding(want map[string]bool) ([]string, error) {
 	var errs []error
 	for _, d := range drift {
 		on := want[d[0]]
-		v := "0\n"
-		if on {
-			v = "1\n"
-		}
-		if err := os.WriteFile(filepath.Join(ipv4Conf, d[0], "forwarding"), []byte(v), 0o644); err != nil {
-			errs = append(errs, fmt.Errorf("set forwarding of %q %s: %w", d[0], onOff(on), err))
+		if err := ipv4Forwarding.write(d[0], boolValue(on)); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		changes = append(changes, fmt.Sprintf("set %s forwarding %s", d[0], onOff(on)))

@@ -79,20 +79,8 @@ func TestFirewall(t *testing.T) {
 		t.Fatalf("start the mesh: %v", err)
 	}
 	f.mtu = f.helpers.Reports[f.m(0).Name].Networks[0].MTU
-	for i := range 3 {
-		p, err := f.lab.AddProbe(ctx, f.m(i), plumbing.BridgeName(1), netip.MustParsePrefix(fmt.Sprintf("10.10.1.%d/24", 11+i)), f.mtu)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.blue = append(f.blue, p)
-	}
-	for i := range 2 {
-		p, err := f.lab.AddProbe(ctx, f.m(i), plumbing.BridgeName(2), netip.MustParsePrefix(fmt.Sprintf("10.10.2.%d/24", 11+i)), f.mtu)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.red = append(f.red, p)
-	}
+	f.blue = addProbes(t, ctx, f.lab, f.lab.Machines[:3], 1, f.mtu)
+	f.red = addProbes(t, ctx, f.lab, f.lab.Machines[:2], 2, f.mtu)
 	f.addOutsider(t, ctx)
 	// GRE: the namespace tier's kernel makes no gretap, so no network
 	// here rides on GRE and no bridge could show a spoofed GRE frame.

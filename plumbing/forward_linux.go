@@ -1,40 +1,24 @@
 package plumbing
 
-import (
-	"fmt"
-	"os"
-	"strings"
-)
+import "errors"
 
-// forwardingPath is the WireGuard device's IPv4 forwarding switch. It
-// governs packets that arrive on the device only, so a relay forwards mesh
-// traffic and nothing else.
-var forwardingPath = "/proc/sys/net/ipv4/conf/" + WireGuardName + "/forwarding"
-
+// forwarding tells whether the WireGuard device forwards IPv4. The switch
+// governs packets that arrive on the device only, so a relay forwards
+// mesh traffic and nothing else.
 func forwarding() (bool, error) {
-	b, err := os.ReadFile(forwardingPath)
-	if err != nil {
-		return false, fmt.Errorf("read %s: %w", forwardingPath, err)
+	v, ok, err := ipv4Forwarding.read(WireGuardName)
+	if err == nil && !ok {
+		err = errors.New("read ipv4 forwarding of " + WireGuardName + ": no such link")
 	}
-	return strings.TrimSpace(string(b)) == "1", nil
+	return v == "1", err
 }
 
 // setForwarding turns forwarding on the WireGuard device on or off and
 // tells whether it changed anything.
 func setForwarding(on bool) (bool, error) {
 	cur, err := forwarding()
-	if err != nil {
+	if err != nil || cur == on {
 		return false, err
 	}
-	if cur == on {
-		return false, nil
-	}
-	v := "0\n"
-	if on {
-		v = "1\n"
-	}
-	if err := os.WriteFile(forwardingPath, []byte(v), 0o644); err != nil {
-		return false, fmt.Errorf("set forwarding on %s: %w", WireGuardName, err)
-	}
-	return true, nil
+	return true, ipv4Forwarding.write(WireGuardName, boolValue(on))
 }
