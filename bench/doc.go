@@ -1,6 +1,7 @@
 // Package bench holds measurements that need a lab (root): run them with
-// chain.sh, vm.sh and operator.sh beside this file. They are figures to
-// read, not pass/fail tests.
+// the scripts beside this file (footprint.sh runs a step of the
+// realmachines tier, whose guests have kernel WireGuard). They are
+// figures to read, not pass/fail tests.
 //
 // BenchmarkChain explains its own ratio: with userspace WireGuard
 // (wireguard-go behind a tun device) TCP across wg0 alone crosses the tun

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,6 +35,9 @@ const (
 type scaleFigures struct {
 	n                      int
 	addLast, create, apply time.Duration
+	// createCPU is where the CPU went in the network creates (their
+	// medians).
+	createCPU cpuSplit
 	// heldCreate is network create with the connection holder warm (a
 	// verb before it reached every machine through it).
 	heldCreate time.Duration
@@ -49,7 +54,9 @@ type scaleFigures struct {
 //   - a full re-apply: `butter sync` of every machine at once;
 //
 // each the median of three rounds, with the growth against the 8-machine
-// lab beside the growth in machines (linear growth: 2 and 4). On the
+// lab beside the growth in machines (linear growth: 2 and 4), and where
+// the CPU went in network create (every processor, the helper daemons,
+// the operator side: the rest is the SSH sessions' processes). On the
 // 32-machine lab, with ten networks across all (31 peers each), it prints
 // the helper daemon's idle resident memory and CPU share over 10 s
 // (userspace WireGuard here: no kernel module). Run it once:
@@ -76,6 +83,12 @@ func BenchmarkScale(b *testing.B) {
 			f.create.Round(time.Millisecond), ratio(f.create, base.create),
 			f.apply.Round(time.Millisecond), ratio(f.apply, base.apply),
 			f.heldCreate.Round(time.Millisecond), ratio(f.heldCreate, base.heldCreate), ratio(f.heldCreate, f.create))
+	}
+	fmt.Printf("\nwhere the CPU went in network create (medians, core-seconds; the machine has %d cores)\n", runtime.NumCPU())
+	fmt.Printf("%9s %10s %16s %14s %14s\n", "machines", "wall", "all processors", "helper daemons", "this process")
+	for _, f := range figs {
+		c := f.createCPU
+		fmt.Printf("%9d %10s %16.2f %14.2f %14.2f\n", f.n, f.create.Round(time.Millisecond), c.busy, c.daemons, c.self)
 	}
 	last := figs[len(figs)-1]
 	for _, c := range []struct {
@@ -171,9 +184,16 @@ func scaleLab(b *testing.B, ctx context.Context, butter string, n int) scaleFigu
 			return err
 		}))
 	}
+	daemons := make([]int, 0, n)
+	for i := 1; i <= n; i++ {
+		daemons = append(daemons, daemonPID(b, ctx, fmt.Sprintf("%s-m%d", name, i)))
+	}
+	var splits []cpuSplit
 	for round := range scaleRounds {
 		net := fmt.Sprintf("s%d", round)
+		before := takeCPU(b, daemons)
 		creates = append(creates, timed(b, lc.Inventory, conn, createEverywhere(ctx, net)))
+		splits = append(splits, takeCPU(b, daemons).since(before))
 		if round < scaleRounds-1 {
 			if _, err := cloud.New(lc.Inventory, conn, nil).RemoveNetwork(ctx, net, nil); err != nil {
 				b.Fatalf("lab of %d: network remove %s: %v", n, net, err)
@@ -216,6 +236,7 @@ func scaleLab(b *testing.B, ctx context.Context, butter string, n int) scaleFigu
 		}))
 	}
 	f.addLast, f.create, f.apply = median(adds), median(creates), median(applies)
+	f.createCPU = medianSplit(splits)
 	fmt.Printf("lab of %d: machine add %v, network create %v, re-apply %v, network create through the warm holder %v\n", n, adds, creates, applies, heldCreates)
 	if n == scaleSizes[len(scaleSizes)-1] {
 		idle(b, ctx, lc, conn, name, n)
@@ -312,4 +333,53 @@ func rssMiB(b *testing.B, pid int) float64 {
 	}
 	b.Fatalf("no VmRSS in /proc/%d/status", pid)
 	return 0
+}
+
+// cpuSplit is CPU time in core-seconds: every processor's busy time, the
+// lab's helper daemons', and this process's (the operator side).
+type cpuSplit struct{ busy, daemons, self float64 }
+
+// takeCPU reads the counters of a cpuSplit now.
+func takeCPU(b *testing.B, daemons []int) cpuSplit {
+	b.Helper()
+	var c cpuSplit
+	for _, pid := range daemons {
+		c.daemons += cpuSeconds(b, pid)
+	}
+	c.self = cpuSeconds(b, os.Getpid())
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	// cpu  user nice system idle iowait irq softirq steal …
+	f := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])
+	for i, v := range f[1:min(len(f), 9)] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		t, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			b.Fatalf("/proc/stat: %q", f)
+		}
+		c.busy += t / clockTicks
+	}
+	return c
+}
+
+func (c cpuSplit) since(before cpuSplit) cpuSplit {
+	return cpuSplit{busy: c.busy - before.busy, daemons: c.daemons - before.daemons, self: c.self - before.self}
+}
+
+func medianSplit(s []cpuSplit) cpuSplit {
+	pick := func(get func(cpuSplit) float64) float64 {
+		v := make([]float64, 0, len(s))
+		for _, c := range s {
+			v = append(v, get(c))
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	return cpuSplit{busy: pick(func(c cpuSplit) float64 { return c.busy }),
+		daemons: pick(func(c cpuSplit) float64 { return c.daemons }),
+		self:    pick(func(c cpuSplit) float64 { return c.self })}
 }

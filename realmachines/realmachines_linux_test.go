@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -84,6 +85,11 @@ func TestRealMachines(t *testing.T) {
 		return
 	}
 	faults(t, r, nw)
+	// A measurement (bench/footprint.sh), not a check: its apply of 310
+	// tunnel ports alone takes minutes on TCG.
+	if os.Getenv(footprintEnv) == "1" {
+		footprint(t, r)
+	}
 }
 
 // checkUnit checks that the helper runs on m as the systemd unit butter
