@@ -35,9 +35,9 @@ const (
 type scaleFigures struct {
 	n                      int
 	addLast, create, apply time.Duration
-	// createCPU is where the CPU went in the network creates (their
-	// medians).
-	createCPU cpuSplit
+	// createCPU and heldCPU are where the CPU went in the network
+	// creates, without and with the holder (their medians).
+	createCPU, heldCPU cpuSplit
 	// heldCreate is network create with the connection holder warm (a
 	// verb before it reached every machine through it).
 	heldCreate time.Duration
@@ -85,10 +85,15 @@ func BenchmarkScale(b *testing.B) {
 			f.heldCreate.Round(time.Millisecond), ratio(f.heldCreate, base.heldCreate), ratio(f.heldCreate, f.create))
 	}
 	fmt.Printf("\nwhere the CPU went in network create (medians, core-seconds; the machine has %d cores)\n", runtime.NumCPU())
-	fmt.Printf("%9s %10s %16s %14s %14s\n", "machines", "wall", "all processors", "helper daemons", "this process")
+	fmt.Printf("%9s %-7s %10s %16s %14s %14s\n", "machines", "holder", "wall", "all processors", "helper daemons", "this process")
 	for _, f := range figs {
-		c := f.createCPU
-		fmt.Printf("%9d %10s %16.2f %14.2f %14.2f\n", f.n, f.create.Round(time.Millisecond), c.busy, c.daemons, c.self)
+		for _, r := range []struct {
+			how  string
+			wall time.Duration
+			c    cpuSplit
+		}{{"no", f.create, f.createCPU}, {"warm", f.heldCreate, f.heldCPU}} {
+			fmt.Printf("%9d %-7s %10s %16.2f %14.2f %14.2f\n", f.n, r.how, r.wall.Round(time.Millisecond), r.c.busy, r.c.daemons, r.c.self)
+		}
 	}
 	last := figs[len(figs)-1]
 	for _, c := range []struct {
@@ -166,7 +171,7 @@ func scaleLab(b *testing.B, ctx context.Context, butter string, n int) scaleFigu
 	fmt.Printf("lab of %d machines up and %d added in %s\n", n, n-1, time.Since(begin).Round(time.Second))
 
 	f := scaleFigures{n: n}
-	var adds, creates, applies []time.Duration
+	var adds, applies []time.Duration
 	for round := range scaleRounds {
 		if round > 0 {
 			// Dropped (the machines have no libvirtd, so a plain
@@ -188,18 +193,8 @@ func scaleLab(b *testing.B, ctx context.Context, butter string, n int) scaleFigu
 	for i := 1; i <= n; i++ {
 		daemons = append(daemons, daemonPID(b, ctx, fmt.Sprintf("%s-m%d", name, i)))
 	}
-	var splits []cpuSplit
-	for round := range scaleRounds {
-		net := fmt.Sprintf("s%d", round)
-		before := takeCPU(b, daemons)
-		creates = append(creates, timed(b, lc.Inventory, conn, createEverywhere(ctx, net)))
-		splits = append(splits, takeCPU(b, daemons).since(before))
-		if round < scaleRounds-1 {
-			if _, err := cloud.New(lc.Inventory, conn, nil).RemoveNetwork(ctx, net, nil); err != nil {
-				b.Fatalf("lab of %d: network remove %s: %v", n, net, err)
-			}
-		}
-	}
+	// The last network stays, for the re-apply below to carry.
+	creates, splits := createRounds(b, ctx, lc.Inventory, conn, "s", daemons, true)
 	// The same through a warm holder: one verb (machine list) dials every
 	// machine through it first, as the verb before would have.
 	held := conn.(cloud.SSH)
@@ -213,14 +208,7 @@ func scaleLab(b *testing.B, ctx context.Context, butter string, n int) scaleFigu
 		}
 		return err
 	})
-	var heldCreates []time.Duration
-	for round := range scaleRounds {
-		net := fmt.Sprintf("h%d", round)
-		heldCreates = append(heldCreates, timed(b, lc.Inventory, held, createEverywhere(ctx, net)))
-		if _, err := cloud.New(lc.Inventory, held, nil).RemoveNetwork(ctx, net, nil); err != nil {
-			b.Fatalf("lab of %d: network remove %s: %v", n, net, err)
-		}
-	}
+	heldCreates, heldSplits := createRounds(b, ctx, lc.Inventory, held, "h", daemons, false)
 	f.heldCreate = median(heldCreates)
 	var all []string
 	for i := 1; i <= n; i++ {
@@ -236,12 +224,34 @@ func scaleLab(b *testing.B, ctx context.Context, butter string, n int) scaleFigu
 		}))
 	}
 	f.addLast, f.create, f.apply = median(adds), median(creates), median(applies)
-	f.createCPU = medianSplit(splits)
+	f.createCPU, f.heldCPU = medianSplit(splits), medianSplit(heldSplits)
 	fmt.Printf("lab of %d: machine add %v, network create %v, re-apply %v, network create through the warm holder %v\n", n, adds, creates, applies, heldCreates)
 	if n == scaleSizes[len(scaleSizes)-1] {
 		idle(b, ctx, lc, conn, name, n)
 	}
 	return f
+}
+
+// createRounds times scaleRounds network creates across every machine
+// (networks named prefix0, prefix1, …, each removed after but the last
+// when keepLast), with where the CPU went in each.
+func createRounds(b *testing.B, ctx context.Context, inventory string, conn cloud.Connector, prefix string, daemons []int, keepLast bool) ([]time.Duration, []cpuSplit) {
+	b.Helper()
+	var times []time.Duration
+	var splits []cpuSplit
+	for round := range scaleRounds {
+		net := fmt.Sprintf("%s%d", prefix, round)
+		before := takeCPU(b, daemons)
+		times = append(times, timed(b, inventory, conn, createEverywhere(ctx, net)))
+		splits = append(splits, takeCPU(b, daemons).since(before))
+		if keepLast && round == scaleRounds-1 {
+			break
+		}
+		if _, err := cloud.New(inventory, conn, nil).RemoveNetwork(ctx, net, nil); err != nil {
+			b.Fatalf("network remove %s: %v", net, err)
+		}
+	}
+	return times, splits
 }
 
 // createEverywhere is the verb `network create NAME`, which must reach
