@@ -180,8 +180,8 @@ func (h *Helper) apply(ctx context.Context, spec helperapi.Spec) (helperapi.Repo
 func (h *Helper) report(spec helperapi.Spec, p plan, priv wgtypes.Key) helperapi.Report {
 	return helperapi.Report{
 		WireGuard: h.links.wireGuardReport(WireGuardName, p.WireGuardMTU, priv.PublicKey().String(), spec.Mesh.Port()),
-		Networks: p.Networks,
-		Changes:  []string{},
+		Networks:  p.Networks,
+		Changes:   []string{},
 	}
 }
 
