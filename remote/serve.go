@@ -151,7 +151,7 @@ func (c *Client) openServe(ctx context.Context, line string, hs []Helper) (*Serv
 
 // startServe starts line on a new session and reads the hello: it
 // returns the stream and the version the helper said, or why it did not
-// start (h is the helper expected, for the error).
+// start (want is the helper expected, for the error).
 func (c *Client) startServe(ctx context.Context, line string, h Helper) (*ServeStream, string, error) {
 	s, err := c.conn.NewSession()
 	if err != nil {
