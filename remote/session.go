@@ -30,10 +30,7 @@ var ErrClosed = errors.New("machine connection closed")
 // each call's ctx. Its methods may be called from many goroutines.
 type Machine struct {
 	helper Helper
-	// any, until the first connection, are the helpers ConnectAny may
-	// start; helper is then the one that answered.
-	any  []Helper
-	dial chan struct{} // a token: held while (re)connecting
+	dial   chan struct{} // a token: held while (re)connecting
 
 	mu      sync.Mutex
 	ssh     *Client
@@ -47,20 +44,7 @@ type Machine struct {
 // helper h installed there. A *HelloError (errors.Is ErrHelperMismatch)
 // means the helper must be installed again.
 func Connect(ctx context.Context, c *Client, h Helper) (*Machine, error) {
-	return connectFirst(ctx, &Machine{helper: h, dial: make(chan struct{}, 1), ssh: c})
-}
-
-// ConnectAny is Connect with whichever of hs (ExpectedHelpers) is built
-// for the machine's platform, found in the same session that starts it
-// (Client.OpenServeAny): a machine whose helper runs is reached in one
-// session, where Platform, then Connect, take two. Helper says which
-// one answered.
-func ConnectAny(ctx context.Context, c *Client, hs []Helper) (*Machine, error) {
-	return connectFirst(ctx, &Machine{any: hs, dial: make(chan struct{}, 1), ssh: c})
-}
-
-func connectFirst(ctx context.Context, m *Machine) (*Machine, error) {
-	c := m.ssh
+	m := &Machine{helper: h, dial: make(chan struct{}, 1), ssh: c}
 	m.dial <- struct{}{}
 	defer func() { <-m.dial }()
 	cl, err := m.connect(ctx)
@@ -250,15 +234,7 @@ func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	var st *ServeStream
-	if m.any != nil {
-		st, m.helper, err = c.OpenServeAny(ctx, m.any)
-		if err == nil {
-			m.any = nil
-		}
-	} else {
-		st, err = c.OpenServe(ctx, m.helper)
-	}
+	st, err := c.OpenServe(ctx, m.helper)
 	if err != nil {
 		return nil, err
 	}
