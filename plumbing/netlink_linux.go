@@ -73,11 +73,11 @@ func (k *kernelTable) allLinks() ([]netlink.Link, error) {
 // linkMTU is one link's MTU, read without listing the others (a machine
 // in a large cloud has hundreds of tunnel ports).
 func (k *kernelTable) linkMTU(name string) (int, error) {
-	nl, err := k.h.LinkByName(name)
+	l, err := k.h.LinkByName(name)
 	if err != nil {
 		return 0, fmt.Errorf("find %q: %w", name, err)
 	}
-	return nl.Attrs().MTU, nil
+	return l.Attrs().MTU, nil
 }
 
 func (k *kernelTable) Links(ctx context.Context) ([]Link, error) {

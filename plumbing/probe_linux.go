@@ -63,7 +63,7 @@ func (h *Helper) probeLoop(ctx context.Context) {
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
 	for {
-		targets, size := h.probeTargets(ctx)
+		targets, size := h.probeTargets()
 		if len(targets) > 0 && size > 0 {
 			h.probes.set(probeAll(ctx, targets, size))
 		}
@@ -78,7 +78,7 @@ func (h *Helper) probeLoop(ctx context.Context) {
 // probeTargets are the peers to echo and the full size, read under the
 // helper's lock: the spec's direct peers with their handshake's freshness,
 // and the WireGuard device's MTU.
-func (h *Helper) probeTargets(ctx context.Context) ([]probeTarget, int) {
+func (h *Helper) probeTargets() ([]probeTarget, int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	spec, _, err := h.state.spec()
