@@ -95,7 +95,12 @@ func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, step
 	// the protocol, whose hello checks the helper's version. Anything else
 	// (first contact, an old helper, no daemon) takes the checks below on
 	// a new connection.
-	if h, err := c.ExpectedHelper(ctx, s.Helpers); err != nil && !installs(ctx) {
+	if h, err := c.ExpectedHelper(ctx, s.Helpers); err != nil && ctx.Err() != nil {
+		// Out of time asking the platform: said as that, not as the
+		// checks below failing for want of it.
+		c.Close()
+		return nil, err
+	} else if err != nil && !installs(ctx) {
 		c.Close()
 		return nil, fmt.Errorf("%w (%v)", ErrHelperNotCurrent, err)
 	} else if err == nil {

@@ -95,6 +95,9 @@ func (r *rig) checkIdleVM(m *machine, boots int, within time.Duration) {
 		if listErr == nil && info.State == "running" && info.Autostart && shown >= boots || time.Now().After(deadline) {
 			break
 		}
+		if listErr != nil || info.State == "" {
+			r.logWhyAway("vm list")
+		}
 		time.Sleep(time.Second)
 	}
 	if listErr != nil {

@@ -315,9 +315,11 @@ func mtuSubtest(t *testing.T, r *rig, nw network) {
 	problem := listProblem()
 	// A member that did not answer the list in time (a TCG machine just
 	// booted) adds no MTU of its own, so the list sees no difference:
-	// asked again, twice, before that counts.
-	for try := 1; !same && !strings.Contains(problem, m.name) && try < 3; try++ {
-		t.Logf("network list, try %d: problem %q", try, problem)
+	// asked again for two minutes, with why it missed logged, before
+	// that counts.
+	for deadline := time.Now().Add(2 * time.Minute); !same && !strings.Contains(problem, m.name) && time.Now().Before(deadline); {
+		t.Logf("network list: problem %q", problem)
+		r.logWhyAway("network list")
 		time.Sleep(5 * time.Second)
 		problem = listProblem()
 	}

@@ -53,6 +53,7 @@ func TestRealMachines(t *testing.T) {
 		}
 	}
 	t.Logf("%d machines booted and answer SSH %s after qemu started", len(r.machines), time.Since(start).Round(100*time.Millisecond))
+	r.lingerRoot(r.machines[0])
 
 	for _, m := range r.machines {
 		addStart := time.Now()
@@ -114,6 +115,7 @@ func listJSON[T any](r *rig, what string) []T {
 	out, err := r.run(what, "list", "--json")
 	for try := 1; err != nil && try < 3; try++ {
 		r.t.Logf("%s list, try %d: %v", what, try, err)
+		r.logWhyAway(what + " list")
 		time.Sleep(2 * time.Second)
 		out, err = r.run(what, "list", "--json")
 	}

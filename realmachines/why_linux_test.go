@@ -1,0 +1,39 @@
+package realmachines
+
+import (
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/butter-cloud/butter/assets"
+	"github.com/butter-cloud/butter/cloud"
+)
+
+// logWhyAway logs, when a list misses a machine, what the operator sees
+// of each (status, problem, and how long `machine list` took) and, for a
+// machine that did not answer, its helper daemon's journal since boot: a
+// retry that passes later still leaves the reason in the log.
+func (r *rig) logWhyAway(what string) {
+	r.t.Helper()
+	start := time.Now()
+	out, err := r.run("machine", "list", "--json")
+	took := time.Since(start).Round(100 * time.Millisecond)
+	var rows []cloud.MachineStatus
+	if jerr := json.Unmarshal([]byte(out), &rows); jerr != nil {
+		r.t.Logf("%s: machine list (%s): %v, %v: %s", what, took, err, jerr, out)
+		return
+	}
+	for _, row := range rows {
+		r.t.Logf("%s: machine list (%s, %v): %s %s %q", what, took, err, row.Name, row.Status, row.Problem)
+		if row.Status != cloud.StatusOffline {
+			continue
+		}
+		for _, m := range r.machines {
+			if m.name != row.Name {
+				continue
+			}
+			j, jerr := r.sh(m, "uptime; journalctl -b -o short-precise --no-pager -u "+assets.HelperUnitName+" | tail -n 12")
+			r.t.Logf("%s: %s's helper daemon (%v):\n%s", what, m.name, jerr, strings.TrimSpace(j))
+		}
+	}
+}
