@@ -92,22 +92,27 @@ func (s SSH) Connect(ctx context.Context, m inventory.Machine, trust Trust, step
 		return nil, err
 	}
 	// The fast way, for a machine that has its helper running: straight to
-	// the protocol, whose hello checks the helper's version. Anything else
-	// (first contact, an old helper, no daemon) takes the checks below on
-	// a new connection.
-	if h, err := c.ExpectedHelper(ctx, s.Helpers); err != nil && ctx.Err() != nil {
-		// Out of time asking the platform: said as that, not as the
-		// checks below failing for want of it.
-		c.Close()
-		return nil, err
-	} else if err != nil && !installs(ctx) {
-		c.Close()
-		return nil, fmt.Errorf("%w (%v)", ErrHelperNotCurrent, err)
-	} else if err == nil {
-		route := Route{Addr: c.RemoteIP(), Jumped: c.Jumped(), Version: h.Version}
-		mach, err := remote.Connect(ctx, c, h)
+	// the protocol, whose hello checks the helper's version, in one session
+	// (the helper for the machine's platform is picked by the shell that
+	// starts it). Anything else (first contact, an old helper, no daemon)
+	// takes the checks below on a new connection.
+	if hs := remote.ExpectedHelpers(s.Helpers); len(hs) == 0 {
+		// No helper binary at hand: the machine's platform says which is
+		// missing.
+		if _, err := c.ExpectedHelper(ctx, s.Helpers); err != nil && ctx.Err() != nil {
+			// Out of time asking the platform: said as that, not as
+			// the checks below failing for want of it.
+			c.Close()
+			return nil, err
+		} else if err != nil && !installs(ctx) {
+			c.Close()
+			return nil, fmt.Errorf("%w (%v)", ErrHelperNotCurrent, err)
+		}
+	} else {
+		mach, err := remote.ConnectAny(ctx, c, hs)
 		switch {
 		case err == nil:
+			route := Route{Addr: c.RemoteIP(), Jumped: c.Jumped(), Version: mach.Helper().Version}
 			return &sshLink{m: mach, route: route}, nil
 		case ctx.Err() != nil:
 			return nil, err

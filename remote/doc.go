@@ -40,6 +40,10 @@
 // writes "BUTTER-HELPER <protocol> <version>\n" and then relays JSON-RPC
 // 2.0 to the daemon's socket. Anything before that line (login banners)
 // is skipped; a different protocol or version is a *HelloError
-// (ErrHelperMismatch): install the helper again. Consoles and image
-// uploads ride further sessions on the same SSH connection.
+// (ErrHelperMismatch): install the helper again. A verb that dials a
+// machine itself does not ask its platform first: ConnectAny starts, in
+// the same session, whichever helper this butter has (ExpectedHelpers)
+// is built for it (`case "$(uname -sm)" in …`), so a machine whose helper
+// runs is reached in one session. Consoles and image uploads ride further
+// sessions on the same SSH connection.
 package remote

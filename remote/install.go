@@ -8,10 +8,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -36,16 +38,20 @@ func parseUname(s string) (Platform, error) {
 	if len(f) != 2 {
 		return Platform{}, fmt.Errorf("uname -sm said %q", strings.TrimSpace(s))
 	}
-	p := Platform{OS: strings.ToLower(f[0])}
-	switch f[1] {
-	case "x86_64", "amd64":
-		p.Arch = "amd64"
-	case "aarch64", "arm64", "aarch64_be", "armv8l", "armv8b":
-		p.Arch = "arm64"
-	default:
-		p.Arch = f[1]
+	p := Platform{OS: strings.ToLower(f[0]), Arch: f[1]}
+	for arch, names := range unameArch {
+		if slices.Contains(names, f[1]) {
+			p.Arch = arch
+		}
 	}
 	return p, nil
+}
+
+// unameArch lists, for each architecture the helper runs on, the names
+// `uname -m` gives it.
+var unameArch = map[string][]string{
+	"amd64": {"x86_64", "amd64"},
+	"arm64": {"aarch64", "arm64", "aarch64_be", "armv8l", "armv8b"},
 }
 
 // Platform asks the machine what it runs (uname -sm).
@@ -222,6 +228,21 @@ func (c *Client) InstallHelper(ctx context.Context, o HelperOptions) (Helper, er
 		return Helper{}, fmt.Errorf("install helper on %s: %w", c.Host, err)
 	}
 	return c.installBinary(ctx, bin, o.Dir)
+}
+
+// ExpectedHelpers are the helpers InstallHelper would install on a
+// machine of each platform the helper runs on that this butter has a
+// binary for, asking no machine: what a connection that does not know
+// its machine's platform yet may start (ConnectAny), saving the session
+// that asks it.
+func ExpectedHelpers(o HelperOptions) []Helper {
+	var out []Helper
+	for _, arch := range slices.Sorted(maps.Keys(unameArch)) {
+		if bin, err := FindHelper(Platform{OS: "linux", Arch: arch}, o); err == nil {
+			out = append(out, helperAt(bin, o.Dir))
+		}
+	}
+	return out
 }
 
 // ExpectedHelper is the helper InstallHelper would install, without

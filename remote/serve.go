@@ -91,26 +91,88 @@ func (st *ServeStream) Close() error                { return st.s.Close() }
 // *HelloError (errors.Is ErrHelperMismatch) means the helper must be
 // installed again.
 func (c *Client) OpenServe(ctx context.Context, h Helper) (*ServeStream, error) {
+	st, _, err := c.openServe(ctx, ShellJoin(h.Path, "helper", "serve"), []Helper{h})
+	return st, err
+}
+
+// OpenServeAny is OpenServe of whichever of hs (helpers for different
+// platforms, ExpectedHelpers) is built for the machine's platform: the
+// session's shell asks `uname -sm` and starts that one, so no session of
+// its own asks first. It returns the helper that answered. A machine of
+// a platform none of hs is built for fails to start, with the platform
+// in the error.
+func (c *Client) OpenServeAny(ctx context.Context, hs []Helper) (*ServeStream, Helper, error) {
+	if len(hs) == 0 {
+		return nil, Helper{}, fmt.Errorf("start the helper on %s: %w: this butter has no helper binary", c.Host, ErrNoHelper)
+	}
+	return c.openServe(ctx, servePick(hs), hs)
+}
+
+// servePick is a shell line that starts `helper serve` of the helper of
+// hs built for the machine's platform, or fails naming the platform.
+func servePick(hs []Helper) string {
+	var b strings.Builder
+	b.WriteString(`case "$(uname -sm)" in`)
+	for _, h := range hs {
+		var pats []string
+		for _, m := range unameArch[h.Platform.Arch] {
+			pats = append(pats, ShellJoin("Linux "+m))
+		}
+		fmt.Fprintf(&b, " %s) exec %s;;", strings.Join(pats, "|"), ShellJoin(h.Path, "helper", "serve"))
+	}
+	b.WriteString(` *) echo "no butter helper here for $(uname -sm)" >&2; exit 126;; esac`)
+	return b.String()
+}
+
+// openServe starts line, a `helper serve` of one of hs, and checks its
+// hello against them.
+func (c *Client) openServe(ctx context.Context, line string, hs []Helper) (*ServeStream, Helper, error) {
+	want := hs[0]
+	if len(hs) > 1 {
+		var paths, versions []string
+		for _, h := range hs {
+			paths, versions = append(paths, h.Path), append(versions, h.Version)
+		}
+		want = Helper{Path: strings.Join(paths, " or "), Version: strings.Join(versions, " or ")}
+	}
+	st, version, err := c.startServe(ctx, line, want)
+	if err != nil {
+		return nil, Helper{}, err
+	}
+	for _, h := range hs {
+		if h.Version == version {
+			return st, h, nil
+		}
+	}
+	st.Close()
+	return nil, Helper{}, &HelloError{Host: c.Host, Protocol: helperapi.ServeProtocol, WantProtocol: helperapi.ServeProtocol,
+		Version: version, WantVersion: want.Version}
+}
+
+// startServe starts line on a new session and reads the hello: it
+// returns the stream and the version the helper said, or why it did not
+// start (h is the helper expected, for the error).
+func (c *Client) startServe(ctx context.Context, line string, h Helper) (*ServeStream, string, error) {
 	s, err := c.conn.NewSession()
 	if err != nil {
-		return nil, fmt.Errorf("open the protocol session on %s: %w", c.Host, err)
+		return nil, "", fmt.Errorf("open the protocol session on %s: %w", c.Host, err)
 	}
 	stdin, err := s.StdinPipe()
 	if err != nil {
 		s.Close()
-		return nil, err
+		return nil, "", err
 	}
 	stdout, err := s.StdoutPipe()
 	if err != nil {
 		s.Close()
-		return nil, err
+		return nil, "", err
 	}
 	tail := &tailBuffer{max: 4096}
 	s.Stderr = tail
-	line := c.wireLine(ShellJoin(h.Path, "helper", "serve"), true)
+	line = c.wireLine(line, true)
 	if err := s.Start(line); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("start the helper on %s: %w", c.Host, err)
+		return nil, "", fmt.Errorf("start the helper on %s: %w", c.Host, err)
 	}
 	exited, done := make(chan error, 1), make(chan struct{})
 	go func() {
@@ -126,17 +188,17 @@ func (c *Client) OpenServe(ctx context.Context, h Helper) (*ServeStream, error) 
 		s.Close()
 		werr := <-exited
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("start the helper on %s: %w", c.Host, ctx.Err())
+			return nil, "", fmt.Errorf("start the helper on %s: %w", c.Host, ctx.Err())
 		}
-		return nil, helloFailure(c, h, werr, tail.String(), junk, err)
+		return nil, "", helloFailure(c, h, werr, tail.String(), junk, err)
 	}
-	if proto != helperapi.ServeProtocol || version != h.Version {
+	if proto != helperapi.ServeProtocol {
 		s.Close()
-		return nil, &HelloError{Host: c.Host, Protocol: proto, WantProtocol: helperapi.ServeProtocol,
+		return nil, "", &HelloError{Host: c.Host, Protocol: proto, WantProtocol: helperapi.ServeProtocol,
 			Version: version, WantVersion: h.Version}
 	}
 	c.opts.log().Info("helper session", "host", c.Host, "command", line, "version", version)
-	return &ServeStream{r: r, w: stdin, s: s, exited: exited, done: done}, nil
+	return &ServeStream{r: r, w: stdin, s: s, exited: exited, done: done}, version, nil
 }
 
 // helloFailure explains a serve session that ended before its hello.

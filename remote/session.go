@@ -30,7 +30,10 @@ var ErrClosed = errors.New("machine connection closed")
 // each call's ctx. Its methods may be called from many goroutines.
 type Machine struct {
 	helper Helper
-	dial   chan struct{} // a token: held while (re)connecting
+	// any, until the first connection, are the helpers ConnectAny may
+	// start; helper is then the one that answered.
+	any  []Helper
+	dial chan struct{} // a token: held while (re)connecting
 
 	mu      sync.Mutex
 	ssh     *Client
@@ -44,7 +47,24 @@ type Machine struct {
 // helper h installed there. A *HelloError (errors.Is ErrHelperMismatch)
 // means the helper must be installed again.
 func Connect(ctx context.Context, c *Client, h Helper) (*Machine, error) {
-	m := &Machine{helper: h, dial: make(chan struct{}, 1), ssh: c}
+	return connectFirst(ctx, &Machine{helper: h, dial: make(chan struct{}, 1), ssh: c})
+}
+
+// ConnectAny is Connect with whichever of hs (ExpectedHelpers) is built
+// for the machine's platform, found in the same session that starts it
+// (Client.OpenServeAny): a machine whose helper runs is reached in one
+// session, where Platform, then Connect, take two. Helper says which
+// one answered.
+func ConnectAny(ctx context.Context, c *Client, hs []Helper) (*Machine, error) {
+	if len(hs) == 0 {
+		c.Close()
+		return nil, fmt.Errorf("connect to %s: %w: this butter has no helper binary", c.Host, ErrNoHelper)
+	}
+	return connectFirst(ctx, &Machine{any: hs, dial: make(chan struct{}, 1), ssh: c})
+}
+
+func connectFirst(ctx context.Context, m *Machine) (*Machine, error) {
+	c := m.ssh
 	m.dial <- struct{}{}
 	defer func() { <-m.dial }()
 	cl, err := m.connect(ctx)
@@ -234,7 +254,15 @@ func (m *Machine) connect(ctx context.Context) (*helperapi.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := c.OpenServe(ctx, m.helper)
+	var st *ServeStream
+	if m.any != nil {
+		st, m.helper, err = c.OpenServeAny(ctx, m.any)
+		if err == nil {
+			m.any = nil
+		}
+	} else {
+		st, err = c.OpenServe(ctx, m.helper)
+	}
 	if err != nil {
 		return nil, err
 	}
