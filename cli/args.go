@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/butter-cloud/butter/cloud"
 	"github.com/spf13/cobra"
@@ -71,17 +72,27 @@ func noun(name, short string, subs ...*cobra.Command) *cobra.Command {
 const nounAnnotation = "butter-noun"
 
 // listCommand is a noun's list verb: list prints the noun's rows, as one
-// JSON array with --json.
-func (s *session) listCommand(short string, list func(ctx context.Context, cl *cloud.Cloud, asJSON bool) error) *cobra.Command {
-	var asJSON bool
+// JSON array with --json, waiting up to --timeout for each machine.
+func (s *session) listCommand(short string, list func(ctx context.Context, cl *cloud.Cloud, o listOptions) error) *cobra.Command {
+	o := listOptions{wait: listTimeout}
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: short,
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return s.withCloud(func(cl *cloud.Cloud) error { return list(cmd.Context(), cl, asJSON) })
+			if o.wait <= 0 {
+				return usageErrorf("--timeout %s: give how long to wait for each machine, above zero, such as 30s", o.wait)
+			}
+			return s.withCloud(func(cl *cloud.Cloud) error { return list(cmd.Context(), cl, o) })
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON array")
+	cmd.Flags().BoolVar(&o.json, "json", false, "print one JSON array")
+	cmd.Flags().DurationVar(&o.wait, "timeout", listTimeout, "wait up to `DURATION` for each machine's answer, then list it as away")
 	return cmd
+}
+
+// listOptions are a list verb's flags.
+type listOptions struct {
+	json bool          // --json
+	wait time.Duration // --timeout: for each machine
 }

@@ -194,8 +194,8 @@ func (s *session) machineListCommand() *cobra.Command {
 	return s.listCommand("List the machines and how they are", s.machineList)
 }
 
-func (s *session) machineList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {
-	ms, err := cl.Machines(ctx, listTimeout)
+func (s *session) machineList(ctx context.Context, cl *cloud.Cloud, o listOptions) error {
+	ms, err := cl.Machines(ctx, o.wait)
 	if err != nil {
 		return err
 	}
@@ -227,7 +227,7 @@ func (s *session) machineList(ctx context.Context, cl *cloud.Cloud, asJSON bool)
 			silent = append(silent, m.Name)
 		}
 	}
-	if asJSON {
+	if o.json {
 		if err := s.printJSON(rows); err != nil {
 			return err
 		}

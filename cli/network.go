@@ -130,14 +130,14 @@ func (s *session) networkListCommand() *cobra.Command {
 	return s.listCommand("List the networks", s.networkList)
 }
 
-func (s *session) networkList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {
+func (s *session) networkList(ctx context.Context, cl *cloud.Cloud, o listOptions) error {
 	inv, err := cl.Inventory()
 	if err != nil {
 		return err
 	}
-	ms, _ := cl.Machines(ctx, listTimeout)
+	ms, _ := cl.Machines(ctx, o.wait)
 	ns := cloud.Networks(inv, ms)
-	if asJSON {
+	if o.json {
 		if ns == nil {
 			ns = []cloud.NetworkStatus{}
 		}

@@ -38,13 +38,13 @@ func (s *session) vmListCommand() *cobra.Command {
 	return s.listCommand("List the VMs on every machine", s.vmList)
 }
 
-func (s *session) vmList(ctx context.Context, cl *cloud.Cloud, asJSON bool) error {
-	vms, err := cl.VMs(ctx, listTimeout)
+func (s *session) vmList(ctx context.Context, cl *cloud.Cloud, o listOptions) error {
+	vms, err := cl.VMs(ctx, o.wait)
 	var away cloud.MachineErrors
 	if err != nil && !errors.As(err, &away) {
 		return err
 	}
-	if asJSON {
+	if o.json {
 		if vms == nil {
 			vms = []cloud.VMStatus{}
 		}
