@@ -116,7 +116,7 @@ func (r *rig) checkIdleVM(m *machine, boots int, within time.Duration) {
 
 // listVM is one VM as `butter vm list --json` shows it (zero: absent).
 func (r *rig) listVM(name string) (cloud.VMStatus, error) {
-	out, err := r.run("vm", "list", "--json")
+	out, err := r.run("vm", "list", "--json", "--timeout", listWait)
 	if err != nil {
 		return cloud.VMStatus{}, err
 	}

@@ -53,7 +53,6 @@ func TestRealMachines(t *testing.T) {
 		}
 	}
 	t.Logf("%d machines booted and answer SSH %s after qemu started", len(r.machines), time.Since(start).Round(100*time.Millisecond))
-	r.lingerRoot(r.machines[0])
 
 	for _, m := range r.machines {
 		addStart := time.Now()
@@ -112,12 +111,12 @@ func listJSON[T any](r *rig, what string) []T {
 	var rows []T
 	// A list is read only: one that no machine answered in time (TCG
 	// machines busy with a guest) is asked again, twice.
-	out, err := r.run(what, "list", "--json")
+	out, err := r.run(what, "list", "--json", "--timeout", listWait)
 	for try := 1; err != nil && try < 3; try++ {
 		r.t.Logf("%s list, try %d: %v", what, try, err)
 		r.logWhyAway(what + " list")
 		time.Sleep(2 * time.Second)
-		out, err = r.run(what, "list", "--json")
+		out, err = r.run(what, "list", "--json", "--timeout", listWait)
 	}
 	if err != nil {
 		r.t.Fatal(err)

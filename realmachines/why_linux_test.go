@@ -9,6 +9,12 @@ import (
 	"github.com/butter-cloud/butter/cloud"
 )
 
+// listWait is how long the tier's lists wait for each machine: a new
+// connection to these TCG machines took up to 6 s to log in and a session
+// up to 7 s more while one of them booted (butter's log of a run), beyond
+// the 10 s a list waits by default.
+const listWait = "30s"
+
 // logWhyAway logs, when a list misses a machine, what the operator sees
 // of each (status, problem, and how long `machine list` took) and, for a
 // machine that did not answer, its helper daemon's journal since boot: a
@@ -16,7 +22,7 @@ import (
 func (r *rig) logWhyAway(what string) {
 	r.t.Helper()
 	start := time.Now()
-	out, err := r.run("machine", "list", "--json")
+	out, err := r.run("machine", "list", "--json", "--timeout", listWait)
 	took := time.Since(start).Round(100 * time.Millisecond)
 	var rows []cloud.MachineStatus
 	if jerr := json.Unmarshal([]byte(out), &rows); jerr != nil {
