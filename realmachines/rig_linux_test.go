@@ -239,19 +239,6 @@ func (r *rig) ssh(m *machine, within time.Duration) (*ssh.Client, error) {
 	if c != nil {
 		return c, nil
 	}
-	c, err := r.dial(m, within)
-	if err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	m.client = c
-	m.mu.Unlock()
-	return c, nil
-}
-
-// dial logs in to m as root with the operator's key and m's host key
-// pinned: a new connection, which the caller closes.
-func (r *rig) dial(m *machine, within time.Duration) (*ssh.Client, error) {
 	want := m.seed.HostKey.Public().(ed25519.PublicKey)
 	config := &ssh.ClientConfig{
 		User: "root",
@@ -270,6 +257,9 @@ func (r *rig) dial(m *machine, within time.Duration) (*ssh.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w\nits console's end:\n%s", m.name, err, m.consoleTail(30))
 	}
+	m.mu.Lock()
+	m.client = c
+	m.mu.Unlock()
 	return c, nil
 }
 

@@ -24,13 +24,17 @@ func (r *rig) logWhyAway(what string) {
 	start := time.Now()
 	out, err := r.run("machine", "list", "--json", "--timeout", listWait)
 	took := time.Since(start).Round(100 * time.Millisecond)
+	exit := "exit 0"
+	if err != nil {
+		exit, _, _ = strings.Cut(err.Error(), "\n")
+	}
 	var rows []cloud.MachineStatus
 	if jerr := json.Unmarshal([]byte(out), &rows); jerr != nil {
-		r.t.Logf("%s: machine list (%s): %v, %v: %s", what, took, err, jerr, out)
+		r.t.Logf("%s: machine list (%s, %s): %v: %s", what, took, exit, jerr, out)
 		return
 	}
 	for _, row := range rows {
-		r.t.Logf("%s: machine list (%s, %v): %s %s %q", what, took, err, row.Name, row.Status, row.Problem)
+		r.t.Logf("%s: machine list (%s, %s): %s %s %q", what, took, exit, row.Name, row.Status, row.Problem)
 		if row.Status != cloud.StatusOffline {
 			continue
 		}
