@@ -284,6 +284,11 @@ func mtuSubtest(t *testing.T, r *rig, nw network) {
 	if _, err := r.ssh(m, bootWithin); err != nil {
 		t.Fatal(err)
 	}
+	// sshd can answer before the helper's daemon listens, and the chain
+	// is built by the daemon's restore of its spec: wait for that.
+	if out, err := r.shWithin(m, "until journalctl -b -u "+assets.HelperUnitName+" | grep -q 'restored applied spec'; do sleep 1; done", 3*time.Minute); err != nil {
+		t.Fatalf("%s: the helper did not restore its spec after the boot: %q, %v\n%s", m.name, out, err, m.consoleTail(30))
+	}
 	f := facts(t, r, m)
 	if f.UplinkMTU != m.mtu {
 		t.Fatalf("%s: facts say uplink MTU %d; its NIC was given %d", m.name, f.UplinkMTU, m.mtu)
