@@ -345,8 +345,9 @@ func rssMiB(b *testing.B, pid int) float64 {
 	return 0
 }
 
-// cpuSplit is CPU time in core-seconds: every processor's busy time, the
-// lab's helper daemons', and this process's (the operator side).
+// cpuSplit is CPU time in core-seconds: every processor's busy time (not
+// idle, iowait or steal: time the hypervisor gave to others), the lab's
+// helper daemons', and this process's (the operator side).
 type cpuSplit struct{ busy, daemons, self float64 }
 
 // takeCPU reads the counters of a cpuSplit now.
@@ -364,7 +365,7 @@ func takeCPU(b *testing.B, daemons []int) cpuSplit {
 	// cpu  user nice system idle iowait irq softirq steal …
 	f := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])
 	for i, v := range f[1:min(len(f), 9)] {
-		if i == 3 || i == 4 { // idle, iowait
+		if i == 3 || i == 4 || i == 7 { // idle, iowait, steal
 			continue
 		}
 		t, err := strconv.ParseFloat(v, 64)

@@ -110,7 +110,7 @@ func listJSON[T any](r *rig, what string) []T {
 	r.t.Helper()
 	var rows []T
 	// A list is read only: one that no machine answered in time (TCG
-	// machines busy with a guest) is asked again, twice.
+	// machines slowed while one of them boots) is asked again, twice.
 	out, err := r.run(what, "list", "--json", "--timeout", listWait)
 	for try := 1; err != nil && try < 3; try++ {
 		r.t.Logf("%s list, try %d: %v", what, try, err)
