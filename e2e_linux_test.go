@@ -118,11 +118,7 @@ func (e *e2e) runner(m string) testbed.Runner {
 // the helper.
 func (e *e2e) chainFacts(m string) testbed.ChainFacts {
 	e.t.Helper()
-	var f helperapi.Facts
-	out := e.onMachine(m, e.butter, "helper", "facts")
-	if err := json.Unmarshal([]byte(out), &f); err != nil {
-		e.t.Fatalf("%s: butter helper facts: %v: %s", m, err, out)
-	}
+	f := e.facts(m)
 	gretap, err := testbed.KernelGretap(e.ctx, e.runner(m), "/usr/sbin/ip")
 	if err != nil {
 		e.t.Fatal(err)

@@ -56,32 +56,19 @@ func attachConsole(ctx context.Context, cl *cloud.Cloud, name string, idle time.
 	pr, pw := io.Pipe()
 	go func() {
 		defer pw.Close()
-		e := tui.NewEscaper()
-		buf := make([]byte, 4096)
-		for {
-			n, err := stdin.Read(buf)
-			send, detach := e.Filter(buf[:n])
-			if len(send) > 0 {
-				if _, werr := pw.Write(send); werr != nil {
-					return
-				}
-			}
-			if detach {
-				detached.Store(true)
-				cancel()
-				return
-			}
-			if err != nil {
-				// Input ran out (a script): stay until the output has come
-				// and gone quiet for idle, at most a minute.
-				for end := time.Now().Add(time.Minute); ctx.Err() == nil && !out.quiet(idle) && time.Now().Before(end); {
-					time.Sleep(100 * time.Millisecond)
-				}
-				detached.Store(true)
-				cancel()
-				return
+		detach, err := tui.ForwardInput(pw, stdin)
+		if !detach && err == nil {
+			return // the console ended
+		}
+		if !detach {
+			// Input ran out (a script): stay until the output has come and
+			// gone quiet for idle, at most a minute.
+			for end := time.Now().Add(time.Minute); ctx.Err() == nil && !out.quiet(idle) && time.Now().Before(end); {
+				time.Sleep(100 * time.Millisecond)
 			}
 		}
+		detached.Store(true)
+		cancel()
 	}()
 	err := cl.Console(ctx, name, pr, out)
 	pr.Close()

@@ -997,7 +997,7 @@ func (c *chain) testFirewallDrift(t *testing.T, ctx context.Context) {
 		machine *sim.Machine
 		damage  func() string // returns the drift it must cause
 	}{
-		{c.lab.Machines[0], func() string { deleteTable(t, c.lab.Machines[0]); return "table inet butter missing" }},
+		{c.lab.Machines[0], func() string { deleteTable(t, c.lab.Machines[0], butterTable); return "table inet butter missing" }},
 		{c.lab.Machines[2], func() string {
 			return "forward: missing rule: " + deleteRule(t, c.lab.Machines[2], plumbing.ChainForward, 1)
 		}},

@@ -203,7 +203,7 @@ func (f *fwLab) testTunnelsClosed(t *testing.T, ctx context.Context) {
 // spec again, which must put the table back.
 func (f *fwLab) withoutFirewall(t *testing.T, ctx context.Context, m *sim.Machine, fn func()) {
 	t.Helper()
-	deleteTable(t, m)
+	deleteTable(t, m, butterTable)
 	fn()
 	rep, err := f.butter.Apply(ctx, m, f.helpers.Specs[m.Name])
 	if err != nil {
@@ -486,7 +486,7 @@ func (f *fwLab) testDrift(t *testing.T, ctx context.Context) {
 	rule := deleteRule(t, m2, plumbing.ChainInput, 0)
 	f.driftOn(t, ctx, m2, "firewall", "input: missing rule: "+rule)
 
-	deleteTable(t, m3)
+	deleteTable(t, m3, butterTable)
 	f.driftOn(t, ctx, m3, "firewall", "table inet butter missing")
 
 	br := plumbing.BridgeName(1)
@@ -515,8 +515,8 @@ func (f *fwLab) testRestart(t *testing.T, ctx context.Context) {
 	if err := f.helpers.Daemons[m1.Name].Stop(stopCtx); err != nil {
 		t.Fatal(err)
 	}
-	deleteTable(t, m1)
-	deleteGuardTable(t, m1)
+	deleteTable(t, m1, butterTable)
+	deleteTable(t, m1, guardBridgeTable)
 	p, err := f.butter.StartHelper(ctx, m1, f.logs[m1.Name])
 	if err != nil {
 		t.Fatal(err)
@@ -596,13 +596,15 @@ func hasTable(t *testing.T, m *sim.Machine) bool {
 	return slices.ContainsFunc(tables, func(tb *nftables.Table) bool { return tb.Name == plumbing.FirewallTable })
 }
 
-// deleteTable deletes the helper's table on m by hand.
-func deleteTable(t *testing.T, m *sim.Machine) {
+// deleteTable deletes table tb on m by hand (drift for the helper to
+// mend).
+func deleteTable(t *testing.T, m *sim.Machine, tb *nftables.Table) {
 	t.Helper()
 	c := nft(t, m)
-	c.DelTable(butterTable)
+	c.DelTable(tb)
 	if err := c.Flush(); err != nil {
-		t.Fatalf("%s: delete table inet %s: %v", m.Name, plumbing.FirewallTable, err)
+		family := map[nftables.TableFamily]string{nftables.TableFamilyINet: "inet", nftables.TableFamilyBridge: "bridge"}[tb.Family]
+		t.Fatalf("%s: delete table %s %s: %v", m.Name, family, tb.Name, err)
 	}
 }
 

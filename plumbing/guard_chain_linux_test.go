@@ -204,7 +204,7 @@ func (f *fwLab) testGuard(t *testing.T, ctx context.Context) {
 		f.setMAC(t, ctx, realMAC)
 	}
 	check(true)
-	deleteGuardTable(t, m1)
+	deleteTable(t, m1, guardBridgeTable)
 	check(false)
 	rep, err := f.butter.Apply(ctx, m1, f.helpers.Specs[m1.Name])
 	if err != nil {
@@ -221,16 +221,6 @@ func (f *fwLab) testGuard(t *testing.T, ctx context.Context) {
 }
 
 var guardBridgeTable = &nftables.Table{Name: plumbing.GuardTable, Family: nftables.TableFamilyBridge}
-
-// deleteGuardTable deletes m's port guard table by hand.
-func deleteGuardTable(t *testing.T, m *sim.Machine) {
-	t.Helper()
-	c := nft(t, m)
-	c.DelTable(guardBridgeTable)
-	if err := c.Flush(); err != nil {
-		t.Fatalf("%s: delete table bridge %s: %v", m.Name, plumbing.GuardTable, err)
-	}
-}
 
 // testPortsIPv6 checks that the probes' ports, plugged into the bridges
 // after the daemon started, have IPv6 off with no apply since. The lab

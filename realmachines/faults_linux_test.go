@@ -16,33 +16,6 @@ import (
 	"github.com/butter-cloud/butter/assets"
 )
 
-// shWithin runs a shell line on m like sh, for lines that take longer
-// than testbed.RunSSH's minute.
-func (r *rig) shWithin(m *machine, line string, within time.Duration) (string, error) {
-	c, err := r.ssh(m, bootWithin)
-	if err != nil {
-		return "", err
-	}
-	s, err := c.NewSession()
-	if err != nil {
-		return "", fmt.Errorf("%s: ssh session: %w", m.name, err)
-	}
-	defer s.Close()
-	var stdout, stderr bytes.Buffer
-	s.Stdout, s.Stderr = &stdout, &stderr
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(line) }()
-	select {
-	case err := <-errc:
-		if err != nil {
-			return stdout.String(), fmt.Errorf("on %s: %q: %w: %s%s", m.name, line, err, stdout.String(), stderr.String())
-		}
-		return stdout.String(), nil
-	case <-time.After(within):
-		return stdout.String(), fmt.Errorf("on %s: %q: no end after %s", m.name, line, within)
-	}
-}
-
 // detach starts a line on m and does not wait for it (a reboot ends the
 // connection under it).
 func (r *rig) detach(m *machine, line string) error {

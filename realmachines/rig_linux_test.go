@@ -263,13 +263,19 @@ func (r *rig) ssh(m *machine, within time.Duration) (*ssh.Client, error) {
 	return c, nil
 }
 
-// sh runs a shell line on m as root and returns its standard output.
+// sh runs a shell line on m as root and returns its standard output; it
+// gives up after a minute.
 func (r *rig) sh(m *machine, line string) (string, error) {
+	return r.shWithin(m, line, time.Minute)
+}
+
+// shWithin is sh for a line that may take longer than a minute.
+func (r *rig) shWithin(m *machine, line string, within time.Duration) (string, error) {
 	c, err := r.ssh(m, bootWithin)
 	if err != nil {
 		return "", err
 	}
-	out, err := testbed.RunSSH(r.ctx, c, line)
+	out, err := testbed.RunSSHWithin(r.ctx, c, line, within)
 	if err != nil {
 		return out, fmt.Errorf("on %s: %w", m.name, err)
 	}

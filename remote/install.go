@@ -219,15 +219,24 @@ type Helper struct {
 // <Dir>/butter-<version>, uploading it (atomically, sha256-checked) when
 // it is missing or different. It does not start the daemon.
 func (c *Client) InstallHelper(ctx context.Context, o HelperOptions) (Helper, error) {
-	p, err := c.Platform(ctx)
+	bin, err := c.binaryFor(ctx, o, "install helper on")
 	if err != nil {
-		return Helper{}, fmt.Errorf("install helper on %s: %w", c.Host, err)
-	}
-	bin, err := FindHelper(p, o)
-	if err != nil {
-		return Helper{}, fmt.Errorf("install helper on %s: %w", c.Host, err)
+		return Helper{}, err
 	}
 	return c.installBinary(ctx, bin, o.Dir)
+}
+
+// binaryFor is the helper binary for the machine's platform; doing says
+// what it is for in an error ("install helper on").
+func (c *Client) binaryFor(ctx context.Context, o HelperOptions, doing string) (*HelperBinary, error) {
+	p, err := c.Platform(ctx)
+	if err == nil {
+		var bin *HelperBinary
+		if bin, err = FindHelper(p, o); err == nil {
+			return bin, nil
+		}
+	}
+	return nil, fmt.Errorf("%s %s: %w", doing, c.Host, err)
 }
 
 // ExpectedHelpers are the helpers InstallHelper would install on a
@@ -250,13 +259,9 @@ func ExpectedHelpers(o HelperOptions) []Helper {
 // it (Connect checks the version in the hello) and installs only when that
 // fails saves the checks' round trips on every connection but the first.
 func (c *Client) ExpectedHelper(ctx context.Context, o HelperOptions) (Helper, error) {
-	p, err := c.Platform(ctx)
+	bin, err := c.binaryFor(ctx, o, "helper for")
 	if err != nil {
-		return Helper{}, fmt.Errorf("helper for %s: %w", c.Host, err)
-	}
-	bin, err := FindHelper(p, o)
-	if err != nil {
-		return Helper{}, fmt.Errorf("helper for %s: %w", c.Host, err)
+		return Helper{}, err
 	}
 	return helperAt(bin, o.Dir), nil
 }

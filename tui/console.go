@@ -15,8 +15,7 @@ import (
 )
 
 // Escaper passes a person's typing to a console and notices the escapes:
-// Ctrl+] anywhere, or ~. at the start of a line (~~ sends one ~). The CLI's
-// console uses it too.
+// Ctrl+] anywhere, or ~. at the start of a line (~~ sends one ~).
 type Escaper struct {
 	atLineStart bool
 	tilde       bool // a ~ at the start of a line, held back
@@ -49,6 +48,31 @@ func (e *Escaper) Filter(in []byte) (out []byte, detach bool) {
 		e.atLineStart = b == '\r' || b == '\n'
 	}
 	return out, false
+}
+
+// ForwardInput copies a person's typing from in to console through an
+// Escaper until they detach (true), in ends or fails (false and the read
+// error, io.EOF at the end of a script), or console takes no more (false
+// and nil: the console has gone). The dashboard's console and the CLI's
+// both use it.
+func ForwardInput(console io.Writer, in io.Reader) (detached bool, err error) {
+	e := NewEscaper()
+	buf := make([]byte, 4096)
+	for {
+		n, err := in.Read(buf)
+		send, detach := e.Filter(buf[:n])
+		if len(send) > 0 {
+			if _, werr := console.Write(send); werr != nil {
+				return false, nil
+			}
+		}
+		if detach {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
 }
 
 // consoleSession is a VM's console as a tea.ExecCommand: the program lets
@@ -87,23 +111,8 @@ func (c *consoleSession) Run() error {
 	go func() {
 		defer close(readerDone)
 		defer pw.Close()
-		e := NewEscaper()
-		buf := make([]byte, 4096)
-		for {
-			n, err := in.Read(buf)
-			send, detach := e.Filter(buf[:n])
-			if len(send) > 0 {
-				if _, werr := pw.Write(send); werr != nil {
-					return
-				}
-			}
-			if detach {
-				c.detach()
-				return
-			}
-			if err != nil {
-				return
-			}
+		if detached, _ := ForwardInput(pw, in); detached {
+			c.detach()
 		}
 	}()
 	err := c.attach(pr, c.stdout)

@@ -321,6 +321,37 @@ func TestEscaper(t *testing.T) {
 	}
 }
 
+// closedConsole refuses every write, as a console that has gone does.
+type closedConsole struct{}
+
+func (closedConsole) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }
+
+func TestForwardInput(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, sent string
+		closed         bool
+		detached       bool
+		err            error
+	}{
+		{name: "detach", in: "ls\r~.echo no\r", sent: "ls\r", detached: true},
+		{name: "Ctrl+]", in: "ls\x1dmore", sent: "ls", detached: true},
+		{name: "script ends", in: "uname\r", sent: "uname\r", err: io.EOF},
+		{name: "console gone", in: "uname\r", closed: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sent bytes.Buffer
+			var console io.Writer = &sent
+			if tc.closed {
+				console = closedConsole{}
+			}
+			detached, err := ForwardInput(console, strings.NewReader(tc.in))
+			if detached != tc.detached || err != tc.err || sent.String() != tc.sent {
+				t.Errorf("ForwardInput = %v, %v, sent %q; want %v, %v, sent %q", detached, err, sent.String(), tc.detached, tc.err, tc.sent)
+			}
+		})
+	}
+}
+
 func TestConsoleSessionDetaches(t *testing.T) {
 	inR, inW := io.Pipe()
 	var out bytes.Buffer

@@ -51,6 +51,13 @@ func GuestHostKey(console string) (ssh.PublicKey, error) {
 // RunSSH runs cmd on c and returns its standard output; it gives up after
 // a minute or when ctx ends.
 func RunSSH(ctx context.Context, c *ssh.Client, cmd string) (string, error) {
+	return RunSSHWithin(ctx, c, cmd, time.Minute)
+}
+
+// RunSSHWithin is RunSSH for a command that may take longer (or must take
+// less) than a minute. A command that ran and failed returns its standard
+// output too; the error carries both streams.
+func RunSSHWithin(ctx context.Context, c *ssh.Client, cmd string, within time.Duration) (string, error) {
 	s, err := c.NewSession()
 	if err != nil {
 		return "", fmt.Errorf("ssh session: %w", err)
@@ -63,11 +70,11 @@ func RunSSH(ctx context.Context, c *ssh.Client, cmd string) (string, error) {
 	select {
 	case err := <-errc:
 		if err != nil {
-			return "", fmt.Errorf("ssh %q: %w\nstdout:\n%s\nstderr:\n%s", cmd, err, stdout.String(), stderr.String())
+			return stdout.String(), fmt.Errorf("ssh %q: %w\nstdout:\n%s\nstderr:\n%s", cmd, err, stdout.String(), stderr.String())
 		}
 		return stdout.String(), nil
-	case <-time.After(time.Minute):
-		return "", fmt.Errorf("ssh %q: no answer after a minute", cmd)
+	case <-time.After(within):
+		return "", fmt.Errorf("ssh %q: no end after %s", cmd, within)
 	case <-ctx.Done():
 		return "", fmt.Errorf("ssh %q: %w", cmd, ctx.Err())
 	}

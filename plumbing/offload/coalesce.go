@@ -67,8 +67,8 @@ func NewCoalescer(udpGRO bool, tunnelPorts []uint16) *Coalescer {
 	return &Coalescer{
 		udpGRO:      udpGRO,
 		tunnelPorts: slices.Clone(tunnelPorts),
-		tcp:         tcpGROTable{itemsByFlow: make(map[tcpFlowKey][]tcpGROItem)},
-		udp:         udpGROTable{itemsByFlow: make(map[udpFlowKey][]udpGROItem)},
+		tcp:         tcpGROTable{newGROTable[tcpFlowKey, tcpGROItem]()},
+		udp:         udpGROTable{newGROTable[udpFlowKey, udpGROItem]()},
 	}
 }
 

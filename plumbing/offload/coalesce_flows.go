@@ -73,11 +73,49 @@ type tcpGROItem struct {
 	pshSet    bool       // psh flag is set
 }
 
+// groTable holds each flow's items during one coalescing pass, and the
+// item slices of earlier passes to reuse, so a pass allocates nothing once
+// warm. Ported from wireguard-go (MIT), where the TCP and UDP tables each
+// had their own copy.
+type groTable[K comparable, I any] struct {
+	itemsByFlow map[K][]I
+	itemsPool   [][]I
+}
+
+func newGROTable[K comparable, I any]() groTable[K, I] {
+	return groTable[K, I]{itemsByFlow: make(map[K][]I)}
+}
+
+// add appends item to key's flow, starting the flow with a pooled slice.
+func (t *groTable[K, I]) add(key K, item I) {
+	items, ok := t.itemsByFlow[key]
+	if !ok {
+		items = t.newItems()
+	}
+	t.itemsByFlow[key] = append(items, item)
+}
+
+func (t *groTable[K, I]) newItems() []I {
+	if len(t.itemsPool) == 0 {
+		return make([]I, 0, 8)
+	}
+	items := t.itemsPool[len(t.itemsPool)-1]
+	t.itemsPool = t.itemsPool[:len(t.itemsPool)-1]
+	return items
+}
+
+// reset empties the table, keeping every flow's slice for the next pass.
+func (t *groTable[K, I]) reset() {
+	for k, items := range t.itemsByFlow {
+		t.itemsPool = append(t.itemsPool, items[:0])
+		delete(t.itemsByFlow, k)
+	}
+}
+
 // tcpGROTable holds flow and coalescing information for the purposes of
 // TCP GRO. Ported from wireguard-go (MIT).
 type tcpGROTable struct {
-	itemsByFlow map[tcpFlowKey][]tcpGROItem
-	itemsPool   [][]tcpGROItem
+	groTable[tcpFlowKey, tcpGROItem]
 }
 
 // lookupOrInsert looks up a flow for the provided packet and metadata,
@@ -103,11 +141,7 @@ func (t *tcpGROTable) insert(key tcpFlowKey, pkt []byte, seg tcpSegment, bufsInd
 		sentSeq:   binary.BigEndian.Uint32(tcp[4:]),
 		pshSet:    tcp[groTCPFlagsOffset]&groTCPFlagPSH != 0,
 	}
-	items, ok := t.itemsByFlow[key]
-	if !ok {
-		items = t.newItems()
-	}
-	t.itemsByFlow[key] = append(items, item)
+	t.add(key, item)
 }
 
 func (t *tcpGROTable) updateAt(item tcpGROItem, i int) {
@@ -117,22 +151,6 @@ func (t *tcpGROTable) updateAt(item tcpGROItem, i int) {
 func (t *tcpGROTable) deleteAt(key tcpFlowKey, i int) {
 	items := t.itemsByFlow[key]
 	t.itemsByFlow[key] = append(items[:i], items[i+1:]...)
-}
-
-func (t *tcpGROTable) newItems() []tcpGROItem {
-	if len(t.itemsPool) == 0 {
-		return make([]tcpGROItem, 0, 8)
-	}
-	items := t.itemsPool[len(t.itemsPool)-1]
-	t.itemsPool = t.itemsPool[:len(t.itemsPool)-1]
-	return items
-}
-
-func (t *tcpGROTable) reset() {
-	for k, items := range t.itemsByFlow {
-		t.itemsPool = append(t.itemsPool, items[:0])
-		delete(t.itemsByFlow, k)
-	}
 }
 
 // udpFlowKey represents the key for a UDP flow. Ported from wireguard-go
@@ -168,8 +186,7 @@ type udpGROItem struct {
 // udpGROTable holds flow and coalescing information for the purposes of
 // UDP GRO. Ported from wireguard-go (MIT).
 type udpGROTable struct {
-	itemsByFlow map[udpFlowKey][]udpGROItem
-	itemsPool   [][]udpGROItem
+	groTable[udpFlowKey, udpGROItem]
 }
 
 // lookupOrInsert looks up a flow for the provided packet and metadata,
@@ -193,29 +210,9 @@ func (u *udpGROTable) insert(key udpFlowKey, pkt []byte, udphOffset, bufsIndex i
 		iphLen:           udphOffset,
 		cSumKnownInvalid: cSumKnownInvalid,
 	}
-	items, ok := u.itemsByFlow[key]
-	if !ok {
-		items = u.newItems()
-	}
-	u.itemsByFlow[key] = append(items, item)
+	u.add(key, item)
 }
 
 func (u *udpGROTable) updateAt(item udpGROItem, i int) {
 	u.itemsByFlow[item.key][i] = item
-}
-
-func (u *udpGROTable) newItems() []udpGROItem {
-	if len(u.itemsPool) == 0 {
-		return make([]udpGROItem, 0, 8)
-	}
-	items := u.itemsPool[len(u.itemsPool)-1]
-	u.itemsPool = u.itemsPool[:len(u.itemsPool)-1]
-	return items
-}
-
-func (u *udpGROTable) reset() {
-	for k, items := range u.itemsByFlow {
-		u.itemsPool = append(u.itemsPool, items[:0])
-		delete(u.itemsByFlow, k)
-	}
 }
