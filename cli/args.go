@@ -29,8 +29,11 @@ func verbs(cmd *cobra.Command, args []string) error {
 // oneName accepts exactly one argument, the name of a what, such as "VM".
 func oneName(what string) cobra.PositionalArgs {
 	return func(_ *cobra.Command, args []string) error {
-		if len(args) != 1 {
+		switch {
+		case len(args) == 0:
 			return fmt.Errorf("give the %s's name", what)
+		case len(args) > 1:
+			return fmt.Errorf("unexpected argument %q after the %s's name: give other values with their flags", args[1], what)
 		}
 		return nil
 	}

@@ -8,7 +8,6 @@ import (
 	"github.com/butter-cloud/butter/cloud"
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/internal/printable"
-	"github.com/butter-cloud/butter/remote"
 )
 
 // printDryRun prints what a change would do, per machine, as a shell
@@ -77,7 +76,7 @@ func (s *session) printAddition(p cloud.AdditionPlan) error {
 #  5. give it mesh address %[6]s and apply generation %[7]d on it: its WireGuard device and its peers
 #  6. apply generation %[7]d on %[8]s
 # Once added, `+"`butter sync --dry-run %[1]s`"+` shows its commands.
-`, printable.String(m.Name), printable.String(m.Address), m.Port, remote.DefaultHelperDir, helperapi.DefaultStateDir, m.MeshIP, p.Generation, others)
+`, printable.String(m.Name), printable.String(m.Address), m.Port, p.HelperDir, helperapi.DefaultStateDir, m.MeshIP, p.Generation, others)
 	return nil
 }
 

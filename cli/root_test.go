@@ -123,6 +123,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"vm", "create", "web", "--bogus"}, 2, "unknown flag: --bogus"},
 		{[]string{"vm", "create", "--machine"}, 2, "flag needs an argument: --machine"},
 		{[]string{"vm", "stop"}, 2, "give the VM's name"},
+		{[]string{"machine", "add", "m1", "192.0.2.1"}, 2, `unexpected argument "192.0.2.1" after the machine's name: give other values with their flags`},
 		{[]string{"vm", "create", "web"}, 2, `required flag(s) "machine", "network", "image" not set`},
 		{[]string{"vm", "create", "web", "--machine", "a", "--network", "n", "--image", "i", "--memory", "5Q"}, 2, `--memory: size "5Q"`},
 		{[]string{"vm", "create", "--machine=a", "--network", "n", "--image=i", "--disk", "x", "web"}, 2, `--disk: size "x"`},
@@ -261,5 +262,34 @@ func TestSyncWaitSaysStillBehind(t *testing.T) {
 	code, _, errs = butter(t, Options{}, "sync", "--wait")
 	if code != 1 || !strings.Contains(errs, "butter: m1 is still behind (--wait)") || strings.Contains(errs, "recorded") {
 		t.Errorf("sync --wait with m1 away: exit %d, stderr %q; want 1 saying m1 is still behind, no change recorded", code, errs)
+	}
+}
+
+// machine add --dry-run on an empty cloud says what adding would do,
+// contacting nothing (192.0.2.0/24 is reserved for documentation: a dial
+// there would hang or fail) and writing nothing.
+func TestMachineAddDryRun(t *testing.T) {
+	inv := emptyCloud(t)
+	before, err := os.ReadFile(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := butter(t, Options{}, "machine", "add", "m1", "--address", "192.0.2.1", "--dry-run")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{
+		"# dry run of machine add m1: nothing changed, nothing contacted",
+		"connect to 192.0.2.1 port 22",
+		"as /var/lib/butter/bin/butter-<version>",
+		"give it mesh address 10.99.0.1 and apply generation 1",
+		"on no other machine yet",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the dry run does not say %q:\n%s", want, out)
+		}
+	}
+	if after, _ := os.ReadFile(inv); string(after) != string(before) {
+		t.Errorf("the dry run changed the inventory:\n%s", after)
 	}
 }

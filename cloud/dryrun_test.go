@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/butter-cloud/butter/internal/testbed"
+	"github.com/butter-cloud/butter/inventory"
+	"github.com/butter-cloud/butter/remote"
 )
 
 // A dry run asks every machine for its plan and writes nothing: the
@@ -207,5 +210,40 @@ func TestDryRunRotateKey(t *testing.T) {
 	}
 	if !bytes.Equal(before, after) {
 		t.Errorf("the inventory changed")
+	}
+}
+
+// A dry run of machine add plans from the inventory alone: the next mesh
+// address, the generation, the machines that would take the peer and
+// where the helper would go. It contacts no machine (the fake has none at
+// the new address: a dial would fail) and writes nothing. A bad entry is refused the same way
+// AddMachine refuses it.
+func TestDryRunAddMachine(t *testing.T) {
+	c, _ := newFakeCloud(t, 2)
+	addAll(t, c, 2)
+	sums := fileSums(t, c.Path())
+	p, err := c.DryRunAddMachine(NewMachine{Name: "m3", Address: "192.0.2.3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := inventory.Load(c.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := AdditionPlan{Generation: inv.Generation + 1, Others: []string{"m1", "m2"}, HelperDir: remote.DefaultHelperDir}
+	if p.Machine.Name != "m3" || !p.Machine.MeshIP.IsValid() || p.Generation != want.Generation ||
+		!slices.Equal(p.Others, want.Others) || p.HelperDir != want.HelperDir {
+		t.Errorf("plan = %+v, want m3 with a mesh address, %+v", p, want)
+	}
+	for _, m := range inv.Machines {
+		if m.MeshIP == p.Machine.MeshIP {
+			t.Errorf("the planned mesh address %s is %s's", p.Machine.MeshIP, m.Name)
+		}
+	}
+	if _, err := c.DryRunAddMachine(NewMachine{Name: "web-", Address: "192.0.2.3"}); err == nil || !strings.Contains(err.Error(), `"web-"`) {
+		t.Errorf("a bad name: %v, want it refused by name", err)
+	}
+	if got := fileSums(t, c.Path()); got != sums {
+		t.Error("a dry run changed the inventory or its .bak")
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/butter-cloud/butter/helperapi"
 	"github.com/butter-cloud/butter/inventory"
+	"github.com/butter-cloud/butter/remote"
 )
 
 // NewMachine is what `machine add` is told.
@@ -105,6 +106,9 @@ type AdditionPlan struct {
 	// the new peer.
 	Generation int
 	Others     []string
+	// HelperDir is the folder on the machine the helper would be
+	// uploaded to.
+	HelperDir string
 }
 
 // DryRunAddMachine checks nm as AddMachine does and says what adding it
@@ -117,7 +121,7 @@ func (c *Cloud) DryRunAddMachine(nm NewMachine) (AdditionPlan, error) {
 	if m.MeshIP, err = prev.NextMeshIP(); err != nil {
 		return AdditionPlan{}, err
 	}
-	return AdditionPlan{Machine: m, Generation: prev.Generation + 1, Others: machineNames(prev)}, nil
+	return AdditionPlan{Machine: m, Generation: prev.Generation + 1, Others: machineNames(prev), HelperDir: remote.DefaultHelperDir}, nil
 }
 
 // behindNAT decides that a machine cannot be reached by the others: the
