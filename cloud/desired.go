@@ -17,9 +17,12 @@ func Desired(inv *inventory.Inventory) *helperapi.Desired {
 		d.Machines = append(d.Machines, helperapi.DesiredMachine{Name: m.Name, Address: m.Address, Port: m.Port,
 			User: m.User, Endpoint: m.Endpoint, NAT: m.NAT, MeshIP: m.MeshIP, PublicKey: m.PublicKey, Accel: m.Accel})
 	}
+	// A network and a VM are the same fields on both sides: converted, so
+	// that a field added to one and not the other fails to build.
 	for _, n := range inv.Networks {
-		d.Networks = append(d.Networks, helperapi.DesiredNetwork{Name: n.Name, Subnet: n.Subnet, ID: n.ID,
-			Tunnel: n.Tunnel, Machines: slices.Clone(n.Machines), Egress: n.Egress})
+		dn := helperapi.DesiredNetwork(n)
+		dn.Machines = slices.Clone(n.Machines)
+		d.Networks = append(d.Networks, dn)
 	}
 	for _, v := range inv.VMs {
 		d.VMs = append(d.VMs, helperapi.DesiredVM(v))
@@ -45,8 +48,9 @@ func FromDesired(d helperapi.Desired, identity string) *inventory.Inventory {
 			Accel: m.Accel})
 	}
 	for _, n := range d.Networks {
-		inv.Networks = append(inv.Networks, inventory.Network{Name: n.Name, Subnet: n.Subnet, ID: n.ID,
-			Tunnel: n.Tunnel, Machines: slices.Clone(n.Machines), Egress: n.Egress})
+		in := inventory.Network(n)
+		in.Machines = slices.Clone(n.Machines)
+		inv.Networks = append(inv.Networks, in)
 	}
 	for _, v := range d.VMs {
 		inv.VMs = append(inv.VMs, inventory.VM(v))
