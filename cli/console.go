@@ -56,16 +56,16 @@ func attachConsole(ctx context.Context, cl *cloud.Cloud, name string, idle time.
 	pr, pw := io.Pipe()
 	go func() {
 		defer pw.Close()
-		detach, err := tui.ForwardInput(pw, stdin)
-		if !detach && err == nil {
-			return // the console ended
-		}
-		if !detach {
+		switch detach, err := tui.ForwardInput(pw, stdin); {
+		case detach:
+		case err != nil:
 			// Input ran out (a script): stay until the output has come and
 			// gone quiet for idle, at most a minute.
 			for end := time.Now().Add(time.Minute); ctx.Err() == nil && !out.quiet(idle) && time.Now().Before(end); {
 				time.Sleep(100 * time.Millisecond)
 			}
+		default:
+			return // the console ended
 		}
 		detached.Store(true)
 		cancel()

@@ -216,8 +216,8 @@ func TestDryRunRotateKey(t *testing.T) {
 // A dry run of machine add plans from the inventory alone: the next mesh
 // address, the generation, the machines that would take the peer and
 // where the helper would go. It contacts no machine (the fake has none at
-// the new address: a dial would fail) and writes nothing. A bad entry is refused the same way
-// AddMachine refuses it.
+// the new address: a dial would fail) and writes nothing. A bad entry is
+// refused as AddMachine refuses it.
 func TestDryRunAddMachine(t *testing.T) {
 	c, _ := newFakeCloud(t, 2)
 	addAll(t, c, 2)
