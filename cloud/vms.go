@@ -261,6 +261,17 @@ const (
 	VMMissing = "missing"
 )
 
+// vmsOn is machine m's VMs, as its helper lists them within timeout.
+func (c *Cloud) vmsOn(ctx context.Context, m inventory.Machine, timeout time.Duration) ([]helperapi.VMInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	h, err := c.helper(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	return h.ListVMs(ctx)
+}
+
 // ErrNoAnswer is in VMs' error when no machine answered.
 var ErrNoAnswer = errors.New("no machine answered")
 
@@ -284,13 +295,7 @@ func (c *Cloud) VMs(ctx context.Context, timeout time.Duration) ([]VMStatus, err
 	ch := make(chan answer, len(inv.Machines))
 	err = each(machineNames(inv), func(name string) error {
 		m, _ := inv.Machine(name)
-		cctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		h, err := c.helper(cctx, *m)
-		if err != nil {
-			return err
-		}
-		vms, err := h.ListVMs(cctx)
+		vms, err := c.vmsOn(ctx, *m, timeout)
 		if err != nil {
 			return err
 		}

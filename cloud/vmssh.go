@@ -156,13 +156,7 @@ func (c *Cloud) vmImages(ctx context.Context, vms []inventory.VM, timeout time.D
 		if !ok {
 			return nil
 		}
-		cctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		h, err := c.helper(cctx, *m)
-		if err != nil {
-			return err
-		}
-		list, err := h.ListVMs(cctx)
+		list, err := c.vmsOn(ctx, *m, timeout)
 		mu.Lock()
 		defer mu.Unlock()
 		for _, i := range list {
