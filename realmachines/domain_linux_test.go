@@ -86,7 +86,7 @@ func (r *rig) checkIdleVM(m *machine, boots int, within time.Duration) {
 	var listErr error
 	var shown int
 	deadline := time.Now().Add(within)
-	for {
+	for logged := false; ; {
 		// A list no machine answered (TCG machines busy starting the
 		// guest miss the list's deadline) is asked again, to the end.
 		info, listErr = r.listVM(idleVM)
@@ -95,8 +95,9 @@ func (r *rig) checkIdleVM(m *machine, boots int, within time.Duration) {
 		if listErr == nil && info.State == "running" && info.Autostart && shown >= boots || time.Now().After(deadline) {
 			break
 		}
-		if listErr != nil || info.State == "" {
-			r.logWhyAway("vm list")
+		if (listErr != nil || info.State == "") && !logged {
+			r.logWhyAway("vm list") // once: it lists every machine and asks the away ones
+			logged = true
 		}
 		time.Sleep(time.Second)
 	}

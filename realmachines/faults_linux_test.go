@@ -293,11 +293,14 @@ func mtuSubtest(t *testing.T, r *rig, nw network) {
 	problem := listProblem()
 	// A member that did not answer the list in time (a TCG machine just
 	// booted) adds no MTU of its own, so the list sees no difference:
-	// asked again for two minutes, with why it missed logged, before
-	// that counts.
-	for deadline := time.Now().Add(2 * time.Minute); !same && !strings.Contains(problem, m.name) && time.Now().Before(deadline); {
+	// asked again for two minutes, with why it first missed logged,
+	// before that counts.
+	for deadline, logged := time.Now().Add(2*time.Minute), false; !same && !strings.Contains(problem, m.name) && time.Now().Before(deadline); {
 		t.Logf("network list: problem %q", problem)
-		r.logWhyAway("network list")
+		if !logged {
+			r.logWhyAway("network list")
+			logged = true
+		}
 		time.Sleep(5 * time.Second)
 		problem = listProblem()
 	}

@@ -114,7 +114,9 @@ func listJSON[T any](r *rig, what string) []T {
 	out, err := r.run(what, "list", "--json", "--timeout", listWait)
 	for try := 1; err != nil && try < 3; try++ {
 		r.t.Logf("%s list, try %d: %v", what, try, err)
-		r.logWhyAway(what + " list")
+		if try == 1 {
+			r.logWhyAway(what + " list")
+		}
 		time.Sleep(2 * time.Second)
 		out, err = r.run(what, "list", "--json", "--timeout", listWait)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/butter-cloud/butter/assets"
 	"github.com/butter-cloud/butter/cloud"
+	"github.com/butter-cloud/butter/internal/testbed"
 )
 
 // listWait is how long the tier's lists wait for each machine: a new
@@ -14,6 +15,10 @@ import (
 // up to 7 s more while one of them booted (butter's log of a run), beyond
 // the 10 s a list waits by default.
 const listWait = "30s"
+
+// whyWithin bounds logWhyAway's look into a machine, which is only a
+// diagnostic.
+const whyWithin = 20 * time.Second
 
 // logWhyAway logs, when a list misses a machine, what the operator sees
 // of each (status, problem, and how long `machine list` took) and, for a
@@ -42,7 +47,12 @@ func (r *rig) logWhyAway(what string) {
 			if m.name != row.Name {
 				continue
 			}
-			j, jerr := r.sh(m, "uptime; journalctl -b -o short-precise --no-pager -u "+assets.HelperUnitName+" | tail -n 12")
+			// Asked briefly: a machine still booting is not waited for.
+			var j string
+			c, jerr := r.ssh(m, whyWithin)
+			if jerr == nil {
+				j, jerr = testbed.RunSSHWithin(r.ctx, c, "uptime; journalctl -b -o short-precise --no-pager -u "+assets.HelperUnitName+" | tail -n 12", whyWithin)
+			}
 			r.t.Logf("%s: %s's helper daemon (%v):\n%s", what, m.name, jerr, strings.TrimSpace(j))
 		}
 	}
